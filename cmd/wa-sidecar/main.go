@@ -1,0 +1,90 @@
+// Command wa-sidecar supervises the Hermes WhatsApp bridge: it keeps the
+// bridge running, tells crashes from normal shutdowns, and stops it without
+// leaving orphans or zombies.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes. 64 is EX_USAGE from sysexits.h.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 64
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+func sidecarVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// usageError marks a mistake in the command line, which exits with 64.
+func usageError(format string, args ...any) error {
+	return cli.Exit("wa-sidecar: "+fmt.Sprintf(format, args...), exitUsage)
+}
+
+func onUsageError(_ *cli.Context, err error, _ bool) error {
+	return usageError("%v (see --help)", err)
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:    "wa-sidecar",
+		Usage:   "keep the Hermes WhatsApp bridge running, and tell the gateway how it is",
+		Version: sidecarVersion(),
+		Description: "wa-sidecar spawns the bridge, tells normal shutdowns (SIGTERM, SIGINT, SIGKILL) from\n" +
+			"crashes, respawns it with capped, jittered backoff, and never exits because the bridge failed.",
+		OnUsageError:         onUsageError,
+		EnableBashCompletion: false,
+		HideHelpCommand:      true,
+		Commands:             commands(),
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(c.App.ErrWriter, "wa-sidecar: unknown command %q; run 'wa-sidecar --help' for the list\n", name)
+			cli.OsExiter(exitUsage)
+		},
+	}
+}
+
+func commands() []*cli.Command {
+	return []*cli.Command{
+		runCommand(),
+	}
+}
+
+func main() {
+	os.Exit(run(os.Args))
+}
+
+// run executes the app and turns its error into an exit code. Errors the
+// app did not classify are usage errors when they come from parsing (urfave
+// returns those before any action runs) and general errors otherwise.
+func run(args []string) int {
+	app := newApp()
+	err := app.Run(args)
+	if err == nil {
+		return exitOK
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintln(os.Stderr, msg)
+		}
+		return ec.ExitCode()
+	}
+	fmt.Fprintln(os.Stderr, "wa-sidecar:", err)
+	return exitUsage
+}

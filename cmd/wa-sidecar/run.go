@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+	"github.com/wa-sidecar/wa-sidecar/signals"
+)
+
+func envs(name string) []string { return []string{"WA_SIDECAR_" + name} }
+
+func runFlags() []cli.Flag {
+	d := procmon.DefaultBackoff
+	return []cli.Flag{
+		&cli.StringFlag{Name: "workdir", Usage: "working directory of the bridge", EnvVars: envs("WORKDIR")},
+		&cli.StringFlag{Name: "normal-signals", Value: "TERM,INT,KILL", Usage: "signals whose deaths are a normal shutdown, not a crash (exit codes 128+n count too)", EnvVars: envs("NORMAL_SIGNALS")},
+		&cli.DurationFlag{Name: "backoff-initial", Value: d.Initial, Usage: "delay before the first respawn after a failure", EnvVars: envs("BACKOFF_INITIAL")},
+		&cli.DurationFlag{Name: "backoff-max", Value: d.Max, Usage: "longest delay between respawns", EnvVars: envs("BACKOFF_MAX")},
+		&cli.DurationFlag{Name: "backoff-reset", Value: d.Reset, Usage: "uptime after which earlier failures are forgiven", EnvVars: envs("BACKOFF_RESET")},
+		&cli.Float64Flag{Name: "backoff-jitter", Value: d.Jitter, Usage: "random spread of each delay, as a fraction (0.2 = ±20 %)", EnvVars: envs("BACKOFF_JITTER")},
+		&cli.IntFlag{Name: "max-restarts", Value: 0, Usage: "after this many consecutive failed runs, park the bridge (given_up) until a start command; 0 = never", EnvVars: envs("MAX_RESTARTS")},
+		&cli.StringFlag{Name: "stop-signal", Value: "TERM", Usage: "signal that asks the bridge to stop", EnvVars: envs("STOP_SIGNAL")},
+		&cli.DurationFlag{Name: "stop-timeout", Value: 10 * time.Second, Usage: "how long to wait after the stop signal before SIGKILL to the bridge's process group", EnvVars: envs("STOP_TIMEOUT")},
+		&cli.BoolFlag{Name: "subreaper", Usage: "become a child subreaper and reap orphaned descendants (implied when running as PID 1)", EnvVars: envs("SUBREAPER")},
+		&cli.IntFlag{Name: "tail-lines", Value: 20, Usage: "lines of the bridge's output kept for each exit record", EnvVars: envs("TAIL_LINES")},
+		&cli.IntFlag{Name: "max-line-bytes", Value: 64 << 10, Usage: "longer output lines are cut to this many bytes", EnvVars: envs("MAX_LINE_BYTES")},
+		&cli.StringFlag{Name: "log-format", Value: "auto", Usage: "auto (coloured text on a terminal, JSON lines otherwise), text or json", EnvVars: envs("LOG_FORMAT")},
+		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: envs("LOG_LEVEL")},
+	}
+}
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "start the bridge and keep it running",
+		ArgsUsage: "[-- COMMAND [ARGS...]]",
+		Description: "Examples:\n" +
+			"   wa-sidecar run -- node ~/.hermes/scripts/whatsapp-bridge/bridge.js --port 3000 --session ~/.hermes/platforms/whatsapp/session\n" +
+			"   wa-sidecar run --backoff-max 30s --stop-timeout 20s -- ./my-bridge\n\n" +
+			"SIGTERM or SIGINT stop the bridge and then the sidecar (a second SIGINT skips the wait);\n" +
+			"SIGHUP restarts the bridge; SIGUSR1 and SIGUSR2 are passed on to it.",
+		Flags:        runFlags(),
+		OnUsageError: onUsageError,
+		Action:       runAction,
+	}
+}
+
+// runConfig turns the flags into a monitor configuration, or a usage error
+// that names the flag to fix.
+func runConfig(c *cli.Context) (procmon.Config, error) {
+	var cfg procmon.Config
+	cfg.Command = c.Args().Slice()
+	if len(cfg.Command) == 0 {
+		return cfg, usageError("no bridge command given; put it after --, e.g. wa-sidecar run -- node bridge.js --port 3000")
+	}
+	normal, err := signals.ParseSet(c.String("normal-signals"))
+	if err != nil {
+		return cfg, usageError("--normal-signals: %v", err)
+	}
+	cfg.NormalSignals = normal
+	stop, err := signals.Parse(c.String("stop-signal"))
+	if err != nil {
+		return cfg, usageError("--stop-signal: %v", err)
+	}
+	if stop == syscall.SIGKILL {
+		return cfg, usageError("--stop-signal KILL leaves the bridge no chance to stop cleanly; use TERM (the default) and a short --stop-timeout instead")
+	}
+	cfg.StopSignal = stop
+	cfg.StopTimeout = c.Duration("stop-timeout")
+	if cfg.StopTimeout <= 0 {
+		return cfg, usageError("--stop-timeout must be positive (got %s)", cfg.StopTimeout)
+	}
+	cfg.Backoff = procmon.Backoff{
+		Initial:    c.Duration("backoff-initial"),
+		Max:        c.Duration("backoff-max"),
+		Multiplier: procmon.DefaultBackoff.Multiplier,
+		Jitter:     c.Float64("backoff-jitter"),
+		Reset:      c.Duration("backoff-reset"),
+	}
+	if err := cfg.Backoff.Validate(); err != nil {
+		return cfg, usageError("%v", err)
+	}
+	cfg.MaxRestarts = c.Int("max-restarts")
+	if cfg.MaxRestarts < 0 {
+		return cfg, usageError("--max-restarts must not be negative (got %d); 0 means never give up", cfg.MaxRestarts)
+	}
+	cfg.TailLines = c.Int("tail-lines")
+	if cfg.TailLines < 1 || cfg.TailLines > 10000 {
+		return cfg, usageError("--tail-lines must be between 1 and 10000 (got %d)", cfg.TailLines)
+	}
+	cfg.MaxLineBytes = c.Int("max-line-bytes")
+	if cfg.MaxLineBytes < 80 || cfg.MaxLineBytes > 16<<20 {
+		return cfg, usageError("--max-line-bytes must be between 80 and 16777216 (got %d)", cfg.MaxLineBytes)
+	}
+	if dir := c.String("workdir"); dir != "" {
+		st, err := os.Stat(dir)
+		if err != nil || !st.IsDir() {
+			return cfg, usageError("--workdir %q is not a directory", dir)
+		}
+		cfg.Dir = dir
+	}
+	return cfg, nil
+}
+
+func runAction(c *cli.Context) error {
+	logger, err := newLogger(c.String("log-format"), c.String("log-level"), os.Stderr)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	cfg, err := runConfig(c)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = logger
+	cfg.Output = bridgeOutput(logger)
+
+	reapAll := os.Getpid() == 1
+	if c.Bool("subreaper") {
+		if err := signals.BecomeSubreaper(); err != nil {
+			return cli.Exit(fmt.Sprintf("wa-sidecar: --subreaper: %v", err), exitError)
+		}
+		reapAll = true
+	}
+	reaper := signals.NewReaper(signals.ReaperOptions{
+		ReapAll: reapAll,
+		Orphan: func(pid int, ws syscall.WaitStatus) {
+			logger.Debug("reaped an orphaned process", "pid", pid, "status", describeStatus(ws))
+		},
+	})
+	defer reaper.Close()
+	cfg.Reaper = reaper
+
+	m, err := procmon.New(cfg)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	if reapAll {
+		logger.Info("reaping orphaned processes", "pid1", os.Getpid() == 1)
+	}
+	return supervise(m, logger)
+}
+
+// supervise runs the monitor and turns the sidecar's own signals into
+// commands: the first TERM or INT stops gracefully, a second INT forces,
+// HUP restarts the bridge, USR1 and USR2 are passed on.
+func supervise(m *procmon.Monitor, logger *slog.Logger) error {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- m.Run(ctx) }()
+
+	stopping := false
+	for {
+		select {
+		case err := <-errc:
+			if err != nil {
+				return cli.Exit("wa-sidecar: "+err.Error(), exitError)
+			}
+			logger.Info("wa-sidecar exiting")
+			return nil
+		case s := <-sigs:
+			sig := s.(syscall.Signal)
+			switch sig {
+			case syscall.SIGTERM, syscall.SIGINT:
+				if !stopping {
+					stopping = true
+					attrs := []any{"signal", signals.Name(sig)}
+					if sig == syscall.SIGINT {
+						attrs = append(attrs, "hint", "press Ctrl-C again to kill it now")
+					}
+					logger.Info("stopping: bringing the bridge down first", attrs...)
+					cancel()
+				} else if sig == syscall.SIGINT {
+					logger.Warn("second interrupt: killing the bridge now")
+					go m.Kill(context.Background())
+				} else {
+					logger.Info("already stopping", "signal", signals.Name(sig))
+				}
+			case syscall.SIGHUP:
+				logger.Info("SIGHUP: restarting the bridge")
+				go logIfErr(logger, "restart", m.Restart(context.Background()))
+			default:
+				go logIfErr(logger, "forward "+signals.Name(sig), m.Signal(context.Background(), sig))
+			}
+		}
+	}
+}
+
+func logIfErr(logger *slog.Logger, what string, err error) {
+	if err != nil {
+		logger.Warn(what+" failed", "error", err)
+	}
+}
+
+func describeStatus(ws syscall.WaitStatus) string {
+	if ws.Signaled() {
+		return "killed by " + signals.Name(ws.Signal())
+	}
+	return fmt.Sprintf("exit %d", ws.ExitStatus())
+}

@@ -1,0 +1,680 @@
+package procmon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/wa-sidecar/wa-sidecar/signals"
+)
+
+// Config describes the child and how to supervise it. Zero fields take the
+// documented defaults.
+type Config struct {
+	// Command is the child's argv. Command[0] is looked up in PATH at every
+	// spawn, so installing the program later is enough to recover.
+	Command []string
+	Dir     string   // working directory; empty means the sidecar's
+	Env     []string // nil passes the sidecar's environment through untouched
+
+	// NormalSignals are the signals whose deaths count as a normal
+	// shutdown. nil means TERM, INT and KILL.
+	NormalSignals signals.Set
+	// Backoff is the respawn policy; the zero value means DefaultBackoff.
+	Backoff Backoff
+	// CrashloopAfter is how many consecutive failures raise crashloop (5).
+	CrashloopAfter int
+	// MaxRestarts parks the child in given_up once this many consecutive
+	// failures have been restarted. 0 means never give up.
+	MaxRestarts int
+
+	StopSignal  syscall.Signal // sent to the child to stop it; SIGTERM
+	StopTimeout time.Duration  // then SIGKILL to its group; 10 s
+
+	// ExternalReadiness makes readiness wait for SetReady instead of being
+	// implied by a successful spawn.
+	ExternalReadiness bool
+
+	TailLines    int           // lines kept for exit records; 20
+	MaxLineBytes int           // longer output lines are cut; 64 KiB
+	WaitDelay    time.Duration // how long output is still read after exit; 2 s
+	// Output receives every line the child prints, from two goroutines
+	// (one per stream). nil discards them.
+	Output func(Line)
+
+	Logger *slog.Logger    // nil discards the monitor's own log
+	Reaper *signals.Reaper // nil makes the monitor use its own
+}
+
+func (c *Config) applyDefaults() {
+	if c.NormalSignals == nil {
+		c.NormalSignals = signals.Set{syscall.SIGTERM: true, syscall.SIGINT: true, syscall.SIGKILL: true}
+	}
+	if c.Backoff == (Backoff{}) {
+		c.Backoff = DefaultBackoff
+	}
+	if c.Backoff.Multiplier == 0 {
+		c.Backoff.Multiplier = DefaultBackoff.Multiplier
+	}
+	if c.CrashloopAfter <= 0 {
+		c.CrashloopAfter = 5
+	}
+	if c.StopSignal == 0 {
+		c.StopSignal = syscall.SIGTERM
+	}
+	if c.StopTimeout <= 0 {
+		c.StopTimeout = 10 * time.Second
+	}
+	if c.TailLines <= 0 {
+		c.TailLines = 20
+	}
+	if c.MaxLineBytes <= 0 {
+		c.MaxLineBytes = 64 << 10
+	}
+	if c.WaitDelay <= 0 {
+		c.WaitDelay = 2 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// Monitor supervises one child. Its state lives in one goroutine (Run);
+// everything else reaches it through methods that send it commands.
+type Monitor struct {
+	cfg    Config
+	cmds   chan command
+	exits  chan exitMsg
+	broker *broker
+	status atomic.Pointer[Status]
+	once   sync.Once
+	done   chan struct{}
+}
+
+// ErrNotRunning is returned by commands sent after Run has returned.
+var ErrNotRunning = errors.New("the monitor is not running")
+
+// New checks cfg and returns a Monitor ready to Run.
+func New(cfg Config) (*Monitor, error) {
+	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
+		return nil, errors.New("no command to supervise")
+	}
+	cfg.applyDefaults()
+	if err := cfg.Backoff.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxRestarts < 0 {
+		return nil, fmt.Errorf("--max-restarts must not be negative (got %d); 0 means unlimited", cfg.MaxRestarts)
+	}
+	m := &Monitor{
+		cfg:   cfg,
+		cmds:  make(chan command),
+		exits: make(chan exitMsg, 1),
+		done:  make(chan struct{}),
+	}
+	st := Status{State: StateStarting, Since: time.Now()}
+	m.status.Store(&st)
+	m.broker = newBroker(Event{Status: st})
+	return m, nil
+}
+
+// Status returns the latest snapshot. It never blocks on the monitor.
+func (m *Monitor) Status() Status { return *m.status.Load() }
+
+// Subscribe follows the event stream. It returns the subscription and the
+// last event before it (Seq 0 before anything happened): show that event's
+// Status, then apply the subscription's events, whose Seq continue from it
+// without gaps. buffer bounds the queue; a subscriber that lets it fill is
+// dropped with ErrOverflow and never slows the monitor.
+func (m *Monitor) Subscribe(buffer int) (*Subscription, Event) {
+	return m.broker.subscribe(buffer)
+}
+
+// Done is closed when Run has returned.
+func (m *Monitor) Done() <-chan struct{} { return m.done }
+
+// Run spawns the child and supervises it until ctx is cancelled, then stops
+// it (stop signal, then SIGKILL to its group after StopTimeout) and returns
+// once it has been reaped. Run may be called once.
+func (m *Monitor) Run(ctx context.Context) error {
+	started := false
+	m.once.Do(func() { started = true })
+	if !started {
+		return errors.New("Monitor.Run called twice")
+	}
+	defer close(m.done)
+	defer m.broker.close()
+	reaper := m.cfg.Reaper
+	if reaper == nil {
+		reaper = signals.NewReaper(signals.ReaperOptions{})
+		defer reaper.Close()
+	}
+	l := &loop{m: m, cfg: &m.cfg, reaper: reaper, st: m.Status(), log: m.cfg.Logger}
+	return l.run(ctx)
+}
+
+type commandKind int
+
+const (
+	cmdStart commandKind = iota
+	cmdStop
+	cmdRestart
+	cmdKill
+	cmdSignal
+	cmdReady
+	cmdPost
+)
+
+type command struct {
+	kind  commandKind
+	sig   syscall.Signal
+	pid   int
+	ready bool
+	ev    Event
+	reply chan error
+}
+
+func (m *Monitor) send(ctx context.Context, c command) error {
+	c.reply = make(chan error, 1)
+	select {
+	case m.cmds <- c:
+	case <-m.done:
+		return ErrNotRunning
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-c.reply:
+		return err
+	case <-m.done:
+		return ErrNotRunning
+	}
+}
+
+// Start spawns the child now if it is stopped, given up or waiting in
+// backoff. Starting from given_up or stopped forgives earlier failures.
+func (m *Monitor) Start(ctx context.Context) error { return m.send(ctx, command{kind: cmdStart}) }
+
+// Stop stops the child and keeps it down until Start or Restart.
+func (m *Monitor) Stop(ctx context.Context) error { return m.send(ctx, command{kind: cmdStop}) }
+
+// Restart stops the child if it runs and spawns it again at once.
+func (m *Monitor) Restart(ctx context.Context) error { return m.send(ctx, command{kind: cmdRestart}) }
+
+// Kill skips the rest of a graceful stop: SIGKILL to the child's group now.
+// If no stop was under way it becomes a stop.
+func (m *Monitor) Kill(ctx context.Context) error { return m.send(ctx, command{kind: cmdKill}) }
+
+// Signal forwards sig to the child.
+func (m *Monitor) Signal(ctx context.Context, sig syscall.Signal) error {
+	return m.send(ctx, command{kind: cmdSignal, sig: sig})
+}
+
+// SetReady records whether the child with the given pid is ready. It is
+// ignored for a child that has already been replaced.
+func (m *Monitor) SetReady(ctx context.Context, pid int, ready bool) error {
+	return m.send(ctx, command{kind: cmdReady, pid: pid, ready: ready})
+}
+
+// Post adds an event from a layer above (Kind, Reason, Message, Data are
+// used) to the ordered stream, and sets the status message if Message is
+// not empty.
+func (m *Monitor) Post(ctx context.Context, ev Event) error {
+	return m.send(ctx, command{kind: cmdPost, ev: ev})
+}
+
+type afterStop int
+
+const (
+	stayDown afterStop = iota
+	respawn
+	exitRun
+)
+
+type run struct {
+	child     *signals.Child
+	tail      *tail
+	requested bool
+}
+
+type exitMsg struct{ r *run }
+
+// loop is the monitor's state, owned by the Run goroutine alone.
+type loop struct {
+	m      *Monitor
+	cfg    *Config
+	reaper *signals.Reaper
+	log    *slog.Logger
+
+	st      Status
+	seq     uint64
+	spawns  int
+	cur     *run
+	after   afterStop
+	exiting bool
+
+	backoff, kill, reset *time.Timer
+}
+
+func timerC(t *time.Timer) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+func stopTimer(t **time.Timer) {
+	if *t != nil {
+		(*t).Stop()
+		*t = nil
+	}
+}
+
+func (l *loop) run(ctx context.Context) error {
+	l.spawn()
+	ctxDone := ctx.Done()
+	for {
+		if l.exiting && l.cur == nil {
+			stopTimer(&l.backoff)
+			stopTimer(&l.kill)
+			stopTimer(&l.reset)
+			return nil
+		}
+		select {
+		case <-ctxDone:
+			ctxDone = nil
+			l.stop(exitRun)
+		case c := <-l.m.cmds:
+			c.reply <- l.handle(c)
+		case e := <-l.m.exits:
+			l.exited(e.r)
+		case <-timerC(l.backoff):
+			l.backoff = nil
+			l.spawn()
+		case <-timerC(l.kill):
+			l.kill = nil
+			l.forceKill("stop timeout")
+		case <-timerC(l.reset):
+			l.reset = nil
+			l.forgive()
+		}
+	}
+}
+
+func (l *loop) emit(ev Event) {
+	l.seq++
+	ev.Seq = l.seq
+	ev.At = time.Now()
+	ev.Status = l.st
+	st := l.st
+	l.m.status.Store(&st)
+	l.m.broker.publish(ev)
+}
+
+func (l *loop) setState(s State) {
+	l.st.State = s
+	l.st.Since = time.Now()
+	if s != StateBackoff {
+		l.st.NextStartAt = nil
+	}
+}
+
+func (l *loop) handle(c command) error {
+	if l.exiting && c.kind != cmdReady && c.kind != cmdPost && c.kind != cmdKill {
+		return errors.New("the sidecar is shutting down")
+	}
+	switch c.kind {
+	case cmdStart:
+		if l.cur != nil && !l.cur.requested {
+			return fmt.Errorf("the bridge is already running (pid %d)", l.cur.child.Pid)
+		}
+		if l.cur != nil { // stopping: come back up once it is down
+			l.after = respawn
+			return nil
+		}
+		l.forgiveIfParked()
+		l.spawn()
+	case cmdRestart:
+		l.forgiveIfParked()
+		l.stop(respawn)
+	case cmdStop:
+		l.stop(stayDown)
+	case cmdKill:
+		if l.cur == nil {
+			return nil
+		}
+		if !l.cur.requested {
+			l.stop(stayDown)
+		}
+		l.forceKill("forced")
+	case cmdSignal:
+		if l.cur == nil {
+			return fmt.Errorf("the bridge is not running (state %s)", l.st.State)
+		}
+		if err := l.cur.child.Signal(c.sig); err != nil {
+			return fmt.Errorf("signal %s to pid %d: %w", signals.Name(c.sig), l.cur.child.Pid, err)
+		}
+		l.log.Info("forwarded signal to the bridge", "signal", signals.Name(c.sig), "pid", l.cur.child.Pid)
+		l.emit(Event{Kind: EventSignal, Pid: l.cur.child.Pid, Signal: signals.Name(c.sig)})
+	case cmdReady:
+		if l.cur == nil || l.cur.child.Pid != c.pid || l.st.Ready == c.ready {
+			return nil
+		}
+		l.st.Ready = c.ready
+		ready := c.ready
+		l.emit(Event{Kind: EventReady, Pid: c.pid, Ready: &ready})
+	case cmdPost:
+		ev := c.ev
+		if ev.Kind == "" {
+			ev.Kind = EventNotice
+		}
+		if ev.Message != "" {
+			l.st.Message = ev.Message
+		}
+		l.emit(Event{Kind: ev.Kind, Pid: l.st.Pid, Reason: ev.Reason, Message: ev.Message, Data: ev.Data})
+	}
+	return nil
+}
+
+// forgiveIfParked clears the failure count when a person brings the child
+// back from a state it would not have left on its own.
+func (l *loop) forgiveIfParked() {
+	if l.st.State == StateGivenUp || l.st.State == StateStopped {
+		l.st.ConsecutiveFailures = 0
+		l.st.Crashloop = false
+	}
+}
+
+func (l *loop) spawn() {
+	stopTimer(&l.backoff)
+	l.after = stayDown
+	l.setState(StateStarting)
+	l.st.Message = ""
+	l.emit(Event{Kind: EventStarting, Attempt: l.spawns + 1})
+
+	child, r, err := l.startChild()
+	if l.spawns > 0 {
+		l.st.Restarts++
+	}
+	l.spawns++
+	if err != nil {
+		rec := ExitRecord{Class: ClassFailure, Error: err.Error(), At: time.Now(), Tail: []string{}}
+		l.log.Error("could not start the bridge; will retry", "error", err)
+		l.failed(&rec, EventSpawnFailed)
+		return
+	}
+	l.cur = r
+	now := child.Started
+	l.setState(StateRunning)
+	l.st.Pid = child.Pid
+	l.st.StartedAt = &now
+	l.st.Ready = !l.cfg.ExternalReadiness
+	l.log.Info("bridge started", "pid", child.Pid, "command", l.cfg.Command)
+	l.emit(Event{Kind: EventStarted, Pid: child.Pid})
+	if l.cfg.Backoff.Reset > 0 && (l.st.ConsecutiveFailures > 0 || l.st.Crashloop) {
+		l.reset = time.NewTimer(l.cfg.Backoff.Reset)
+	}
+}
+
+func (l *loop) startChild() (*signals.Child, *run, error) {
+	path, err := resolve(l.cfg.Command[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("create stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, nil, fmt.Errorf("create stderr pipe: %w", err)
+	}
+	env := l.cfg.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	child, err := l.reaper.Spawn(signals.SpawnAttr{
+		Path: path, Args: l.cfg.Command, Env: env, Dir: l.cfg.Dir,
+		Stdout: outW, Stderr: errW,
+		Pdeathsig: syscall.SIGKILL, OwnGroup: true,
+	})
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return nil, nil, describeSpawnError(l.cfg.Command[0], l.cfg.Dir, err)
+	}
+	r := &run{child: child, tail: newTail(l.cfg.TailLines)}
+	go l.m.watch(r, outR, errR)
+	return child, r, nil
+}
+
+// resolve finds the program the way a shell would, and makes a relative
+// path absolute first: the child changes into Dir before exec, and a
+// relative path would then point somewhere else.
+func resolve(name string) (string, error) {
+	path, err := exec.LookPath(name)
+	if err != nil && !errors.Is(err, exec.ErrDot) {
+		if errors.Is(err, exec.ErrNotFound) {
+			return "", fmt.Errorf("cannot start %q: not found in PATH; install it or give its full path", name)
+		}
+		return "", fmt.Errorf("cannot start %q: %w", name, err)
+	}
+	return filepath.Abs(path)
+}
+
+func describeSpawnError(name, dir string, err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOENT) && dir != "":
+		return fmt.Errorf("cannot start %q in %q: %w (does the --workdir exist?)", name, dir, err)
+	case errors.Is(err, syscall.ENOENT):
+		return fmt.Errorf("cannot start %q: %w", name, err)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("cannot start %q: %w (is it executable, and the --workdir readable?)", name, err)
+	default:
+		return fmt.Errorf("cannot start %q: %w", name, err)
+	}
+}
+
+// watch drains the child's output and, once the child is reaped and its
+// output is finished (or WaitDelay has passed, in case a grandchild outside
+// its group holds a pipe), reports the exit to the loop.
+func (m *Monitor) watch(r *run, outR, errR *os.File) {
+	var readers sync.WaitGroup
+	readers.Add(2)
+	pid := r.child.Pid
+	drain := func(f *os.File, s Stream) {
+		defer readers.Done()
+		defer f.Close()
+		readLines(f, m.cfg.MaxLineBytes, func(text []byte, truncated bool) {
+			r.tail.add(text)
+			if m.cfg.Output != nil {
+				m.cfg.Output(Line{Stream: s, Pid: pid, Text: text, Truncated: truncated})
+			}
+		})
+	}
+	go drain(outR, Stdout)
+	go drain(errR, Stderr)
+	readersDone := make(chan struct{})
+	go func() { readers.Wait(); close(readersDone) }()
+
+	<-r.child.Done()
+	t := time.NewTimer(m.cfg.WaitDelay)
+	select {
+	case <-readersDone:
+	case <-t.C:
+		outR.Close()
+		errR.Close()
+		<-readersDone
+	}
+	t.Stop()
+	m.exits <- exitMsg{r}
+}
+
+func (l *loop) exited(r *run) {
+	ws := r.child.Status()
+	class := Classify(ws, l.cfg.NormalSignals, r.requested)
+	rec := newExitRecord(r.child.Pid, ws, class)
+	rec.At = time.Now()
+	uptime := rec.At.Sub(r.child.Started)
+	rec.UptimeMS = uptime.Milliseconds()
+	rec.Tail = r.tail.snapshot()
+
+	l.cur = nil
+	stopTimer(&l.kill)
+	stopTimer(&l.reset)
+	l.st.Pid = 0
+	l.st.StartedAt = nil
+	l.st.Ready = false
+	if l.cfg.Backoff.Reset > 0 && uptime >= l.cfg.Backoff.Reset {
+		l.st.ConsecutiveFailures = 0
+		l.st.Crashloop = false
+	}
+
+	switch class {
+	case ClassRequested:
+		l.st.LastExit = &rec
+		l.log.Info("bridge stopped", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
+		switch {
+		case l.exiting || l.after == stayDown:
+			l.setState(StateStopped)
+			l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
+			l.emit(Event{Kind: EventStopped})
+		default:
+			l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
+			l.spawn()
+		}
+	case ClassShutdown:
+		l.st.LastExit = &rec
+		l.log.Info("bridge was shut down from outside; starting it again", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
+		delay := l.cfg.Backoff.Initial
+		l.enterBackoff(delay)
+		l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
+		l.emit(Event{Kind: EventBackoff, DelayMS: delay.Milliseconds(), Attempt: l.spawns + 1, Reason: string(ClassShutdown)})
+	default:
+		l.log.Warn("bridge failed", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond), "tail", lastLines(rec.Tail, 3))
+		l.failed(&rec, EventExited)
+	}
+}
+
+// failed handles an exit or spawn error counted as a failure: it backs off,
+// raises crashloop, or gives up, and emits kind first.
+func (l *loop) failed(rec *ExitRecord, kind Kind) {
+	l.st.LastExit = rec
+	l.st.ConsecutiveFailures++
+	n := l.st.ConsecutiveFailures
+	if l.cfg.MaxRestarts > 0 && n > l.cfg.MaxRestarts {
+		l.setState(StateGivenUp)
+		l.st.Message = fmt.Sprintf("gave up after %d consecutive failures (--max-restarts %d); send a start command to try again", n, l.cfg.MaxRestarts)
+		l.log.Error("giving up on the bridge", "failures", n, "hint", "wa-sidecar start (or SIGHUP) tries again")
+		l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec})
+		l.emit(Event{Kind: EventGivenUp, Message: l.st.Message})
+		return
+	}
+	entering := !l.st.Crashloop && n >= l.cfg.CrashloopAfter
+	if entering {
+		l.st.Crashloop = true
+	}
+	var delay time.Duration
+	if l.st.Crashloop {
+		delay = l.cfg.Backoff.Capped()
+	} else {
+		delay = l.cfg.Backoff.Delay(n)
+	}
+	l.enterBackoff(delay)
+	l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec})
+	if entering {
+		l.log.Error("bridge is crash-looping; restarts continue at the longest delay", "failures", n, "delay", delay.Round(time.Millisecond).String())
+		l.emit(Event{Kind: EventCrashloop, Attempt: n})
+	}
+	l.log.Info("restarting the bridge after a delay", "delay", delay.Round(time.Millisecond), "failures", n)
+	l.emit(Event{Kind: EventBackoff, DelayMS: delay.Milliseconds(), Attempt: l.spawns + 1, Reason: string(ClassFailure)})
+}
+
+func (l *loop) enterBackoff(d time.Duration) {
+	l.setState(StateBackoff)
+	next := time.Now().Add(d)
+	l.st.NextStartAt = &next
+	stopTimer(&l.backoff)
+	l.backoff = time.NewTimer(d)
+}
+
+func (l *loop) forgive() {
+	if l.cur == nil || (l.st.ConsecutiveFailures == 0 && !l.st.Crashloop) {
+		return
+	}
+	l.log.Info("bridge has stayed up; earlier failures forgiven", "pid", l.cur.child.Pid, "failures", l.st.ConsecutiveFailures)
+	l.st.ConsecutiveFailures = 0
+	l.st.Crashloop = false
+	l.emit(Event{Kind: EventRecovered, Pid: l.cur.child.Pid})
+}
+
+// stop brings the child down and then does what after says. A stop that is
+// already under way only has its outcome updated; exiting wins over all.
+func (l *loop) stop(after afterStop) {
+	if after == exitRun {
+		l.exiting = true
+	}
+	if l.cur == nil {
+		stopTimer(&l.backoff)
+		switch {
+		case after == respawn:
+			l.spawn()
+		case l.st.State != StateStopped:
+			l.setState(StateStopped)
+			l.emit(Event{Kind: EventStopped})
+		}
+		return
+	}
+	if l.cur.requested {
+		if after != exitRun {
+			l.after = after
+		}
+		return
+	}
+	l.cur.requested = true
+	l.after = after
+	pid := l.cur.child.Pid
+	l.setState(StateStopping)
+	l.log.Info("stopping the bridge", "pid", pid, "signal", signals.Name(l.cfg.StopSignal), "timeout", l.cfg.StopTimeout.String())
+	l.emit(Event{Kind: EventStopping, Pid: pid, Signal: signals.Name(l.cfg.StopSignal)})
+	if err := l.cur.child.Signal(l.cfg.StopSignal); err != nil && !errors.Is(err, signals.ErrFinished) {
+		l.log.Warn("could not send the stop signal", "pid", pid, "error", err)
+	}
+	// A stopped (SIGSTOP, Ctrl-Z) process would not act on the stop signal.
+	_ = l.cur.child.Signal(syscall.SIGCONT)
+	stopTimer(&l.kill)
+	l.kill = time.NewTimer(l.cfg.StopTimeout)
+}
+
+func (l *loop) forceKill(reason string) {
+	if l.cur == nil {
+		return
+	}
+	stopTimer(&l.kill)
+	pid := l.cur.child.Pid
+	l.log.Warn("killing the bridge's process group", "pid", pid, "reason", reason)
+	l.emit(Event{Kind: EventKilling, Pid: pid, Reason: reason, Signal: "SIGKILL"})
+	if err := l.cur.child.SignalGroup(syscall.SIGKILL); err != nil && !errors.Is(err, signals.ErrFinished) {
+		l.log.Warn("could not kill the process group", "pid", pid, "error", err)
+	}
+}
+
+func lastLines(lines []string, n int) []string {
+	if len(lines) > n {
+		return lines[len(lines)-n:]
+	}
+	return lines
+}

@@ -1,0 +1,356 @@
+package signals
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Reaper is the one owner of wait in the process. It spawns children, learns
+// of their exits on SIGCHLD, and hands each exit status to the Child it
+// belongs to. With ReapAll it also reaps every other process that ends up as
+// its child (orphans re-parented to a PID 1 or a subreaper), and still never
+// loses a spawned child's status to that reaping, because every wait goes
+// through the same loop.
+//
+// Children are spawned from one goroutine locked to its own OS thread for
+// the Reaper's whole life: Linux fires a parent-death signal when the thread
+// that forked the child exits, not the process, and Go may retire threads.
+type Reaper struct {
+	opts     ReaperOptions
+	mu       sync.Mutex // held across a spawn and across a reap pass
+	children map[int]*Child
+	spawns   chan spawnRequest
+	sigch    chan os.Signal
+	quit     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// ReaperOptions configures a Reaper. The zero value waits only for the
+// children the Reaper spawned.
+type ReaperOptions struct {
+	// ReapAll makes the Reaper wait for any child, as PID 1 and subreapers must.
+	ReapAll bool
+	// Orphan, if set, is told of each reaped process that the Reaper did not
+	// spawn. It runs on the reaper goroutine and must not block.
+	Orphan func(pid int, status syscall.WaitStatus)
+}
+
+// SpawnAttr describes a child to start.
+type SpawnAttr struct {
+	Path   string   // resolved program path
+	Args   []string // argv, including argv[0]
+	Env    []string // full environment
+	Dir    string   // working directory; empty means the sidecar's
+	Stdout *os.File
+	Stderr *os.File
+	// Pdeathsig is sent to the child when the Reaper's spawning thread
+	// (and so the sidecar) dies. Zero disables it.
+	Pdeathsig syscall.Signal
+	// OwnGroup puts the child in a new process group led by itself. On exit,
+	// what is left of that group is sent SIGKILL before the leader is reaped,
+	// while its pid (and so the group id) cannot yet be reused.
+	OwnGroup bool
+}
+
+// Child is a process started by a Reaper.
+type Child struct {
+	Identity
+	Started time.Time
+
+	ownGroup bool
+	mu       sync.Mutex // orders Signal against reaping
+	reaped   bool
+	status   syscall.WaitStatus
+	rusage   syscall.Rusage
+	done     chan struct{}
+}
+
+// ErrFinished is returned when signalling a child that has been reaped.
+var ErrFinished = errors.New("process already finished")
+
+type spawnRequest struct {
+	attr  SpawnAttr
+	reply chan spawnReply
+}
+
+type spawnReply struct {
+	pid int
+	err error
+}
+
+// NewReaper starts a Reaper. Close it once every child it spawned is done.
+func NewReaper(opts ReaperOptions) *Reaper {
+	r := &Reaper{
+		opts:     opts,
+		children: map[int]*Child{},
+		spawns:   make(chan spawnRequest),
+		sigch:    make(chan os.Signal, 1),
+		quit:     make(chan struct{}),
+	}
+	signal.Notify(r.sigch, syscall.SIGCHLD)
+	r.wg.Add(2)
+	go r.spawnLoop()
+	go r.reapLoop()
+	return r
+}
+
+// Close stops the Reaper. Children it spawned and that still run would get
+// their parent-death signal when the spawning thread goes, so Close first
+// waits for them (up to a few seconds) and only then ends the thread.
+func (r *Reaper) Close() {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		r.mu.Lock()
+		n := len(r.children)
+		r.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	signal.Stop(r.sigch)
+	close(r.quit)
+	r.wg.Wait()
+}
+
+func (r *Reaper) spawnLoop() {
+	defer r.wg.Done()
+	// Never unlocked: when this goroutine returns, Go ends the thread, which
+	// is exactly what should fire the children's parent-death signal.
+	runtime.LockOSThread()
+	for {
+		select {
+		case req := <-r.spawns:
+			pid, err := forkExec(req.attr)
+			req.reply <- spawnReply{pid, err}
+		case <-r.quit:
+			return
+		}
+	}
+}
+
+func forkExec(a SpawnAttr) (int, error) {
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return 0, err
+	}
+	defer devnull.Close()
+	stdout, stderr := a.Stdout, a.Stderr
+	if stdout == nil {
+		stdout = devnull
+	}
+	if stderr == nil {
+		stderr = devnull
+	}
+	return syscall.ForkExec(a.Path, a.Args, &syscall.ProcAttr{
+		Dir:   a.Dir,
+		Env:   a.Env,
+		Files: []uintptr{devnull.Fd(), stdout.Fd(), stderr.Fd()},
+		Sys: &syscall.SysProcAttr{
+			Setpgid:   a.OwnGroup,
+			Pdeathsig: a.Pdeathsig,
+		},
+	})
+}
+
+// Spawn starts a child. The child is registered before any reap pass can
+// see it, so its exit status always reaches the returned Child.
+func (r *Reaper) Spawn(a SpawnAttr) (*Child, error) {
+	select {
+	case <-r.quit:
+		return nil, errors.New("reaper is closed")
+	default:
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	reply := make(chan spawnReply, 1)
+	r.spawns <- spawnRequest{attr: a, reply: reply}
+	res := <-reply
+	if res.err != nil {
+		return nil, res.err
+	}
+	c := &Child{
+		Identity: Identity{Pid: res.pid},
+		Started:  time.Now(),
+		ownGroup: a.OwnGroup,
+		done:     make(chan struct{}),
+	}
+	// The child is ours and unreaped, so its /proc entry exists even if it
+	// has already exited.
+	c.StartTime, _ = StartTime(res.pid)
+	r.children[res.pid] = c
+	// A SIGCHLD that arrived while the lock was held was consumed by a pass
+	// that could not see this child yet; make sure another pass runs.
+	select {
+	case r.sigch <- syscall.SIGCHLD:
+	default:
+	}
+	return c, nil
+}
+
+func (r *Reaper) reapLoop() {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-r.sigch:
+			r.reap()
+		case <-r.quit:
+			return
+		}
+	}
+}
+
+// reap runs one pass. Each exited child is first peeked at with WNOWAIT so
+// its group can be killed while the leader's pid is still held as a zombie,
+// then reaped by pid.
+func (r *Reaper) reap() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.opts.ReapAll {
+		for {
+			pid, err := peekExited(unix.P_ALL, 0)
+			if err != nil || pid <= 0 {
+				return
+			}
+			if c, ok := r.children[pid]; ok {
+				r.finish(c)
+				continue
+			}
+			var ws syscall.WaitStatus
+			if _, err := wait4(pid, &ws, nil); err == nil && r.opts.Orphan != nil {
+				r.opts.Orphan(pid, ws)
+			}
+		}
+	}
+	for pid, c := range r.children {
+		if p, err := peekExited(unix.P_PID, pid); err == nil && p == pid {
+			r.finish(c)
+		} else if errors.Is(err, syscall.ECHILD) {
+			// Someone else in this process reaped it (a stray os/exec Wait
+			// would). The status is lost; say so rather than hang.
+			c.mu.Lock()
+			c.reaped = true
+			c.status = syscall.WaitStatus(0xff << 8) // exit code 255
+			c.mu.Unlock()
+			delete(r.children, pid)
+			close(c.done)
+		}
+	}
+}
+
+func (r *Reaper) finish(c *Child) {
+	c.mu.Lock()
+	if c.ownGroup {
+		// ESRCH just means the leader was alone in its group.
+		_ = unix.Kill(-c.Pid, unix.SIGKILL)
+	}
+	var ws syscall.WaitStatus
+	_, err := wait4(c.Pid, &ws, &c.rusage)
+	if err != nil {
+		ws = syscall.WaitStatus(0xff << 8)
+	}
+	c.status = ws
+	c.reaped = true
+	c.mu.Unlock()
+	delete(r.children, c.Pid)
+	close(c.done)
+}
+
+func wait4(pid int, ws *syscall.WaitStatus, ru *syscall.Rusage) (int, error) {
+	for {
+		p, err := syscall.Wait4(pid, ws, syscall.WNOHANG, ru)
+		if err == syscall.EINTR {
+			continue
+		}
+		return p, err
+	}
+}
+
+// siginfoChild is the part of Linux's siginfo_t that waitid fills in for
+// SIGCHLD. The union holding si_pid starts at offset 16 on 64-bit Linux and
+// at 12 on 32-bit.
+type siginfoChild struct {
+	Signo int32
+	Errno int32
+	Code  int32
+	_     [unsafe.Sizeof(uintptr(0)) - 4]byte
+	Pid   int32
+	Uid   uint32
+	Stat  int32
+	_     [128]byte
+}
+
+// peekExited returns the pid of an exited child matching (idtype, id)
+// without reaping it, or 0 if none has exited.
+func peekExited(idtype, id int) (int, error) {
+	for {
+		var info siginfoChild
+		_, _, e := unix.Syscall6(unix.SYS_WAITID, uintptr(idtype), uintptr(id),
+			uintptr(unsafe.Pointer(&info)), unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		if info.Signo != int32(syscall.SIGCHLD) {
+			return 0, nil
+		}
+		return int(info.Pid), nil
+	}
+}
+
+// Done is closed once the child has been reaped.
+func (c *Child) Done() <-chan struct{} { return c.done }
+
+// Status is the raw wait status; valid once Done is closed.
+func (c *Child) Status() syscall.WaitStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status
+}
+
+// Rusage is the child's resource usage; valid once Done is closed.
+func (c *Child) Rusage() syscall.Rusage {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rusage
+}
+
+// Signal sends sig to the child itself. Until the child is reaped its pid
+// cannot be reused, and the start time is checked as well.
+func (c *Child) Signal(sig syscall.Signal) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reaped {
+		return ErrFinished
+	}
+	return c.Identity.Signal(sig)
+}
+
+// SignalGroup sends sig to the child's whole process group. It is refused
+// for a child spawned without a group of its own, since the group would be
+// the sidecar's.
+func (c *Child) SignalGroup(sig syscall.Signal) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reaped {
+		return ErrFinished
+	}
+	if !c.ownGroup {
+		return fmt.Errorf("pid %d has no process group of its own", c.Pid)
+	}
+	if !c.Identity.Alive() {
+		return fmt.Errorf("pid %d: %w", c.Pid, ErrNotSameProcess)
+	}
+	return unix.Kill(-c.Pid, sig)
+}
