@@ -53,6 +53,9 @@ type Status struct {
 	LastExit            *ExitRecord `json:"last_exit"`
 	NextStartAt         *time.Time  `json:"next_start_at"`
 	Message             string      `json:"message,omitempty"`
+	// Details is owned by a layer above (the WhatsApp bridge's connection
+	// state, for one); the monitor only carries it. Replace it through Post.
+	Details map[string]any `json:"details,omitempty"`
 }
 
 // Event is one thing that happened, with the snapshot right after it.
@@ -69,7 +72,10 @@ type Event struct {
 	Message string      `json:"message,omitempty"`
 	Ready   *bool       `json:"ready,omitempty"`
 	// Data carries fields of events posted by a layer above.
-	Data   map[string]any `json:"data,omitempty"`
+	Data map[string]any `json:"data,omitempty"`
+	// Private carries fields only for trusted subscribers (those that hold
+	// the control token), such as a pairing QR code. It is never marshalled.
+	Private map[string]any `json:"-"`
 	Status Status         `json:"status"`
 }
 

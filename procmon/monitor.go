@@ -40,6 +40,15 @@ type Config struct {
 	StopSignal  syscall.Signal // sent to the child to stop it; SIGTERM
 	StopTimeout time.Duration  // then SIGKILL to its group; 10 s
 
+	// BeforeSpawn, if set, runs in the monitor goroutine before each spawn.
+	// An error counts as a failed spawn (with backoff), its text becoming
+	// the exit record's error. It must return promptly.
+	BeforeSpawn func() error
+	// OnExit, if set, may park the child instead of respawning it after a
+	// failure: it returns the state to enter (such as "needs_pairing") and a
+	// message telling the user what to do. nil keeps the normal policy.
+	OnExit func(ExitRecord) *Park
+
 	// ExternalReadiness makes readiness wait for SetReady instead of being
 	// implied by a successful spawn.
 	ExternalReadiness bool
@@ -86,6 +95,13 @@ func (c *Config) applyDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+}
+
+// Park is a state the child waits in until a start command, with a
+// message saying what the user should do.
+type Park struct {
+	State   State
+	Message string
 }
 
 // Monitor supervises one child. Its state lives in one goroutine (Run);
@@ -225,9 +241,10 @@ func (m *Monitor) SetReady(ctx context.Context, pid int, ready bool) error {
 	return m.send(ctx, command{kind: cmdReady, pid: pid, ready: ready})
 }
 
-// Post adds an event from a layer above (Kind, Reason, Message, Data are
-// used) to the ordered stream, and sets the status message if Message is
-// not empty.
+// Post adds an event from a layer above to the ordered stream. Kind,
+// Reason, Message, Data and Private are used. A non-empty Message becomes
+// the status message, and a non-nil Status.Details replaces the snapshot's
+// Details.
 func (m *Monitor) Post(ctx context.Context, ev Event) error {
 	return m.send(ctx, command{kind: cmdPost, ev: ev})
 }
@@ -380,7 +397,10 @@ func (l *loop) handle(c command) error {
 		if ev.Message != "" {
 			l.st.Message = ev.Message
 		}
-		l.emit(Event{Kind: ev.Kind, Pid: l.st.Pid, Reason: ev.Reason, Message: ev.Message, Data: ev.Data})
+		if ev.Status.Details != nil {
+			l.st.Details = ev.Status.Details
+		}
+		l.emit(Event{Kind: ev.Kind, Pid: l.st.Pid, Reason: ev.Reason, Message: ev.Message, Data: ev.Data, Private: ev.Private})
 	}
 	return nil
 }
@@ -388,7 +408,7 @@ func (l *loop) handle(c command) error {
 // forgiveIfParked clears the failure count when a person brings the child
 // back from a state it would not have left on its own.
 func (l *loop) forgiveIfParked() {
-	if l.st.State == StateGivenUp || l.st.State == StateStopped {
+	if l.cur == nil && l.st.State != StateBackoff && l.st.State != StateStarting {
 		l.st.ConsecutiveFailures = 0
 		l.st.Crashloop = false
 	}
@@ -426,6 +446,11 @@ func (l *loop) spawn() {
 }
 
 func (l *loop) startChild() (*signals.Child, *run, error) {
+	if l.cfg.BeforeSpawn != nil {
+		if err := l.cfg.BeforeSpawn(); err != nil {
+			return nil, nil, err
+		}
+	}
 	path, err := resolve(l.cfg.Command[0])
 	if err != nil {
 		return nil, nil, err
@@ -564,7 +589,7 @@ func (l *loop) exited(r *run) {
 		l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
 		l.emit(Event{Kind: EventBackoff, DelayMS: delay.Milliseconds(), Attempt: l.spawns + 1, Reason: string(ClassShutdown)})
 	default:
-		l.log.Warn("bridge failed", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond), "tail", lastLines(rec.Tail, 3))
+		l.log.Warn("bridge failed", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String(), "tail", lastLines(rec.Tail, 3))
 		l.failed(&rec, EventExited)
 	}
 }
@@ -575,6 +600,16 @@ func (l *loop) failed(rec *ExitRecord, kind Kind) {
 	l.st.LastExit = rec
 	l.st.ConsecutiveFailures++
 	n := l.st.ConsecutiveFailures
+	if l.cfg.OnExit != nil {
+		if p := l.cfg.OnExit(*rec); p != nil {
+			l.setState(p.State)
+			l.st.Message = p.Message
+			l.log.Warn("bridge parked until a start command", "state", p.State, "message", p.Message)
+			l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec})
+			l.emit(Event{Kind: Kind(p.State), Message: p.Message})
+			return
+		}
+	}
 	if l.cfg.MaxRestarts > 0 && n > l.cfg.MaxRestarts {
 		l.setState(StateGivenUp)
 		l.st.Message = fmt.Sprintf("gave up after %d consecutive failures (--max-restarts %d); send a start command to try again", n, l.cfg.MaxRestarts)
@@ -599,7 +634,7 @@ func (l *loop) failed(rec *ExitRecord, kind Kind) {
 		l.log.Error("bridge is crash-looping; restarts continue at the longest delay", "failures", n, "delay", delay.Round(time.Millisecond).String())
 		l.emit(Event{Kind: EventCrashloop, Attempt: n})
 	}
-	l.log.Info("restarting the bridge after a delay", "delay", delay.Round(time.Millisecond), "failures", n)
+	l.log.Info("restarting the bridge after a delay", "delay", delay.Round(time.Millisecond).String(), "failures", n)
 	l.emit(Event{Kind: EventBackoff, DelayMS: delay.Milliseconds(), Attempt: l.spawns + 1, Reason: string(ClassFailure)})
 }
 
