@@ -76,7 +76,7 @@ type Event struct {
 	// Private carries fields only for trusted subscribers (those that hold
 	// the control token), such as a pairing QR code. It is never marshalled.
 	Private map[string]any `json:"-"`
-	Status Status         `json:"status"`
+	Status  Status         `json:"status"`
 }
 
 // ErrOverflow ends a subscription whose reader fell too far behind.
