@@ -188,6 +188,7 @@ const (
 	cmdSignal
 	cmdReady
 	cmdPost
+	cmdPing
 )
 
 type command struct {
@@ -248,6 +249,10 @@ func (m *Monitor) SetReady(ctx context.Context, pid int, ready bool) error {
 func (m *Monitor) Post(ctx context.Context, ev Event) error {
 	return m.send(ctx, command{kind: cmdPost, ev: ev})
 }
+
+// Ping returns once the monitor's goroutine has taken a command, proving it
+// is not stuck; a service watchdog keys on it. It emits no event.
+func (m *Monitor) Ping(ctx context.Context) error { return m.send(ctx, command{kind: cmdPing}) }
 
 type afterStop int
 
@@ -346,7 +351,7 @@ func (l *loop) setState(s State) {
 }
 
 func (l *loop) handle(c command) error {
-	if l.exiting && c.kind != cmdReady && c.kind != cmdPost && c.kind != cmdKill {
+	if l.exiting && c.kind != cmdReady && c.kind != cmdPost && c.kind != cmdKill && c.kind != cmdPing {
 		return errors.New("the sidecar is shutting down")
 	}
 	switch c.kind {
