@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -44,6 +45,11 @@ type Config struct {
 	// An error counts as a failed spawn (with backoff), its text becoming
 	// the exit record's error. It must return promptly.
 	BeforeSpawn func() error
+	// AfterSpawn, if set, runs in the monitor goroutine right after each
+	// successful spawn, before the started event, with the child's identity:
+	// a layer above can record it so that a later sidecar recognises a child
+	// this one left behind. It must return promptly.
+	AfterSpawn func(signals.Identity)
 	// OnExit, if set, may park the child instead of respawning it after a
 	// failure: it returns the state to enter (such as "needs_pairing") and a
 	// message telling the user what to do. nil keeps the normal policy.
@@ -244,8 +250,9 @@ func (m *Monitor) SetReady(ctx context.Context, pid int, ready bool) error {
 
 // Post adds an event from a layer above to the ordered stream. Kind,
 // Reason, Message, Data and Private are used. A non-empty Message becomes
-// the status message, and a non-nil Status.Details replaces the snapshot's
-// Details.
+// the status message. A non-nil Status.Details is merged into the
+// snapshot's Details key by key (a nil value removes its key), so layers
+// that own different keys never overwrite each other.
 func (m *Monitor) Post(ctx context.Context, ev Event) error {
 	return m.send(ctx, command{kind: cmdPost, ev: ev})
 }
@@ -403,11 +410,28 @@ func (l *loop) handle(c command) error {
 			l.st.Message = ev.Message
 		}
 		if ev.Status.Details != nil {
-			l.st.Details = ev.Status.Details
+			l.st.Details = mergeDetails(l.st.Details, ev.Status.Details)
 		}
 		l.emit(Event{Kind: ev.Kind, Pid: l.st.Pid, Reason: ev.Reason, Message: ev.Message, Data: ev.Data, Private: ev.Private})
 	}
 	return nil
+}
+
+// mergeDetails returns a new map: earlier snapshots share the old one with
+// subscribers, so it must never change in place.
+func mergeDetails(old, upd map[string]any) map[string]any {
+	out := make(map[string]any, len(old)+len(upd))
+	for k, v := range old {
+		out[k] = v
+	}
+	for k, v := range upd {
+		if v == nil {
+			delete(out, k)
+			continue
+		}
+		out[k] = v
+	}
+	return out
 }
 
 // forgiveIfParked clears the failure count when a person brings the child
@@ -438,6 +462,9 @@ func (l *loop) spawn() {
 		return
 	}
 	l.cur = r
+	if l.cfg.AfterSpawn != nil {
+		l.cfg.AfterSpawn(child.Identity)
+	}
 	now := child.Started
 	l.setState(StateRunning)
 	l.st.Pid = child.Pid
@@ -499,6 +526,9 @@ func resolve(name string) (string, error) {
 	if err != nil && !errors.Is(err, exec.ErrDot) {
 		if errors.Is(err, exec.ErrNotFound) {
 			return "", fmt.Errorf("cannot start %q: not found in PATH; install it or give its full path", name)
+		}
+		if errors.Is(err, fs.ErrPermission) {
+			return "", fmt.Errorf("cannot start %q: permission denied (is it executable? a script needs its interpreter, e.g. node bridge.js)", name)
 		}
 		return "", fmt.Errorf("cannot start %q: %w", name, err)
 	}
