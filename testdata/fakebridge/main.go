@@ -126,10 +126,11 @@ func main() {
 	}
 	time.Sleep(*after)
 	if *sig != 0 {
-		signal.Reset(syscall.Signal(*sig))
-		syscall.Kill(os.Getpid(), syscall.Signal(*sig))
-		time.Sleep(time.Second)
-		os.Exit(4) // the signal did not kill us
+		// The Go runtime turns SEGV and ABRT into its own crash (exit 2), so
+		// the shell takes over this pid and dies by the signal instead.
+		err := syscall.Exec("/bin/sh", []string{"sh", "-c", "kill -" + strconv.Itoa(*sig) + " $$; sleep 5"}, os.Environ())
+		fmt.Fprintln(os.Stderr, "exec sh:", err)
+		os.Exit(4)
 	}
 	if *exitCode >= 0 {
 		os.Exit(*exitCode)

@@ -1,0 +1,484 @@
+package procmon
+
+import (
+	"bytes"
+	"errors"
+
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestExitClassesWithRealProcesses(t *testing.T) {
+	cases := []struct {
+		args   []string
+		class  Class
+		code   *int
+		signal string
+		rc     int
+	}{
+		{[]string{"-exit", "1"}, ClassFailure, ptr(1), "", 1},
+		{[]string{"-exit", "0"}, ClassFailure, ptr(0), "", 0},
+		{[]string{"-signal", "15"}, ClassShutdown, nil, "SIGTERM", -15},
+		{[]string{"-signal", "2"}, ClassShutdown, nil, "SIGINT", -2},
+		{[]string{"-signal", "9"}, ClassShutdown, nil, "SIGKILL", -9},
+		{[]string{"-signal", "11"}, ClassFailure, nil, "SIGSEGV", -11},
+		{[]string{"-signal", "6"}, ClassFailure, nil, "SIGABRT", -6},
+		{[]string{"-exit", "143"}, ClassShutdown, ptr(143), "", 143},
+		{[]string{"-exit", "130"}, ClassShutdown, ptr(130), "", 130},
+		{[]string{"-exit", "137"}, ClassShutdown, ptr(137), "", 137},
+	}
+	for _, c := range cases {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			h := start(t, Config{Command: append([]string{fakeBridge, "-say", "bye"}, c.args...), Backoff: Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2}})
+			started := h.next(EventStarted)
+			ev := h.next(EventExited)
+			rec := ev.Exit
+			if rec.Pid != started.Pid || rec.Class != c.class || rec.ReturnCode != c.rc || rec.Requested {
+				t.Fatalf("record %+v, want class %s returncode %d", rec, c.class, c.rc)
+			}
+			if (c.code == nil) != (rec.Code == nil) || (c.code != nil && *c.code != *rec.Code) {
+				t.Fatalf("code = %v, want %v", rec.Code, c.code)
+			}
+			if c.signal == "" && rec.Signal != nil || c.signal != "" && (rec.Signal == nil || *rec.Signal != c.signal) {
+				t.Fatalf("signal = %v, want %q", rec.Signal, c.signal)
+			}
+			if len(rec.Tail) != 1 || rec.Tail[0] != "bye" {
+				t.Fatalf("tail = %q", rec.Tail)
+			}
+			bo := h.next(EventBackoff)
+			wantFailures := 0
+			if c.class == ClassFailure {
+				wantFailures = 1
+			}
+			if bo.Status.State != StateBackoff || bo.Status.ConsecutiveFailures != wantFailures || bo.Reason != string(c.class) {
+				t.Fatalf("after exit: %+v", bo)
+			}
+			if bo.Status.LastExit == nil || bo.Status.LastExit.Pid != rec.Pid {
+				t.Fatalf("status last_exit = %+v", bo.Status.LastExit)
+			}
+		})
+	}
+}
+
+func ptr(i int) *int { return &i }
+
+func TestFailureBackoffGrowsAndCrashloopCaps(t *testing.T) {
+	h := start(t, Config{Command: []string{fakeBridge, "-exit", "1"}, Backoff: fast})
+	want := []int64{20, 40, 80, 160}
+	for i, w := range want {
+		ev := h.next(EventBackoff)
+		if ev.DelayMS != w || ev.Status.ConsecutiveFailures != i+1 || ev.Status.Crashloop {
+			t.Fatalf("backoff %d: delay %d failures %d crashloop %v; want %d", i+1, ev.DelayMS, ev.Status.ConsecutiveFailures, ev.Status.Crashloop, w)
+		}
+		if ev.Status.NextStartAt == nil {
+			t.Fatal("backoff without next_start_at")
+		}
+	}
+	cl := h.next(EventCrashloop)
+	if !cl.Status.Crashloop || cl.Status.ConsecutiveFailures != 5 {
+		t.Fatalf("crashloop event: %+v", cl.Status)
+	}
+	for i := 0; i < 2; i++ {
+		if ev := h.next(EventBackoff); ev.DelayMS != 160 || !ev.Status.Crashloop {
+			t.Fatalf("crash-loop backoff: %d crashloop=%v", ev.DelayMS, ev.Status.Crashloop)
+		}
+	}
+	if st := h.m.Status(); st.Restarts < 5 {
+		t.Fatalf("restarts = %d", st.Restarts)
+	}
+}
+
+func TestUptimeResetsBackoff(t *testing.T) {
+	count := filepath.Join(t.TempDir(), "count")
+	b := Backoff{Initial: 20 * time.Millisecond, Max: time.Second, Multiplier: 2, Reset: 300 * time.Millisecond}
+	// Three quick failures, then a run that stays up.
+	h := start(t, Config{Command: []string{fakeBridge, "-count-file", count, "-fail-times", "3"}, Backoff: b})
+	for i := 1; i <= 3; i++ {
+		if ev := h.next(EventBackoff); ev.Status.ConsecutiveFailures != i {
+			t.Fatalf("failure %d: %+v", i, ev.Status)
+		}
+	}
+	started := h.next(EventStarted)
+	if started.Status.ConsecutiveFailures != 3 {
+		t.Fatalf("started with failures %d", started.Status.ConsecutiveFailures)
+	}
+	rec := h.next(EventRecovered)
+	if rec.Status.ConsecutiveFailures != 0 || rec.Status.Crashloop || rec.Pid != started.Pid {
+		t.Fatalf("recovered: %+v", rec)
+	}
+	// A failure after the reset starts again from the initial delay.
+	if err := h.m.Signal(ctxT(t), syscall.SIGSEGV); err != nil {
+		t.Fatal(err)
+	}
+	ev := h.next(EventBackoff)
+	if ev.Status.ConsecutiveFailures != 1 || ev.DelayMS != 20 {
+		t.Fatalf("after reset: failures %d delay %d", ev.Status.ConsecutiveFailures, ev.DelayMS)
+	}
+}
+
+func TestLongRunResetsWithoutTimer(t *testing.T) {
+	// Each run lives longer than Reset, so every failure is the first.
+	b := Backoff{Initial: 10 * time.Millisecond, Max: time.Second, Multiplier: 2, Reset: 50 * time.Millisecond}
+	h := start(t, Config{Command: []string{fakeBridge, "-after", "120ms", "-exit", "1"}, Backoff: b})
+	for i := 0; i < 3; i++ {
+		ev := h.next(EventBackoff)
+		if ev.Status.ConsecutiveFailures != 1 || ev.DelayMS != 10 {
+			t.Fatalf("run %d: failures %d delay %d", i, ev.Status.ConsecutiveFailures, ev.DelayMS)
+		}
+	}
+}
+
+func TestUnrequestedShutdownIsNotAFailure(t *testing.T) {
+	h := start(t, Config{Command: []string{fakeBridge, "-signal", "15"}, Backoff: Backoff{Initial: 30 * time.Millisecond, Max: time.Second, Multiplier: 2}})
+	for i := 0; i < 3; i++ {
+		ev := h.next(EventBackoff)
+		if ev.DelayMS != 30 || ev.Status.ConsecutiveFailures != 0 || ev.Reason != "shutdown" {
+			t.Fatalf("shutdown %d: %+v", i, ev)
+		}
+	}
+}
+
+func TestMaxRestartsGivesUpAndStartResumes(t *testing.T) {
+	h := start(t, Config{Command: []string{fakeBridge, "-exit", "2"}, MaxRestarts: 2, Backoff: fast})
+	h.next(EventGivenUp)
+	st := h.m.Status()
+	if st.State != StateGivenUp || st.ConsecutiveFailures != 3 || st.Restarts != 2 || st.Message == "" {
+		t.Fatalf("given up status: %+v", st)
+	}
+	if err := h.m.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	ev := h.next(EventStarted)
+	if ev.Status.ConsecutiveFailures != 0 {
+		t.Fatalf("start did not forgive failures: %+v", ev.Status)
+	}
+	h.next(EventGivenUp)
+}
+
+func TestStopGraceful(t *testing.T) {
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}})
+	pid := h.next(EventStarted).Pid
+	if err := h.m.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	h.next(EventStopping)
+	ex := h.next(EventExited)
+	if ex.Exit.Class != ClassRequested || !ex.Exit.Requested || *ex.Exit.Signal != "SIGTERM" {
+		t.Fatalf("exit: %+v", ex.Exit)
+	}
+	st := h.next(EventStopped)
+	if st.Status.State != StateStopped || st.Status.Pid != 0 {
+		t.Fatalf("stopped status: %+v", st.Status)
+	}
+	for _, k := range h.kinds() {
+		if k == EventKilling {
+			t.Fatal("a bridge that obeys SIGTERM was killed")
+		}
+	}
+	waitGone(t, pid)
+	// Stays down, then comes back on Start.
+	if err := h.m.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if ev := h.next(EventStarted); ev.Status.Restarts != 1 {
+		t.Fatalf("restarts after start = %d", ev.Status.Restarts)
+	}
+}
+
+func TestStopIgnoringTermIsKilledAfterTimeout(t *testing.T) {
+	pids := filepath.Join(t.TempDir(), "pids")
+	h := start(t, Config{Command: []string{fakeBridge, "-ignore-term", "-grandchild", "-pidfile", pids}, StopTimeout: 300 * time.Millisecond})
+	h.next(EventStarted)
+	all := waitPids(t, pids, 2)
+	if err := h.m.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	k := h.next(EventKilling)
+	if k.Reason != "stop timeout" {
+		t.Fatalf("killing reason %q", k.Reason)
+	}
+	ex := h.next(EventExited)
+	if *ex.Exit.Signal != "SIGKILL" || ex.Exit.Class != ClassRequested {
+		t.Fatalf("exit: %+v", ex.Exit)
+	}
+	for _, p := range all {
+		waitGone(t, p)
+	}
+}
+
+func TestKillSkipsTheWait(t *testing.T) {
+	h := start(t, Config{Command: []string{fakeBridge, "-ignore-term"}, StopTimeout: time.Hour})
+	h.next(EventStarted)
+	if err := h.m.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	h.next(EventStopping)
+	if err := h.m.Kill(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if k := h.next(EventKilling); k.Reason != "forced" {
+		t.Fatalf("killing reason %q", k.Reason)
+	}
+	h.next(EventStopped)
+}
+
+func TestGrandchildInGroupDiesWithBridge(t *testing.T) {
+	pids := filepath.Join(t.TempDir(), "pids")
+	h := start(t, Config{Command: []string{fakeBridge, "-grandchild", "-pidfile", pids, "-after", "200ms", "-exit", "3"}, Backoff: Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2}})
+	h.next(EventStarted)
+	all := waitPids(t, pids, 2)
+	h.next(EventExited)
+	waitGone(t, all[1])
+}
+
+func TestEscapedGrandchildDoesNotHangExit(t *testing.T) {
+	pids := filepath.Join(t.TempDir(), "pids")
+	h := start(t, Config{
+		Command:   []string{fakeBridge, "-escapee", "-pidfile", pids, "-after", "100ms", "-exit", "4"},
+		Backoff:   Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2},
+		WaitDelay: 200 * time.Millisecond,
+	})
+	h.next(EventStarted)
+	all := waitPids(t, pids, 2)
+	// The escapee is in its own session, outside the bridge's group; it is
+	// this test's own leftover, so the test cleans it up.
+	defer syscall.Kill(all[1], syscall.SIGKILL)
+	ex := h.next(EventExited)
+	if *ex.Exit.Code != 4 {
+		t.Fatalf("exit: %+v", ex.Exit)
+	}
+}
+
+func TestRestartCommand(t *testing.T) {
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}})
+	first := h.next(EventStarted)
+	if err := h.m.Restart(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	ex := h.next(EventExited)
+	second := h.next(EventStarted)
+	if ex.Exit.Class != ClassRequested || second.Pid == first.Pid || second.Status.Restarts != 1 {
+		t.Fatalf("restart: exit %+v, pids %d→%d, restarts %d", ex.Exit, first.Pid, second.Pid, second.Status.Restarts)
+	}
+	if err := h.m.Start(ctxT(t)); err == nil {
+		t.Fatal("start while running was accepted")
+	}
+}
+
+func TestSignalForwarding(t *testing.T) {
+	var mu sync.Mutex
+	var out bytes.Buffer
+	got := make(chan struct{}, 4)
+	h := start(t, Config{Command: []string{fakeBridge, "-report-signals", "-say", "ready"}, Output: func(l Line) {
+		mu.Lock()
+		defer mu.Unlock()
+		out.Write(l.Text)
+		out.WriteByte('\n')
+		if strings.HasPrefix(string(l.Text), "got ") || string(l.Text) == "ready" {
+			got <- struct{}{}
+		}
+	}})
+	h.next(EventStarted)
+	<-got // the handler is installed before "ready" is printed
+	for _, sig := range []syscall.Signal{syscall.SIGUSR1, syscall.SIGUSR2} {
+		if err := h.m.Signal(ctxT(t), sig); err != nil {
+			t.Fatal(err)
+		}
+		h.next(EventSignal)
+		select {
+		case <-got:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("bridge did not report %v", sig)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(out.String(), "got SIGUSR1\ngot SIGUSR2") {
+		t.Fatalf("output: %q", out.String())
+	}
+}
+
+func TestSpawnFailureIsRetried(t *testing.T) {
+	h := start(t, Config{Command: []string{filepath.Join(t.TempDir(), "no-such-bridge")}, Backoff: fast})
+	ev := h.next(EventSpawnFailed)
+	if ev.Exit == nil || !strings.Contains(ev.Exit.Error, "no-such-bridge") || ev.Exit.Class != ClassFailure {
+		t.Fatalf("spawn_failed: %+v", ev.Exit)
+	}
+	if bo := h.next(EventBackoff); bo.Status.ConsecutiveFailures != 1 {
+		t.Fatalf("backoff after spawn failure: %+v", bo.Status)
+	}
+	h.next(EventSpawnFailed) // and it keeps trying
+}
+
+func TestNotExecutableSaysSo(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "bridge.js")
+	os.WriteFile(f, []byte("console.log(1)\n"), 0o644)
+	h := start(t, Config{Command: []string{f}, Backoff: fast})
+	ev := h.next(EventSpawnFailed)
+	if !strings.Contains(ev.Exit.Error, "executable") {
+		t.Fatalf("error does not say what to do: %q", ev.Exit.Error)
+	}
+}
+
+func TestEnvironmentAndWorkdir(t *testing.T) {
+	t.Setenv("WHATSAPP_DM_POLICY", "allowlist with spaces=and equals")
+	dir := t.TempDir()
+	lines := make(chan string, 8)
+	h := start(t, Config{Command: []string{fakeBridge, "-env", "WHATSAPP_DM_POLICY", "-pwd", "-hang"}, Dir: dir,
+		Output: func(l Line) { lines <- string(l.Text) }})
+	h.next(EventStarted)
+	want := map[string]bool{"ENV=allowlist with spaces=and equals": true, "PWD=" + dir: true}
+	for len(want) > 0 {
+		select {
+		case l := <-lines:
+			delete(want, l)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("missing lines %v", want)
+		}
+	}
+}
+
+func TestOutputIsDrainedAndLinesCapped(t *testing.T) {
+	var n, bytesSeen, truncated atomic.Int64
+	var lastLine atomic.Value
+	h := start(t, Config{
+		Command:      []string{fakeBridge, "-long-line", "200000", "-spew", "8388608", "-exit", "0"},
+		MaxLineBytes: 64 << 10,
+		Backoff:      Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2},
+		Output: func(l Line) {
+			n.Add(1)
+			bytesSeen.Add(int64(len(l.Text)))
+			if l.Truncated {
+				truncated.Add(1)
+				if len(l.Text) != 64<<10 {
+					t.Errorf("truncated line has %d bytes", len(l.Text))
+				}
+			}
+			lastLine.Store(string(l.Text))
+		},
+	})
+	ex := h.next(EventExited)
+	if *ex.Exit.Code != 0 {
+		t.Fatalf("exit: %+v", ex.Exit)
+	}
+	// 1 cut line + "after-long-line" + 8 MiB / 100 + "spew done".
+	wantLines := int64(2 + (8388608+99)/100 + 1)
+	if n.Load() != wantLines || truncated.Load() != 1 {
+		t.Fatalf("lines %d (want %d), truncated %d", n.Load(), wantLines, truncated.Load())
+	}
+	if lastLine.Load() != "spew done 8388608" || ex.Exit.Tail[len(ex.Exit.Tail)-1] != "spew done 8388608" {
+		t.Fatalf("last line %q, tail end %q", lastLine.Load(), ex.Exit.Tail[len(ex.Exit.Tail)-1])
+	}
+}
+
+func TestSlowSubscriberIsDroppedOthersKeepUp(t *testing.T) {
+	h := start(t, Config{Command: []string{fakeBridge, "-exit", "1"}, Backoff: Backoff{Multiplier: 1}, MaxRestarts: 30})
+	slow, first := h.m.Subscribe(2)
+	defer slow.Close()
+	_ = first
+	h.next(EventGivenUp)
+	deadline := time.After(10 * time.Second)
+	n := 0
+	for range slow.C {
+		n++
+		select {
+		case <-deadline:
+			t.Fatal("slow subscription was never closed")
+		default:
+		}
+	}
+	if !errors.Is(slow.Err(), ErrOverflow) || n > 2 {
+		t.Fatalf("slow subscriber: err %v after %d events", slow.Err(), n)
+	}
+}
+
+func TestSubscribeResumesFromSnapshot(t *testing.T) {
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}})
+	h.next(EventStarted)
+	sub, last := h.m.Subscribe(16)
+	defer sub.Close()
+	if last.Status.State != StateRunning || last.Seq == 0 {
+		t.Fatalf("snapshot: %+v", last)
+	}
+	if err := h.m.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	ev := <-sub.C
+	if ev.Seq != last.Seq+1 || ev.Kind != EventStopping {
+		t.Fatalf("first event after subscribe: seq %d kind %s (snapshot seq %d)", ev.Seq, ev.Kind, last.Seq)
+	}
+}
+
+func TestManyCrashCyclesLeakNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1 000 spawns")
+	}
+	// Ten rounds of 100 crash/respawn cycles on one monitor; each round
+	// ends parked in given_up, where resource use is compared.
+	h := start(t, Config{Command: []string{fakeBridge, "-exit", "1"}, Backoff: Backoff{Multiplier: 1}, MaxRestarts: 99})
+	var fds, gor int
+	for round := 0; round < 10; round++ {
+		if round > 0 {
+			if err := h.m.Start(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h.next(EventGivenUp)
+		if round == 0 {
+			fds, gor = openFDs(), settleGoroutines(0)
+		}
+	}
+	st := h.m.Status()
+	if st.Restarts != 999 || st.LastExit == nil || *st.LastExit.Code != 1 {
+		t.Fatalf("after 1000 cycles: restarts %d, last exit %+v", st.Restarts, st.LastExit)
+	}
+	if z := zombieChildren(); len(z) > 0 {
+		t.Fatalf("zombies: %v", z)
+	}
+	if now := openFDs(); now > fds {
+		t.Fatalf("fds grew from %d to %d over 900 cycles", fds, now)
+	}
+	if now := settleGoroutines(gor); now > gor {
+		t.Fatalf("goroutines grew from %d to %d over 900 cycles", gor, now)
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	bad := []Config{
+		{},
+		{Command: []string{""}},
+		{Command: []string{"x"}, Backoff: Backoff{Initial: time.Second, Max: time.Millisecond, Multiplier: 2}},
+		{Command: []string{"x"}, MaxRestarts: -1},
+	}
+	for _, c := range bad {
+		if _, err := New(c); err == nil {
+			t.Errorf("New(%+v) accepted", c)
+		}
+	}
+}
+
+// waitPids waits until the pid file has n pids and returns them.
+func waitPids(t *testing.T, path string, n int) []int {
+	t.Helper()
+	for i := 0; i < 1000; i++ {
+		b, _ := os.ReadFile(path)
+		fields := strings.Fields(string(b))
+		if len(fields) >= n {
+			pids := make([]int, len(fields))
+			for j, f := range fields {
+				pids[j], _ = strconv.Atoi(f)
+			}
+			return pids
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pid file %s never had %d pids", path, n)
+	return nil
+}

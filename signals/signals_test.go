@@ -1,0 +1,154 @@
+package signals
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestParse(t *testing.T) {
+	good := map[string]syscall.Signal{"TERM": syscall.SIGTERM, "sigint": syscall.SIGINT, " KILL ": syscall.SIGKILL, "15": syscall.SIGTERM, "SIGUSR1": syscall.SIGUSR1}
+	for in, want := range good {
+		if got, err := Parse(in); err != nil || got != want {
+			t.Errorf("Parse(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "TERMINATE", "0", "65", "-1", "SIG"} {
+		if _, err := Parse(in); err == nil {
+			t.Errorf("Parse(%q) accepted", in)
+		}
+	}
+}
+
+func TestSet(t *testing.T) {
+	s, err := ParseSet("KILL, TERM,INT,")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Has(syscall.SIGTERM) || !s.Has(syscall.SIGKILL) || s.Has(syscall.SIGHUP) {
+		t.Fatalf("set %v", s)
+	}
+	if got := s.String(); got != "INT,KILL,TERM" {
+		t.Fatalf("String = %q", got)
+	}
+	if _, err := ParseSet("TERM,BOGUS"); err == nil {
+		t.Fatal("bad member accepted")
+	}
+	if Name(syscall.Signal(40)) != "SIG40" || Name(syscall.SIGSEGV) != "SIGSEGV" {
+		t.Fatal("Name")
+	}
+}
+
+func TestParseStartTime(t *testing.T) {
+	line := []byte("123 (we ird) (name)) S 1 123 123 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 0 0")
+	got, err := parseStartTime(line)
+	if err != nil || got != 987654 {
+		t.Fatalf("got %d, %v", got, err)
+	}
+	for _, bad := range []string{"", "no paren", "1 (x) S 1"} {
+		if _, err := parseStartTime([]byte(bad)); err == nil {
+			t.Errorf("parseStartTime(%q) accepted", bad)
+		}
+	}
+}
+
+func TestIdentityRefusesAnotherProcess(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	id, err := IdentityOf(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !id.Alive() {
+		t.Fatal("live process not Alive")
+	}
+	stale := Identity{Pid: id.Pid, StartTime: id.StartTime - 1}
+	if err := stale.Signal(syscall.SIGTERM); !errors.Is(err, ErrNotSameProcess) {
+		t.Fatalf("stale identity: %v", err)
+	}
+	if err := stale.Signal(0); err == nil {
+		t.Fatal("stale identity signalled")
+	}
+	if err := (Identity{Pid: 0}).Signal(syscall.SIGTERM); err == nil {
+		t.Fatal("pid 0 signalled")
+	}
+	if err := id.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReaperDeliversStatusAndKillsGroup(t *testing.T) {
+	r := NewReaper(ReaperOptions{})
+	defer r.Close()
+	// The shell leaves a sleeping member in its group and exits 7.
+	c, err := r.Spawn(SpawnAttr{Path: "/bin/sh", Args: []string{"sh", "-c", "sleep 30 & echo $! > \"$PIDFILE\"; exit 7"},
+		Env: []string{"PIDFILE=" + t.TempDir() + "/p"}, OwnGroup: true, Pdeathsig: syscall.SIGKILL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StartTime == 0 {
+		t.Fatal("start time not recorded")
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("exit not delivered")
+	}
+	if ws := c.Status(); !ws.Exited() || ws.ExitStatus() != 7 {
+		t.Fatalf("status %v", ws)
+	}
+	if err := syscall.Kill(-c.Pid, 0); err == nil {
+		// The group may take a moment to disappear after SIGKILL.
+		deadline := time.Now().Add(5 * time.Second)
+		for syscall.Kill(-c.Pid, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if syscall.Kill(-c.Pid, 0) == nil {
+			t.Fatal("group member outlived the leader")
+		}
+	}
+	if err := c.Signal(syscall.SIGTERM); !errors.Is(err, ErrFinished) {
+		t.Fatalf("signal after reap: %v", err)
+	}
+}
+
+func TestReaperSpawnError(t *testing.T) {
+	r := NewReaper(ReaperOptions{})
+	defer r.Close()
+	if _, err := r.Spawn(SpawnAttr{Path: "/nonexistent/bridge", Args: []string{"bridge"}}); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := r.Spawn(SpawnAttr{Path: "/bin/true", Args: []string{"true"}, Dir: "/nonexistent"}); err == nil {
+		t.Fatal("bad dir accepted")
+	}
+}
+
+func TestSignalGroupNeedsOwnGroup(t *testing.T) {
+	r := NewReaper(ReaperOptions{})
+	defer r.Close()
+	c, err := r.Spawn(SpawnAttr{Path: "/bin/sleep", Args: []string{"sleep", "30"}, Stdout: os.Stdout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SignalGroup(syscall.SIGKILL); err == nil {
+		t.Fatal("group signal to a child in the sidecar's own group was allowed")
+	}
+	if err := c.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-c.Done()
+	if ws := c.Status(); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("status %v", ws)
+	}
+}
