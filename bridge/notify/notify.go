@@ -1,0 +1,255 @@
+// Package notify tells systemd how the sidecar is doing, through the
+// sd_notify protocol of a Type=notify unit: READY=1 once the sidecar serves
+// its status, STATUS= with the bridge's state as `systemctl status` shows
+// it, WATCHDOG=1 while the monitor still answers, and STOPPING=1 when the
+// sidecar begins to shut down.
+//
+// Outside systemd (no NOTIFY_SOCKET) every method is a no-op, so the
+// sidecar wires it in unconditionally.
+package notify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+)
+
+// Notifier sends the sidecar's state to systemd. Its zero value is not
+// usable; call New.
+type Notifier struct {
+	log      *slog.Logger
+	enabled  bool
+	watchdog time.Duration // WATCHDOG_USEC; 0 when systemd does not watch
+
+	readyOnce, stoppingOnce sync.Once
+	failOnce                sync.Once
+}
+
+// New reads NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID from the
+// environment. A malformed watchdog setting is an error, because running
+// without the pings systemd expects would get the sidecar killed.
+func New(logger *slog.Logger) (*Notifier, error) {
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	n := &Notifier{log: logger, enabled: os.Getenv("NOTIFY_SOCKET") != ""}
+	if !n.enabled {
+		return n, nil
+	}
+	wd, err := daemon.SdWatchdogEnabled(false)
+	if err != nil {
+		return nil, fmt.Errorf("systemd watchdog settings: %w (check WatchdogSec= in the unit)", err)
+	}
+	n.watchdog = wd
+	return n, nil
+}
+
+// Enabled reports whether systemd listens, that is whether NOTIFY_SOCKET is set.
+func (n *Notifier) Enabled() bool { return n.enabled }
+
+// Watchdog is the interval systemd expects pings within, or 0.
+func (n *Notifier) Watchdog() time.Duration { return n.watchdog }
+
+// Ready tells systemd the sidecar is up. Only the first call sends.
+func (n *Notifier) Ready() {
+	n.readyOnce.Do(func() { n.send(daemon.SdNotifyReady) })
+}
+
+// Stopping tells systemd the sidecar is shutting down, so `systemctl
+// status` shows "deactivating" rather than a hung service while the bridge
+// is given its stop timeout. Only the first call sends.
+func (n *Notifier) Stopping() {
+	n.stoppingOnce.Do(func() {
+		n.send(daemon.SdNotifyStopping + "\nSTATUS=stopping: bringing the bridge down")
+	})
+}
+
+func (n *Notifier) send(state string) {
+	if !n.enabled {
+		return
+	}
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		// A vanished socket stays vanished; one warning says all there is.
+		n.failOnce.Do(func() {
+			n.log.Warn("cannot reach systemd's notify socket", "socket", os.Getenv("NOTIFY_SOCKET"), "error", err)
+		})
+	}
+}
+
+// Run follows m's events and keeps systemd's STATUS= in step with them, and
+// feeds the watchdog for as long as the monitor goroutine answers a Ping:
+// a stuck monitor stops the pings and lets systemd restart the sidecar. Run
+// returns when ctx is done or the monitor has finished. Without
+// NOTIFY_SOCKET it returns at once.
+func (n *Notifier) Run(ctx context.Context, m *procmon.Monitor) error {
+	if !n.enabled {
+		return nil
+	}
+	sub, last := m.Subscribe(256)
+	defer func() { sub.Close() }()
+	st := last.Status
+
+	var tick <-chan time.Time
+	if n.watchdog > 0 {
+		// Half the interval, as sd_watchdog_enabled(3) advises, leaves room
+		// for one late ping.
+		t := time.NewTicker(n.watchdog / 2)
+		defer t.Stop()
+		tick = t.C
+	}
+	refresh := time.NewTimer(time.Hour)
+	refresh.Stop()
+	defer refresh.Stop()
+
+	sent := ""
+	update := func() {
+		now := time.Now()
+		text := Describe(st, now)
+		if text != sent {
+			sent = text
+			n.send("STATUS=" + text)
+		}
+		refresh.Stop()
+		if d, ok := nextChange(st, now); ok {
+			refresh.Reset(d)
+		}
+	}
+	update()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-sub.C:
+			if !ok {
+				if !errors.Is(sub.Err(), procmon.ErrOverflow) {
+					return nil
+				}
+				// Only the latest snapshot matters here, so a resync loses nothing.
+				sub, last = m.Subscribe(256)
+				st = last.Status
+			} else {
+				st = ev.Status
+			}
+			update()
+		case <-refresh.C:
+			update()
+		case <-tick:
+			n.feedWatchdog(ctx, m)
+		}
+	}
+}
+
+func (n *Notifier) feedWatchdog(ctx context.Context, m *procmon.Monitor) {
+	pctx, cancel := context.WithTimeout(ctx, n.watchdog/2)
+	defer cancel()
+	err := m.Ping(pctx)
+	switch {
+	case err == nil:
+		n.send(daemon.SdNotifyWatchdog)
+	case ctx.Err() != nil, errors.Is(err, procmon.ErrNotRunning):
+		// Shutting down: systemd knows from STOPPING=1.
+	default:
+		n.log.Error("the monitor did not answer; withholding the systemd watchdog ping", "error", err, "watchdog", n.watchdog.String())
+	}
+}
+
+// Describe is the one-line state of the bridge that systemd shows, such as
+// "bridge ready, up 2h, 3 restarts".
+func Describe(st procmon.Status, now time.Time) string {
+	var parts []string
+	switch st.State {
+	case procmon.StateRunning:
+		head := "bridge ready"
+		if !st.Ready {
+			head = "bridge running, not ready yet"
+		}
+		parts = append(parts, head)
+		if st.StartedAt != nil {
+			parts = append(parts, "up "+uptime(now.Sub(*st.StartedAt)))
+		}
+	case procmon.StateStarting:
+		parts = append(parts, "bridge starting")
+	case procmon.StateBackoff:
+		head := "bridge down"
+		if st.Crashloop {
+			head = fmt.Sprintf("bridge crash-looping (%d failures in a row)", st.ConsecutiveFailures)
+		}
+		if st.LastExit != nil {
+			head += " after " + st.LastExit.Describe()
+		}
+		parts = append(parts, head)
+		if st.NextStartAt != nil {
+			parts = append(parts, "next start at "+st.NextStartAt.Local().Format(time.TimeOnly))
+		}
+	case procmon.StateStopping:
+		parts = append(parts, "bridge stopping")
+	case procmon.StateStopped:
+		parts = append(parts, "bridge stopped on request")
+	default:
+		// given_up, and the states a layer above parks the bridge in
+		// (needs_pairing, …), come with a message saying what to do.
+		head := "bridge " + strings.ReplaceAll(string(st.State), "_", " ")
+		if st.Message != "" {
+			head += ": " + st.Message
+		}
+		parts = append(parts, head)
+	}
+	switch st.Restarts {
+	case 0:
+	case 1:
+		parts = append(parts, "1 restart")
+	default:
+		parts = append(parts, fmt.Sprintf("%d restarts", st.Restarts))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// uptime is coarse on purpose: STATUS= is re-sent whenever the text
+// changes, and a per-second clock would wake the sidecar every second.
+func uptime(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return "<1m"
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d/time.Minute))
+	case d < 24*time.Hour:
+		h, m := int(d/time.Hour), int(d%time.Hour/time.Minute)
+		if m == 0 {
+			return fmt.Sprintf("%dh", h)
+		}
+		return fmt.Sprintf("%dh%dm", h, m)
+	default:
+		days, h := int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour)
+		if h == 0 {
+			return fmt.Sprintf("%dd", days)
+		}
+		return fmt.Sprintf("%dd%dh", days, h)
+	}
+}
+
+// nextChange says how long until Describe's text would change by itself,
+// if it ever would.
+func nextChange(st procmon.Status, now time.Time) (time.Duration, bool) {
+	if st.State != procmon.StateRunning || st.StartedAt == nil {
+		return 0, false
+	}
+	up := now.Sub(*st.StartedAt)
+	step := time.Minute
+	if up >= 24*time.Hour {
+		step = time.Hour
+	}
+	if up < 0 {
+		up = 0
+	}
+	return step - up%step, true
+}
