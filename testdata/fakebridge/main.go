@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -38,8 +40,10 @@ func main() {
 		failTimes     = flag.Int("fail-times", 0, "with -count-file: exit 1 at once on the first N runs, then hang")
 		countFile     = flag.String("count-file", "", "file that counts the runs, for -fail-times")
 		reportSignals = flag.Bool("report-signals", false, "print 'got SIGNAME' for HUP, USR1, USR2")
+		stampFile     = flag.String("stamp", "", "append 'start|exit MONOTONIC_NS PID' lines to this file, for benchmarks")
 	)
 	flag.Parse()
+	stamp(*stampFile, "start")
 
 	if *countFile != "" {
 		b, _ := os.ReadFile(*countFile)
@@ -133,6 +137,7 @@ func main() {
 		os.Exit(4)
 	}
 	if *exitCode >= 0 {
+		stamp(*stampFile, "exit")
 		os.Exit(*exitCode)
 	}
 	if *hang || *ignoreTerm || *grandchild || *escapee || *reportSignals || *failTimes > 0 {
@@ -140,6 +145,27 @@ func main() {
 			time.Sleep(time.Hour)
 		}
 	}
+}
+
+// stamp records an instant on CLOCK_MONOTONIC, which every process on the
+// machine shares, so a benchmark can subtract it from the moment a
+// supervisor or listener saw the same event. One O_APPEND write per line
+// keeps lines from concurrent runs whole.
+func stamp(file, what string) {
+	if file == "" {
+		return
+	}
+	f, err := os.OpenFile(file, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "stamp:", err)
+		os.Exit(3)
+	}
+	// Read the clock after opening, so only one write separates the stamp
+	// from the exit that follows it.
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	f.Write([]byte(what + " " + strconv.FormatInt(ts.Nano(), 10) + " " + strconv.Itoa(os.Getpid()) + "\n"))
+	f.Close()
 }
 
 func split(s string) []string {
