@@ -1,0 +1,364 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests run the real wa-sidecar binary over the fake bridge from
+// testdata, with real signals, and read its JSON log.
+
+var (
+	buildOnce     sync.Once
+	buildErr      error
+	sidecarBin    string
+	fakeBridgeBin string
+)
+
+func binaries(t *testing.T) (sidecar, fake string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "wa-sidecar-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		sidecarBin = filepath.Join(dir, "wa-sidecar")
+		fakeBridgeBin = filepath.Join(dir, "fakebridge")
+		for _, b := range [][2]string{{sidecarBin, "."}, {fakeBridgeBin, "../../testdata/fakebridge"}} {
+			out, err := exec.Command("go", "build", "-o", b[0], b[1]).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", b[1], err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return sidecarBin, fakeBridgeBin
+}
+
+// sidecarProc is a running wa-sidecar whose log records are collected.
+type sidecarProc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	recs chan map[string]any
+	done chan struct{}
+	mu   sync.Mutex
+	log  []string
+}
+
+func startSidecar(t *testing.T, args ...string) *sidecarProc {
+	t.Helper()
+	return startCmd(t, exec.Command(args[0], args[1:]...))
+}
+
+func startCmd(t *testing.T, cmd *exec.Cmd) *sidecarProc {
+	t.Helper()
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(os.Environ(), "WA_SIDECAR_LOG_FORMAT=json")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &sidecarProc{t: t, cmd: cmd, recs: make(chan map[string]any, 10000), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.log = append(p.log, sc.Text())
+			p.mu.Unlock()
+			var rec map[string]any
+			if json.Unmarshal(sc.Bytes(), &rec) == nil {
+				p.recs <- rec
+			}
+		}
+		io.Copy(io.Discard, stderr)
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return p
+}
+
+// waitLog waits for a record whose msg contains substr and returns it.
+func (p *sidecarProc) waitLog(substr string) map[string]any {
+	p.t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case rec := <-p.recs:
+			if msg, _ := rec["msg"].(string); strings.Contains(msg, substr) {
+				return rec
+			}
+		case <-deadline:
+			p.t.Fatalf("no log record containing %q; log so far:\n%s", substr, p.logText())
+		}
+	}
+}
+
+func (p *sidecarProc) logText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.log, "\n")
+}
+
+// wait waits for the sidecar to exit and returns its exit code.
+func (p *sidecarProc) wait() int {
+	p.t.Helper()
+	errc := make(chan error, 1)
+	go func() { <-p.done; errc <- p.cmd.Wait() }()
+	select {
+	case err := <-errc:
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		return 0
+	case <-time.After(30 * time.Second):
+		p.t.Fatalf("sidecar did not exit; log:\n%s", p.logText())
+		return -1
+	}
+}
+
+func (p *sidecarProc) signal(sig syscall.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func pidOf(t *testing.T, rec map[string]any) int {
+	t.Helper()
+	f, ok := rec["pid"].(float64)
+	if !ok || f <= 0 {
+		t.Fatalf("record without pid: %v", rec)
+	}
+	return int(f)
+}
+
+// running reports whether pid is alive and not a zombie.
+func running(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && len(s) > i+2 && s[i+2] != 'Z' && s[i+2] != 'X'
+}
+
+func waitNotRunning(t *testing.T, pid int, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < within {
+		if !running(pid) {
+			return time.Since(start)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("pid %d still running after %s", pid, within)
+	return 0
+}
+
+func TestBadFlagsExit64(t *testing.T) {
+	bin, fake := binaries(t)
+	cases := []struct {
+		args []string
+		env  string
+		want string
+	}{
+		{[]string{"run", "--backoff-initial", "5s", "--backoff-max", "1s", "--", fake}, "", "--backoff-max"},
+		{[]string{"run", "--stop-signal", "BOGUS", "--", fake}, "", "--stop-signal"},
+		{[]string{"run", "--stop-signal", "KILL", "--", fake}, "", "--stop-timeout"},
+		{[]string{"run", "--normal-signals", "TERM,NOPE", "--", fake}, "", "--normal-signals"},
+		{[]string{"run", "--max-restarts", "-1", "--", fake}, "", "--max-restarts"},
+		{[]string{"run", "--no-such-flag", "--", fake}, "", "no-such-flag"},
+		{[]string{"run", "--stop-timeout", "soon", "--", fake}, "", "stop-timeout"},
+		{[]string{"run", "--", fake}, "WA_SIDECAR_BACKOFF_MAX=banana", "BACKOFF_MAX"},
+		{[]string{"run", "--log-format", "xml", "--", fake}, "", "--log-format"},
+		{[]string{"run", "--workdir", "/nonexistent/dir", "--", fake}, "", "--workdir"},
+		{[]string{"frobnicate"}, "", "frobnicate"},
+	}
+	for _, c := range cases {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			cmd := exec.Command(bin, c.args...)
+			if c.env != "" {
+				cmd.Env = append(os.Environ(), c.env)
+			}
+			out, err := cmd.CombinedOutput()
+			ee, ok := err.(*exec.ExitError)
+			if !ok || ee.ExitCode() != exitUsage {
+				t.Fatalf("exit %v, want %d; output:\n%s", err, exitUsage, out)
+			}
+			if !strings.Contains(string(out), c.want) {
+				t.Fatalf("message does not name %q:\n%s", c.want, out)
+			}
+			if strings.Contains(string(out), "goroutine ") {
+				t.Fatalf("panic:\n%s", out)
+			}
+		})
+	}
+}
+
+func TestSIGTERMStopsBridgeThenExitsZero(t *testing.T) {
+	bin, fake := binaries(t)
+	pids := filepath.Join(t.TempDir(), "pids")
+	p := startSidecar(t, bin, "run", "--", fake, "-grandchild", "-pidfile", pids)
+	bridge := pidOf(t, p.waitLog("bridge started"))
+	grand := readPids(t, pids, 2)[1]
+	p.signal(syscall.SIGTERM)
+	rec := p.waitLog("bridge stopped")
+	if !strings.Contains(fmt.Sprint(rec["exit"]), "SIGTERM") {
+		t.Fatalf("stop record: %v", rec)
+	}
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d; log:\n%s", code, p.logText())
+	}
+	if running(bridge) || running(grand) {
+		t.Fatalf("left behind: bridge %v grandchild %v", running(bridge), running(grand))
+	}
+}
+
+func TestSidecarKilledTakesBridgeDown(t *testing.T) {
+	bin, fake := binaries(t)
+	p := startSidecar(t, bin, "run", "--", fake, "-hang")
+	bridge := pidOf(t, p.waitLog("bridge started"))
+	p.signal(syscall.SIGKILL)
+	p.wait()
+	took := waitNotRunning(t, bridge, 5*time.Second)
+	t.Logf("bridge gone %s after the sidecar was SIGKILLed", took)
+}
+
+func TestSecondInterruptSkipsTheWait(t *testing.T) {
+	bin, fake := binaries(t)
+	p := startSidecar(t, bin, "run", "--stop-timeout", "1h", "--", fake, "-ignore-term")
+	bridge := pidOf(t, p.waitLog("bridge started"))
+	p.signal(syscall.SIGINT)
+	p.waitLog("stopping the bridge")
+	p.signal(syscall.SIGINT)
+	p.waitLog("killing the bridge's process group")
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if running(bridge) {
+		t.Fatal("bridge still running")
+	}
+}
+
+func TestHangupRestartsAndUserSignalsAreForwarded(t *testing.T) {
+	bin, fake := binaries(t)
+	p := startSidecar(t, bin, "run", "--", fake, "-report-signals", "-say", "armed")
+	first := pidOf(t, p.waitLog("bridge started"))
+	p.waitLog("armed")
+	p.signal(syscall.SIGUSR1)
+	p.waitLog("got SIGUSR1")
+	p.signal(syscall.SIGUSR2)
+	p.waitLog("got SIGUSR2")
+	p.signal(syscall.SIGHUP)
+	second := pidOf(t, p.waitLog("bridge started"))
+	if second == first {
+		t.Fatal("SIGHUP did not start a new bridge")
+	}
+	if running(first) {
+		t.Fatal("old bridge still running after SIGHUP")
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
+
+func TestBridgeFailureNeverEndsTheSidecar(t *testing.T) {
+	bin, fake := binaries(t)
+	p := startSidecar(t, bin, "run", "--backoff-initial", "10ms", "--backoff-max", "20ms", "--max-restarts", "3", "--", fake, "-exit", "1")
+	p.waitLog("giving up on the bridge")
+	// Parked, not exited: it still answers signals and restarts on SIGHUP.
+	p.signal(syscall.SIGHUP)
+	p.waitLog("bridge started")
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
+
+func TestSubreaperReapsOrphans(t *testing.T) {
+	bin, fake := binaries(t)
+	p := startSidecar(t, bin, "run", "--subreaper", "--log-level", "debug", "--backoff-initial", "1h", "--backoff-max", "1h", "--",
+		fake, "-orphan", "300ms", "-after", "50ms", "-exit", "5")
+	p.waitLog("reaping orphaned processes")
+	failed := p.waitLog("bridge failed")
+	if failed["exit"] != "exit 5 (failure)" {
+		t.Fatalf("the bridge's own status was lost: %v", failed)
+	}
+	p.waitLog("reaped an orphaned process")
+	if z := zombiesOf(p.cmd.Process.Pid); len(z) > 0 {
+		t.Fatalf("zombies under the sidecar: %v", z)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
+
+// zombiesOf lists zombie children of pid.
+func zombiesOf(pid int) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 && f[0] == "Z" && f[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+func readPids(t *testing.T, path string, n int) []int {
+	t.Helper()
+	for i := 0; i < 2000; i++ {
+		b, _ := os.ReadFile(path)
+		f := strings.Fields(string(b))
+		if len(f) >= n {
+			out := make([]int, len(f))
+			for j := range f {
+				out[j], _ = strconv.Atoi(f[j])
+			}
+			return out
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s never listed %d pids", path, n)
+	return nil
+}
