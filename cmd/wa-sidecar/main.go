@@ -62,6 +62,7 @@ func newApp() *cli.App {
 func commands() []*cli.Command {
 	return []*cli.Command{
 		runCommand(),
+		simulateBridgeCommand(),
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/wa-sidecar/wa-sidecar/bridge"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 	"github.com/wa-sidecar/wa-sidecar/signals"
 )
@@ -19,7 +20,7 @@ func envs(name string) []string { return []string{"WA_SIDECAR_" + name} }
 
 func runFlags() []cli.Flag {
 	d := procmon.DefaultBackoff
-	return []cli.Flag{
+	return append(targetFlags(),
 		&cli.StringFlag{Name: "workdir", Usage: "working directory of the bridge", EnvVars: envs("WORKDIR")},
 		&cli.StringFlag{Name: "normal-signals", Value: "TERM,INT,KILL", Usage: "signals whose deaths are a normal shutdown, not a crash (exit codes 128+n count too)", EnvVars: envs("NORMAL_SIGNALS")},
 		&cli.DurationFlag{Name: "backoff-initial", Value: d.Initial, Usage: "delay before the first respawn after a failure", EnvVars: envs("BACKOFF_INITIAL")},
@@ -34,7 +35,7 @@ func runFlags() []cli.Flag {
 		&cli.IntFlag{Name: "max-line-bytes", Value: 64 << 10, Usage: "longer output lines are cut to this many bytes", EnvVars: envs("MAX_LINE_BYTES")},
 		&cli.StringFlag{Name: "log-format", Value: "auto", Usage: "auto (coloured text on a terminal, JSON lines otherwise), text or json", EnvVars: envs("LOG_FORMAT")},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: envs("LOG_LEVEL")},
-	}
+	)
 }
 
 func runCommand() *cli.Command {
@@ -42,7 +43,11 @@ func runCommand() *cli.Command {
 		Name:      "run",
 		Usage:     "start the bridge and keep it running",
 		ArgsUsage: "[-- COMMAND [ARGS...]]",
-		Description: "Examples:\n" +
+		Description: "With no command, runs the Hermes bridge found under $HERMES_HOME (default ~/.hermes);\n" +
+			"--demo runs a simulated bridge instead.\n\n" +
+			"Examples:\n" +
+			"   wa-sidecar run --demo\n" +
+			"   wa-sidecar run\n" +
 			"   wa-sidecar run -- node ~/.hermes/scripts/whatsapp-bridge/bridge.js --port 3000 --session ~/.hermes/platforms/whatsapp/session\n" +
 			"   wa-sidecar run --backoff-max 30s --stop-timeout 20s -- ./my-bridge\n\n" +
 			"SIGTERM or SIGINT stop the bridge and then the sidecar (a second SIGINT skips the wait);\n" +
@@ -55,12 +60,10 @@ func runCommand() *cli.Command {
 
 // runConfig turns the flags into a monitor configuration, or a usage error
 // that names the flag to fix.
-func runConfig(c *cli.Context) (procmon.Config, error) {
+func runConfig(c *cli.Context, target bridge.Target) (procmon.Config, error) {
 	var cfg procmon.Config
-	cfg.Command = c.Args().Slice()
-	if len(cfg.Command) == 0 {
-		return cfg, usageError("no bridge command given; put it after --, e.g. wa-sidecar run -- node bridge.js --port 3000")
-	}
+	cfg.Command = target.Command
+	cfg.Dir = target.Dir
 	normal, err := signals.ParseSet(c.String("normal-signals"))
 	if err != nil {
 		return cfg, usageError("--normal-signals: %v", err)
@@ -115,7 +118,14 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return usageError("%v", err)
 	}
-	cfg, err := runConfig(c)
+	target, err := bridgeTarget(c)
+	if err != nil {
+		return err
+	}
+	if target.Cleanup != nil {
+		defer target.Cleanup()
+	}
+	cfg, err := runConfig(c, target)
 	if err != nil {
 		return err
 	}

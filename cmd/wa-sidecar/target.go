@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/wa-sidecar/wa-sidecar/bridge"
+)
+
+// exitConfig is EX_CONFIG: the Hermes systemd unit never restarts it, which
+// is right when there is no bridge to run.
+const exitConfig = 78
+
+func targetFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "demo", Usage: "supervise a built-in simulated bridge in a temporary session (no Node.js or phone needed)", EnvVars: envs("DEMO")},
+		&cli.StringFlag{Name: "hermes-home", Usage: "Hermes home to find the bridge in (default $HERMES_HOME, else ~/.hermes)"},
+		&cli.StringFlag{Name: "bridge-script", Usage: "the bridge's bridge.js (default <hermes home>/scripts/whatsapp-bridge/bridge.js)", EnvVars: envs("BRIDGE_SCRIPT")},
+		&cli.StringFlag{Name: "node", Usage: "the Node.js binary (default node in PATH)", EnvVars: envs("NODE")},
+		&cli.IntFlag{Name: "port", Value: bridge.DefaultPort, Usage: "the bridge's HTTP port, passed to it and probed on 127.0.0.1", EnvVars: envs("PORT")},
+		&cli.StringFlag{Name: "session-dir", Usage: "the bridge's session directory (default <hermes home>/platforms/whatsapp/session, or the legacy whatsapp/session)", EnvVars: envs("SESSION_DIR")},
+		&cli.StringFlag{Name: "mode", Value: bridge.DefaultMode, Usage: "the bridge's mode: self-chat or bot", EnvVars: envs("MODE")},
+	}
+}
+
+// bridgeTarget decides what to run: the simulated bridge with --demo, the
+// command after --, or the bridge of the Hermes install found on this
+// machine.
+func bridgeTarget(c *cli.Context) (bridge.Target, error) {
+	args := c.Args().Slice()
+	switch {
+	case c.Bool("demo") && len(args) > 0:
+		return bridge.Target{}, usageError("--demo runs the built-in simulated bridge; drop either --demo or the command after --")
+	case c.Bool("demo"):
+		exe, err := os.Executable()
+		if err != nil {
+			return bridge.Target{}, cli.Exit(fmt.Sprintf("wa-sidecar: --demo: cannot find my own executable: %v", err), exitError)
+		}
+		t, err := bridge.Demo(exe)
+		if err != nil {
+			return t, cli.Exit("wa-sidecar: "+err.Error(), exitError)
+		}
+		return t, nil
+	case len(args) > 0:
+		t := bridge.Target{Command: args, Port: portArg(args), SessionDir: flagArg(args, "--session")}
+		if c.IsSet("port") {
+			t.Port = c.Int("port")
+		}
+		if c.IsSet("session-dir") {
+			t.SessionDir = c.String("session-dir")
+		}
+		return t, nil
+	}
+	t, err := bridge.Discover(bridge.Where{
+		HermesHome: c.String("hermes-home"),
+		Script:     c.String("bridge-script"),
+		Node:       c.String("node"),
+		SessionDir: c.String("session-dir"),
+		Port:       c.Int("port"),
+		Mode:       c.String("mode"),
+	})
+	if err != nil {
+		return t, cli.Exit("wa-sidecar: "+err.Error(), exitConfig)
+	}
+	return t, nil
+}
+
+// portArg reads the real bridge's --port from a command given after --, so
+// its health can be probed without repeating the port.
+func portArg(args []string) int {
+	p, err := strconv.Atoi(flagArg(args, "--port"))
+	if err != nil || p < 1 || p > 65535 {
+		return 0
+	}
+	return p
+}
+
+func flagArg(args []string, name string) string {
+	for i, a := range args {
+		if a == name && i+1 < len(args) {
+			return args[i+1]
+		}
+		if len(a) > len(name)+1 && a[:len(name)+1] == name+"=" {
+			return a[len(name)+1:]
+		}
+	}
+	return ""
+}
