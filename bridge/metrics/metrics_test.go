@@ -1,0 +1,315 @@
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"go.uber.org/goleak"
+
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+)
+
+var fakeBridge string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "metrics-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	fakeBridge = filepath.Join(dir, "fakebridge")
+	build := exec.Command("go", "build", "-o", fakeBridge, "../../testdata/fakebridge")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the fake bridge:", err)
+		os.Exit(2)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// scrape fetches srv's metrics over HTTP and parses them with Prometheus's
+// own text parser, so malformed output fails the test.
+func scrape(t *testing.T, srv *httptest.Server) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(srv.URL + Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", Path, resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parsing the scrape: %v", err)
+	}
+	return fams
+}
+
+// value returns the sample of name whose labels include want, and whether
+// there is one.
+func value(fams map[string]*dto.MetricFamily, name string, want ...string) (float64, bool) {
+	f := fams[name]
+	if f == nil {
+		return 0, false
+	}
+	for _, m := range f.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		match := true
+		for i := 0; i+1 < len(want); i += 2 {
+			if labels[want[i]] != want[i+1] {
+				match = false
+			}
+		}
+		if !match {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Untyped != nil:
+			return m.Untyped.GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+type expect struct {
+	name   string
+	labels []string
+	want   float64
+}
+
+func check(t *testing.T, fams map[string]*dto.MetricFamily, when string, exps ...expect) {
+	t.Helper()
+	for _, e := range exps {
+		got, ok := value(fams, e.name, e.labels...)
+		if !ok {
+			t.Errorf("%s: %s%v missing", when, e.name, e.labels)
+			continue
+		}
+		if got != e.want {
+			t.Errorf("%s: %s%v = %v; want %v", when, e.name, e.labels, got, e.want)
+		}
+	}
+}
+
+// drive applies x's events in the test goroutine until one satisfies
+// done, so a scrape afterwards sees exactly that point of the stream.
+func drive(t *testing.T, x *Metrics, done func(procmon.Event) bool) {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case ev, ok := <-x.sub.C:
+			if !ok {
+				t.Fatalf("event stream ended: %v", x.sub.Err())
+			}
+			x.apply(ev)
+			if done(ev) {
+				return
+			}
+		case <-deadline:
+			t.Fatal("timed out waiting for the bridge")
+		}
+	}
+}
+
+func startedWith(restarts int) func(procmon.Event) bool {
+	return func(ev procmon.Event) bool {
+		return ev.Kind == procmon.EventStarted && ev.Status.Restarts == restarts
+	}
+}
+
+// TestMetricsFollowTheBridge runs a real bridge through two failures, a
+// SIGTERM from outside and a stop, and checks every metric at each step.
+// One Metrics is stepped by the test for exact mid-run figures; another
+// follows on its own through Run and must end with the same totals.
+func TestMetricsFollowTheBridge(t *testing.T) {
+	count := filepath.Join(t.TempDir(), "count")
+	m, err := procmon.New(procmon.Config{
+		Command: []string{fakeBridge, "-count-file", count, "-fail-times", "2"},
+		Backoff: procmon.Backoff{Initial: time.Millisecond, Max: time.Millisecond, Multiplier: 2, Reset: time.Hour},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients := func() int { return 7 }
+	stepped := New(m, Options{Version: "test", Clients: clients})
+	following := New(m, Options{Version: "test", Clients: clients})
+	steppedSrv := httptest.NewServer(stepped.Handler())
+	defer steppedSrv.Close()
+	followingSrv := httptest.NewServer(following.Handler())
+	defer followingSrv.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	monDone := make(chan error, 1)
+	folDone := make(chan error, 1)
+	go func() { folDone <- following.Run(context.Background()) }()
+	go func() { monDone <- m.Run(ctx) }()
+
+	drive(t, stepped, startedWith(2))
+	fams := scrape(t, steppedSrv)
+	check(t, fams, "after two failures",
+		expect{"wa_sidecar_bridge_state", []string{"state", "running"}, 1},
+		expect{"wa_sidecar_bridge_state", []string{"state", "backoff"}, 0},
+		expect{"wa_sidecar_bridge_ready", nil, 1},
+		expect{"wa_sidecar_bridge_exits_total", []string{"class", "failure"}, 2},
+		expect{"wa_sidecar_bridge_exits_total", []string{"class", "shutdown"}, 0},
+		expect{"wa_sidecar_bridge_restarts_total", []string{"class", "failure"}, 2},
+		expect{"wa_sidecar_bridge_last_exit_code", nil, 1},
+		expect{"wa_sidecar_bridge_consecutive_failures", nil, 2},
+		expect{"wa_sidecar_bridge_crashloop", nil, 0},
+		expect{"wa_sidecar_event_clients", nil, 7},
+		expect{"wa_sidecar_build_info", []string{"version", "test"}, 1},
+	)
+	if up, _ := value(fams, "wa_sidecar_bridge_uptime_seconds"); up <= 0 {
+		t.Errorf("uptime %v while the bridge runs; want > 0", up)
+	}
+	if _, ok := value(fams, "process_resident_memory_bytes"); !ok {
+		t.Error("process metrics missing")
+	}
+
+	if err := m.Signal(ctx, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	drive(t, stepped, startedWith(3))
+	check(t, scrape(t, steppedSrv), "after a SIGTERM from outside",
+		expect{"wa_sidecar_bridge_exits_total", []string{"class", "shutdown"}, 1},
+		expect{"wa_sidecar_bridge_restarts_total", []string{"class", "shutdown"}, 1},
+		expect{"wa_sidecar_bridge_restarts_total", []string{"class", "failure"}, 2},
+		expect{"wa_sidecar_bridge_last_exit_code", nil, -15},
+		// A normal shutdown is not a failure.
+		expect{"wa_sidecar_bridge_consecutive_failures", nil, 2},
+	)
+
+	cancel()
+	if err := <-monDone; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-folDone:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return after the monitor finished")
+	}
+	stepped.sub.Close()
+	check(t, scrape(t, followingSrv), "after the sidecar stopped the bridge",
+		expect{"wa_sidecar_bridge_state", []string{"state", "stopped"}, 1},
+		expect{"wa_sidecar_bridge_state", []string{"state", "running"}, 0},
+		expect{"wa_sidecar_bridge_ready", nil, 0},
+		expect{"wa_sidecar_bridge_uptime_seconds", nil, 0},
+		expect{"wa_sidecar_bridge_exits_total", []string{"class", "failure"}, 2},
+		expect{"wa_sidecar_bridge_exits_total", []string{"class", "shutdown"}, 1},
+		expect{"wa_sidecar_bridge_exits_total", []string{"class", "requested"}, 1},
+		expect{"wa_sidecar_bridge_restarts_total", []string{"class", "failure"}, 2},
+		expect{"wa_sidecar_bridge_restarts_total", []string{"class", "shutdown"}, 1},
+		expect{"wa_sidecar_bridge_restarts_total", []string{"class", "requested"}, 0},
+		expect{"wa_sidecar_bridge_last_exit_code", nil, -15},
+	)
+}
+
+// TestParkedStatesAndSpawnFailures feeds events a monitor would emit for a
+// state a layer above parks the bridge in, and for a spawn that failed.
+func TestParkedStatesAndSpawnFailures(t *testing.T) {
+	m, err := procmon.New(procmon.Config{Command: []string{fakeBridge}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := New(m, Options{})
+	defer x.sub.Close()
+	srv := httptest.NewServer(x.Handler())
+	defer srv.Close()
+
+	fams := scrape(t, srv)
+	if _, ok := value(fams, "wa_sidecar_bridge_last_exit_code"); ok {
+		t.Error("last exit code reported before any exit")
+	}
+	if _, ok := value(fams, "wa_sidecar_event_clients"); ok {
+		t.Error("event clients reported without a Clients function")
+	}
+
+	code := 1
+	x.apply(procmon.Event{Kind: procmon.EventExited, Exit: &procmon.ExitRecord{Code: &code, ReturnCode: 1, Class: procmon.ClassFailure},
+		Status: procmon.Status{State: procmon.StateBackoff, ConsecutiveFailures: 1}})
+	x.apply(procmon.Event{Kind: procmon.EventSpawnFailed, Exit: &procmon.ExitRecord{Error: "not found", Class: procmon.ClassFailure},
+		Status: procmon.Status{State: procmon.StateBackoff, ConsecutiveFailures: 2, Restarts: 1,
+			LastExit: &procmon.ExitRecord{Error: "not found", Class: procmon.ClassFailure}}})
+	x.apply(procmon.Event{Kind: "needs_pairing", Status: procmon.Status{State: "needs_pairing", ConsecutiveFailures: 2, Restarts: 1}})
+	check(t, scrape(t, srv), "parked",
+		expect{"wa_sidecar_bridge_state", []string{"state", "needs_pairing"}, 1},
+		expect{"wa_sidecar_bridge_state", []string{"state", "backoff"}, 0},
+		expect{"wa_sidecar_bridge_exits_total", []string{"class", "failure"}, 2},
+		expect{"wa_sidecar_bridge_restarts_total", []string{"class", "failure"}, 1},
+		// A spawn failure has no exit code; the last one stays.
+		expect{"wa_sidecar_bridge_last_exit_code", nil, 1},
+	)
+}
+
+func TestHelpTextNamesEveryMetric(t *testing.T) {
+	m, err := procmon.New(procmon.Config{Command: []string{fakeBridge}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := New(m, Options{Clients: func() int { return 0 }})
+	defer x.sub.Close()
+	srv := httptest.NewServer(x.Handler())
+	defer srv.Close()
+	fams := scrape(t, srv)
+	for _, name := range []string{
+		"wa_sidecar_bridge_state", "wa_sidecar_bridge_ready", "wa_sidecar_bridge_uptime_seconds",
+		"wa_sidecar_bridge_exits_total", "wa_sidecar_bridge_restarts_total",
+		"wa_sidecar_bridge_consecutive_failures", "wa_sidecar_bridge_crashloop", "wa_sidecar_event_clients",
+	} {
+		f := fams[name]
+		if f == nil {
+			t.Errorf("%s missing", name)
+			continue
+		}
+		if strings.TrimSpace(f.GetHelp()) == "" {
+			t.Errorf("%s has no help text", name)
+		}
+	}
+}
+
+func TestRunReturnsWhenCancelled(t *testing.T) {
+	m, err := procmon.New(procmon.Config{Command: []string{fakeBridge}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := New(m, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := x.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
