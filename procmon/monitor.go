@@ -40,6 +40,10 @@ type Config struct {
 
 	StopSignal  syscall.Signal // sent to the child to stop it; SIGTERM
 	StopTimeout time.Duration  // then SIGKILL to its group; 10 s
+	// SignalGroup sends the stop signal and forwarded signals to the
+	// child's whole process group instead of the child alone, for wrappers
+	// such as npm or sh that do not pass signals on.
+	SignalGroup bool
 
 	// BeforeSpawn, if set, runs in the monitor goroutine before each spawn.
 	// An error counts as a failed spawn (with backoff), its text becoming
@@ -389,7 +393,7 @@ func (l *loop) handle(c command) error {
 		if l.cur == nil {
 			return fmt.Errorf("the bridge is not running (state %s)", l.st.State)
 		}
-		if err := l.cur.child.Signal(c.sig); err != nil {
+		if err := l.signal(c.sig); err != nil {
 			return fmt.Errorf("signal %s to pid %d: %w", signals.Name(c.sig), l.cur.child.Pid, err)
 		}
 		l.log.Info("forwarded signal to the bridge", "signal", signals.Name(c.sig), "pid", l.cur.child.Pid)
@@ -720,13 +724,21 @@ func (l *loop) stop(after afterStop) {
 	l.setState(StateStopping)
 	l.log.Info("stopping the bridge", "pid", pid, "signal", signals.Name(l.cfg.StopSignal), "timeout", l.cfg.StopTimeout.String())
 	l.emit(Event{Kind: EventStopping, Pid: pid, Signal: signals.Name(l.cfg.StopSignal)})
-	if err := l.cur.child.Signal(l.cfg.StopSignal); err != nil && !errors.Is(err, signals.ErrFinished) {
+	if err := l.signal(l.cfg.StopSignal); err != nil && !errors.Is(err, signals.ErrFinished) {
 		l.log.Warn("could not send the stop signal", "pid", pid, "error", err)
 	}
 	// A stopped (SIGSTOP, Ctrl-Z) process would not act on the stop signal.
-	_ = l.cur.child.Signal(syscall.SIGCONT)
+	_ = l.signal(syscall.SIGCONT)
 	stopTimer(&l.kill)
 	l.kill = time.NewTimer(l.cfg.StopTimeout)
+}
+
+// signal sends sig to the current child, or to its group with SignalGroup.
+func (l *loop) signal(sig syscall.Signal) error {
+	if l.cfg.SignalGroup {
+		return l.cur.child.SignalGroup(sig)
+	}
+	return l.cur.child.Signal(sig)
 }
 
 func (l *loop) forceKill(reason string) {

@@ -3,6 +3,7 @@ package procmon
 import (
 	"bytes"
 	"errors"
+	"fmt"
 
 	"os"
 	"path/filepath"
@@ -211,6 +212,40 @@ func TestStopIgnoringTermIsKilledAfterTimeout(t *testing.T) {
 	for _, p := range all {
 		waitGone(t, p)
 	}
+}
+
+func TestSignalGroupReachesAWrapperChild(t *testing.T) {
+	// sh waits for its child and would not pass SIGTERM on; with
+	// SignalGroup the child gets it directly.
+	pids := filepath.Join(t.TempDir(), "pids")
+	script := "trap 'echo wrapper got TERM' TERM; " + fakeBridge + " -hang -pidfile " + pids
+	for _, group := range []bool{false, true} {
+		t.Run(fmt.Sprint("group=", group), func(t *testing.T) { testSignalGroup(t, script, pids, group) })
+	}
+}
+
+func testSignalGroup(t *testing.T, script, pids string, group bool) {
+	os.Remove(pids)
+	h := start(t, Config{Command: []string{"/bin/sh", "-c", script}, SignalGroup: group, StopTimeout: 500 * time.Millisecond})
+	h.next(EventStarted)
+	inner := waitPids(t, pids, 1)[0]
+	if err := h.m.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	ex := h.next(EventExited)
+	killed := false
+	for _, k := range h.kinds() {
+		killed = killed || k == EventKilling
+	}
+	// Without the group, sh holds the signal until its child ends, so only
+	// the timeout's SIGKILL brings them down; with it, TERM is enough.
+	if killed == group {
+		t.Fatalf("group=%v: SIGKILL needed = %v; events %v", group, killed, h.kinds())
+	}
+	if ex.Exit.Class != ClassRequested {
+		t.Fatalf("exit %+v", ex.Exit)
+	}
+	waitGone(t, inner)
 }
 
 func TestKillSkipsTheWait(t *testing.T) {

@@ -30,6 +30,7 @@ func runFlags() []cli.Flag {
 		&cli.IntFlag{Name: "max-restarts", Value: 0, Usage: "after this many consecutive failed runs, park the bridge (given_up) until a start command; 0 = never", EnvVars: envs("MAX_RESTARTS")},
 		&cli.StringFlag{Name: "stop-signal", Value: "TERM", Usage: "signal that asks the bridge to stop", EnvVars: envs("STOP_SIGNAL")},
 		&cli.DurationFlag{Name: "stop-timeout", Value: 10 * time.Second, Usage: "how long to wait after the stop signal before SIGKILL to the bridge's process group", EnvVars: envs("STOP_TIMEOUT")},
+		&cli.BoolFlag{Name: "signal-group", Usage: "send the stop signal and forwarded signals to the bridge's whole process group (for wrappers like npm or sh that do not pass them on)", EnvVars: envs("SIGNAL_GROUP")},
 		&cli.BoolFlag{Name: "subreaper", Usage: "become a child subreaper and reap orphaned descendants (implied when running as PID 1)", EnvVars: envs("SUBREAPER")},
 		&cli.IntFlag{Name: "tail-lines", Value: 20, Usage: "lines of the bridge's output kept for each exit record", EnvVars: envs("TAIL_LINES")},
 		&cli.IntFlag{Name: "max-line-bytes", Value: 64 << 10, Usage: "longer output lines are cut to this many bytes", EnvVars: envs("MAX_LINE_BYTES")},
@@ -77,6 +78,7 @@ func runConfig(c *cli.Context, target bridge.Target) (procmon.Config, error) {
 		return cfg, usageError("--stop-signal KILL leaves the bridge no chance to stop cleanly; use TERM (the default) and a short --stop-timeout instead")
 	}
 	cfg.StopSignal = stop
+	cfg.SignalGroup = c.Bool("signal-group")
 	cfg.StopTimeout = c.Duration("stop-timeout")
 	if cfg.StopTimeout <= 0 {
 		return cfg, usageError("--stop-timeout must be positive (got %s)", cfg.StopTimeout)
