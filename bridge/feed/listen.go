@@ -1,0 +1,196 @@
+package feed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// DefaultListen is the server's default address: loopback, and outside
+// 3000–3999, the ports the bridge and its secondary profiles take.
+const DefaultListen = "127.0.0.1:7390"
+
+const unixPrefix = "unix:"
+
+// Listen opens addr, which is host:port for TCP or unix:/path for a Unix
+// socket. The socket file is made mode 0600, and a stale one left by a
+// crashed sidecar is replaced.
+func Listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, unixPrefix); ok {
+		return listenUnix(path)
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, fmt.Errorf("--listen %q: want host:port or unix:/path (%v)", addr, err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("--listen %s is already in use (is another wa-sidecar running? 'wa-sidecar status --addr %s' tells); pass --listen to choose another address", addr, addr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+func listenUnix(path string) (net.Listener, error) {
+	if path == "" {
+		return nil, errors.New("--listen unix: needs a path, e.g. unix:/run/wa-sidecar.sock")
+	}
+	ln, err := net.Listen("unix", path)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		if c, derr := net.DialTimeout("unix", path, time.Second); derr == nil {
+			c.Close()
+			return nil, fmt.Errorf("--listen unix:%s: a server already answers there (another wa-sidecar?); choose another path", path)
+		}
+		// Nobody answers: the file is left over from a sidecar that died.
+		if rerr := os.Remove(path); rerr != nil {
+			return nil, fmt.Errorf("--listen unix:%s: stale socket file: %w", path, rerr)
+		}
+		ln, err = net.Listen("unix", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--listen unix:%s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("--listen unix:%s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// isLoopbackListener reports whether only this machine can reach ln.
+func isLoopbackListener(ln net.Listener) bool {
+	switch a := ln.Addr().(type) {
+	case *net.UnixAddr:
+		return true
+	case *net.TCPAddr:
+		return a.IP.IsLoopback()
+	}
+	return false
+}
+
+// AddrOf renders a listener's address the way Listen and NewClient take it.
+func AddrOf(ln net.Listener) string {
+	if a, ok := ln.Addr().(*net.UnixAddr); ok {
+		return unixPrefix + a.Name
+	}
+	return ln.Addr().String()
+}
+
+// StatusError is an HTTP refusal of a websocket: 401 for a wrong token,
+// 403 for a refused origin, 503 when the server is full.
+type StatusError struct {
+	Code int
+	Addr string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s refused the connection: %d %s", e.Addr, e.Code, http.StatusText(e.Code))
+}
+
+// ErrUnreachable says no server answered at the address: most likely no
+// sidecar is running there.
+var ErrUnreachable = errors.New("no sidecar answers")
+
+// Client reaches a sidecar's server, over TCP or a Unix socket.
+type Client struct {
+	addr  string
+	base  string // http://host:port
+	token string
+	http  *http.Client
+}
+
+// NewClient returns a client for addr (host:port or unix:/path). token may
+// be empty for read access.
+func NewClient(addr, token string) (*Client, error) {
+	c := &Client{addr: addr, token: token}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if path, ok := strings.CutPrefix(addr, unixPrefix); ok {
+		if path == "" {
+			return nil, errors.New("address unix: needs a path")
+		}
+		var d net.Dialer
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", path)
+		}
+		c.base = "http://localhost"
+	} else {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("address %q: want host:port or unix:/path", addr)
+		}
+		c.base = "http://" + addr
+	}
+	c.http = &http.Client{Transport: tr}
+	return c, nil
+}
+
+// Addr is the address the client dials.
+func (c *Client) Addr() string { return c.addr }
+
+// Close releases idle connections.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+func (c *Client) header() http.Header {
+	h := http.Header{}
+	if c.token != "" {
+		h.Set("Authorization", "Bearer "+c.token)
+	}
+	return h
+}
+
+// Get performs GET path. A failure to connect wraps ErrUnreachable.
+func (c *Client) Get(ctx context.Context, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header = c.header()
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, c.unreachable(err)
+	}
+	return resp, nil
+}
+
+// Events opens the event websocket. A failure to connect wraps
+// ErrUnreachable; a refused token gives a 401 in the error.
+func (c *Client) Events(ctx context.Context) (*websocket.Conn, error) {
+	ws, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(c.base, "http")+"/v1/events", &websocket.DialOptions{
+		HTTPClient: c.http,
+		HTTPHeader: c.header(),
+	})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			return nil, &StatusError{Code: resp.StatusCode, Addr: c.addr}
+		}
+		return nil, c.unreachable(err)
+	}
+	return ws, nil
+}
+
+func (c *Client) unreachable(err error) error {
+	var op *net.OpError
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOENT) ||
+		(errors.As(err, &op) && op.Op == "dial") {
+		return fmt.Errorf("%w at %s: %v", ErrUnreachable, c.addr, rootCause(err))
+	}
+	return err
+}
+
+func rootCause(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
+}

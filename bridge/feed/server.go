@@ -1,0 +1,598 @@
+package feed
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+)
+
+// Options configure a Server. Zero fields take the defaults in brackets.
+type Options struct {
+	Monitor *procmon.Monitor // required
+	Listen  string           // host:port or unix:/path [DefaultListen]
+	// Token allows control ops and, from other machines, read access. An
+	// empty token allows no control ops at all.
+	Token string
+	// AllowOrigins are browser origins allowed besides the server's own,
+	// as host patterns ("app.example.com", "*.example.com") or with a
+	// scheme ("https://app.example.com").
+	AllowOrigins []string
+	// GatewayURL, if set, makes the server also dial out to a ws:// or
+	// wss:// URL and send the same messages there (push mode).
+	GatewayURL string
+	Version    string
+	Logger     *slog.Logger // nil discards
+
+	MaxClients       int           // websocket clients at once [1024]
+	MaxMessageBytes  int64         // largest message a client may send [4096]
+	QueueLen         int           // events queued per client before it is dropped as too slow [256]
+	PingInterval     time.Duration // keepalive ping period [15 s]
+	PingTimeout      time.Duration // a peer that has not answered a ping by then is dropped [10 s]
+	WriteTimeout     time.Duration // a write that takes longer drops the peer [10 s]
+	OpsPerSecond     float64       // ops one connection may send, sustained [20, burst 40]
+	ControlPerSecond float64       // control ops of all clients together, sustained [1, burst 5]
+	// PushBackoff paces reconnection in push mode [0.5 s doubling to 30 s,
+	// ±20 %; a connection that lasted 30 s starts the delays over].
+	PushBackoff procmon.Backoff
+}
+
+func (o *Options) applyDefaults() {
+	if o.Listen == "" {
+		o.Listen = DefaultListen
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxClients <= 0 {
+		o.MaxClients = 1024
+	}
+	if o.MaxMessageBytes <= 0 {
+		o.MaxMessageBytes = 4096
+	}
+	if o.QueueLen <= 0 {
+		o.QueueLen = 256
+	}
+	if o.PingInterval <= 0 {
+		o.PingInterval = 15 * time.Second
+	}
+	if o.PingTimeout <= 0 {
+		o.PingTimeout = 10 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.OpsPerSecond <= 0 {
+		o.OpsPerSecond = 20
+	}
+	if o.ControlPerSecond <= 0 {
+		o.ControlPerSecond = 1
+	}
+	if o.PushBackoff == (procmon.Backoff{}) {
+		o.PushBackoff = procmon.Backoff{Initial: 500 * time.Millisecond, Max: 30 * time.Second, Multiplier: 2, Jitter: 0.2, Reset: 30 * time.Second}
+	}
+}
+
+// Server publishes one monitor's state: the /v1/events websocket, the
+// /v1/status snapshot, the /healthz and /readyz probes, and push mode.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	ln       net.Listener
+	loopback bool
+	mux      *http.ServeMux
+	hub      *hub
+	token    [sha256.Size]byte
+	hasToken bool
+	control  *rate.Limiter
+	clients  atomic.Int64
+	started  atomic.Bool
+
+	// ctx ends every connection when Serve's context is cancelled.
+	ctx context.Context
+
+	mu      sync.Mutex
+	closing bool
+	conns   sync.WaitGroup // websocket sessions and the push loop
+}
+
+// New checks opts and binds the listener, so a taken address is reported
+// before anything starts.
+func New(opts Options) (*Server, error) {
+	if opts.Monitor == nil {
+		return nil, errors.New("feed: no monitor")
+	}
+	opts.applyDefaults()
+	if opts.Token != "" {
+		if err := CheckToken(opts.Token); err != nil {
+			return nil, err
+		}
+	}
+	if opts.GatewayURL != "" {
+		if err := checkGatewayURL(opts.GatewayURL); err != nil {
+			return nil, err
+		}
+	}
+	if err := opts.PushBackoff.Validate(); err != nil {
+		return nil, fmt.Errorf("push backoff: %w", err)
+	}
+	for _, p := range opts.AllowOrigins {
+		if p == "*" {
+			return nil, errors.New("--allow-origin '*' would let any web page control the bridge; list the origins instead")
+		}
+	}
+	ln, err := Listen(opts.Listen)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		opts:     opts,
+		log:      opts.Logger,
+		ln:       ln,
+		loopback: isLoopbackListener(ln),
+		mux:      http.NewServeMux(),
+		hub:      newHub(opts.Logger),
+		control:  rate.NewLimiter(rate.Limit(opts.ControlPerSecond), 5),
+		ctx:      context.Background(),
+	}
+	if opts.Token != "" {
+		s.token = sha256.Sum256([]byte(opts.Token))
+		s.hasToken = true
+	}
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.Handle("GET /v1/status", s.guard(http.HandlerFunc(s.status)))
+	s.mux.Handle("GET /v1/events", s.guard(http.HandlerFunc(s.events)))
+	return s, nil
+}
+
+func checkGatewayURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return fmt.Errorf("--gateway-url %q: want a ws:// or wss:// URL, e.g. ws://127.0.0.1:8650/whatsapp/sidecar", redactURL(raw))
+	}
+	return nil
+}
+
+// redactURL keeps secrets a gateway URL may carry (user info, query) out
+// of logs and errors.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User = nil
+	if u.RawQuery != "" {
+		u.RawQuery = "…"
+	}
+	return u.String()
+}
+
+// Addr is the address the server listens on, as NewClient takes it.
+func (s *Server) Addr() string { return AddrOf(s.ln) }
+
+// Clients is the number of websocket clients connected now, push mode's
+// connection not included.
+func (s *Server) Clients() int { return int(s.clients.Load()) }
+
+// Handle serves h for pattern (http.ServeMux syntax) on the server's
+// listener, behind the same access rule as /v1/status: open to this
+// machine, the token needed from others. It is safe to call at any time,
+// though a request that comes before it gets a 404.
+func (s *Server) Handle(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, s.guard(h))
+}
+
+// Serve answers requests, and in push mode dials the gateway, until the
+// monitor has finished and every client has been sent its last event, or
+// until ctx is cancelled. It closes the listener before it returns.
+func (s *Server) Serve(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("feed: Serve called twice")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.ctx = ctx
+	if !s.loopback {
+		s.log.Warn("the status server listens beyond this machine; status and events need the token from other hosts, probes are open to all",
+			"listen", s.Addr())
+	}
+	sub, last := s.opts.Monitor.Subscribe(hubQueue)
+	s.hub.setLast(s.hub.encode(last))
+
+	hs := &http.Server{
+		Handler:           s.checkHost(s.mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(s.ln) }()
+	s.log.Info("status server listening", "listen", s.Addr())
+	if s.opts.GatewayURL != "" {
+		s.conns.Add(1)
+		go func() {
+			defer s.conns.Done()
+			s.push(ctx)
+		}()
+	}
+
+	hubDone := make(chan struct{})
+	go func() {
+		defer close(hubDone)
+		s.hub.run(s.opts.Monitor, sub, ctx.Done())
+	}()
+	var serveErr error
+	select {
+	case <-hubDone:
+	case serveErr = <-served:
+		s.log.Error("status server stopped accepting; events still go to connected clients", "error", serveErr)
+		<-hubDone
+	}
+
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	shutdown, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	if err := hs.Shutdown(shutdown); err != nil {
+		hs.Close()
+	}
+	s.conns.Wait()
+	if serveErr == nil {
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			serveErr = err
+		}
+	}
+	return serveErr
+}
+
+// enter registers a session unless the server is closing; Serve waits for
+// every registered one.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns.Add(1)
+	return true
+}
+
+// checkHost refuses requests to a loopback listener that name another host:
+// a web page that rebinds its own DNS name to 127.0.0.1 would otherwise
+// pass as same-origin.
+func (s *Server) checkHost(h http.Handler) http.Handler {
+	tcpLoopback := false
+	if a, ok := s.ln.Addr().(*net.TCPAddr); ok {
+		tcpLoopback = a.IP.IsLoopback()
+	}
+	if !tcpLoopback {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if hh, _, err := net.SplitHostPort(host); err == nil {
+			host = hh
+		}
+		ip := net.ParseIP(strings.Trim(host, "[]"))
+		if !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "this server answers only to localhost, 127.0.0.1 or ::1 as Host"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// auth reports whether the request carries a token, and whether it is the
+// right one. The comparison takes the same time whatever the token.
+func (s *Server) auth(r *http.Request) (present, valid bool) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return false, false
+	}
+	scheme, tok, _ := strings.Cut(h, " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return true, false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	return true, s.hasToken && subtle.ConstantTimeCompare(sum[:], s.token[:]) == 1
+}
+
+// fromThisMachine reports whether the request came over the Unix socket
+// or from a loopback address.
+func fromThisMachine(r *http.Request) bool {
+	if _, ok := r.Context().Value(http.LocalAddrContextKey).(*net.UnixAddr); ok {
+		return true
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+type ctxKey struct{}
+
+// guard applies the read-access rule and records whether the request holds
+// the token, for the websocket to allow control ops.
+func (s *Server) guard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		present, valid := s.auth(r)
+		switch {
+		case present && !valid:
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "the token does not match; use the one in the sidecar's state directory (file 'token') or its WA_SIDECAR_TOKEN"})
+			return
+		case !valid && !fromThisMachine(r):
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "access from another host needs the token: send 'Authorization: Bearer <token>'"})
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, valid)))
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	b, _ := json.Marshal(v)
+	w.Write(append(b, '\n'))
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "pid": os.Getpid()})
+}
+
+// readiness is the /readyz body.
+type readiness struct {
+	Ready  bool          `json:"ready"`
+	State  procmon.State `json:"state"`
+	Pid    int           `json:"pid,omitempty"`
+	Reason string        `json:"reason,omitempty"`
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	st := s.opts.Monitor.Status()
+	rd := readiness{State: st.State, Pid: st.Pid}
+	if st.State == procmon.StateRunning && st.Ready {
+		rd.Ready = true
+		writeJSON(w, http.StatusOK, rd)
+		return
+	}
+	rd.Reason = notReadyReason(st, time.Now())
+	writeJSON(w, http.StatusServiceUnavailable, rd)
+}
+
+// notReadyReason says in a sentence why the bridge is not ready.
+func notReadyReason(st procmon.Status, now time.Time) string {
+	if st.Message != "" {
+		return st.Message
+	}
+	switch st.State {
+	case procmon.StateRunning:
+		return "the bridge is running but not ready yet"
+	case procmon.StateStarting:
+		return "the bridge is starting"
+	case procmon.StateBackoff:
+		r := "the bridge is waiting to restart"
+		if st.LastExit != nil {
+			r += " after " + st.LastExit.Describe()
+		}
+		if st.NextStartAt != nil {
+			r += fmt.Sprintf("; next start in %s", st.NextStartAt.Sub(now).Round(time.Millisecond))
+		}
+		return r
+	case procmon.StateStopping:
+		return "the bridge is stopping"
+	case procmon.StateStopped:
+		return "the bridge was stopped; 'wa-sidecar start' starts it"
+	}
+	return fmt.Sprintf("the bridge is %s", st.State)
+}
+
+func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.opts.Monitor.Status())
+}
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	if n := s.clients.Add(1); n > int64(s.opts.MaxClients) {
+		s.clients.Add(-1)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": fmt.Sprintf("too many clients (limit %d); try again later", s.opts.MaxClients)})
+		return
+	}
+	defer s.clients.Add(-1)
+	if !s.enter() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the sidecar is exiting"})
+		return
+	}
+	defer s.conns.Done()
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowOrigins})
+	if err != nil {
+		s.log.Info("refused a websocket", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "error", err)
+		return
+	}
+	trusted, _ := r.Context().Value(ctxKey{}).(bool)
+	s.session(ws, trusted, r.RemoteAddr)
+}
+
+// session runs one websocket until it ends, and reports whether it ended
+// because the event stream did (the monitor finished or Serve was
+// cancelled) rather than because of the peer.
+func (s *Server) session(ws *websocket.Conn, trusted bool, peer string) (finished bool) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	var wg sync.WaitGroup
+	c := newClient(s.opts.QueueLen)
+	defer func() {
+		cancel()
+		ws.CloseNow()
+		wg.Wait()
+		s.hub.leave(c)
+	}()
+	ws.SetReadLimit(s.opts.MaxMessageBytes)
+	log := s.log.With("peer", peer)
+
+	last, open := s.hub.join(c)
+	h, _ := json.Marshal(hello{
+		Type: TypeHello, Protocol: Protocol,
+		Sidecar: Sidecar{Version: s.opts.Version, Pid: os.Getpid()},
+		Seq:     last.seq, Control: trusted, Status: last.status,
+	})
+	if err := s.write(ctx, ws, h); err != nil {
+		log.Debug("client gone before hello", "error", err)
+		return false
+	}
+	if !open {
+		ws.Close(websocket.StatusGoingAway, "the sidecar is exiting")
+		return true
+	}
+	log.Debug("client connected", "control", trusted)
+
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer cancel()
+		s.readOps(ctx, ws, trusted, log)
+	}()
+
+	ping := time.NewTicker(s.opts.PingInterval)
+	defer ping.Stop()
+	pong := make(chan error, 1)
+	pinging := false
+	for {
+		select {
+		case f, ok := <-c.q:
+			if !ok {
+				ws.Close(websocket.StatusGoingAway, "the sidecar is exiting")
+				return true
+			}
+			msg := f.public
+			if trusted {
+				msg = f.private
+			}
+			if err := s.write(ctx, ws, msg); err != nil {
+				log.Debug("client gone", "error", err)
+				return false
+			}
+		case <-c.kick:
+			log.Info("dropping a websocket client", "code", int(c.code), "why", c.why)
+			ws.Close(c.code, c.why)
+			return false
+		case <-ctx.Done():
+			return s.ctx.Err() != nil
+		case <-ping.C:
+			if pinging {
+				continue
+			}
+			pinging = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pctx, stop := context.WithTimeout(ctx, s.opts.PingTimeout)
+				defer stop()
+				pong <- ws.Ping(pctx)
+			}()
+		case err := <-pong:
+			pinging = false
+			if err != nil {
+				log.Info("dropping a websocket client that stopped answering pings", "error", err)
+				return false
+			}
+		}
+	}
+}
+
+func (s *Server) write(ctx context.Context, ws *websocket.Conn, msg []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.WriteTimeout)
+	defer cancel()
+	return ws.Write(ctx, websocket.MessageText, msg)
+}
+
+// readOps answers the client's ops until the connection ends.
+func (s *Server) readOps(ctx context.Context, ws *websocket.Conn, trusted bool, log *slog.Logger) {
+	lim := rate.NewLimiter(rate.Limit(s.opts.OpsPerSecond), int(2*s.opts.OpsPerSecond))
+	for {
+		typ, b, err := ws.Read(ctx)
+		if err != nil {
+			if websocket.CloseStatus(err) == websocket.StatusMessageTooBig || errors.Is(err, websocket.ErrMessageTooBig) {
+				log.Info("closed a websocket that sent a message over the limit", "limit", s.opts.MaxMessageBytes)
+			}
+			return
+		}
+		res := s.do(ctx, typ, b, trusted, lim, log)
+		msg, _ := json.Marshal(res)
+		if err := s.write(ctx, ws, msg); err != nil {
+			return
+		}
+	}
+}
+
+// do carries out one op.
+func (s *Server) do(ctx context.Context, typ websocket.MessageType, b []byte, trusted bool, lim *rate.Limiter, log *slog.Logger) Result {
+	res := Result{Type: TypeResult}
+	if typ != websocket.MessageText {
+		res.Error = "send ops as text messages holding JSON"
+		return res
+	}
+	op, err := DecodeOp(b)
+	res.ID = op.ID
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	if !lim.Allow() {
+		res.Error = fmt.Sprintf("too many messages; at most %g per second on one connection", s.opts.OpsPerSecond)
+		return res
+	}
+	m := s.opts.Monitor
+	switch op.Op {
+	case OpPing:
+		res.OK = true
+		return res
+	case OpStatus:
+		st := m.Status()
+		res.OK, res.Status = true, &st
+		return res
+	}
+	if !trusted {
+		res.Error = op.Op + " needs the control token: connect with 'Authorization: Bearer <token>' (the sidecar keeps it in the file 'token' in its state directory, unless it was given one)"
+		return res
+	}
+	if !s.control.Allow() {
+		res.Error = fmt.Sprintf("too many control ops (at most %g per second, all clients together); try again in a moment", s.opts.ControlPerSecond)
+		return res
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	switch op.Op {
+	case OpRestart:
+		err = m.Restart(cctx)
+	case OpStop:
+		err = m.Stop(cctx)
+	case OpStart:
+		err = m.Start(cctx)
+	}
+	log.Info("control op", "op", op.Op, "ok", err == nil)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	st := m.Status()
+	res.OK, res.Status = true, &st
+	return res
+}
