@@ -1,0 +1,145 @@
+package session
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+)
+
+func TestBridgeLogPath(t *testing.T) {
+	if got := BridgeLogPath("/h/.hermes/platforms/whatsapp/session/"); got != "/h/.hermes/platforms/whatsapp/bridge.log" {
+		t.Fatalf("BridgeLogPath = %s", got)
+	}
+}
+
+// The bridge's output of both streams is appended, line by line, after
+// what an earlier run left in the file, which stays private.
+func TestBridgeLogAppendsBridgeOutput(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "whatsapp", "bridge.log")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("earlier run\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bl, err := OpenBridgeLog(BridgeLogConfig{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bl.Close()
+	h := startMonitor(t, nil, procmon.Config{
+		Command: []string{fakeBridge, "-say", "🌉 WhatsApp bridge listening on port 3000 (mode: self-chat)|✅ WhatsApp connected!", "-say-err", "boom", "-exit", "0"},
+		Output:  bl.Line,
+	})
+	h.next(procmon.EventExited)
+
+	lines := strings.Split(readFile(t, path), "\n")
+	if lines[0] != "earlier run" || lines[len(lines)-1] != "" {
+		t.Fatalf("file %q", lines)
+	}
+	got := append([]string{}, lines[1:len(lines)-1]...)
+	sort.Strings(got)
+	want := []string{"boom", "✅ WhatsApp connected!", "🌉 WhatsApp bridge listening on port 3000 (mode: self-chat)"}
+	sort.Strings(want)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("lines %q, want %q", got, want)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", fi.Mode())
+	}
+}
+
+// A new bridge.log is made private, and an unwritable place is refused
+// with the flags that fix it.
+func TestOpenBridgeLogErrors(t *testing.T) {
+	dir := t.TempDir()
+	bl, err := OpenBridgeLog(BridgeLogConfig{Path: filepath.Join(dir, "new", "bridge.log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bl.Close()
+	if fi, err := os.Stat(filepath.Join(dir, "new", "bridge.log")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("new bridge.log: %v %v", err, fi.Mode())
+	}
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, nil, 0o600)
+	if _, err := OpenBridgeLog(BridgeLogConfig{Path: filepath.Join(file, "bridge.log")}); err == nil || !strings.Contains(err.Error(), "--bridge-log off") {
+		t.Fatalf("OpenBridgeLog under a file: %v", err)
+	}
+	if _, err := OpenBridgeLog(BridgeLogConfig{Path: filepath.Join(dir, "b.log"), MaxSizeMB: -1}); err == nil {
+		t.Fatal("negative size accepted")
+	}
+}
+
+// Rotation by size keeps every line whole, in one file or the next.
+func TestBridgeLogRotatesWholeLines(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bridge.log")
+	bl, err := OpenBridgeLog(BridgeLogConfig{Path: path, MaxSizeMB: 1, MaxBackups: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bl.Close()
+	const total = 3 << 20
+	const lineLen = 1000
+	h := startMonitor(t, nil, procmon.Config{
+		Command: []string{fakeBridge, "-spew", "3145728", "-line", "1000", "-exit", "0"},
+		Output:  bl.Line,
+	})
+	h.next(procmon.EventExited)
+
+	files, _ := filepath.Glob(filepath.Join(dir, "bridge*.log"))
+	if len(files) < 3 {
+		t.Fatalf("files %v, want rotation into at least 3", files)
+	}
+	var n int
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := fh.Stat()
+		if fi.Size() > 1<<20 {
+			t.Errorf("%s is %d bytes, over the 1 MB limit", f, fi.Size())
+		}
+		sc := bufio.NewScanner(fh)
+		for sc.Scan() {
+			l := sc.Text()
+			if strings.HasPrefix(l, "spew done") {
+				continue
+			}
+			if len(l) != lineLen-1 {
+				t.Fatalf("%s: a line of %d bytes, want %d: rotation split a line", f, len(l), lineLen-1)
+			}
+			n++
+		}
+		fh.Close()
+	}
+	if want := (total + lineLen - 1) / lineLen; n != want {
+		t.Fatalf("%d lines in all files, want %d", n, want)
+	}
+}
+
+// BenchmarkBridgeLogLine measures the cost the log adds to each line of
+// the bridge's output: one buffered copy and one write(2).
+func BenchmarkBridgeLogLine(b *testing.B) {
+	bl, err := OpenBridgeLog(BridgeLogConfig{Path: filepath.Join(b.TempDir(), "bridge.log"), MaxSizeMB: 100})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bl.Close()
+	line := procmon.Line{Stream: procmon.Stdout, Pid: 1, Text: []byte(strings.Repeat("x", 99))}
+	b.SetBytes(100)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		bl.Line(line)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/line")
+}

@@ -1,0 +1,421 @@
+// Package session protects what one WhatsApp bridge depends on outside its
+// own process: the session directory with its creds.json, and the port it
+// listens on. A Guard holds a lock on the session so no second sidecar
+// runs a bridge on it, keeps a copy of the last good creds.json, stops a
+// bridge an earlier sidecar left behind, and refuses to spawn onto a port
+// another program holds, without ever signalling that program.
+//
+// Everything the sidecar keeps about a session lives in the session's own
+// .wa-sidecar directory, so deleting the session to pair again also drops
+// the copy of credentials that no longer log in.
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+	"github.com/wa-sidecar/wa-sidecar/signals"
+)
+
+// Event kinds a Guard adds to the monitor's stream.
+const (
+	EventSession         procmon.Kind = "session"          // details.session was updated
+	EventPortBusy        procmon.Kind = "port_busy"        // a foreign process holds the port; spawn refused
+	EventCredsRestored   procmon.Kind = "creds_restored"   // a damaged creds.json was replaced by the last good copy
+	EventCredsDamaged    procmon.Kind = "creds_damaged"    // creds.json is damaged and was not restored
+	EventCredsMissing    procmon.Kind = "creds_missing"    // creds.json is gone but a good copy exists
+	EventLeftoverStopped procmon.Kind = "leftover_stopped" // a bridge left by an earlier sidecar was stopped
+)
+
+// DetailsKey is the key of the Guard's part of the status details.
+const DetailsKey = "session"
+
+// StateDirName is the directory inside the session that holds the
+// sidecar's own files: the lock, the last good creds.json and the record
+// of the last bridge spawned.
+const StateDirName = ".wa-sidecar"
+
+// Config says which session and port to guard.
+type Config struct {
+	SessionDir string // the bridge's --session directory; created if missing
+	Port       int    // the bridge's port on 127.0.0.1; 0 skips the port check
+	// RestoreCreds puts the last good copy back when creds.json is found
+	// empty or corrupt before a spawn. A missing creds.json is never
+	// restored: deleting it is how a user asks to pair again.
+	RestoreCreds bool
+	// LeftoverTimeout is how long a leftover bridge gets between SIGTERM
+	// and SIGKILL; 3 s. The monitor waits meanwhile, so keep it short.
+	LeftoverTimeout time.Duration
+	Logger          *slog.Logger
+}
+
+// Details is the Guard's part of the status (details.session).
+type Details struct {
+	Dir    string     `json:"dir"`
+	Paired bool       `json:"paired"`
+	Creds  CredsState `json:"creds"`
+	// Problem says what is wrong with a corrupt or unreadable creds.json.
+	Problem string `json:"problem,omitempty"`
+	// Backup is the last good copy, null when there is none yet.
+	Backup     *Backup    `json:"backup"`
+	RestoredAt *time.Time `json:"restored_at,omitempty"`
+}
+
+// CredsUnreadable is reported when creds.json exists but cannot be read.
+const CredsUnreadable CredsState = "unreadable"
+
+// Guard protects one session. Its BeforeSpawn and AfterSpawn methods are
+// the monitor's hooks, and Run carries its findings into the monitor's
+// event stream.
+type Guard struct {
+	cfg      Config
+	stateDir string
+	log      *slog.Logger
+	out      outbox
+
+	mu         sync.Mutex // orders BeforeSpawn against checkpoints from Run
+	lock       *fileLock
+	restoredAt *time.Time
+}
+
+// Open takes the session's lock and returns its Guard. If another process
+// holds the lock, the error is a *HeldError naming it.
+func Open(cfg Config) (*Guard, error) {
+	if cfg.SessionDir == "" {
+		return nil, errors.New("no session directory to guard")
+	}
+	dir, err := filepath.Abs(cfg.SessionDir)
+	if err != nil {
+		return nil, fmt.Errorf("session directory %q: %w", cfg.SessionDir, err)
+	}
+	cfg.SessionDir = dir
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("--port must be between 1 and 65535 (got %d)", cfg.Port)
+	}
+	if cfg.LeftoverTimeout <= 0 {
+		cfg.LeftoverTimeout = 3 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	g := &Guard{cfg: cfg, stateDir: filepath.Join(dir, StateDirName), log: cfg.Logger}
+	g.out.ready = make(chan struct{}, 1)
+	if err := g.makeDirs(); err != nil {
+		return nil, err
+	}
+	g.lock, err = lockFile(g.lockPath(), dir)
+	if err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *Guard) makeDirs() error {
+	if err := os.MkdirAll(g.stateDir, 0o700); err != nil {
+		return fmt.Errorf("session directory: %w; point --session-dir at a directory you can write", err)
+	}
+	return nil
+}
+
+func (g *Guard) lockPath() string   { return filepath.Join(g.stateDir, "lock") }
+func (g *Guard) backupPath() string { return filepath.Join(g.stateDir, "creds.json.last-good") }
+func (g *Guard) recordPath() string { return filepath.Join(g.stateDir, "bridge.json") }
+
+// Close releases the lock. Call it once the monitor has finished.
+func (g *Guard) Close() error { return g.lock.close() }
+
+// BeforeSpawn is the monitor's BeforeSpawn hook: it checks the lock and
+// creds.json, stops a bridge an earlier sidecar left running, and fails
+// (so the monitor backs off and retries) while a foreign process holds
+// the port.
+func (g *Guard) BeforeSpawn() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.relock(); err != nil {
+		return err
+	}
+	g.checkCreds()
+	g.stopLeftover()
+	return g.checkPort()
+}
+
+// relock takes the lock again when its file has gone, as when the session
+// directory was deleted to pair again.
+func (g *Guard) relock() error {
+	if !g.lock.stale() {
+		return nil
+	}
+	if err := g.makeDirs(); err != nil {
+		return err
+	}
+	l, err := lockFile(g.lockPath(), g.cfg.SessionDir)
+	if err != nil {
+		return err
+	}
+	g.lock.close()
+	g.lock = l
+	g.log.Info("the session lock file had gone (session directory deleted?); locked the session again", "lock", g.lockPath())
+	return nil
+}
+
+func (g *Guard) checkCreds() {
+	path := credsFile(g.cfg.SessionDir)
+	creds, data, err := readCreds(path)
+	if err != nil {
+		g.log.Warn("cannot read creds.json", "error", err)
+		g.postDetails(Creds{State: CredsUnreadable, Problem: err.Error()})
+		return
+	}
+	backup := statBackup(g.backupPath())
+	switch creds.State {
+	case CredsEmpty, CredsCorrupt:
+		creds = g.damaged(path, creds, data, backup)
+	case CredsMissing:
+		if backup != nil {
+			msg := fmt.Sprintf("creds.json is missing from %s, so the bridge will ask to pair. If you did not delete it on purpose, "+
+				"the last good copy (from %s) can be restored: stop wa-sidecar, run `cp %s %s`, and start it again",
+				g.cfg.SessionDir, backup.SavedAt.Format(time.DateTime), backup.Path, path)
+			g.log.Warn(msg)
+			g.out.put(procmon.Event{Kind: EventCredsMissing, Message: msg, Data: map[string]any{"backup": backup.Path}})
+		}
+	case CredsOK:
+		if saved, err := saveBackup(g.backupPath(), creds, data); err != nil {
+			g.log.Warn("could not keep a copy of creds.json", "error", err)
+		} else if saved {
+			g.log.Debug("kept a copy of creds.json", "path", g.backupPath())
+		}
+	}
+	g.postDetails(creds)
+}
+
+// damaged handles an empty or corrupt creds.json: the bridge would take it
+// for no pairing at all and ask for a new one, so the last good copy is
+// put back (or the user is told how), and the damaged file is kept aside.
+func (g *Guard) damaged(path string, creds Creds, data []byte, backup *Backup) Creds {
+	what := "empty"
+	if creds.State == CredsCorrupt {
+		what = "corrupt (" + creds.Problem + ")"
+	}
+	if backup == nil {
+		msg := fmt.Sprintf("creds.json in %s is %s and there is no good copy to restore; the bridge will ask to pair again: scan its QR code",
+			g.cfg.SessionDir, what)
+		g.log.Error(msg)
+		g.out.put(procmon.Event{Kind: EventCredsDamaged, Message: msg, Data: map[string]any{"creds": string(creds.State)}})
+		return creds
+	}
+	if !g.cfg.RestoreCreds {
+		msg := fmt.Sprintf("creds.json in %s is %s; the last good copy (from %s) is at %s. To restore it: stop wa-sidecar, run `cp %s %s`, and start it again",
+			g.cfg.SessionDir, what, backup.SavedAt.Format(time.DateTime), backup.Path, backup.Path, path)
+		g.log.Error(msg)
+		g.out.put(procmon.Event{Kind: EventCredsDamaged, Message: msg, Data: map[string]any{"creds": string(creds.State), "backup": backup.Path}})
+		return creds
+	}
+	good, err := os.ReadFile(backup.Path)
+	if err == nil && len(data) > 0 {
+		err = writeFileAtomic(filepath.Join(g.stateDir, "creds.json.damaged"), data, 0o600)
+	}
+	if err == nil {
+		err = writeFileAtomic(path, good, 0o600)
+	}
+	if err != nil {
+		msg := fmt.Sprintf("creds.json in %s is %s and restoring the last good copy failed (%v); restore it by hand: stop wa-sidecar, run `cp %s %s`, and start it again",
+			g.cfg.SessionDir, what, err, backup.Path, path)
+		g.log.Error(msg)
+		g.out.put(procmon.Event{Kind: EventCredsDamaged, Message: msg, Data: map[string]any{"creds": string(creds.State), "backup": backup.Path}})
+		return creds
+	}
+	now := time.Now()
+	g.restoredAt = &now
+	msg := fmt.Sprintf("creds.json in %s was %s; restored the last good copy (from %s)", g.cfg.SessionDir, what, backup.SavedAt.Format(time.DateTime))
+	g.log.Warn(msg, "damaged_copy", filepath.Join(g.stateDir, "creds.json.damaged"))
+	g.out.put(procmon.Event{Kind: EventCredsRestored, Message: msg, Data: map[string]any{"was": string(creds.State), "backup": backup.Path}})
+	return InspectCreds(good)
+}
+
+func (g *Guard) postDetails(creds Creds) {
+	d := Details{
+		Dir:        g.cfg.SessionDir,
+		Paired:     creds.State == CredsOK && creds.Paired,
+		Creds:      creds.State,
+		Problem:    creds.Problem,
+		Backup:     statBackup(g.backupPath()),
+		RestoredAt: g.restoredAt,
+	}
+	g.out.put(procmon.Event{Kind: EventSession, Status: procmon.Status{Details: map[string]any{DetailsKey: d}}})
+}
+
+// checkpoint keeps a copy of creds.json once the bridge is connected, so a
+// fresh pairing is protected before the next spawn. The bridge may be
+// writing the file right now; a torn read is simply not copied.
+func (g *Guard) checkpoint() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	creds, data, err := readCreds(credsFile(g.cfg.SessionDir))
+	if err != nil || creds.State != CredsOK || !creds.Paired {
+		return
+	}
+	saved, err := saveBackup(g.backupPath(), creds, data)
+	if err != nil {
+		g.log.Warn("could not keep a copy of creds.json", "error", err)
+		return
+	}
+	if saved {
+		g.postDetails(creds)
+	}
+}
+
+// spawnRecord is the identity of the last bridge spawned on this session.
+type spawnRecord struct {
+	signals.Identity
+	BootID string    `json:"boot_id"` // start times only compare within one boot
+	Port   int       `json:"port,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// AfterSpawn is the monitor's AfterSpawn hook: it records the new bridge's
+// pid and start time, so that a later sidecar recognises it if this one
+// dies without stopping it.
+func (g *Guard) AfterSpawn(id signals.Identity) {
+	data, _ := json.Marshal(spawnRecord{Identity: id, BootID: bootID(), Port: g.cfg.Port, At: time.Now().UTC()})
+	if err := writeFileAtomic(g.recordPath(), append(data, '\n'), 0o600); err != nil {
+		g.log.Warn("could not record the bridge's pid; a bridge left behind by a crash would not be recognised", "error", err)
+	}
+}
+
+// stopLeftover stops the recorded bridge if it still runs. With the lock
+// held, no other sidecar can be running it, so it is left over from an
+// earlier sidecar of this session that died without stopping it (#19124)
+// and would fight the new bridge for the WhatsApp session, even when it
+// does not hold the port.
+func (g *Guard) stopLeftover() {
+	data, err := os.ReadFile(g.recordPath())
+	if err != nil {
+		return
+	}
+	var rec spawnRecord
+	if json.Unmarshal(data, &rec) != nil || rec.Pid <= 0 || rec.BootID == "" || rec.BootID != bootID() || !rec.Alive() {
+		return
+	}
+	name := signals.ProcessName(rec.Pid)
+	g.log.Warn("a bridge started by an earlier wa-sidecar on this session is still running; stopping it", "pid", rec.Pid, "name", name)
+	stopped, err := stopLeftover(rec.Identity, g.cfg.LeftoverTimeout)
+	if err != nil {
+		g.log.Error("could not stop the leftover bridge", "pid", rec.Pid, "error", err)
+		return
+	}
+	if stopped {
+		g.out.put(procmon.Event{Kind: EventLeftoverStopped, Data: map[string]any{"pid": rec.Pid, "name": name},
+			Message: fmt.Sprintf("stopped bridge pid %d (%s), left running by an earlier wa-sidecar", rec.Pid, name)})
+	}
+}
+
+func (g *Guard) checkPort() error {
+	if g.cfg.Port == 0 {
+		return nil
+	}
+	free, err := portFree(g.cfg.Port)
+	if err != nil || free {
+		return err
+	}
+	holders, err := portHolders(g.cfg.Port)
+	if err != nil {
+		g.log.Warn("could not find who holds the port", "port", g.cfg.Port, "error", err)
+	}
+	busy := &PortBusyError{Port: g.cfg.Port, Holders: holders}
+	list := make([]map[string]any, len(holders))
+	for i, h := range holders {
+		list[i] = map[string]any{"pid": h.Pid, "name": h.Name, "uid": h.UID}
+	}
+	data := map[string]any{"port": g.cfg.Port, "holders": list}
+	if len(holders) > 0 {
+		data["pid"], data["name"] = holders[0].Pid, holders[0].Name
+	}
+	g.out.put(procmon.Event{Kind: EventPortBusy, Message: busy.Error(), Data: data})
+	return busy
+}
+
+// bootID names this boot of the machine.
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// Run carries the Guard's findings into m's event stream, in order, and
+// keeps a copy of creds.json each time the bridge becomes ready. It
+// returns when ctx is cancelled or m has finished.
+func (g *Guard) Run(ctx context.Context, m *procmon.Monitor) {
+	sub, _ := m.Subscribe(256)
+	defer func() { sub.Close() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.Done():
+			return
+		case <-g.out.ready:
+			for _, ev := range g.out.take() {
+				if m.Post(ctx, ev) != nil {
+					return
+				}
+			}
+		case ev, ok := <-sub.C:
+			if !ok {
+				select {
+				case <-m.Done():
+					return
+				default: // fell behind; follow again from now
+				}
+				sub, _ = m.Subscribe(256)
+				continue
+			}
+			if ev.Kind == procmon.EventReady && ev.Ready != nil && *ev.Ready {
+				g.checkpoint()
+			}
+		}
+	}
+}
+
+// outbox queues events found inside the monitor's hooks, where posting
+// them directly would deadlock: the hooks run on the goroutine that takes
+// posts. It is bounded; the oldest are dropped first.
+type outbox struct {
+	mu    sync.Mutex
+	q     []procmon.Event
+	ready chan struct{}
+}
+
+const outboxMax = 64
+
+func (o *outbox) put(ev procmon.Event) {
+	o.mu.Lock()
+	if len(o.q) >= outboxMax {
+		o.q = append(o.q[:0], o.q[1:]...)
+	}
+	o.q = append(o.q, ev)
+	o.mu.Unlock()
+	select {
+	case o.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (o *outbox) take() []procmon.Event {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	q := o.q
+	o.q = nil
+	return q
+}

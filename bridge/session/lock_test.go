@@ -1,0 +1,103 @@
+package session
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/wa-sidecar/wa-sidecar/signals"
+)
+
+// Two sidecars on one session: the second fails at once, naming the first
+// by pid and command name, and gets the session once the first has gone,
+// however it went.
+func TestTwoSidecarsOneSession(t *testing.T) {
+	dir := newSession(t, pairedCreds)
+	first := startHelper(t, "lock", "HELPER_SESSION="+dir)
+	if first.first != "locked" {
+		t.Fatalf("first sidecar: %q", first.first)
+	}
+
+	second := startHelper(t, "lock", "HELPER_SESSION="+dir)
+	ws := second.wait(t)
+	if ws.ExitStatus() != 75 {
+		t.Fatalf("second sidecar exited with %d (%q), want 75", ws.ExitStatus(), second.first)
+	}
+	pid := first.cmd.Process.Pid
+	name := signals.ProcessName(pid)
+	for _, want := range []string{dir, "pid " + strconv.Itoa(pid), name, "--session-dir"} {
+		if !strings.Contains(second.first, want) {
+			t.Fatalf("refusal %q does not mention %q", second.first, want)
+		}
+	}
+
+	// The first dies without a chance to clean up; the kernel drops its lock.
+	first.cmd.Process.Kill()
+	first.wait(t)
+	third := startHelper(t, "lock", "HELPER_SESSION="+dir)
+	if third.first != "locked" {
+		t.Fatalf("after the first died: %q", third.first)
+	}
+}
+
+func TestHeldErrorInProcess(t *testing.T) {
+	dir := newSession(t, "")
+	openGuard(t, Config{SessionDir: dir})
+	_, err := Open(Config{SessionDir: dir})
+	var held *HeldError
+	if !errors.As(err, &held) {
+		t.Fatalf("second Open: %v, want a HeldError", err)
+	}
+	if held.Holder.Pid != os.Getpid() || held.Since.IsZero() {
+		t.Fatalf("holder %+v, want this process", held)
+	}
+}
+
+// A lock file that names a process that no longer runs (or never ran) is
+// not repeated as if it named the holder.
+func TestHeldErrorWithStaleContents(t *testing.T) {
+	dir := newSession(t, "")
+	openGuard(t, Config{SessionDir: dir})
+	lock := filepath.Join(dir, StateDirName, "lock")
+	if err := os.WriteFile(lock, []byte(`{"pid":1,"start_time":12345}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(Config{SessionDir: dir})
+	var held *HeldError
+	if !errors.As(err, &held) || held.Holder.Pid != 0 || !strings.Contains(err.Error(), "could not be read") {
+		t.Fatalf("Open: %v", err)
+	}
+}
+
+// Deleting the session directory to pair again must not leave the session
+// unlocked: the next spawn locks it anew.
+func TestLockSurvivesSessionDeletion(t *testing.T) {
+	dir := newSession(t, pairedCreds)
+	g := openGuard(t, Config{SessionDir: dir})
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.BeforeSpawn(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(Config{SessionDir: dir})
+	var held *HeldError
+	if !errors.As(err, &held) || held.Holder.Pid != os.Getpid() {
+		t.Fatalf("Open after re-lock: %v, want held by this process", err)
+	}
+}
+
+func FuzzParseLockInfo(f *testing.F) {
+	f.Add([]byte(`{"pid":12,"start_time":345,"since":"2026-01-02T03:04:05Z"}`))
+	f.Add([]byte(`{"pid":-1}`))
+	f.Add([]byte(``))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		li, err := parseLockInfo(data)
+		if err == nil && (li.Pid <= 0 || li.StartTime == 0) {
+			t.Fatalf("accepted %+v", li)
+		}
+	})
+}

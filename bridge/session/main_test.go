@@ -1,0 +1,299 @@
+package session
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+)
+
+// fakeBridge is the path of testdata/fakebridge, built once for the package.
+var fakeBridge string
+
+// helperEnv makes the test binary act as one of the helper processes below
+// instead of running tests, so tests get real, separate processes that
+// hold a port or a session lock.
+const helperEnv = "SESSION_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if h := os.Getenv(helperEnv); h != "" {
+		os.Exit(runHelper(h))
+	}
+	dir, err := os.MkdirTemp("", "session-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	fakeBridge = filepath.Join(dir, "fakebridge")
+	build := exec.Command("go", "build", "-o", fakeBridge, "../../testdata/fakebridge")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the fake bridge:", err)
+		os.Exit(2)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		// lumberjack starts one goroutine per Logger, on first use, that
+		// lives as long as the process; the sidecar has one Logger.
+		if err := goleak.Find(goleak.IgnoreTopFunction("gopkg.in/natefinch/lumberjack%2ev2.(*Logger).millRun")); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+		if c := children(); len(c) > 0 {
+			fmt.Fprintln(os.Stderr, "child processes left:", c)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// runHelper is the body of a helper process. Each prints one line saying
+// it is set up, then waits for its stdin to close (or, for "listen", for
+// SIGKILL), reporting every signal it gets on stdout.
+func runHelper(kind string) int {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGCONT)
+	switch kind {
+	case "listen", "listen-ignore-term":
+		ln, err := net.Listen("tcp4", "127.0.0.1:"+os.Getenv("HELPER_PORT"))
+		if err != nil {
+			fmt.Println("error", err)
+			return 3
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		fmt.Println("listening", ln.Addr().(*net.TCPAddr).Port)
+		for s := range sigs {
+			fmt.Println("got", s)
+			if s == syscall.SIGTERM && kind == "listen" {
+				signal.Reset(syscall.SIGTERM)
+				syscall.Kill(os.Getpid(), syscall.SIGTERM)
+			}
+		}
+	case "lock":
+		g, err := Open(Config{SessionDir: os.Getenv("HELPER_SESSION")})
+		if err != nil {
+			fmt.Println("error", err)
+			if _, held := err.(*HeldError); held {
+				return 75
+			}
+			return 1
+		}
+		fmt.Println("locked")
+		io.Copy(io.Discard, os.Stdin)
+		g.Close()
+	}
+	return 0
+}
+
+// helper is a running helper process.
+type helper struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines chan string
+	first string
+}
+
+// startHelper starts a helper process and waits for its first line.
+func startHelper(t *testing.T, kind string, env ...string) *helper {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(append(os.Environ(), helperEnv+"="+kind), env...)
+	// Its own session, as a bridge left behind by a dead sidecar would be.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h := &helper{cmd: cmd, stdin: stdin, lines: make(chan string, 64)}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			h.lines <- sc.Text()
+		}
+		close(h.lines)
+	}()
+	t.Cleanup(func() {
+		h.cmd.Process.Kill()
+		h.stdin.Close()
+		h.cmd.Wait()
+	})
+	select {
+	case h.first = <-h.lines:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("helper %s printed nothing", kind)
+	}
+	return h
+}
+
+// port returns the port a listen helper bound.
+func (h *helper) port(t *testing.T) int {
+	t.Helper()
+	f := strings.Fields(h.first)
+	if len(f) != 2 || f[0] != "listening" {
+		t.Fatalf("listen helper said %q", h.first)
+	}
+	p, _ := strconv.Atoi(f[1])
+	return p
+}
+
+// wait returns the helper's exit status once it has ended.
+func (h *helper) wait(t *testing.T) syscall.WaitStatus {
+	t.Helper()
+	h.stdin.Close()
+	err := h.cmd.Wait()
+	if _, ok := err.(*exec.ExitError); err != nil && !ok {
+		t.Fatal(err)
+	}
+	return h.cmd.ProcessState.Sys().(syscall.WaitStatus)
+}
+
+// said collects what the helper printed after its first line, once it
+// has exited.
+func (h *helper) said() []string {
+	var out []string
+	for l := range h.lines {
+		out = append(out, l)
+	}
+	return out
+}
+
+// harness runs a Monitor guarded by g and records its events.
+type harness struct {
+	t      *testing.T
+	m      *procmon.Monitor
+	sub    *procmon.Subscription
+	cancel context.CancelFunc
+	done   chan error
+	guard  chan struct{}
+	seen   []procmon.Event
+}
+
+func startMonitor(t *testing.T, g *Guard, cfg procmon.Config) *harness {
+	t.Helper()
+	cfg.Backoff = procmon.Backoff{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2, Reset: time.Hour}
+	cfg.StopTimeout = 5 * time.Second
+	if g != nil {
+		cfg.BeforeSpawn = g.BeforeSpawn
+		cfg.AfterSpawn = g.AfterSpawn
+	}
+	m, err := procmon.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, _ := m.Subscribe(4096)
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{t: t, m: m, sub: sub, cancel: cancel, done: make(chan error, 1), guard: make(chan struct{})}
+	if g != nil {
+		go func() { g.Run(ctx, m); close(h.guard) }()
+	} else {
+		close(h.guard)
+	}
+	go func() { h.done <- m.Run(ctx) }()
+	t.Cleanup(h.shutdown)
+	return h
+}
+
+func (h *harness) shutdown() {
+	h.cancel()
+	select {
+	case err := <-h.done:
+		if err != nil {
+			h.t.Errorf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		h.t.Fatal("monitor did not stop within 30s")
+	}
+	<-h.guard
+	h.sub.Close()
+}
+
+// next waits for the next event of one of kinds.
+func (h *harness) next(kinds ...procmon.Kind) procmon.Event {
+	h.t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case ev, ok := <-h.sub.C:
+			if !ok {
+				h.t.Fatalf("event stream ended (%v) while waiting for %v; seen %v", h.sub.Err(), kinds, h.kinds())
+			}
+			h.seen = append(h.seen, ev)
+			for _, k := range kinds {
+				if ev.Kind == k {
+					return ev
+				}
+			}
+		case <-deadline:
+			h.t.Fatalf("timed out waiting for %v; seen %v", kinds, h.kinds())
+		}
+	}
+}
+
+func (h *harness) kinds() []procmon.Kind {
+	out := make([]procmon.Kind, len(h.seen))
+	for i, ev := range h.seen {
+		out[i] = ev.Kind
+	}
+	return out
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// children lists the processes, running or zombie, whose parent is this
+// test binary.
+func children() []int {
+	var out []int
+	me := strconv.Itoa(os.Getpid())
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 && f[1] == me {
+			pid, _ := strconv.Atoi(e.Name())
+			out = append(out, pid)
+		}
+	}
+	return out
+}

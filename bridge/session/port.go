@@ -1,0 +1,295 @@
+package session
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wa-sidecar/wa-sidecar/signals"
+)
+
+// Holder is a process that has a socket on the bridge's port.
+type Holder struct {
+	signals.Identity
+	Name string // command name from /proc/PID/comm
+	UID  int    // owner of the socket
+}
+
+func (h Holder) String() string {
+	if h.Pid == 0 {
+		return fmt.Sprintf("a process of uid %d that wa-sidecar cannot see", h.UID)
+	}
+	return fmt.Sprintf("pid %d (%s)", h.Pid, h.Name)
+}
+
+// PortBusyError says the bridge's port is taken by something the sidecar
+// must leave alone.
+type PortBusyError struct {
+	Port    int
+	Holders []Holder // empty when /proc showed no one
+}
+
+func (e *PortBusyError) Error() string {
+	who := "a process wa-sidecar could not find in /proc"
+	if len(e.Holders) > 0 {
+		names := make([]string, len(e.Holders))
+		for i, h := range e.Holders {
+			names[i] = h.String()
+		}
+		who = strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("port %d on 127.0.0.1 is in use by %s, which wa-sidecar did not start and will not signal; "+
+		"stop that program or choose another port with --port (retrying with backoff)", e.Port, who)
+}
+
+// portFree tries the bind the bridge is about to do. Go sets SO_REUSEADDR
+// on listeners just as Node does, so a port only held by connections in
+// TIME_WAIT counts as free here exactly when it is free for the bridge.
+func portFree(port int) (bool, error) {
+	ln, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err == nil {
+		ln.Close()
+		return true, nil
+	}
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return false, nil
+	}
+	return false, fmt.Errorf("check port %d: %w", port, err)
+}
+
+// socketEntry is one line of /proc/net/tcp or /proc/net/tcp6.
+type socketEntry struct {
+	Addr  netip.Addr
+	Port  int
+	State uint8
+	UID   int
+	Inode uint64
+}
+
+const tcpTimeWait = 0x06
+
+// parseProcNet reads /proc/net/tcp or tcp6. Lines it cannot read are
+// skipped: a kernel that adds columns must not blind the port check.
+func parseProcNet(data []byte) []socketEntry {
+	var out []socketEntry
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 512), 64<<10)
+	first := true
+	for sc.Scan() {
+		if first { // the header
+			first = false
+			continue
+		}
+		f := strings.Fields(sc.Text())
+		if len(f) < 10 {
+			continue
+		}
+		addr, port, ok := parseHexAddr(f[1])
+		if !ok {
+			continue
+		}
+		st, err := strconv.ParseUint(f[3], 16, 8)
+		if err != nil {
+			continue
+		}
+		uid, err := strconv.Atoi(f[7])
+		if err != nil || uid < 0 {
+			continue
+		}
+		inode, err := strconv.ParseUint(f[9], 10, 64)
+		if err != nil {
+			continue
+		}
+		out = append(out, socketEntry{Addr: addr, Port: port, State: uint8(st), UID: uid, Inode: inode})
+	}
+	return out
+}
+
+// parseHexAddr reads "0100007F:0BB8": the address as the kernel's 32-bit
+// words in host order (little-endian here), then the port.
+func parseHexAddr(s string) (netip.Addr, int, bool) {
+	a, p, ok := strings.Cut(s, ":")
+	if !ok {
+		return netip.Addr{}, 0, false
+	}
+	port, err := strconv.ParseUint(p, 16, 16)
+	if err != nil {
+		return netip.Addr{}, 0, false
+	}
+	raw, err := hex.DecodeString(a)
+	if err != nil || (len(raw) != 4 && len(raw) != 16) {
+		return netip.Addr{}, 0, false
+	}
+	for i := 0; i < len(raw); i += 4 {
+		binary.BigEndian.PutUint32(raw[i:], binary.LittleEndian.Uint32(raw[i:]))
+	}
+	addr, _ := netip.AddrFromSlice(raw)
+	return addr, int(port), true
+}
+
+// blocksLoopback reports whether a socket bound to e.Addr keeps the bridge
+// from binding 127.0.0.1 on the same port.
+func (e socketEntry) blocksLoopback() bool {
+	a := e.Addr.Unmap()
+	return a == netip.AddrFrom4([4]byte{127, 0, 0, 1}) || a.IsUnspecified()
+}
+
+// portHolders finds the processes with a socket that blocks 127.0.0.1:port,
+// from /proc alone (lsof is often not installed in containers). A socket
+// whose owner it cannot see (another user's, without privileges) is
+// returned with Pid 0 and its uid.
+func portHolders(port int) ([]Holder, error) {
+	inodes := map[uint64]int{} // inode -> uid
+	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue // no IPv6 in this kernel
+			}
+			return nil, fmt.Errorf("read %s: %w", file, err)
+		}
+		for _, e := range parseProcNet(data) {
+			if e.Port == port && e.Inode != 0 && e.State != tcpTimeWait && e.blocksLoopback() {
+				inodes[e.Inode] = e.UID
+			}
+		}
+	}
+	if len(inodes) == 0 {
+		return nil, nil
+	}
+	seen := map[uint64]bool{}
+	var out []Holder
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("read /proc: %w", err)
+	}
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		fdDir := "/proc/" + p.Name() + "/fd"
+		fds, err := os.ReadDir(fdDir)
+		if err != nil {
+			continue // gone, or not ours to look into
+		}
+		for _, fd := range fds {
+			link, err := os.Readlink(fdDir + "/" + fd.Name())
+			if err != nil {
+				continue
+			}
+			ino, ok := socketInode(link)
+			if !ok {
+				continue
+			}
+			uid, hit := inodes[ino]
+			if !hit {
+				continue
+			}
+			seen[ino] = true
+			id, err := signals.IdentityOf(pid)
+			if err != nil {
+				break // it just exited
+			}
+			out = append(out, Holder{Identity: id, Name: signals.ProcessName(pid), UID: uid})
+			break
+		}
+	}
+	for ino, uid := range inodes {
+		if !seen[ino] {
+			out = append(out, Holder{UID: uid})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Pid < out[j].Pid })
+	return out, nil
+}
+
+// socketInode reads the inode out of an fd link such as "socket:[40171]".
+func socketInode(link string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(link, "socket:[")
+	if !ok {
+		return 0, false
+	}
+	n, ok := strings.CutSuffix(rest, "]")
+	if !ok {
+		return 0, false
+	}
+	ino, err := strconv.ParseUint(n, 10, 64)
+	return ino, err == nil
+}
+
+// stopLeftover stops a bridge an earlier sidecar on this session started
+// and left running: SIGTERM (and SIGCONT, in case it was stopped), then
+// SIGKILL after timeout. It works through a pidfd opened before checking
+// the start time, so the signals reach that very process even if it
+// exits and its pid is reused meanwhile. It reports whether the process
+// was ours and has now ended.
+func stopLeftover(id signals.Identity, timeout time.Duration) (bool, error) {
+	fd, err := unix.PidfdOpen(id.Pid, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return false, nil
+		}
+		return false, fmt.Errorf("pidfd_open %d: %w", id.Pid, err)
+	}
+	defer unix.Close(fd)
+	if !id.Alive() {
+		return false, nil // gone, or the pid is someone else's now
+	}
+	for _, step := range []struct {
+		sig  unix.Signal
+		wait time.Duration
+	}{{unix.SIGTERM, timeout}, {unix.SIGKILL, 5 * time.Second}} {
+		if err := unix.PidfdSendSignal(fd, step.sig, nil, 0); err != nil {
+			if errors.Is(err, unix.ESRCH) {
+				return true, nil
+			}
+			return false, fmt.Errorf("signal leftover bridge pid %d: %w", id.Pid, err)
+		}
+		if step.sig == unix.SIGTERM {
+			_ = unix.PidfdSendSignal(fd, unix.SIGCONT, nil, 0)
+		}
+		if exited, err := waitPidfd(fd, step.wait); err != nil || exited {
+			return exited, err
+		}
+	}
+	return false, fmt.Errorf("leftover bridge pid %d did not die after SIGKILL", id.Pid)
+}
+
+// waitPidfd waits until the process behind fd exits, or d passes.
+func waitPidfd(fd int, d time.Duration) (bool, error) {
+	deadline := time.Now().Add(d)
+	for {
+		left := time.Until(deadline)
+		if left < 0 {
+			left = 0
+		}
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, int(left.Milliseconds()))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("poll pidfd: %w", err)
+		}
+		if n > 0 {
+			return true, nil
+		}
+		if left == 0 {
+			return false, nil
+		}
+	}
+}

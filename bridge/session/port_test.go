@@ -1,0 +1,251 @@
+package session
+
+import (
+	"encoding/json"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+	"github.com/wa-sidecar/wa-sidecar/signals"
+)
+
+const procNetTCP = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 579 1 00000000e991c3ad 100 0 0 10 0
+   1: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 40171 2 00000000a951f4ce 100 0 0 10 0
+   2: 0100007F:0BB8 0100007F:D431 06 00000000:00000000 03:0000122A 00000000     0        0 0 3 000000000280498f
+   3: 0501A8C0:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0000000000000000 100 0 0 10 0
+   4: garbage
+`
+
+const procNetTCP6 = `  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:0BB8 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 888 1 0000000000000000 100 0 0 10 0
+   1: 00000000000000000000000001000000:0BB8 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 889 1 0000000000000000 100 0 0 10 0
+   2: 0000000000000000FFFF00000100007F:0BB8 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 890 1 0000000000000000 100 0 0 10 0
+`
+
+func TestParseProcNet(t *testing.T) {
+	got := parseProcNet([]byte(procNetTCP + strings.SplitN(procNetTCP6, "\n", 2)[1]))
+	want := []struct {
+		addr   string
+		port   int
+		state  uint8
+		uid    int
+		inode  uint64
+		blocks bool
+	}{
+		{"0.0.0.0", 2024, 0x0A, 0, 579, true},
+		{"127.0.0.1", 3000, 0x0A, 1000, 40171, true},
+		{"127.0.0.1", 3000, 0x06, 0, 0, true},
+		{"192.168.1.5", 3000, 0x0A, 0, 777, false},
+		{"::", 3000, 0x0A, 0, 888, true},
+		{"::1", 3000, 0x0A, 0, 889, false},
+		{"::ffff:127.0.0.1", 3000, 0x0A, 0, 890, true},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d entries, want %d: %+v", len(got), len(want), got)
+	}
+	for i, w := range want {
+		e := got[i]
+		if e.Addr != netip.MustParseAddr(w.addr) || e.Port != w.port || e.State != w.state || e.UID != w.uid || e.Inode != w.inode {
+			t.Errorf("entry %d = %+v, want %+v", i, e, w)
+		}
+		if e.blocksLoopback() != w.blocks {
+			t.Errorf("entry %d (%s) blocks 127.0.0.1: %v, want %v", i, e.Addr, e.blocksLoopback(), w.blocks)
+		}
+	}
+}
+
+func FuzzParseProcNet(f *testing.F) {
+	f.Add([]byte(procNetTCP))
+	f.Add([]byte(procNetTCP6))
+	f.Add([]byte("h\n0: 0100007F:FFFF 0:0 0A a b c 0 d 1"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, e := range parseProcNet(data) {
+			if e.Port < 0 || e.Port > 65535 || !e.Addr.IsValid() {
+				t.Fatalf("bad entry %+v", e)
+			}
+		}
+	})
+}
+
+func TestSocketInode(t *testing.T) {
+	for in, want := range map[string]uint64{"socket:[40171]": 40171, "pipe:[5]": 0, "socket:[x]": 0, "socket:[7": 0, "/dev/null": 0} {
+		got, ok := socketInode(in)
+		if got != want || ok != (want != 0) {
+			t.Errorf("socketInode(%q) = %d, %v", in, got, ok)
+		}
+	}
+}
+
+// A foreign program on the bridge's port is reported by pid and name,
+// never signalled, and the monitor keeps retrying with backoff; once it
+// goes, the bridge starts.
+func TestForeignProcessOnPortSurvivesUntouched(t *testing.T) {
+	foreign := startHelper(t, "listen", "HELPER_PORT=0")
+	port := foreign.port(t)
+	pid := foreign.cmd.Process.Pid
+
+	dir := newSession(t, pairedCreds)
+	g := openGuard(t, Config{SessionDir: dir, Port: port})
+	h := startMonitor(t, g, procmon.Config{Command: []string{fakeBridge, "-hang"}})
+
+	failed := h.next(procmon.EventSpawnFailed)
+	if failed.Exit == nil || !strings.Contains(failed.Exit.Error, "pid "+strconv.Itoa(pid)) {
+		t.Fatalf("spawn failure does not name the holder: %+v", failed.Exit)
+	}
+	busy := h.next(EventPortBusy)
+	if busy.Data["pid"] != pid || busy.Data["name"] != signals.ProcessName(pid) || busy.Data["port"] != port {
+		t.Fatalf("port_busy data %+v, want pid %d", busy.Data, pid)
+	}
+	if !strings.Contains(busy.Message, "--port") || busy.Status.Message != busy.Message {
+		t.Fatalf("port_busy message %q (status %q)", busy.Message, busy.Status.Message)
+	}
+	// Retried with backoff, and refused again each time.
+	h.next(procmon.EventBackoff)
+	h.next(procmon.EventSpawnFailed)
+	h.next(EventPortBusy)
+
+	// Untouched: still serving, and it got no signal at all.
+	c, err := net.Dial("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatalf("the foreign listener stopped serving: %v", err)
+	}
+	c.Close()
+	foreign.cmd.Process.Kill()
+	ws := foreign.wait(t)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("foreign process ended with %v before the test killed it", ws)
+	}
+	if got := foreign.said(); len(got) > 0 {
+		t.Fatalf("the foreign process was signalled: %q", got)
+	}
+	h.next(procmon.EventStarted)
+}
+
+// writeRecord makes it look as if an earlier sidecar on dir had spawned id.
+func writeRecord(t *testing.T, dir string, id signals.Identity) {
+	t.Helper()
+	data, _ := json.Marshal(spawnRecord{Identity: id, BootID: bootID(), At: time.Now()})
+	if err := os.WriteFile(filepath.Join(dir, StateDirName, "bridge.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A bridge an earlier sidecar on this session left running is stopped
+// before the next spawn: SIGTERM first.
+func TestLeftoverBridgeIsStopped(t *testing.T) {
+	left := startHelper(t, "listen", "HELPER_PORT=0")
+	port := left.port(t)
+	id, err := signals.IdentityOf(left.cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := newSession(t, pairedCreds)
+	g := openGuard(t, Config{SessionDir: dir, Port: port})
+	writeRecord(t, dir, id)
+
+	if err := g.BeforeSpawn(); err != nil {
+		t.Fatalf("BeforeSpawn: %v", err)
+	}
+	ws := left.wait(t)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Fatalf("leftover ended with %v, want SIGTERM", ws)
+	}
+	var stopped bool
+	for _, ev := range g.out.take() {
+		stopped = stopped || (ev.Kind == EventLeftoverStopped && ev.Data["pid"] == id.Pid)
+	}
+	if !stopped {
+		t.Fatal("no leftover_stopped event")
+	}
+}
+
+// A leftover that ignores SIGTERM gets SIGKILL after the timeout.
+func TestLeftoverIgnoringTermIsKilled(t *testing.T) {
+	left := startHelper(t, "listen-ignore-term", "HELPER_PORT=0")
+	port := left.port(t)
+	id, _ := signals.IdentityOf(left.cmd.Process.Pid)
+	dir := newSession(t, pairedCreds)
+	g := openGuard(t, Config{SessionDir: dir, Port: port, LeftoverTimeout: 100 * time.Millisecond})
+	writeRecord(t, dir, id)
+
+	if err := g.BeforeSpawn(); err != nil {
+		t.Fatalf("BeforeSpawn: %v", err)
+	}
+	ws := left.wait(t)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("leftover ended with %v, want SIGKILL", ws)
+	}
+	if got := left.said(); !slices.Contains(got, "got terminated") {
+		t.Fatalf("leftover was not sent SIGTERM before SIGKILL: it saw %q", got)
+	}
+}
+
+// A record whose pid now belongs to another process (same pid, another
+// start time) must not lead to a signal: that process is foreign.
+func TestRecordOfReusedPidIsNotSignalled(t *testing.T) {
+	other := startHelper(t, "listen", "HELPER_PORT=0")
+	port := other.port(t)
+	id, _ := signals.IdentityOf(other.cmd.Process.Pid)
+	dir := newSession(t, pairedCreds)
+	g := openGuard(t, Config{SessionDir: dir, Port: port})
+	writeRecord(t, dir, signals.Identity{Pid: id.Pid, StartTime: id.StartTime - 1})
+
+	err := g.BeforeSpawn()
+	var busy *PortBusyError
+	if !errors.As(err, &busy) || len(busy.Holders) != 1 || busy.Holders[0].Identity != id {
+		t.Fatalf("BeforeSpawn: %v, want the port busy by %v", err, id)
+	}
+	other.cmd.Process.Kill()
+	if ws := other.wait(t); ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("it ended with %v before the test killed it", ws)
+	}
+	if got := other.said(); len(got) > 0 {
+		t.Fatalf("it was signalled: %q", got)
+	}
+}
+
+// Each spawn records the bridge's identity for the next sidecar, and a
+// record from an earlier boot is ignored.
+func TestSpawnIsRecorded(t *testing.T) {
+	dir := newSession(t, pairedCreds)
+	g := openGuard(t, Config{SessionDir: dir})
+	h := startMonitor(t, g, procmon.Config{Command: []string{fakeBridge, "-hang"}})
+	started := h.next(procmon.EventStarted)
+	var rec spawnRecord
+	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(dir, StateDirName, "bridge.json"))), &rec); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := signals.IdentityOf(started.Pid)
+	if rec.Identity != want || rec.BootID != bootID() {
+		t.Fatalf("record %+v, want %+v on boot %s", rec, want, bootID())
+	}
+}
+
+func TestPortFree(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	if free, err := portFree(port); err != nil || free {
+		t.Fatalf("portFree(%d) with a listener = %v, %v", port, free, err)
+	}
+	holders, err := portHolders(port)
+	if err != nil || len(holders) != 1 || holders[0].Pid != os.Getpid() {
+		t.Fatalf("portHolders = %+v, %v; want this process", holders, err)
+	}
+	ln.Close()
+	if free, err := portFree(port); err != nil || !free {
+		t.Fatalf("portFree(%d) after close = %v, %v", port, free, err)
+	}
+}
