@@ -249,8 +249,10 @@ func testSignalGroup(t *testing.T, script, pids string, group bool) {
 }
 
 func TestKillSkipsTheWait(t *testing.T) {
-	h := start(t, Config{Command: []string{fakeBridge, "-ignore-term"}, StopTimeout: time.Hour})
+	pids := filepath.Join(t.TempDir(), "pids")
+	h := start(t, Config{Command: []string{fakeBridge, "-ignore-term", "-pidfile", pids}, StopTimeout: time.Hour})
 	h.next(EventStarted)
+	waitPids(t, pids, 1) // SIGTERM is ignored from here on
 	if err := h.m.Stop(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}

@@ -68,6 +68,7 @@ type Child struct {
 
 	ownGroup bool
 	mu       sync.Mutex // orders Signal against reaping
+	pidfd    int        // -1 where pidfd_open is not available
 	reaped   bool
 	status   syscall.WaitStatus
 	rusage   syscall.Rusage
@@ -182,10 +183,16 @@ func (r *Reaper) Spawn(a SpawnAttr) (*Child, error) {
 		Identity: Identity{Pid: res.pid},
 		Started:  time.Now(),
 		ownGroup: a.OwnGroup,
+		pidfd:    -1,
 		done:     make(chan struct{}),
 	}
-	// The child is ours and unreaped, so its /proc entry exists even if it
-	// has already exited.
+	// The child is ours and unreaped, so its pid cannot have been reused
+	// yet: a pidfd taken now refers to it for good, whatever /proc shows
+	// (in a PID namespace without its own /proc, pids there are not ours).
+	if fd, err := unix.PidfdOpen(res.pid, 0); err == nil {
+		unix.CloseOnExec(fd)
+		c.pidfd = fd
+	}
 	c.StartTime, _ = StartTime(res.pid)
 	r.children[res.pid] = c
 	// A SIGCHLD that arrived while the lock was held was consumed by a pass
@@ -240,6 +247,7 @@ func (r *Reaper) reap() {
 			c.mu.Lock()
 			c.reaped = true
 			c.status = syscall.WaitStatus(0xff << 8) // exit code 255
+			c.closePidfd()
 			c.mu.Unlock()
 			delete(r.children, pid)
 			close(c.done)
@@ -260,6 +268,7 @@ func (r *Reaper) finish(c *Child) {
 	}
 	c.status = ws
 	c.reaped = true
+	c.closePidfd()
 	c.mu.Unlock()
 	delete(r.children, c.Pid)
 	close(c.done)
@@ -326,20 +335,33 @@ func (c *Child) Rusage() syscall.Rusage {
 	return c.rusage
 }
 
-// Signal sends sig to the child itself. Until the child is reaped its pid
-// cannot be reused, and the start time is checked as well.
+func (c *Child) closePidfd() {
+	if c.pidfd >= 0 {
+		unix.Close(c.pidfd)
+		c.pidfd = -1
+	}
+}
+
+// Signal sends sig to the child itself: through its pidfd, which can only
+// ever name this process, or, on kernels without pidfds, by pid, which is
+// safe too because the child is not reaped yet and so its pid is still
+// held. Once reaped, the child is never signalled again.
 func (c *Child) Signal(sig syscall.Signal) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.reaped {
 		return ErrFinished
 	}
-	return c.Identity.Signal(sig)
+	if c.pidfd >= 0 {
+		return unix.PidfdSendSignal(c.pidfd, sig, nil, 0)
+	}
+	return unix.Kill(c.Pid, sig)
 }
 
-// SignalGroup sends sig to the child's whole process group. It is refused
-// for a child spawned without a group of its own, since the group would be
-// the sidecar's.
+// SignalGroup sends sig to the child's whole process group. The group's id
+// is the child's pid, which stays reserved until the child is reaped, so
+// the group cannot be anyone else's. It is refused for a child spawned
+// without a group of its own, since the group would be the sidecar's.
 func (c *Child) SignalGroup(sig syscall.Signal) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -348,9 +370,6 @@ func (c *Child) SignalGroup(sig syscall.Signal) error {
 	}
 	if !c.ownGroup {
 		return fmt.Errorf("pid %d has no process group of its own", c.Pid)
-	}
-	if !c.Identity.Alive() {
-		return fmt.Errorf("pid %d: %w", c.Pid, ErrNotSameProcess)
 	}
 	return unix.Kill(-c.Pid, sig)
 }

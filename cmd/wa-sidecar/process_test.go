@@ -253,8 +253,9 @@ func TestSidecarKilledTakesBridgeDown(t *testing.T) {
 
 func TestSecondInterruptSkipsTheWait(t *testing.T) {
 	bin, fake := binaries(t)
-	p := startSidecar(t, bin, "run", "--stop-timeout", "1h", "--", fake, "-ignore-term")
+	p := startSidecar(t, bin, "run", "--stop-timeout", "1h", "--", fake, "-ignore-term", "-say", "armed")
 	bridge := pidOf(t, p.waitLog("bridge started"))
+	p.waitLog("armed") // SIGTERM is ignored from here on
 	p.signal(syscall.SIGINT)
 	p.waitLog("stopping the bridge")
 	p.signal(syscall.SIGINT)
