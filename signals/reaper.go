@@ -21,6 +21,10 @@ import (
 // loses a spawned child's status to that reaping, because every wait goes
 // through the same loop.
 //
+// With ReapAll, nothing else in the process may wait for children: an
+// os/exec Cmd's Wait would find its child already reaped. The sidecar
+// starts its children only through the Reaper.
+//
 // Children are spawned from one goroutine locked to its own OS thread for
 // the Reaper's whole life: Linux fires a parent-death signal when the thread
 // that forked the child exits, not the process, and Go may retire threads.
@@ -233,7 +237,12 @@ func (r *Reaper) reap() {
 				continue
 			}
 			var ws syscall.WaitStatus
-			if _, err := wait4(pid, &ws, nil); err == nil && r.opts.Orphan != nil {
+			if _, err := wait4(pid, &ws, nil); err != nil {
+				// Peeked but not reapable: stop rather than spin; the
+				// next SIGCHLD tries again.
+				break
+			}
+			if r.opts.Orphan != nil {
 				r.opts.Orphan(pid, ws)
 			}
 		}
