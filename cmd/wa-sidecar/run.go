@@ -20,7 +20,7 @@ func envs(name string) []string { return []string{"WA_SIDECAR_" + name} }
 
 func runFlags() []cli.Flag {
 	d := procmon.DefaultBackoff
-	return append(targetFlags(),
+	return append(append(targetFlags(), sessionFlags()...),
 		&cli.StringFlag{Name: "workdir", Usage: "working directory of the bridge", EnvVars: envs("WORKDIR")},
 		&cli.StringFlag{Name: "normal-signals", Value: "TERM,INT,KILL", Usage: "signals whose deaths are a normal shutdown, not a crash (exit codes 128+n count too)", EnvVars: envs("NORMAL_SIGNALS")},
 		&cli.DurationFlag{Name: "backoff-initial", Value: d.Initial, Usage: "delay before the first respawn after a failure", EnvVars: envs("BACKOFF_INITIAL")},
@@ -150,9 +150,25 @@ func runAction(c *cli.Context) error {
 	defer reaper.Close()
 	cfg.Reaper = reaper
 
+	guard, bridgeLog, err := protectSession(c, target, &cfg, logger)
+	if err != nil {
+		return err
+	}
+	if bridgeLog != nil {
+		defer bridgeLog.Close()
+	}
+	if guard != nil {
+		defer guard.Close()
+	}
+
 	m, err := procmon.New(cfg)
 	if err != nil {
 		return usageError("%v", err)
+	}
+	if guard != nil {
+		guardCtx, stopGuard := context.WithCancel(context.Background())
+		defer stopGuard()
+		go guard.Run(guardCtx, m)
 	}
 	if reapAll {
 		logger.Info("reaping orphaned processes", "pid1", os.Getpid() == 1)

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/wa-sidecar/wa-sidecar/bridge"
+	"github.com/wa-sidecar/wa-sidecar/bridge/session"
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+	"github.com/wa-sidecar/wa-sidecar/signals"
+)
+
+// exitTempFail is EX_TEMPFAIL: the session is held by another sidecar,
+// which may well be gone by the next try (an old one still stopping).
+const exitTempFail = 75
+
+func sessionFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "bridge-log", Usage: "append the bridge's output to this file, or 'off' (default <session dir>/../bridge.log, where Hermes keeps it)", EnvVars: envs("BRIDGE_LOG")},
+		&cli.IntFlag{Name: "bridge-log-max-size", Value: 10, Usage: "rotate bridge.log when it would pass this many megabytes", EnvVars: envs("BRIDGE_LOG_MAX_SIZE")},
+		&cli.IntFlag{Name: "bridge-log-max-backups", Value: 5, Usage: "rotated bridge.log files to keep", EnvVars: envs("BRIDGE_LOG_MAX_BACKUPS")},
+		&cli.BoolFlag{Name: "restore-creds", Value: true, Usage: "put the last good creds.json back when it is found empty or corrupt before a spawn (--restore-creds=false only reports it)", EnvVars: envs("RESTORE_CREDS")},
+	}
+}
+
+// protectSession locks the bridge's session and adds the session guard and
+// bridge.log to cfg's hooks, around whatever hooks cfg already has. Either
+// result may be nil: without a known session directory there is nothing
+// to lock, and bridge.log can be turned off.
+func protectSession(c *cli.Context, target bridge.Target, cfg *procmon.Config, logger *slog.Logger) (*session.Guard, *session.BridgeLog, error) {
+	if c.Int("bridge-log-max-size") < 1 {
+		return nil, nil, usageError("--bridge-log-max-size must be at least 1 (megabytes; got %d)", c.Int("bridge-log-max-size"))
+	}
+	if c.Int("bridge-log-max-backups") < 1 {
+		return nil, nil, usageError("--bridge-log-max-backups must be at least 1 (got %d)", c.Int("bridge-log-max-backups"))
+	}
+	logPath := c.String("bridge-log")
+	if target.SessionDir == "" {
+		logger.Info("no session directory known: the session lock, the creds.json backup and the port check are off; pass --session-dir to have them")
+		if logPath == "" {
+			logPath = "off"
+		}
+	} else if logPath == "" {
+		logPath = session.BridgeLogPath(target.SessionDir)
+	}
+
+	var g *session.Guard
+	if target.SessionDir != "" {
+		var err error
+		g, err = session.Open(session.Config{
+			SessionDir:   target.SessionDir,
+			Port:         target.Port,
+			RestoreCreds: c.Bool("restore-creds"),
+			Logger:       logger,
+		})
+		var held *session.HeldError
+		if errors.As(err, &held) {
+			return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitTempFail)
+		}
+		if err != nil {
+			return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitError)
+		}
+		cfg.BeforeSpawn = chainBefore(cfg.BeforeSpawn, g.BeforeSpawn)
+		cfg.AfterSpawn = chainAfter(cfg.AfterSpawn, g.AfterSpawn)
+	}
+
+	if strings.EqualFold(logPath, "off") {
+		return g, nil, nil
+	}
+	bl, err := session.OpenBridgeLog(session.BridgeLogConfig{
+		Path:       logPath,
+		MaxSizeMB:  c.Int("bridge-log-max-size"),
+		MaxBackups: c.Int("bridge-log-max-backups"),
+		Logger:     logger,
+	})
+	if err != nil {
+		if g != nil {
+			g.Close()
+		}
+		return nil, nil, cli.Exit(fmt.Sprintf("wa-sidecar: %v", err), exitError)
+	}
+	logger.Info("appending the bridge's output to bridge.log", "path", logPath)
+	if prev := cfg.Output; prev != nil {
+		cfg.Output = func(l procmon.Line) { bl.Line(l); prev(l) }
+	} else {
+		cfg.Output = bl.Line
+	}
+	return g, bl, nil
+}
+
+func chainBefore(first, then func() error) func() error {
+	if first == nil {
+		return then
+	}
+	return func() error {
+		if err := first(); err != nil {
+			return err
+		}
+		return then()
+	}
+}
+
+func chainAfter(first, then func(signals.Identity)) func(signals.Identity) {
+	if first == nil {
+		return then
+	}
+	return func(id signals.Identity) { first(id); then(id) }
+}
