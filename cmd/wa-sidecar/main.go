@@ -63,6 +63,7 @@ func commands() []*cli.Command {
 	return []*cli.Command{
 		runCommand(),
 		simulateBridgeCommand(),
+		installServiceCommand(),
 	}
 }
 
