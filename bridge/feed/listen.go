@@ -100,6 +100,11 @@ func (e *StatusError) Error() string {
 // sidecar is running there.
 var ErrUnreachable = errors.New("no sidecar answers")
 
+// MaxServerMessage is the read limit Client sets on the websocket. An
+// event is usually a few KiB, but exit records with long output lines and
+// fields from the bridge layer can make one far larger.
+const MaxServerMessage = 16 << 20
+
 // Client reaches a sidecar's server, over TCP or a Unix socket.
 type Client struct {
 	addr  string
@@ -173,6 +178,7 @@ func (c *Client) Events(ctx context.Context) (*websocket.Conn, error) {
 		}
 		return nil, c.unreachable(err)
 	}
+	ws.SetReadLimit(MaxServerMessage)
 	return ws, nil
 }
 

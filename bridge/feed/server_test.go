@@ -1,0 +1,652 @@
+package feed
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+)
+
+func TestHelloThenOrderedEventsAcrossCrash(t *testing.T) {
+	r := newRig(t, Options{}, "-hang")
+	p := r.dial(t, "")
+	h := p.hello
+	if h.Protocol != Protocol || h.Sidecar == nil || h.Sidecar.Pid != os.Getpid() || h.Sidecar.Version != "test" {
+		t.Fatalf("hello = %+v, sidecar %+v", h, h.Sidecar)
+	}
+	if h.Control || h.Status == nil {
+		t.Fatalf("hello without token: control %v, status %v", h.Control, h.Status)
+	}
+	pid := p.untilState(procmon.StateRunning).Status.Pid
+
+	// A death by SIGHUP is a crash: exited, backoff, then a new child.
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	ex := p.next(procmon.EventExited)
+	var code *int
+	var sig string
+	var rc int
+	var class procmon.Class
+	var tail []string
+	if !ex.Field("code", &code) || code != nil || !ex.Field("signal", &sig) || sig != "SIGHUP" ||
+		!ex.Field("returncode", &rc) || rc != -1 || !ex.Field("class", &class) || class != procmon.ClassFailure ||
+		!ex.Field("tail", &tail) {
+		t.Fatalf("exited event fields wrong: %s", raw(ex))
+	}
+	for _, k := range []string{"pid", "requested", "uptime_ms"} {
+		if _, ok := ex.Fields[k]; !ok {
+			t.Errorf("exited event lacks %q: %s", k, raw(ex))
+		}
+	}
+	if rec := ex.Exit(); rec == nil || rec.Pid != pid || rec.Signal == nil || *rec.Signal != "SIGHUP" {
+		t.Fatalf("Exit() = %+v", rec)
+	}
+	if ex.Status.LastExit == nil || ex.Status.LastExit.Pid != pid || ex.Status.ConsecutiveFailures != 1 {
+		t.Fatalf("status after the crash: %+v", ex.Status)
+	}
+	bo := p.read()
+	var delay int64
+	var attempt int
+	if bo.Event != procmon.EventBackoff || !bo.Field("delay_ms", &delay) || !bo.Field("attempt", &attempt) || attempt != 2 {
+		t.Fatalf("event after the crash: %s", raw(bo))
+	}
+	if bo.Status.State != procmon.StateBackoff || bo.Status.NextStartAt == nil {
+		t.Fatalf("status in backoff: %+v", bo.Status)
+	}
+	st := p.next(procmon.EventStarted)
+	if st.Status.Pid == pid || st.Status.Pid == 0 || st.Status.Restarts != 1 {
+		t.Fatalf("respawn: %+v", st.Status)
+	}
+
+	// Every event carries the snapshot with the fields clients rely on.
+	var snap map[string]json.RawMessage
+	if err := json.Unmarshal(st.Fields["status"], &snap); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"state", "pid", "since", "ready", "restarts", "consecutive_failures", "crashloop", "last_exit", "next_start_at"} {
+		if _, ok := snap[k]; !ok {
+			t.Errorf("snapshot lacks %q", k)
+		}
+	}
+
+	// A client joining now starts from the latest event.
+	late := r.dial(t, "")
+	if late.hello.Seq != p.seq || late.hello.Status.Pid != st.Status.Pid {
+		t.Fatalf("late hello seq %d pid %d, want %d %d", late.hello.Seq, late.hello.Status.Pid, p.seq, st.Status.Pid)
+	}
+}
+
+func raw(m Message) string {
+	b, _ := json.Marshal(m.Fields)
+	return string(b)
+}
+
+func TestControlOps(t *testing.T) {
+	r := newRig(t, Options{}, "-hang")
+	ro := r.dial(t, "")
+	rw := r.dial(t, testToken)
+	if !rw.hello.Control {
+		t.Fatal("hello with the token: control false")
+	}
+	rw.untilState(procmon.StateRunning)
+
+	for _, op := range []string{OpRestart, OpStop, OpStart} {
+		res := ro.op(op, "a")
+		if res.OK || !strings.Contains(res.Error, "token") || string(res.ID) != `"a"` {
+			t.Fatalf("%s without the token: ok %v, error %q, id %s", op, res.OK, res.Error, res.ID)
+		}
+	}
+	if res := ro.op(OpStatus, 7); !res.OK || res.Status == nil || string(res.ID) != "7" {
+		t.Fatalf("status without the token: %+v", res)
+	}
+	if res := ro.op(OpPing, nil); !res.OK || string(res.ID) != "null" {
+		t.Fatalf("ping: %+v id %s", res, res.ID)
+	}
+
+	if res := rw.op(OpStop, "s"); !res.OK || res.Status == nil {
+		t.Fatalf("stop: %+v", res)
+	}
+	ex := rw.next(procmon.EventExited)
+	if rec := ex.Exit(); rec.Class != procmon.ClassRequested || !rec.Requested {
+		t.Fatalf("exit after stop: %+v", rec)
+	}
+	rw.next(procmon.EventStopped)
+	if res := rw.op(OpStart, "g"); !res.OK {
+		t.Fatalf("start: %+v", res)
+	}
+	first := rw.next(procmon.EventStarted).Status.Pid
+	if res := rw.op(OpRestart, "r"); !res.OK {
+		t.Fatalf("restart: %+v", res)
+	}
+	rw.next(procmon.EventExited)
+	second := rw.next(procmon.EventStarted).Status.Pid
+	if second == first {
+		t.Fatal("restart kept the same pid")
+	}
+	// The read-only client saw the same stream, without gaps.
+	ro.next(procmon.EventStarted)
+	ro.next(procmon.EventStarted)
+	if ro.seq != rw.seq {
+		t.Fatalf("read-only client at seq %d, control client at %d", ro.seq, rw.seq)
+	}
+
+	_, err := r.client(t, "wrong").Events(ctxT(t))
+	var se *StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusUnauthorized {
+		t.Fatalf("wrong token: %v", err)
+	}
+}
+
+func TestControlOpsAreRateLimited(t *testing.T) {
+	r := newRig(t, Options{ControlPerSecond: 0.001}, "-hang")
+	p := r.dial(t, testToken)
+	p.untilState(procmon.StateRunning)
+	for i := range 5 {
+		// start while running fails in the monitor, but counts as an op
+		if res := p.op(OpStart, i); strings.Contains(res.Error, "too many") {
+			t.Fatalf("op %d refused within the burst: %s", i, res.Error)
+		}
+	}
+	if res := p.op(OpStart, 5); res.OK || !strings.Contains(res.Error, "too many control ops") {
+		t.Fatalf("sixth control op: %+v", res)
+	}
+	if res := p.op(OpPing, 6); !res.OK {
+		t.Fatalf("ping after the control limit: %+v", res)
+	}
+}
+
+func TestCrossOriginRefused(t *testing.T) {
+	r := newRig(t, Options{AllowOrigins: []string{"app.example.com"}}, "-hang")
+	url := "ws://" + r.srv.Addr() + "/v1/events"
+	for _, tc := range []struct {
+		origin string
+		ok     bool
+	}{
+		{"", true},
+		{"http://" + r.srv.Addr(), true},
+		{"https://app.example.com", true},
+		{"https://evil.example.com", false},
+		{"http://localhost:9999", false},
+		{"null", false},
+	} {
+		h := http.Header{}
+		if tc.origin != "" {
+			h.Set("Origin", tc.origin)
+		}
+		ws, resp, err := websocket.Dial(ctxT(t), url, &websocket.DialOptions{HTTPHeader: h})
+		if tc.ok {
+			if err != nil {
+				t.Errorf("origin %q refused: %v", tc.origin, err)
+				continue
+			}
+			ws.CloseNow()
+			continue
+		}
+		if err == nil {
+			ws.CloseNow()
+			t.Errorf("origin %q accepted", tc.origin)
+		} else if resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Errorf("origin %q: %v, want 403", tc.origin, err)
+		}
+	}
+
+	// A page that rebinds its own name to 127.0.0.1 is refused by Host.
+	req, _ := http.NewRequestWithContext(ctxT(t), http.MethodGet, "http://"+r.srv.Addr()+"/v1/status", nil)
+	req.Host = "rebind.example.com"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("foreign Host: %s, want 400", resp.Status)
+	}
+}
+
+func TestMalformedAndOversizedFrames(t *testing.T) {
+	r := newRig(t, Options{MaxMessageBytes: 1024}, "-hang")
+	p := r.dial(t, "")
+	for _, tc := range []struct{ send, want, id string }{
+		{"not json", "not a JSON object", "null"},
+		{`["op","ping"]`, "not a JSON object", "null"},
+		{`{"op":"fly","id":"x"}`, "unknown op", `"x"`},
+		{`{"id":1}`, `missing "op"`, "1"},
+		{`{"op":7}`, `"op" must be a string`, "null"},
+		{`{"op":"ping","id":{"a":1}}`, `"id" must be a string or a number`, "null"},
+	} {
+		res := p.send(tc.send)
+		if res.OK || !strings.Contains(res.Error, tc.want) || string(res.ID) != tc.id {
+			t.Errorf("%s: ok %v error %q id %s; want error with %q, id %s", tc.send, res.OK, res.Error, res.ID, tc.want, tc.id)
+		}
+	}
+	if err := p.ws.Write(ctxT(t), websocket.MessageBinary, []byte(`{"op":"ping"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if m := p.read(); m.Type == TypeResult {
+			if m.OK || !strings.Contains(m.Error, "text messages") {
+				t.Fatalf("binary op: %+v", m)
+			}
+			break
+		}
+	}
+	if res := p.op(OpPing, "still-open"); !res.OK {
+		t.Fatalf("ping after bad input: %+v", res)
+	}
+
+	big := `{"op":"ping","id":"` + strings.Repeat("x", 2048) + `"}`
+	if err := p.ws.Write(ctxT(t), websocket.MessageText, []byte(big)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, _, err := p.ws.Read(ctxT(t))
+		if err == nil {
+			continue
+		}
+		if !isClose(err, websocket.StatusMessageTooBig) {
+			t.Fatalf("after an oversized frame: %v, want close 1009", err)
+		}
+		break
+	}
+}
+
+// follow reads events after seq until one satisfies done, checking that
+// no seq is skipped. It runs in its own goroutine, so it returns errors.
+func follow(ctx context.Context, ws *websocket.Conn, seq uint64, done func(Message) bool) (uint64, error) {
+	for {
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			return seq, err
+		}
+		m, err := DecodeMessage(b)
+		if err != nil {
+			return seq, err
+		}
+		if m.Type != TypeEvent {
+			continue
+		}
+		if m.Seq != seq+1 {
+			return seq, fmt.Errorf("seq %d after %d", m.Seq, seq)
+		}
+		seq = m.Seq
+		if done(m) {
+			return seq, nil
+		}
+	}
+}
+
+func readHello(ctx context.Context, ws *websocket.Conn) (Message, error) {
+	_, b, err := ws.Read(ctx)
+	if err != nil {
+		return Message{}, err
+	}
+	m, err := DecodeMessage(b)
+	if err == nil && m.Type != TypeHello {
+		err = fmt.Errorf("first message %q", m.Type)
+	}
+	return m, err
+}
+
+func isMarker(text string) func(Message) bool {
+	return func(m Message) bool { return m.Event == procmon.EventNotice && m.Fields["message"] != nil && strings.Contains(string(m.Fields["message"]), text) }
+}
+
+func TestThousandConcurrentClients(t *testing.T) {
+	const n = 1000
+	r := newRig(t, Options{}, "-hang")
+	c := r.client(t, "")
+	ctx := ctxT(t)
+	type result struct {
+		seq uint64
+		err error
+	}
+	results := make(chan result, n)
+	var ready sync.WaitGroup
+	ready.Add(n)
+	sem := make(chan struct{}, 32)
+	for range n {
+		go func() {
+			sem <- struct{}{}
+			ws, err := c.Events(ctx)
+			var h Message
+			if err == nil {
+				h, err = readHello(ctx, ws)
+			}
+			<-sem
+			ready.Done()
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			defer ws.CloseNow()
+			seq, err := follow(ctx, ws, h.Seq, isMarker("fan-out"))
+			results <- result{seq, err}
+		}()
+	}
+	ready.Wait()
+	if got := r.srv.Clients(); got != n {
+		t.Fatalf("%d clients connected, want %d", got, n)
+	}
+	if err := r.m.Post(ctx, procmon.Event{Message: "fan-out"}); err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for range n {
+		res := <-results
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		if last != 0 && res.seq != last {
+			t.Fatalf("clients saw the marker at seq %d and %d", last, res.seq)
+		}
+		last = res.seq
+	}
+}
+
+// smallBuffers makes a client's receive buffer tiny, so a client that does
+// not read backs up into the server at once.
+func smallBuffers(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+	})
+	return errors.Join(err, serr)
+}
+
+func TestClientThatNeverReads(t *testing.T) {
+	r := newRig(t, Options{QueueLen: 16, WriteTimeout: 500 * time.Millisecond}, "-hang")
+	ctx := ctxT(t)
+	good := make([]*peer, 2)
+	for i := range good {
+		good[i] = r.dial(t, "")
+	}
+	tr := &http.Transport{DialContext: (&net.Dialer{Control: smallBuffers}).DialContext}
+	defer tr.CloseIdleConnections()
+	slow, _, err := websocket.Dial(ctx, "ws://"+r.srv.Addr()+"/v1/events", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.CloseNow()
+
+	// The reading clients acknowledge each filler event, and the next one
+	// is posted only then: they are never behind, the silent one falls
+	// further behind with every event.
+	type result struct {
+		seq uint64
+		err error
+	}
+	results := make(chan result, len(good))
+	acks := make(chan int, 2*len(good))
+	for i, p := range good {
+		p.ws.SetReadLimit(1 << 20)
+		go func() {
+			seq, err := follow(ctx, p.ws, p.seq, func(m Message) bool {
+				if isMarker("filler")(m) {
+					acks <- i
+				}
+				return isMarker("the end")(m)
+			})
+			results <- result{seq, err}
+		}()
+	}
+	blob := strings.Repeat("x", 32<<10)
+	posted := 0
+	for r.srv.hub.count() > len(good) {
+		if posted == 5000 {
+			t.Fatalf("the client that never reads is still connected after %d events of 32 KiB", posted)
+		}
+		if err := r.m.Post(ctx, procmon.Event{Message: "filler", Data: map[string]any{"blob": blob}}); err != nil {
+			t.Fatal(err)
+		}
+		posted++
+		for range good {
+			select {
+			case <-acks:
+			case res := <-results:
+				t.Fatalf("a reading client stopped: %v", res.err)
+			}
+		}
+	}
+	if err := r.m.Post(ctx, procmon.Event{Message: "the end"}); err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64
+	for range good {
+		res := <-results
+		if res.err != nil {
+			t.Fatalf("a reading client: %v", res.err)
+		}
+		seqs = append(seqs, res.seq)
+	}
+	if seqs[0] != seqs[1] {
+		t.Fatalf("reading clients ended at seq %d and %d", seqs[0], seqs[1])
+	}
+	t.Logf("dropped the client that never reads after %d events of 32 KiB", posted)
+
+	// Reading now, the dropped client finds its stream cut short.
+	slow.SetReadLimit(1 << 20)
+	h, err := readHello(ctx, slow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := follow(ctx, slow, h.Seq, isMarker("the end"))
+	if err == nil {
+		t.Fatalf("the dropped client got every event up to seq %d", seq)
+	}
+	var ce websocket.CloseError
+	if errors.As(err, &ce) && ce.Code != websocket.StatusPolicyViolation {
+		t.Fatalf("the dropped client was closed with %v, want 1008 or a cut connection", ce.Code)
+	}
+	t.Logf("the dropped client read up to seq %d, then: %v", seq, err)
+}
+
+func TestDeadPeerDroppedByKeepalive(t *testing.T) {
+	tap := newLogTap()
+	r := newRig(t, Options{PingInterval: 20 * time.Millisecond, PingTimeout: 100 * time.Millisecond, Logger: slog.New(tap)}, "-hang")
+	// This client never reads, so it never answers a ping.
+	ws, err := r.client(t, "").Events(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	tap.waitLog(t, "stopped answering pings")
+}
+
+func TestPrivateFieldsOnlyWithToken(t *testing.T) {
+	r := newRig(t, Options{}, "-hang")
+	ro := r.dial(t, "")
+	rw := r.dial(t, testToken)
+	err := r.m.Post(ctxT(t), procmon.Event{
+		Kind:    "pairing",
+		Data:    map[string]any{"phase": "qr", "seq": 999, "bad name": 1},
+		Private: map[string]any{"qr": "2@abc"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := ro.next("pairing"), rw.next("pairing")
+	var phase, qr string
+	if !a.Field("phase", &phase) || phase != "qr" || a.Fields["qr"] != nil {
+		t.Fatalf("read-only client: %s", raw(a))
+	}
+	if !b.Field("qr", &qr) || qr != "2@abc" || !b.Field("phase", &phase) {
+		t.Fatalf("token holder: %s", raw(b))
+	}
+	if b.Seq == 999 || b.Fields["bad name"] != nil {
+		t.Fatalf("a layer above replaced a reserved field or used a bad name: %s", raw(b))
+	}
+}
+
+func TestProbesAndStatus(t *testing.T) {
+	r := newRig(t, Options{}, "-hang")
+	c := r.client(t, "")
+	p := r.dial(t, testToken)
+	p.untilState(procmon.StateRunning)
+
+	var health map[string]any
+	if code := get(t, c, "/healthz", &health); code != 200 || health["ok"] != true {
+		t.Fatalf("healthz: %d %v", code, health)
+	}
+	var rd readiness
+	if code := get(t, c, "/readyz", &rd); code != 200 || !rd.Ready || rd.State != procmon.StateRunning {
+		t.Fatalf("readyz while running: %d %+v", code, rd)
+	}
+	var snap map[string]json.RawMessage
+	if code := get(t, c, "/v1/status", &snap); code != 200 || string(snap["state"]) != `"running"` {
+		t.Fatalf("status: %d %v", code, snap)
+	}
+
+	if res := p.op(OpStop, 1); !res.OK {
+		t.Fatal(res.Error)
+	}
+	p.untilState(procmon.StateStopped)
+	if code := get(t, c, "/readyz", &rd); code != 503 || rd.Ready || !strings.Contains(rd.Reason, "stopped") {
+		t.Fatalf("readyz while stopped: %d %+v", code, rd)
+	}
+	if code := get(t, c, "/healthz", nil); code != 200 {
+		t.Fatalf("healthz while the bridge is stopped: %d", code)
+	}
+}
+
+func TestClientsSeeTheFinalEventsThenGoingAway(t *testing.T) {
+	r := newRig(t, Options{}, "-hang")
+	p := r.dial(t, "")
+	p.untilState(procmon.StateRunning)
+	r.cancel()
+	p.next(procmon.EventStopping)
+	p.next(procmon.EventExited)
+	p.next(procmon.EventStopped)
+	_, _, err := p.ws.Read(ctxT(t))
+	if !isClose(err, websocket.StatusGoingAway) {
+		t.Fatalf("after stopped: %v, want close 1001", err)
+	}
+	r.stop(t)
+}
+
+func TestTooManyClients(t *testing.T) {
+	r := newRig(t, Options{MaxClients: 2}, "-hang")
+	r.dial(t, "")
+	r.dial(t, "")
+	_, err := r.client(t, "").Events(ctxT(t))
+	var se *StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusServiceUnavailable {
+		t.Fatalf("third client: %v, want 503", err)
+	}
+}
+
+func TestUnixSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "feed.sock")
+	// A socket file left by a sidecar that died is replaced.
+	stale, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
+
+	r := newRig(t, Options{Listen: "unix:" + path}, "-hang")
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %v, want 0600", st.Mode().Perm())
+	}
+	if r.srv.Addr() != "unix:"+path {
+		t.Fatalf("Addr %q", r.srv.Addr())
+	}
+	p := r.dial(t, testToken)
+	if !p.hello.Control {
+		t.Fatal("token over the Unix socket not accepted")
+	}
+	var rd readiness
+	get(t, r.client(t, ""), "/readyz", &rd)
+
+	if _, err := Listen("unix:" + path); err == nil || !strings.Contains(err.Error(), "already answers") {
+		t.Fatalf("second listener on a live socket: %v", err)
+	}
+}
+
+func TestPushModeReconnects(t *testing.T) {
+	tap := newLogTap()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	conns := make(chan *websocket.Conn)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		ws, err := websocket.Accept(w, req, nil)
+		if err != nil {
+			return
+		}
+		conns <- ws
+	})
+	gw := &http.Server{Handler: handler}
+	go gw.Serve(ln)
+
+	r := newRig(t, Options{
+		GatewayURL:  "ws://" + addr + "/whatsapp/sidecar?secret=x",
+		Logger:      slog.New(tap),
+		PushBackoff: procmon.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, Multiplier: 2, Reset: time.Hour},
+	}, "-hang")
+	ctx := ctxT(t)
+
+	first := &peer{t: t, ws: <-conns}
+	first.hello = first.read()
+	if first.hello.Type != TypeHello || !first.hello.Control {
+		t.Fatalf("push hello: %+v", first.hello)
+	}
+	first.seq = first.hello.Seq
+	first.untilState(procmon.StateRunning)
+
+	// The gateway goes away, and stays away for a few attempts.
+	gw.Close()
+	first.ws.Close(websocket.StatusGoingAway, "gateway restarting")
+	tap.waitLog(t, "lost the connection to the gateway")
+	tap.waitLog(t, "could not connect to the gateway")
+	tap.waitLog(t, "could not connect to the gateway")
+
+	ln2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("relisten on %s: %v", addr, err)
+	}
+	gw2 := &http.Server{Handler: handler}
+	go gw2.Serve(ln2)
+	defer gw2.Close()
+
+	second := &peer{t: t, ws: <-conns}
+	defer second.ws.CloseNow()
+	second.hello = second.read()
+	if second.hello.Type != TypeHello || second.hello.Seq < first.seq {
+		t.Fatalf("hello after reconnecting: %+v", second.hello)
+	}
+	second.seq = second.hello.Seq
+	if res := second.op(OpRestart, "gw"); !res.OK {
+		t.Fatalf("restart from the gateway: %+v", res)
+	}
+	second.next(procmon.EventStarted)
+
+	// When the sidecar exits, the gateway gets the last events and 1001.
+	r.cancel()
+	second.next(procmon.EventStopped)
+	if _, _, err := second.ws.Read(ctx); !isClose(err, websocket.StatusGoingAway) {
+		t.Fatalf("after stopped: %v", err)
+	}
+	r.stop(t)
+}
