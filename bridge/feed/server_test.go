@@ -303,7 +303,9 @@ func readHello(ctx context.Context, ws *websocket.Conn) (Message, error) {
 }
 
 func isMarker(text string) func(Message) bool {
-	return func(m Message) bool { return m.Event == procmon.EventNotice && m.Fields["message"] != nil && strings.Contains(string(m.Fields["message"]), text) }
+	return func(m Message) bool {
+		return m.Event == procmon.EventNotice && m.Fields["message"] != nil && strings.Contains(string(m.Fields["message"]), text)
+	}
 }
 
 func TestThousandConcurrentClients(t *testing.T) {
