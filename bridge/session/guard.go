@@ -221,8 +221,11 @@ func (g *Guard) damaged(path string, creds Creds, data []byte, backup *Backup) C
 		return creds
 	}
 	good, err := os.ReadFile(backup.Path)
+	var kept []any
 	if err == nil && len(data) > 0 {
-		err = writeFileAtomic(filepath.Join(g.stateDir, "creds.json.damaged"), data, 0o600)
+		damagedCopy := filepath.Join(g.stateDir, "creds.json.damaged")
+		err = writeFileAtomic(damagedCopy, data, 0o600)
+		kept = []any{"damaged_copy", damagedCopy}
 	}
 	if err == nil {
 		err = writeFileAtomic(path, good, 0o600)
@@ -237,7 +240,7 @@ func (g *Guard) damaged(path string, creds Creds, data []byte, backup *Backup) C
 	now := time.Now()
 	g.restoredAt = &now
 	msg := fmt.Sprintf("creds.json in %s was %s; restored the last good copy (from %s)", g.cfg.SessionDir, what, backup.SavedAt.Format(time.DateTime))
-	g.log.Warn(msg, "damaged_copy", filepath.Join(g.stateDir, "creds.json.damaged"))
+	g.log.Warn(msg, kept...)
 	g.out.put(procmon.Event{Kind: EventCredsRestored, Message: msg, Data: map[string]any{"was": string(creds.State), "backup": backup.Path}})
 	return InspectCreds(good)
 }

@@ -27,7 +27,7 @@ func (e *HeldError) Error() string {
 	if e.Holder.Pid > 0 {
 		who = fmt.Sprintf("another wa-sidecar (pid %d, %s", e.Holder.Pid, e.Name)
 		if !e.Since.IsZero() {
-			who += ", since " + e.Since.Format(time.DateTime)
+			who += ", since " + e.Since.Local().Format(time.DateTime)
 		}
 		who += ")"
 	}
