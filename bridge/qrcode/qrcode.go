@@ -1,4 +1,8 @@
-package sim
+// Package qrcode draws QR codes with the half-block characters a terminal
+// shows, two modules per character cell, as the bridge's qrcode-terminal
+// does: the simulated bridge prints its pairing codes this way, and the
+// sidecar redraws a bridge's JSON pairing code for a person to scan.
+package qrcode
 
 import (
 	"strings"
@@ -6,12 +10,11 @@ import (
 	"rsc.io/qr"
 )
 
-// QRLines draws payload as a QR code in half-block characters (two modules
-// per character cell, one quiet-zone module around it), the way
-// qrcode-terminal's small mode does for the real bridge. Dark modules are
+// Lines draws payload as a QR code in half-block characters, with a quiet
+// zone of one module around it. Dark modules are
 // drawn as spaces on a light frame so the code scans on dark terminals, the
 // common case. It returns nil if payload is too long for a QR code.
-func QRLines(payload string) []string {
+func Lines(payload string) []string {
 	code, err := qr.Encode(payload, qr.L)
 	if err != nil {
 		return nil

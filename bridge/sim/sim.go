@@ -26,6 +26,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/wa-sidecar/wa-sidecar/bridge/qrcode"
 )
 
 // Crash is how a simulated run ends by itself.
@@ -302,7 +304,7 @@ func (b *bridge) showQR(ref string) {
 	}
 	var sb strings.Builder
 	sb.WriteString("\n📱 Scan this QR code with WhatsApp on your phone:\n\n")
-	for _, l := range QRLines(ref) {
+	for _, l := range qrcode.Lines(ref) {
 		sb.WriteString(l)
 		sb.WriteByte('\n')
 	}

@@ -161,10 +161,19 @@ func runAction(c *cli.Context) error {
 		defer guard.Close()
 	}
 
+	hermes, err := newHermes(c, target, logger)
+	if err != nil {
+		return err
+	}
+	hermes.Configure(&cfg)
+
 	m, err := procmon.New(cfg)
 	if err != nil {
 		return usageError("%v", err)
 	}
+	hermesDone := make(chan struct{})
+	go func() { defer close(hermesDone); hermes.Run(m) }()
+	defer func() { <-hermesDone }()
 	if guard != nil {
 		guardCtx, stopGuard := context.WithCancel(context.Background())
 		defer stopGuard()

@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
+	"time"
 
+	"github.com/mattn/go-isatty"
 	"github.com/urfave/cli/v2"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge"
@@ -23,7 +26,36 @@ func targetFlags() []cli.Flag {
 		&cli.IntFlag{Name: "port", Value: bridge.DefaultPort, Usage: "the bridge's HTTP port, passed to it and probed on 127.0.0.1", EnvVars: envs("PORT")},
 		&cli.StringFlag{Name: "session-dir", Usage: "the bridge's session directory (default <hermes home>/platforms/whatsapp/session, or the legacy whatsapp/session)", EnvVars: envs("SESSION_DIR")},
 		&cli.StringFlag{Name: "mode", Value: bridge.DefaultMode, Usage: "the bridge's mode: self-chat or bot", EnvVars: envs("MODE")},
+		&cli.DurationFlag{Name: "health-period", Value: 10 * time.Second, Usage: "how often GET /health is asked", EnvVars: envs("HEALTH_PERIOD")},
+		&cli.DurationFlag{Name: "health-timeout", Value: 2 * time.Second, Usage: "how long one GET /health may take", EnvVars: envs("HEALTH_TIMEOUT")},
+		&cli.IntFlag{Name: "health-failures", Value: 3, Usage: "failed GET /health in a row after which a live bridge is unresponsive and restarted", EnvVars: envs("HEALTH_FAILURES")},
+		&cli.DurationFlag{Name: "connect-grace", Value: 30 * time.Second, Usage: "time the bridge has to connect to WhatsApp before connect_timeout is reported (it is not restarted)", EnvVars: envs("CONNECT_GRACE")},
 	}
+}
+
+// newHermes builds the layer that reads the bridge's output and health.
+// Pairing QR codes are drawn on the sidecar's terminal, when it has one.
+func newHermes(c *cli.Context, t bridge.Target, logger *slog.Logger) (*bridge.Hermes, error) {
+	opts := bridge.Options{
+		Port:           t.Port,
+		SessionDir:     t.SessionDir,
+		HealthPeriod:   c.Duration("health-period"),
+		HealthTimeout:  c.Duration("health-timeout"),
+		HealthFailures: c.Int("health-failures"),
+		ConnectGrace:   c.Duration("connect-grace"),
+		Logger:         logger,
+	}
+	if opts.HealthPeriod <= 0 || opts.HealthTimeout <= 0 || opts.ConnectGrace <= 0 {
+		return nil, usageError("--health-period, --health-timeout and --connect-grace must be positive")
+	}
+	if isatty.IsTerminal(os.Stderr.Fd()) {
+		opts.QRWriter = os.Stderr
+	}
+	h, err := bridge.New(opts)
+	if err != nil {
+		return nil, usageError("%v", err)
+	}
+	return h, nil
 }
 
 // bridgeTarget decides what to run: the simulated bridge with --demo, the

@@ -1,0 +1,718 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+)
+
+// StateNeedsPairing is where the bridge waits after WhatsApp logged it out:
+// respawning cannot help until someone links the device again.
+const StateNeedsPairing procmon.State = "needs_pairing"
+
+// The events this package adds to the monitor's stream.
+const (
+	EventQR             procmon.Kind = "qr"              // a pairing QR code; the payload is in Private
+	EventConnected      procmon.Kind = "connected"       // the bridge is connected to WhatsApp
+	EventDisconnected   procmon.Kind = "disconnected"    // it lost the connection, or exited while connected
+	EventPaired         procmon.Kind = "paired"          // it connected after showing a QR code: a new pairing
+	EventUnresponsive   procmon.Kind = "unresponsive"    // alive, but /health failed too often; restarted
+	EventFlapping       procmon.Kind = "flapping"        // too many connection flips in the window
+	EventConnectTimeout procmon.Kind = "connect_timeout" // not connected within the grace period; not fatal
+	EventCredsChanged   procmon.Kind = "creds_changed"   // creds.json changed while parked; resuming
+	EventHealth         procmon.Kind = "health"          // the health details changed
+)
+
+// DetailsKey is the key of this package's part of the status details.
+const DetailsKey = "whatsapp"
+
+// Options tune the Hermes layer. Zero fields take the defaults in brackets.
+type Options struct {
+	// Port is the bridge's HTTP port. 0 switches health probing off; the
+	// connection state then follows the bridge's output alone, and
+	// readiness stays the monitor's own (ready once spawned).
+	Port int
+	// SessionDir holds creds.json; it is watched while the bridge waits in
+	// needs_pairing. Empty: only a start command resumes it.
+	SessionDir string
+
+	HealthPeriod   time.Duration // between probes [10 s]
+	HealthTimeout  time.Duration // for one probe [2 s]
+	HealthFailures int           // failed probes in a row that make the bridge unresponsive [3]
+	ConnectGrace   time.Duration // time to connect before connect_timeout [30 s]
+	FlapLimit      int           // more flips than this in FlapWindow raise flapping [5]
+	FlapWindow     time.Duration // [60 s]
+	CredsPoll      time.Duration // how often creds.json is checked while parked [1 s]
+
+	// QRWriter, if set, receives each pairing QR code drawn for a person
+	// to scan (the sidecar passes its terminal).
+	QRWriter io.Writer
+	Logger   *slog.Logger
+}
+
+func (o *Options) applyDefaults() error {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&o.HealthPeriod, 10*time.Second)
+	def(&o.HealthTimeout, 2*time.Second)
+	def(&o.ConnectGrace, 30*time.Second)
+	def(&o.FlapWindow, time.Minute)
+	def(&o.CredsPoll, time.Second)
+	if o.HealthFailures == 0 {
+		o.HealthFailures = 3
+	}
+	if o.FlapLimit == 0 {
+		o.FlapLimit = 5
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case o.Port < 0 || o.Port > 65535:
+		return fmt.Errorf("--port must be between 1 and 65535 (got %d)", o.Port)
+	case o.HealthPeriod < 0 || o.HealthTimeout < 0 || o.ConnectGrace < 0 || o.FlapWindow < 0 || o.CredsPoll < 0:
+		return errors.New("health and pairing durations must be positive")
+	case o.HealthTimeout > o.HealthPeriod:
+		return fmt.Errorf("--health-timeout (%s) is longer than --health-period (%s); probes would overlap: lower the timeout or raise the period", o.HealthTimeout, o.HealthPeriod)
+	case o.HealthFailures < 1:
+		return fmt.Errorf("--health-failures must be at least 1 (got %d)", o.HealthFailures)
+	case o.FlapLimit < 1:
+		return fmt.Errorf("the flapping limit must be at least 1 (got %d)", o.FlapLimit)
+	}
+	return nil
+}
+
+// Hermes is the layer that knows the Hermes WhatsApp bridge. It reads the
+// bridge's output, probes its /health, and turns what it learns into
+// readiness, events and status details of a procmon.Monitor; it parks a
+// logged-out bridge instead of respawning it.
+//
+// Use it in three steps: New, Configure on the monitor's Config before
+// procmon.New, then Run with the monitor.
+type Hermes struct {
+	opts      Options
+	lines     chan seenLine
+	dropped   atomic.Int64
+	loggedOut atomic.Int64 // pid of the child that said it was logged out
+	prober    *prober
+}
+
+type seenLine struct {
+	pid  int
+	line Line
+}
+
+// lineQueue bounds the lines waiting for Run. A full queue drops lines (and
+// counts them) rather than stall the bridge's output pipe.
+const lineQueue = 1024
+
+// New checks opts and returns the layer.
+func New(opts Options) (*Hermes, error) {
+	if err := opts.applyDefaults(); err != nil {
+		return nil, err
+	}
+	return &Hermes{opts: opts, lines: make(chan seenLine, lineQueue), prober: newProber()}, nil
+}
+
+// Configure hooks the layer into a monitor's configuration: it reads every
+// output line (before any Output already set), parks the bridge in
+// needs_pairing when it exits logged out, and, when a port is known, makes
+// readiness wait for /health to say connected.
+func (h *Hermes) Configure(cfg *procmon.Config) {
+	prevOut := cfg.Output
+	cfg.Output = func(l procmon.Line) {
+		h.observe(l)
+		if prevOut != nil {
+			prevOut(l)
+		}
+	}
+	prevExit := cfg.OnExit
+	cfg.OnExit = func(rec procmon.ExitRecord) *procmon.Park {
+		if p := h.onExit(rec); p != nil {
+			return p
+		}
+		if prevExit != nil {
+			return prevExit(rec)
+		}
+		return nil
+	}
+	if h.opts.Port > 0 {
+		cfg.ExternalReadiness = true
+	}
+}
+
+// observe runs on the monitor's output readers, once per line: it must not
+// block, so it parses and queues.
+func (h *Hermes) observe(l procmon.Line) {
+	p := ParseLine(l.Text)
+	if p.Kind == LineOther {
+		return
+	}
+	if p.Kind == LineLoggedOut {
+		h.loggedOut.Store(int64(l.Pid))
+	}
+	select {
+	case h.lines <- seenLine{pid: l.Pid, line: p}:
+	default:
+		h.dropped.Add(1)
+	}
+}
+
+// onExit runs in the monitor's goroutine. The logged-out mark was stored
+// by observe before the exit was reported: the monitor reads all of a
+// child's output before it handles its exit.
+func (h *Hermes) onExit(rec procmon.ExitRecord) *procmon.Park {
+	if rec.Code == nil || *rec.Code != 1 || rec.Pid == 0 || h.loggedOut.Load() != int64(rec.Pid) {
+		return nil
+	}
+	return &procmon.Park{State: StateNeedsPairing, Message: needsPairingMessage(h.opts.SessionDir)}
+}
+
+func needsPairingMessage(session string) string {
+	if session == "" {
+		return "WhatsApp logged this device out, so the bridge is not restarted. Pair it again " +
+			"(delete its session directory, then send a start and scan the new QR code); " +
+			"a start command (SIGHUP) resumes it."
+	}
+	return fmt.Sprintf("WhatsApp logged this device out, so the bridge is not restarted. Pair it again: "+
+		"delete the session %s (or run 'hermes whatsapp'), then scan the new QR code. "+
+		"The sidecar resumes by itself when creds.json changes, or on a start command (SIGHUP).", session)
+}
+
+// Dropped is how many output lines were not examined because Run fell
+// behind.
+func (h *Hermes) Dropped() int64 { return h.dropped.Load() }
+
+// Run follows m until it is done: it must be called once, after procmon.New
+// with the configuration Configure changed, and runs alongside m.Run.
+func (h *Hermes) Run(m *procmon.Monitor) {
+	w := newWatcher(h, m)
+	w.loop()
+}
+
+// probeResult is one /health answer for one child.
+type probeResult struct {
+	pid    int
+	health Health
+	err    error
+}
+
+// Details is this package's part of the status (details.whatsapp).
+type Details struct {
+	// Connection is the bridge's WhatsApp connection: unknown (just
+	// started), pairing (showing QR codes), connected, disconnected, or
+	// down (the bridge is not running).
+	Connection string `json:"connection"`
+	// Health is ok, failing (the last probe failed), unknown (no probe
+	// yet) or off (no port known).
+	Health           string `json:"health"`
+	HealthFailures   int    `json:"health_failures,omitempty"`
+	HealthError      string `json:"health_error,omitempty"`
+	QueueLength      *int   `json:"queue_length,omitempty"`
+	ScriptHash       string `json:"script_hash,omitempty"`
+	SendReadReceipts *bool  `json:"send_read_receipts,omitempty"`
+	Flapping         bool   `json:"flapping"`
+	QRCodes          int    `json:"qr_codes,omitempty"` // shown in this run of the bridge
+	User             *User  `json:"user,omitempty"`
+	Port             int    `json:"port,omitempty"`
+}
+
+// User is the WhatsApp account the bridge is connected as, when it says.
+type User struct {
+	ID   string `json:"id,omitempty"`
+	Name string `json:"name,omitempty"`
+}
+
+// watcher owns everything the layer knows about the bridge; it lives in
+// Run's goroutine alone.
+type watcher struct {
+	h   *Hermes
+	m   *procmon.Monitor
+	log *slog.Logger
+	sub *procmon.Subscription
+
+	ctx     context.Context // cancelled when Run ends, for probes in flight
+	cancel  context.CancelFunc
+	probes  sync.WaitGroup
+	results chan probeResult
+
+	state  procmon.State
+	pid    int
+	ended  []int // recent children, whose late lines are ignored
+	det    Details
+	posted Details
+
+	inFlight, probeAgain bool
+	restarted            bool // unresponsive restart already asked for this child
+	qrRows               []string
+	collecting           bool
+	messageSet           bool
+	closeReason          string // the last reason the bridge printed for a drop
+	flips                []time.Time
+
+	tick    *time.Ticker
+	connect *time.Timer
+	creds   *time.Ticker
+	credsFP fingerprint
+}
+
+func newWatcher(h *Hermes, m *procmon.Monitor) *watcher {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &watcher{h: h, m: m, log: h.opts.Logger, ctx: ctx, cancel: cancel, results: make(chan probeResult, 1)}
+	w.det = Details{Connection: "down", Health: "off", Port: h.opts.Port}
+	if h.opts.Port > 0 {
+		w.det.Health = "unknown"
+	}
+	w.posted = w.det
+	return w
+}
+
+// tickC and timeC let a select wait on a ticker or timer that may be off.
+func tickC(t *time.Ticker) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+func timeC(t *time.Timer) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+func (w *watcher) loop() {
+	defer func() {
+		w.cancel()
+		w.probes.Wait()
+		w.stopTimers()
+		w.stopCredsWatch()
+	}()
+	w.subscribe()
+	w.post(procmon.Event{Kind: EventHealth})
+	for {
+		select {
+		case ev, ok := <-w.sub.C:
+			if !ok {
+				if errors.Is(w.sub.Err(), procmon.ErrOverflow) {
+					w.log.Warn("bridge layer fell behind the event stream; resyncing")
+					w.subscribe()
+					continue
+				}
+				return
+			}
+			w.drainLines()
+			w.event(ev)
+		case sl := <-w.h.lines:
+			w.line(sl)
+		case r := <-w.results:
+			w.inFlight = false
+			w.result(r)
+			if w.probeAgain {
+				w.probeAgain = false
+				w.probe()
+			}
+		case <-tickC(w.tick):
+			w.probe()
+		case <-timeC(w.connect):
+			w.connect = nil
+			w.connectTimeout()
+		case <-tickC(w.creds):
+			w.checkCreds()
+		}
+	}
+}
+
+func (w *watcher) subscribe() {
+	sub, last := w.m.Subscribe(256)
+	w.sub = sub
+	w.state = last.Status.State
+	if pid := last.Status.Pid; pid != 0 && pid != w.pid {
+		w.begin(pid)
+	}
+}
+
+// drainLines handles the lines already queued before an event: a child's
+// lines are all queued before its exit is reported, so its exit is seen
+// after them.
+func (w *watcher) drainLines() {
+	for {
+		select {
+		case sl := <-w.h.lines:
+			w.line(sl)
+		default:
+			return
+		}
+	}
+}
+
+func (w *watcher) event(ev procmon.Event) {
+	w.state = ev.Status.State
+	switch ev.Kind {
+	case procmon.EventStarting:
+		w.stopCredsWatch()
+	case procmon.EventStarted:
+		w.begin(ev.Pid)
+	case procmon.EventExited:
+		if ev.Pid == w.pid {
+			w.end("the bridge exited")
+		}
+	case procmon.EventStopping:
+		w.stopTimers()
+	case procmon.Kind(StateNeedsPairing):
+		w.startCredsWatch()
+	}
+}
+
+// begin starts following a new child, from its started event or from its
+// first line, whichever comes first.
+func (w *watcher) begin(pid int) {
+	if pid == w.pid {
+		return
+	}
+	if w.pid != 0 {
+		w.end("the bridge was replaced")
+	}
+	w.pid = pid
+	w.restarted, w.collecting, w.qrRows, w.messageSet, w.closeReason = false, false, nil, false, ""
+	w.det.Connection, w.det.QRCodes, w.det.User = "unknown", 0, nil
+	w.det.HealthFailures, w.det.HealthError = 0, ""
+	if w.h.opts.Port > 0 {
+		w.det.Health = "unknown"
+		w.tick = time.NewTicker(w.h.opts.HealthPeriod)
+	}
+	w.connect = time.NewTimer(w.h.opts.ConnectGrace)
+}
+
+// end stops following the current child.
+func (w *watcher) end(why string) {
+	pid := w.pid
+	w.ended = append(w.ended, pid)
+	if len(w.ended) > 8 {
+		w.ended = w.ended[1:]
+	}
+	w.pid = 0
+	w.stopTimers()
+	wasConnected := w.det.Connection == "connected"
+	w.det.Connection = "down"
+	if w.h.opts.Port > 0 {
+		w.det.Health = "unknown"
+	}
+	w.det.HealthFailures, w.det.HealthError = 0, ""
+	if wasConnected {
+		w.flip()
+		w.post(procmon.Event{Kind: EventDisconnected, Reason: why, Data: map[string]any{"pid": pid}})
+		return
+	}
+	w.postIfChanged()
+}
+
+func (w *watcher) stopTimers() {
+	if w.tick != nil {
+		w.tick.Stop()
+		w.tick = nil
+	}
+	if w.connect != nil {
+		w.connect.Stop()
+		w.connect = nil
+	}
+}
+
+func (w *watcher) isEnded(pid int) bool {
+	for _, p := range w.ended {
+		if p == pid {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *watcher) line(sl seenLine) {
+	if sl.pid != w.pid {
+		if sl.pid == 0 || w.isEnded(sl.pid) {
+			return
+		}
+		w.begin(sl.pid)
+	}
+	l := sl.line
+	if w.collecting && l.Kind != LineQRRow && l.Kind != LineQRHeader {
+		w.finishQR()
+	}
+	switch l.Kind {
+	case LineListening:
+		w.probe()
+	case LineQRHeader:
+		w.collecting, w.qrRows = true, nil
+	case LineQRRow:
+		if len(w.qrRows) < 200 {
+			w.collecting = true
+			w.qrRows = append(w.qrRows, l.Row)
+		}
+	case LineQR:
+		w.showQR("pair-json", map[string]any{"qr": l.QR}, l.QR, nil)
+	case LineConnected:
+		if l.UserID != "" || l.UserName != "" {
+			w.det.User = &User{ID: l.UserID, Name: l.UserName}
+		}
+		w.heard(true, "")
+	case LineDisconnected:
+		w.heard(false, l.Reason)
+	case LineRestartRequested:
+		w.probe()
+	}
+}
+
+// heard handles a connection change the bridge printed. With a port, the
+// /health answer decides (asked at once), so the two sources never
+// disagree; without one, the line decides.
+func (w *watcher) heard(connected bool, reason string) {
+	if !connected {
+		w.closeReason = reason
+	}
+	if w.h.opts.Port > 0 {
+		w.probe()
+		return
+	}
+	w.setConnection(connected, reason)
+}
+
+func (w *watcher) finishQR() {
+	w.collecting = false
+	rows := w.qrRows
+	w.qrRows = nil
+	if len(rows) == 0 {
+		return
+	}
+	w.showQR("terminal", map[string]any{"qr_rows": rows}, "", rows)
+}
+
+// showQR posts a qr event. The code itself goes only into Private: whoever
+// can see it can link their phone to this account.
+func (w *watcher) showQR(source string, private map[string]any, payload string, rows []string) {
+	w.det.QRCodes++
+	if w.det.Connection != "connected" {
+		w.det.Connection = "pairing"
+	}
+	w.messageSet = true
+	w.post(procmon.Event{
+		Kind:    EventQR,
+		Message: "waiting for a QR scan: on your phone open WhatsApp → Settings → Linked devices → Link a device",
+		Data:    map[string]any{"source": source, "count": w.det.QRCodes},
+		Private: private,
+	})
+	w.drawQR(payload, rows)
+}
+
+// setConnection records the WhatsApp connection state of the current
+// child, with readiness and the connected, paired and disconnected events.
+func (w *watcher) setConnection(connected bool, reason string) {
+	was := w.det.Connection == "connected"
+	if connected == was && (connected || w.det.Connection == "disconnected") {
+		return
+	}
+	if !connected && w.det.Connection == "pairing" {
+		return // still waiting for the scan; nothing changed
+	}
+	if w.h.opts.Port > 0 && w.pid != 0 {
+		if err := w.m.SetReady(w.ctx, w.pid, connected); err != nil && !errors.Is(err, procmon.ErrNotRunning) {
+			w.log.Warn("could not set readiness", "error", err)
+		}
+	}
+	if !connected {
+		w.det.Connection = "disconnected"
+		if !was {
+			w.postIfChanged()
+			return
+		}
+		w.flip()
+		w.post(procmon.Event{Kind: EventDisconnected, Reason: reason})
+		return
+	}
+	w.det.Connection = "connected"
+	if w.connect != nil {
+		w.connect.Stop()
+		w.connect = nil
+	}
+	w.flip()
+	ev := procmon.Event{Kind: EventConnected}
+	if w.messageSet {
+		ev.Message = "connected to WhatsApp"
+		w.messageSet = false
+	}
+	if w.det.User != nil {
+		ev.Data = map[string]any{"user": *w.det.User}
+	}
+	w.post(ev)
+	if w.det.QRCodes > 0 {
+		w.post(procmon.Event{Kind: EventPaired, Data: ev.Data})
+	}
+}
+
+// flip records a change of the connection and raises flapping when there
+// were too many in the window.
+func (w *watcher) flip() {
+	now := time.Now()
+	w.flips = append(w.flips, now)
+	cut := 0
+	for cut < len(w.flips) && now.Sub(w.flips[cut]) > w.h.opts.FlapWindow {
+		cut++
+	}
+	w.flips = w.flips[cut:]
+	n := len(w.flips)
+	switch {
+	case n > w.h.opts.FlapLimit && !w.det.Flapping:
+		w.det.Flapping = true
+		w.messageSet = true
+		w.post(procmon.Event{
+			Kind:    EventFlapping,
+			Message: fmt.Sprintf("the WhatsApp connection changed %d times in %s; check the network, and that no other device or copy of this session uses the same account", n, w.h.opts.FlapWindow),
+			Data:    map[string]any{"flips": n, "window_s": w.h.opts.FlapWindow.Seconds()},
+		})
+	case n <= w.h.opts.FlapLimit:
+		w.det.Flapping = false
+	}
+}
+
+func (w *watcher) connectTimeout() {
+	if w.pid == 0 || w.det.Connection == "connected" || w.state != procmon.StateRunning {
+		return
+	}
+	msg := fmt.Sprintf("the bridge has not connected to WhatsApp within %s; it keeps trying. Check the network and the bridge's output", w.h.opts.ConnectGrace)
+	if w.det.Connection == "pairing" {
+		msg = fmt.Sprintf("the bridge has waited %s for a QR scan: on your phone open WhatsApp → Settings → Linked devices → Link a device, and scan the code", w.h.opts.ConnectGrace)
+	}
+	w.messageSet = true
+	w.post(procmon.Event{Kind: EventConnectTimeout, Message: msg, Data: map[string]any{"grace_s": w.h.opts.ConnectGrace.Seconds()}})
+}
+
+// probe asks the current child for its health, unless a probe is in
+// flight, in which case one more follows it.
+func (w *watcher) probe() {
+	if w.h.opts.Port == 0 || w.pid == 0 || w.state != procmon.StateRunning {
+		return
+	}
+	if w.inFlight {
+		w.probeAgain = true
+		return
+	}
+	w.inFlight = true
+	pid, port, timeout := w.pid, w.h.opts.Port, w.h.opts.HealthTimeout
+	w.probes.Add(1)
+	go func() {
+		defer w.probes.Done()
+		h, err := w.h.prober.probe(w.ctx, port, timeout)
+		select {
+		case w.results <- probeResult{pid: pid, health: h, err: err}:
+		case <-w.ctx.Done():
+		}
+	}()
+}
+
+func (w *watcher) result(r probeResult) {
+	if r.pid != w.pid || w.state != procmon.StateRunning {
+		return
+	}
+	if r.err != nil {
+		w.det.Health = "failing"
+		w.det.HealthFailures++
+		w.det.HealthError = r.err.Error()
+		if w.det.HealthFailures >= w.h.opts.HealthFailures && !w.restarted {
+			w.unresponsive()
+			return
+		}
+		w.postIfChanged()
+		return
+	}
+	q, rr := r.health.QueueLength, r.health.SendReadReceipts
+	w.det.Health, w.det.HealthFailures, w.det.HealthError = "ok", 0, ""
+	w.det.QueueLength, w.det.ScriptHash, w.det.SendReadReceipts = &q, r.health.ScriptHash, &rr
+	reason := w.closeReason
+	if reason == "" {
+		reason = "GET /health says disconnected"
+	}
+	w.setConnection(r.health.Status == "connected", reason)
+	w.postIfChanged()
+}
+
+// unresponsive restarts a child that is alive but no longer answers.
+func (w *watcher) unresponsive() {
+	w.restarted = true
+	n, last := w.det.HealthFailures, w.det.HealthError
+	w.log.Warn("the bridge is alive but does not answer /health; restarting it", "pid", w.pid, "failures", n, "error", last)
+	w.messageSet = true
+	w.post(procmon.Event{
+		Kind:    EventUnresponsive,
+		Reason:  last,
+		Message: fmt.Sprintf("the bridge (pid %d) stopped answering GET /health (%d failures in a row); restarting it", w.pid, n),
+		Data:    map[string]any{"failures": n, "pid": w.pid},
+	})
+	if err := w.m.Restart(w.ctx); err != nil && !errors.Is(err, procmon.ErrNotRunning) {
+		w.log.Warn("could not restart the unresponsive bridge", "error", err)
+	}
+}
+
+// post adds ev to the stream with the current details.
+func (w *watcher) post(ev procmon.Event) {
+	ev.Status.Details = map[string]any{DetailsKey: w.det}
+	w.posted = w.det
+	w.logEvent(ev)
+	if err := w.m.Post(w.ctx, ev); err != nil && !errors.Is(err, procmon.ErrNotRunning) {
+		w.log.Warn("could not post a bridge event", "event", ev.Kind, "error", err)
+	}
+}
+
+// postIfChanged posts a health event when the details changed without
+// anything else to say.
+func (w *watcher) postIfChanged() {
+	if !w.det.equal(w.posted) {
+		w.post(procmon.Event{Kind: EventHealth})
+	}
+}
+
+func (d Details) equal(o Details) bool {
+	intEq := func(a, b *int) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
+	boolEq := func(a, b *bool) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
+	userEq := (d.User == nil) == (o.User == nil) && (d.User == nil || *d.User == *o.User)
+	return d.Connection == o.Connection && d.Health == o.Health && d.HealthFailures == o.HealthFailures &&
+		d.HealthError == o.HealthError && intEq(d.QueueLength, o.QueueLength) && d.ScriptHash == o.ScriptHash &&
+		boolEq(d.SendReadReceipts, o.SendReadReceipts) && d.Flapping == o.Flapping && d.QRCodes == o.QRCodes &&
+		userEq && d.Port == o.Port
+}
+
+// logEvent tells the person watching the sidecar's log what the bridge
+// layer saw; the same events reach the status feed.
+func (w *watcher) logEvent(ev procmon.Event) {
+	attrs := []any{"event", string(ev.Kind), "pid", w.pid}
+	if ev.Reason != "" {
+		attrs = append(attrs, "reason", ev.Reason)
+	}
+	msg := ev.Message
+	switch ev.Kind {
+	case EventHealth:
+		w.log.Debug("bridge health", append(attrs, "connection", w.det.Connection, "health", w.det.Health)...)
+		return
+	case EventUnresponsive, EventFlapping, EventConnectTimeout:
+		w.log.Warn(msg, attrs...)
+		return
+	case EventQR:
+		msg = fmt.Sprintf("pairing QR code #%d (%s)", w.det.QRCodes, ev.Data["source"])
+	case EventConnected:
+		msg = "WhatsApp connected"
+	case EventPaired:
+		msg = "WhatsApp paired: this device is now linked"
+	case EventDisconnected:
+		msg = "WhatsApp disconnected"
+	}
+	w.log.Info(msg, attrs...)
+}
