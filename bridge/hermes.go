@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/wa-sidecar/wa-sidecar/procmon"
@@ -104,6 +105,9 @@ type Hermes struct {
 	lines     chan seenLine
 	dropped   atomic.Int64
 	loggedOut atomic.Int64 // pid of the child that said it was logged out
+	// parkedCreds is creds.json as it was when the bridge was parked, taken
+	// in OnExit so that a change made right after the park is not missed.
+	parkedCreds atomic.Pointer[fingerprint]
 	prober    *prober
 }
 
@@ -175,6 +179,8 @@ func (h *Hermes) onExit(rec procmon.ExitRecord) *procmon.Park {
 	if rec.Code == nil || *rec.Code != 1 || rec.Pid == 0 || h.loggedOut.Load() != int64(rec.Pid) {
 		return nil
 	}
+	fp := credsFingerprint(h.opts.SessionDir)
+	h.parkedCreds.Store(&fp)
 	return &procmon.Park{State: StateNeedsPairing, Message: needsPairingMessage(h.opts.SessionDir)}
 }
 
@@ -254,6 +260,8 @@ type watcher struct {
 
 	inFlight, probeAgain bool
 	restarted            bool // unresponsive restart already asked for this child
+	answered             bool // this child has answered /health at least once
+	began                time.Time
 	qrRows               []string
 	collecting           bool
 	messageSet           bool
@@ -386,6 +394,7 @@ func (w *watcher) begin(pid int) {
 	}
 	w.pid = pid
 	w.restarted, w.collecting, w.qrRows, w.messageSet, w.closeReason = false, false, nil, false, ""
+	w.answered, w.began = false, time.Now()
 	w.det.Connection, w.det.QRCodes, w.det.User = "unknown", 0, nil
 	w.det.HealthFailures, w.det.HealthError = 0, ""
 	if w.h.opts.Port > 0 {
@@ -411,8 +420,8 @@ func (w *watcher) end(why string) {
 	}
 	w.det.HealthFailures, w.det.HealthError = 0, ""
 	if wasConnected {
-		w.flip()
 		w.post(procmon.Event{Kind: EventDisconnected, Reason: why, Data: map[string]any{"pid": pid}})
+		w.flip()
 		return
 	}
 	w.postIfChanged()
@@ -535,8 +544,8 @@ func (w *watcher) setConnection(connected bool, reason string) {
 			w.postIfChanged()
 			return
 		}
-		w.flip()
 		w.post(procmon.Event{Kind: EventDisconnected, Reason: reason})
+		w.flip()
 		return
 	}
 	w.det.Connection = "connected"
@@ -544,7 +553,6 @@ func (w *watcher) setConnection(connected bool, reason string) {
 		w.connect.Stop()
 		w.connect = nil
 	}
-	w.flip()
 	ev := procmon.Event{Kind: EventConnected}
 	if w.messageSet {
 		ev.Message = "connected to WhatsApp"
@@ -557,10 +565,11 @@ func (w *watcher) setConnection(connected bool, reason string) {
 	if w.det.QRCodes > 0 {
 		w.post(procmon.Event{Kind: EventPaired, Data: ev.Data})
 	}
+	w.flip()
 }
 
-// flip records a change of the connection and raises flapping when there
-// were too many in the window.
+// flip records a change of the connection, after its event has been
+// posted, and raises flapping when there were too many in the window.
 func (w *watcher) flip() {
 	now := time.Now()
 	w.flips = append(w.flips, now)
@@ -624,6 +633,11 @@ func (w *watcher) result(r probeResult) {
 		return
 	}
 	if r.err != nil {
+		if !w.answered && errors.Is(r.err, syscall.ECONNREFUSED) && time.Since(w.began) < w.h.opts.ConnectGrace {
+			// Not listening yet: Node can take seconds to load the bridge.
+			// A bridge that accepts and then hangs is not excused.
+			return
+		}
 		w.det.Health = "failing"
 		w.det.HealthFailures++
 		w.det.HealthError = r.err.Error()
@@ -634,6 +648,7 @@ func (w *watcher) result(r probeResult) {
 		w.postIfChanged()
 		return
 	}
+	w.answered = true
 	q, rr := r.health.QueueLength, r.health.SendReadReceipts
 	w.det.Health, w.det.HealthFailures, w.det.HealthError = "ok", 0, ""
 	w.det.QueueLength, w.det.ScriptHash, w.det.SendReadReceipts = &q, r.health.ScriptHash, &rr

@@ -69,6 +69,9 @@ func (w *watcher) startCredsWatch() {
 		return
 	}
 	w.credsFP = credsFingerprint(w.h.opts.SessionDir)
+	if fp := w.h.parkedCreds.Load(); fp != nil {
+		w.credsFP = *fp
+	}
 	w.creds = time.NewTicker(w.h.opts.CredsPoll)
 }
 

@@ -1,0 +1,272 @@
+package bridge
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wa-sidecar/wa-sidecar/bridge/qrcode"
+	"github.com/wa-sidecar/wa-sidecar/bridge/sim"
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+)
+
+// testOptions probe often, so that tests wait less; nothing asserts on it.
+func testOptions(c sim.Config) Options {
+	return Options{
+		Port:          c.Port,
+		SessionDir:    c.SessionDir,
+		HealthPeriod:  100 * time.Millisecond,
+		HealthTimeout: 100 * time.Millisecond,
+		CredsPoll:     20 * time.Millisecond,
+		ConnectGrace:  time.Minute,
+	}
+}
+
+func TestPairingFromTheQRBlockThenConnected(t *testing.T) {
+	c := simConfig(t)
+	c.PairAfter = 300 * time.Millisecond
+	h := start(t, simCommand(c), testOptions(c))
+
+	started := h.next(procmon.EventStarted)
+	if started.Status.Ready {
+		t.Fatal("ready before /health said connected")
+	}
+	qr := h.nextUnless(EventQR, EventConnected)
+	rows, _ := qr.Private["qr_rows"].([]string)
+	if len(rows) < 11 {
+		t.Fatalf("QR rows not captured: %q", rows)
+	}
+	for _, r := range rows {
+		if ParseLine([]byte(r)).Kind != LineQRRow {
+			t.Fatalf("captured a line that is not a QR row: %q", r)
+		}
+	}
+	if qr.Data["source"] != "terminal" || qr.Data["qr_rows"] != nil {
+		t.Fatalf("public data of the qr event: %v", qr.Data)
+	}
+	if d := details(t, qr); d.Connection != "pairing" {
+		t.Fatalf("connection while showing a QR code: %q", d.Connection)
+	}
+
+	ready := h.nextUnless(procmon.EventReady, procmon.EventExited)
+	if ready.Ready == nil || !*ready.Ready {
+		t.Fatalf("ready event says %v", ready.Ready)
+	}
+	conn := h.next(EventConnected)
+	d := details(t, conn)
+	if d.Connection != "connected" || d.Health != "ok" || len(d.ScriptHash) != 16 || d.QueueLength == nil {
+		t.Fatalf("details after connecting: %+v", d)
+	}
+	h.next(EventPaired)
+	if !Paired(c.SessionDir) {
+		t.Fatal("the simulator did not save credentials")
+	}
+}
+
+func TestPairingFromJSONLines(t *testing.T) {
+	c := simConfig(t)
+	c.PairJSON = true
+	c.PairAfter = 300 * time.Millisecond
+	h := start(t, simCommand(c), testOptions(c))
+
+	qr := h.nextUnless(EventQR, EventConnected)
+	payload, _ := qr.Private["qr"].(string)
+	if !strings.HasPrefix(payload, "2@") || strings.Count(payload, ",") != 3 {
+		t.Fatalf("QR payload from --pair-json: %q", payload)
+	}
+	if qr.Data["source"] != "pair-json" || qr.Data["qr"] != nil {
+		t.Fatalf("public data of the qr event: %v", qr.Data)
+	}
+	conn := h.next(EventConnected)
+	u, _ := conn.Data["user"].(User)
+	if u.ID == "" {
+		t.Fatalf("connected event without the user from the JSON line: %v", conn.Data)
+	}
+	h.next(EventPaired)
+}
+
+func TestLoggedOutParksUntilCredsChange(t *testing.T) {
+	c := simConfig(t)
+	pair(t, c.SessionDir)
+	c.CrashAfter = 200 * time.Millisecond
+	c.Crashes = []sim.Crash{sim.CrashLogout}
+	h := start(t, simCommand(c), testOptions(c))
+
+	first := h.next(procmon.EventStarted)
+	ex := h.nextUnless(procmon.EventExited, procmon.EventStarting)
+	if ex.Exit.Code == nil || *ex.Exit.Code != 1 {
+		t.Fatalf("logged-out exit: %s", ex.Exit.Describe())
+	}
+	parked := h.nextUnless(procmon.Kind(StateNeedsPairing), procmon.EventStarting, procmon.EventBackoff)
+	if parked.Status.State != StateNeedsPairing || !strings.Contains(parked.Status.Message, "creds.json") {
+		t.Fatalf("parked in %q with message %q", parked.Status.State, parked.Status.Message)
+	}
+
+	// Nothing else starts the bridge: the first start must follow the
+	// change of creds.json.
+	pair(t, c.SessionDir)
+	now := time.Now().Add(time.Second)
+	os.Chtimes(filepath.Join(c.SessionDir, "creds.json"), now, now)
+	h.nextUnless(EventCredsChanged, procmon.EventStarting)
+	second := h.next(procmon.EventStarted)
+	if second.Pid == first.Pid {
+		t.Fatal("no new bridge after creds.json changed")
+	}
+
+	// Logged out again; this time a start command resumes it.
+	h.nextUnless(procmon.Kind(StateNeedsPairing), procmon.EventStarting)
+	if err := h.m.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	h.nextUnless(procmon.EventStarted, EventCredsChanged)
+}
+
+func TestDeletingTheSessionResumesAPairing(t *testing.T) {
+	c := simConfig(t)
+	pair(t, c.SessionDir)
+	c.CrashAfter = 200 * time.Millisecond
+	c.Crashes = []sim.Crash{sim.CrashLogout}
+	h := start(t, simCommand(c), testOptions(c))
+	h.nextUnless(procmon.Kind(StateNeedsPairing), procmon.EventBackoff)
+	if err := os.RemoveAll(c.SessionDir); err != nil {
+		t.Fatal(err)
+	}
+	ev := h.nextUnless(EventCredsChanged, procmon.EventStarting)
+	if ev.Data["exists"] != false {
+		t.Fatalf("creds_changed data: %v", ev.Data)
+	}
+	// Unpaired now, the bridge shows a QR code instead of logging out.
+	h.nextUnless(EventQR, procmon.Kind(StateNeedsPairing))
+}
+
+func TestOtherExit1IsRespawned(t *testing.T) {
+	c := simConfig(t)
+	pair(t, c.SessionDir)
+	c.CrashAfter = 100 * time.Millisecond
+	c.Crashes = []sim.Crash{sim.CrashException}
+	h := start(t, simCommand(c), testOptions(c))
+	h.next(procmon.EventExited)
+	h.nextUnless(procmon.EventBackoff, procmon.Kind(StateNeedsPairing))
+	h.next(procmon.EventStarted)
+}
+
+func TestAbortIsASignalDeath(t *testing.T) {
+	c := simConfig(t)
+	pair(t, c.SessionDir)
+	c.CrashAfter = 100 * time.Millisecond
+	c.Crashes = []sim.Crash{sim.CrashAbort}
+	h := start(t, simCommand(c), testOptions(c))
+	ex := h.next(procmon.EventExited)
+	if ex.Exit.Signal == nil || *ex.Exit.Signal != "SIGABRT" || ex.Exit.Class != procmon.ClassFailure {
+		t.Fatalf("abort: %s", ex.Exit.Describe())
+	}
+}
+
+func TestFlapping(t *testing.T) {
+	c := simConfig(t)
+	pair(t, c.SessionDir)
+	c.FlipEvery = 60 * time.Millisecond
+	c.ReconnectAfter = 60 * time.Millisecond
+	h := start(t, simCommand(c), testOptions(c))
+	ev := h.nextUnless(EventFlapping, procmon.EventExited)
+	if n, _ := ev.Data["flips"].(int); n <= 5 {
+		t.Fatalf("flapping after %v flips", ev.Data["flips"])
+	}
+	if !details(t, ev).Flapping || !strings.Contains(ev.Status.Message, "changed") {
+		t.Fatalf("status after flapping: %+v, %q", details(t, ev), ev.Status.Message)
+	}
+	var flips int
+	for _, e := range h.seen {
+		if e.Kind == EventConnected || e.Kind == EventDisconnected {
+			flips++
+		}
+	}
+	if flips <= 5 {
+		t.Fatalf("flapping raised after %d connected/disconnected events", flips)
+	}
+}
+
+func TestReadinessFollowsTheConnection(t *testing.T) {
+	c := simConfig(t)
+	pair(t, c.SessionDir)
+	c.FlipEvery = 200 * time.Millisecond
+	c.ReconnectAfter = 200 * time.Millisecond
+	h := start(t, simCommand(c), testOptions(c))
+	for _, want := range []bool{true, false, true} {
+		ev := h.nextUnless(procmon.EventReady, procmon.EventExited)
+		if *ev.Ready != want {
+			t.Fatalf("ready %v, want %v; seen %v", *ev.Ready, want, h.kinds())
+		}
+	}
+	d := h.next(EventDisconnected)
+	if d.Reason != "connectionLost" {
+		t.Fatalf("disconnect reason %q, want the one the bridge printed", d.Reason)
+	}
+}
+
+func TestUnresponsiveBridgeIsRestarted(t *testing.T) {
+	c := simConfig(t)
+	pair(t, c.SessionDir)
+	c.HealthHang = true
+	opts := testOptions(c)
+	opts.HealthTimeout = 50 * time.Millisecond
+	h := start(t, simCommand(c), opts)
+	first := h.next(procmon.EventStarted)
+	ev := h.nextUnless(EventUnresponsive, procmon.EventExited)
+	if ev.Data["failures"] != 3 || !strings.Contains(ev.Reason, "did not answer") {
+		t.Fatalf("unresponsive: data %v, reason %q", ev.Data, ev.Reason)
+	}
+	ex := h.next(procmon.EventExited)
+	if ex.Pid != first.Pid || !ex.Exit.Requested {
+		t.Fatalf("the hung bridge was not stopped by the sidecar: %+v", ex.Exit)
+	}
+	if second := h.next(procmon.EventStarted); second.Pid == first.Pid {
+		t.Fatal("no new bridge")
+	}
+}
+
+func TestConnectTimeoutIsReportedNotFatal(t *testing.T) {
+	c := simConfig(t) // never paired, never scanned
+	opts := testOptions(c)
+	opts.ConnectGrace = 300 * time.Millisecond
+	h := start(t, simCommand(c), opts)
+	ev := h.nextUnless(EventConnectTimeout, procmon.EventExited)
+	if ev.Status.State != procmon.StateRunning {
+		t.Fatalf("connect_timeout in state %s", ev.Status.State)
+	}
+	// The advice depends on whether the bridge got as far as a QR code
+	// within the grace period.
+	sawQR := false
+	for _, e := range h.seen {
+		sawQR = sawQR || e.Kind == EventQR
+	}
+	if want := map[bool]string{true: "QR scan", false: "network"}[sawQR]; !strings.Contains(ev.Message, want) {
+		t.Fatalf("connect_timeout (QR shown: %v) says %q, want it to mention %q", sawQR, ev.Message, want)
+	}
+	// Still the same bridge, still showing codes.
+	h.nextUnless(EventQR, procmon.EventExited, procmon.EventStopping)
+}
+
+func TestWithoutAPortTheOutputDecides(t *testing.T) {
+	h := start(t, []string{fakeBridge, "-say", "📱 Scan this QR code with WhatsApp on your phone:|" +
+		strings.Join(rowsOf("2@abc,def,ghi,jkl"), "|") + "|Waiting for scan...|✅ WhatsApp connected!|⚠️  Connection closed (reason: 428). Reconnecting in 3s...",
+		"-hang"}, Options{})
+	started := h.next(procmon.EventStarted)
+	if !started.Status.Ready {
+		t.Fatal("without a port, readiness should stay the monitor's (ready once spawned)")
+	}
+	qr := h.next(EventQR)
+	if rows, _ := qr.Private["qr_rows"].([]string); len(rows) != len(rowsOf("2@abc,def,ghi,jkl")) {
+		t.Fatalf("QR rows: got %d", len(rows))
+	}
+	h.nextUnless(EventConnected, EventDisconnected)
+	h.next(EventPaired)
+	d := h.next(EventDisconnected)
+	if d.Reason != "428" || details(t, d).Health != "off" {
+		t.Fatalf("disconnected: reason %q, details %+v", d.Reason, details(t, d))
+	}
+}
+
+func rowsOf(payload string) []string { return qrcode.Lines(payload) }
