@@ -108,7 +108,7 @@ type Hermes struct {
 	// parkedCreds is creds.json as it was when the bridge was parked, taken
 	// in OnExit so that a change made right after the park is not missed.
 	parkedCreds atomic.Pointer[fingerprint]
-	prober    *prober
+	prober      *prober
 }
 
 type seenLine struct {
