@@ -15,3 +15,8 @@ build:
 # What CI runs.
 ci:
     bash .ci/run
+
+# Run the sidecar over a crash-looping bridge and check that fds, threads,
+# RSS and zombies stay flat (DURATION like 30s, 10m, 2h).
+soak DURATION="10m":
+    bash bench/soak.sh {{DURATION}}
