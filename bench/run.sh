@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of wa-sidecar and its peers on one fake bridge.
+# Installs what it needs (supervisor, s6 and runit from Debian, pm2 from
+# npm) if missing, builds the binaries, runs bench/wabench and keeps the
+# table in bench/results/. Arguments go to wabench, for example:
+#
+#   bench/run.sh                               # everything, full size
+#   bench/run.sh -n 5 -idle 5s -output-runs 1  # a quick look
+#   bench/run.sh -tools floor,pipe-cat,wa-sidecar -only output
+#
+# Run it on a quiet machine: other work on the CPUs shows in every figure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v supervisord >/dev/null || missing+=(supervisor)
+command -v s6-svscan >/dev/null || missing+=(s6)
+command -v runsv >/dev/null || missing+=(runit)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bench: installing ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! [ -f "$(npm root -g)/pm2/package.json" ]; then
+  echo "bench: installing pm2" >&2
+  npm install -g --silent pm2 >/dev/null
+fi
+
+mkdir -p bin bench/results
+go build -o bin/wa-sidecar ./cmd/wa-sidecar
+go build -o bin/fakebridge ./testdata/fakebridge
+go build -o bin/wabench ./bench/wabench
+
+out="bench/results/$(date -u +%Y%m%dT%H%M%SZ).md"
+bin/wabench -sidecar bin/wa-sidecar -fakebridge bin/fakebridge -pm2-listener bench/pm2-listen.js "$@" | tee "$out"
+echo "bench: table saved in $out" >&2
