@@ -1,0 +1,132 @@
+package bridge
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// machine describes a computer to Discover: its environment and which
+// programs are in PATH.
+func machine(env map[string]string, programs ...string) (func(string) string, func(string) (string, error)) {
+	getenv := func(k string) string { return env[k] }
+	lookPath := func(name string) (string, error) {
+		for _, p := range programs {
+			if filepath.Base(p) == name || p == name {
+				return p, nil
+			}
+		}
+		return "", errors.New("executable file not found in $PATH")
+	}
+	return getenv, lookPath
+}
+
+func touch(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDiscoverFindsTheGatewaysBridge(t *testing.T) {
+	home := t.TempDir()
+	script := filepath.Join(home, "scripts", "whatsapp-bridge", "bridge.js")
+	touch(t, script, "// bridge")
+	getenv, look := machine(map[string]string{"HERMES_HOME": home}, "/usr/bin/node")
+	tg, err := Discover(Where{Getenv: getenv, LookPath: look})
+	if err != nil {
+		t.Fatal(err)
+	}
+	session := filepath.Join(home, "platforms", "whatsapp", "session")
+	want := []string{"/usr/bin/node", script, "--port", "3000", "--session", session, "--mode", "self-chat"}
+	if strings.Join(tg.Command, " ") != strings.Join(want, " ") || tg.Port != 3000 || tg.SessionDir != session || tg.Dir != filepath.Dir(script) {
+		t.Fatalf("target %+v\nwant command %v", tg, want)
+	}
+}
+
+func TestDiscoverPrefersAPairedLegacySession(t *testing.T) {
+	home := t.TempDir()
+	touch(t, filepath.Join(home, "scripts", "whatsapp-bridge", "bridge.js"), "")
+	if err := os.MkdirAll(filepath.Join(home, "platforms", "whatsapp", "session"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	legacy := filepath.Join(home, "whatsapp", "session")
+	touch(t, filepath.Join(legacy, "creds.json"), `{"me":{}}`)
+	getenv, look := machine(map[string]string{"HOME": "/nowhere"}, "/opt/node/bin/nodejs")
+	tg, err := Discover(Where{HermesHome: home, Port: 3005, Mode: "bot", Getenv: getenv, LookPath: look})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg.SessionDir != legacy || tg.Port != 3005 || tg.Command[0] != "/opt/node/bin/nodejs" || tg.Command[len(tg.Command)-1] != "bot" {
+		t.Fatalf("target %+v", tg)
+	}
+
+	// A 0-byte creds.json is not a pairing: the current location wins.
+	touch(t, filepath.Join(legacy, "creds.json"), "")
+	tg, err = Discover(Where{HermesHome: home, Getenv: getenv, LookPath: look})
+	if err != nil || tg.SessionDir != filepath.Join(home, "platforms", "whatsapp", "session") {
+		t.Fatalf("with an empty legacy creds.json: %+v, %v", tg, err)
+	}
+}
+
+func TestDiscoverErrorsSayWhatWasLookedFor(t *testing.T) {
+	home := t.TempDir()
+	getenv, look := machine(map[string]string{"HOME": home}, "/usr/bin/node")
+	_, err := Discover(Where{Getenv: getenv, LookPath: look})
+	for _, want := range []string{filepath.Join(home, ".hermes", "scripts", "whatsapp-bridge", "bridge.js"), "~/.hermes", "HERMES_HOME", "--bridge-script", "--demo"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("no bridge: error %v does not mention %q", err, want)
+		}
+	}
+
+	touch(t, filepath.Join(home, "b.js"), "")
+	getenv, look = machine(map[string]string{"HOME": home, "PATH": "/usr/bin:/bin"})
+	_, err = Discover(Where{Script: filepath.Join(home, "b.js"), Getenv: getenv, LookPath: look})
+	for _, want := range []string{"node and nodejs", "/usr/bin:/bin", "--node"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("no node: error %v does not mention %q", err, want)
+		}
+	}
+
+	cases := []struct {
+		w    Where
+		want string
+	}{
+		{Where{Script: filepath.Join(home, "missing.js")}, "--bridge-script"},
+		{Where{Script: filepath.Join(home, "b.js"), Port: 70000}, "--port"},
+		{Where{Script: filepath.Join(home, "b.js"), Mode: "group"}, "--mode"},
+		{Where{Script: filepath.Join(home, "b.js"), Node: "nonode"}, "--node"},
+	}
+	for _, c := range cases {
+		c.w.Getenv, c.w.LookPath = machine(map[string]string{"HOME": home}, "/usr/bin/node")
+		if _, err := Discover(c.w); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Discover(%+v): %v, want an error naming %s", c.w, err, c.want)
+		}
+	}
+
+	getenv, look = machine(nil, "/usr/bin/node")
+	if _, err := Discover(Where{Getenv: getenv, LookPath: look}); err == nil || !strings.Contains(err.Error(), "HERMES_HOME") {
+		t.Errorf("no HOME: %v", err)
+	}
+}
+
+func TestDemoUsesAFreshSession(t *testing.T) {
+	tg, err := Demo("/bin/wa-sidecar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Cleanup()
+	if tg.Command[1] != "simulate-bridge" || tg.Port == 0 || Paired(tg.SessionDir) {
+		t.Fatalf("demo target %+v", tg)
+	}
+	dir := filepath.Dir(tg.SessionDir)
+	tg.Cleanup()
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("demo session %s left behind: %v", dir, err)
+	}
+}
