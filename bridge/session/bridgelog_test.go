@@ -7,9 +7,14 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
+
+// once keeps a bridge that has exited from running again while the test
+// reads what it wrote.
+var once = procmon.Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2, Reset: time.Hour}
 
 func TestBridgeLogPath(t *testing.T) {
 	if got := BridgeLogPath("/h/.hermes/platforms/whatsapp/session/"); got != "/h/.hermes/platforms/whatsapp/bridge.log" {
@@ -35,6 +40,7 @@ func TestBridgeLogAppendsBridgeOutput(t *testing.T) {
 	h := startMonitor(t, nil, procmon.Config{
 		Command: []string{fakeBridge, "-say", "🌉 WhatsApp bridge listening on port 3000 (mode: self-chat)|✅ WhatsApp connected!", "-say-err", "boom", "-exit", "0"},
 		Output:  bl.Line,
+		Backoff: once,
 	})
 	h.next(procmon.EventExited)
 
@@ -90,6 +96,7 @@ func TestBridgeLogRotatesWholeLines(t *testing.T) {
 	h := startMonitor(t, nil, procmon.Config{
 		Command: []string{fakeBridge, "-spew", "3145728", "-line", "1000", "-exit", "0"},
 		Output:  bl.Line,
+		Backoff: once,
 	})
 	h.next(procmon.EventExited)
 

@@ -200,7 +200,9 @@ type harness struct {
 
 func startMonitor(t *testing.T, g *Guard, cfg procmon.Config) *harness {
 	t.Helper()
-	cfg.Backoff = procmon.Backoff{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2, Reset: time.Hour}
+	if cfg.Backoff == (procmon.Backoff{}) {
+		cfg.Backoff = procmon.Backoff{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2, Reset: time.Hour}
+	}
 	cfg.StopTimeout = 5 * time.Second
 	if g != nil {
 		cfg.BeforeSpawn = g.BeforeSpawn
