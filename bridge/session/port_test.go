@@ -249,3 +249,37 @@ func TestPortFree(t *testing.T) {
 		t.Fatalf("portFree(%d) after close = %v, %v", port, free, err)
 	}
 }
+
+// BenchmarkBeforeSpawn measures what the guard adds to every respawn of a
+// paired session on a free port: reading creds.json and its copy, the
+// leftover record, and one trial bind.
+func BenchmarkBeforeSpawn(b *testing.B) {
+	dir := filepath.Join(b.TempDir(), "session")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "creds.json"), []byte(pairedCreds), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	g, err := Open(Config{SessionDir: dir, Port: port})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.Close()
+	g.AfterSpawn(signals.Identity{Pid: os.Getpid(), StartTime: 1})
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := g.BeforeSpawn(); err != nil {
+			b.Fatal(err)
+		}
+		g.out.take()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/spawn")
+}
