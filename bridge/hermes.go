@@ -195,10 +195,6 @@ func needsPairingMessage(session string) string {
 		"The sidecar resumes by itself when creds.json changes, or on a start command (SIGHUP).", session)
 }
 
-// Dropped is how many output lines were not examined because Run fell
-// behind.
-func (h *Hermes) Dropped() int64 { return h.dropped.Load() }
-
 // Run follows m until it is done: it must be called once, after procmon.New
 // with the configuration Configure changed, and runs alongside m.Run.
 func (h *Hermes) Run(m *procmon.Monitor) {
@@ -321,6 +317,9 @@ func (w *watcher) loop() {
 				return
 			}
 			w.drainLines()
+			if n := w.h.dropped.Swap(0); n > 0 {
+				w.log.Warn("the bridge printed faster than it could be read; lines were not examined", "lines", n)
+			}
 			w.event(ev)
 		case sl := <-w.h.lines:
 			w.line(sl)
