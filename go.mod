@@ -17,6 +17,8 @@ require (
 	rsc.io/qr v0.2.0
 )
 
+require github.com/creack/pty v1.1.24 // indirect
+
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

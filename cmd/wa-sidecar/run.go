@@ -182,6 +182,11 @@ func runAction(c *cli.Context) error {
 	if reapAll {
 		logger.Info("reaping orphaned processes", "pid1", os.Getpid() == 1)
 	}
+	stopSystemd, err := followSystemd(m, logger)
+	if err != nil {
+		return err
+	}
+	defer stopSystemd()
 	return supervise(m, logger)
 }
 

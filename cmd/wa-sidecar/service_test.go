@@ -1,11 +1,13 @@
 package main
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -255,5 +257,74 @@ func TestInstallServiceCommand(t *testing.T) {
 		if code != exitUsage || !strings.Contains(out, bad.want) {
 			t.Errorf("install-service %q: exit %d, want %d and a message naming %q:\n%s", bad.args, code, exitUsage, bad.want, out)
 		}
+	}
+}
+
+// TestSystemdNotifyFromTheBinary runs the real sidecar as systemd would
+// run a Type=notify unit, with NOTIFY_SOCKET and WATCHDOG_USEC pointing at
+// a socket of the test's: it must send READY=1, a STATUS= saying the
+// bridge is ready, WATCHDOG=1 pings, and STOPPING=1 at SIGTERM, then exit 0.
+func TestSystemdNotifyFromTheBinary(t *testing.T) {
+	bin, fake := binaries(t)
+	dir, err := os.MkdirTemp("", "sdn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msgs := make(chan string, 1024)
+	go func() {
+		defer close(msgs)
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	var seen []string
+	await := func(what string, ok func(string) bool) {
+		t.Helper()
+		deadline := time.After(20 * time.Second)
+		for {
+			select {
+			case m := <-msgs:
+				seen = append(seen, m)
+				if ok(m) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no %s from the sidecar; got %q", what, seen)
+			}
+		}
+	}
+
+	// startCmd passes this process's environment on.
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", "200000")
+	p := startSidecar(t, bin, "run", "--", fake, "-hang")
+	await("READY=1", func(m string) bool { return m == "READY=1" })
+	await("a ready STATUS=", func(m string) bool { return strings.HasPrefix(m, "STATUS=bridge ready, up ") })
+	await("WATCHDOG=1", func(m string) bool { return m == "WATCHDOG=1" })
+	p.signal(syscall.SIGTERM)
+	await("STOPPING=1", func(m string) bool { return strings.HasPrefix(m, "STOPPING=1") })
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d; log:\n%s", code, p.logText())
+	}
+	readies := 0
+	for _, m := range seen {
+		if m == "READY=1" {
+			readies++
+		}
+	}
+	if readies != 1 {
+		t.Errorf("READY=1 sent %d times; want once (messages %q)", readies, seen)
 	}
 }
