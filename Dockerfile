@@ -1,0 +1,48 @@
+# syntax=docker/dockerfile:1
+#
+# wa-sidecar next to Node.js, which runs the Hermes WhatsApp bridge.
+#
+#   docker build -t wa-sidecar .
+#   docker run -d --name wa-sidecar -v hermes-home:/hermes wa-sidecar
+#
+# See docs/deployment.md. The sidecar runs as PID 1: it reaps orphans and
+# forwards signals, so no --init is needed.
+
+ARG GO_VERSION=1.26
+ARG NODE_VERSION=20
+
+FROM golang:${GO_VERSION}-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+# Static: the runtime image needs no particular libc.
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
+        -o /out/wa-sidecar ./cmd/wa-sidecar \
+    && /out/wa-sidecar --version
+
+FROM node:${NODE_VERSION}-bookworm-slim
+COPY --from=build /out/wa-sidecar /usr/local/bin/wa-sidecar
+
+# The Hermes home holds the bridge script (scripts/whatsapp-bridge) and the
+# WhatsApp session, so it lives on a volume that outlasts the container.
+ENV HERMES_HOME=/hermes
+# Docker's stop waits 10 s before SIGKILL; a 5 s stop timeout for the
+# bridge leaves the sidecar time to reap it and exit 0 within that.
+ENV WA_SIDECAR_STOP_TIMEOUT=5s
+RUN mkdir -p /hermes && chown node:node /hermes
+VOLUME ["/hermes"]
+
+# The node image's unprivileged user (uid 1000).
+USER node
+WORKDIR /hermes
+
+STOPSIGNAL SIGTERM
+# /healthz answers while the sidecar runs, whatever the bridge does:
+# restarting the sidecar would not help a bridge that cannot connect.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["wa-sidecar", "healthcheck"]
+
+ENTRYPOINT ["wa-sidecar"]
+CMD ["run"]
