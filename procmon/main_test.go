@@ -195,3 +195,7 @@ func settleGoroutines(want int) int {
 	}
 	return n
 }
+
+func ctxWithCancel() (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
+}

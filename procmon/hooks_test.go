@@ -1,0 +1,157 @@
+package procmon
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wa-sidecar/wa-sidecar/signals"
+)
+
+func TestBeforeSpawnErrorIsAFailureWithBackoff(t *testing.T) {
+	calls := 0
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: fast, BeforeSpawn: func() error {
+		calls++
+		if calls < 3 {
+			return errors.New("port 3000 is in use by pid 812 (python3)")
+		}
+		return nil
+	}})
+	for i := 1; i <= 2; i++ {
+		ev := h.next(EventSpawnFailed)
+		if !strings.Contains(ev.Exit.Error, "python3") {
+			t.Fatalf("error not carried: %+v", ev.Exit)
+		}
+		if bo := h.next(EventBackoff); bo.Status.ConsecutiveFailures != i {
+			t.Fatalf("failures %d, want %d", bo.Status.ConsecutiveFailures, i)
+		}
+	}
+	h.next(EventStarted)
+}
+
+func TestAfterSpawnGetsTheChildsIdentity(t *testing.T) {
+	ids := make(chan signals.Identity, 1)
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, AfterSpawn: func(id signals.Identity) { ids <- id }})
+	ev := h.next(EventStarted)
+	id := <-ids
+	if id.Pid != ev.Pid || id.StartTime == 0 || !id.Alive() {
+		t.Fatalf("identity %+v for pid %d", id, ev.Pid)
+	}
+}
+
+func TestOnExitParksInsteadOfRespawning(t *testing.T) {
+	h := start(t, Config{Command: []string{fakeBridge, "-say", "Logged out", "-exit", "1"}, Backoff: fast,
+		OnExit: func(rec ExitRecord) *Park {
+			if len(rec.Tail) > 0 && rec.Tail[len(rec.Tail)-1] == "Logged out" {
+				return &Park{State: "needs_pairing", Message: "pair again"}
+			}
+			return nil
+		}})
+	h.next(EventExited)
+	ev := h.next(Kind("needs_pairing"))
+	if ev.Status.State != "needs_pairing" || ev.Status.Message != "pair again" || ev.Status.NextStartAt != nil {
+		t.Fatalf("parked status: %+v", ev.Status)
+	}
+	for _, k := range h.kinds() {
+		if k == EventBackoff {
+			t.Fatal("a parked child was scheduled for respawn")
+		}
+	}
+	if err := h.m.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.next(EventStarted); st.Status.Message != "" {
+		t.Fatalf("message kept after start: %q", st.Status.Message)
+	}
+}
+
+func TestExternalReadiness(t *testing.T) {
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, ExternalReadiness: true})
+	ev := h.next(EventStarted)
+	if ev.Status.Ready {
+		t.Fatal("ready before SetReady")
+	}
+	if err := h.m.SetReady(ctxT(t), ev.Pid+100000, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.m.SetReady(ctxT(t), ev.Pid, true); err != nil {
+		t.Fatal(err)
+	}
+	r := h.next(EventReady)
+	if r.Ready == nil || !*r.Ready || !r.Status.Ready || r.Pid != ev.Pid {
+		t.Fatalf("ready event: %+v", r)
+	}
+	// The SetReady for another pid was ignored: this is the first ready event.
+	for _, e := range h.seen[:len(h.seen)-1] {
+		if e.Kind == EventReady {
+			t.Fatal("readiness of a pid that is not the child was accepted")
+		}
+	}
+	if err := h.m.Restart(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.next(EventStarted); st.Status.Ready {
+		t.Fatal("new child inherited readiness")
+	}
+}
+
+func TestPostMergesDetailsAndKeepsOrder(t *testing.T) {
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}})
+	h.next(EventStarted)
+	post := func(ev Event) {
+		if err := h.m.Post(ctxT(t), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	post(Event{Kind: "connected", Status: Status{Details: map[string]any{"whatsapp": "connected"}}})
+	post(Event{Kind: "session", Message: "paired", Status: Status{Details: map[string]any{"session": "ok"}}, Private: map[string]any{"qr": "secret"}})
+	h.next("connected")
+	ev := h.next("session")
+	if ev.Status.Details["whatsapp"] != "connected" || ev.Status.Details["session"] != "ok" || ev.Status.Message != "paired" {
+		t.Fatalf("details not merged: %+v", ev.Status)
+	}
+	if ev.Private["qr"] != "secret" {
+		t.Fatal("private data lost")
+	}
+	post(Event{Kind: "gone", Status: Status{Details: map[string]any{"whatsapp": nil}}})
+	if ev := h.next("gone"); len(ev.Status.Details) != 1 {
+		t.Fatalf("nil did not remove a key: %+v", ev.Status.Details)
+	}
+	if err := h.m.Ping(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCommandsAfterRunReturnErrNotRunning(t *testing.T) {
+	m, err := New(Config{Command: []string{fakeBridge, "-hang"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := ctxWithCancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	sub, _ := m.Subscribe(64)
+	for ev := range sub.C {
+		if ev.Kind == EventStarted {
+			cancel()
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctxT(t)); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("Start after Run: %v", err)
+	}
+	if err := m.Run(ctxT(t)); err == nil {
+		t.Fatal("second Run accepted")
+	}
+	if st := m.Status(); st.State != StateStopped {
+		t.Fatalf("final state %s", st.State)
+	}
+	select {
+	case <-m.Done():
+	case <-time.After(time.Second):
+		t.Fatal("Done not closed")
+	}
+}
