@@ -328,3 +328,25 @@ func TestSystemdNotifyFromTheBinary(t *testing.T) {
 		t.Errorf("READY=1 sent %d times; want once (messages %q)", readies, seen)
 	}
 }
+
+// TestDeployUnitIsCurrent keeps deploy/wa-sidecar.service, the example for
+// readers who install by hand, equal to what install-service writes.
+func TestDeployUnitIsCurrent(t *testing.T) {
+	want, err := unitSpec{Executable: "/usr/local/bin/wa-sidecar", StopTimeout: 10 * time.Second}.render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join("..", "..", "deploy", "wa-sidecar.service")
+	if os.Getenv("WA_SIDECAR_UPDATE_GOLDEN") != "" {
+		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want {
+		t.Errorf("%s is out of date; regenerate it with WA_SIDECAR_UPDATE_GOLDEN=1 go test -run TestDeployUnitIsCurrent ./cmd/wa-sidecar\ngot:\n%s\nwant:\n%s", path, got, want)
+	}
+}
