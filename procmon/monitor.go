@@ -69,6 +69,10 @@ type Config struct {
 	// Output receives every line the child prints, from two goroutines
 	// (one per stream). nil discards them.
 	Output func(Line)
+	// OutputFlush, if set, is called for a stream each time the lines read
+	// so far have all gone to Output and the next read may block: a writer
+	// can buffer lines and write each batch at once, holding none back.
+	OutputFlush func(Stream)
 
 	Logger *slog.Logger    // nil discards the monitor's own log
 	Reaper *signals.Reaper // nil makes the monitor use its own
@@ -562,12 +566,20 @@ func (m *Monitor) watch(r *run, outR, errR *os.File) {
 	drain := func(f *os.File, s Stream) {
 		defer readers.Done()
 		defer f.Close()
-		readLines(f, m.cfg.MaxLineBytes, func(text []byte, truncated bool) {
+		var src io.Reader = f
+		if m.cfg.OutputFlush != nil {
+			src = batchReader{r: f, flush: func() { m.cfg.OutputFlush(s) }}
+		}
+		readLines(src, m.cfg.MaxLineBytes, func(text []byte, truncated bool) {
 			r.tail.add(text)
 			if m.cfg.Output != nil {
 				m.cfg.Output(Line{Stream: s, Pid: pid, Text: text, Truncated: truncated})
 			}
 		})
+		// An unterminated last line comes after the last read.
+		if m.cfg.OutputFlush != nil {
+			m.cfg.OutputFlush(s)
+		}
 	}
 	go drain(outR, Stdout)
 	go drain(errR, Stderr)

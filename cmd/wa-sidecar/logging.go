@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lmittmann/tint"
 	"github.com/mattn/go-isatty"
@@ -22,16 +27,17 @@ func newLogger(format, level string, w *os.File) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
 	}
 	tty := isatty.IsTerminal(w.Fd()) || isatty.IsCygwinTerminal(w.Fd())
+	out := lockedFor(w)
 	switch strings.ToLower(format) {
 	case "auto":
 		if tty {
-			return slog.New(textHandler(w, lv, true)), nil
+			return slog.New(textHandler(out, lv, true)), nil
 		}
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})), nil
+		return slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: lv})), nil
 	case "text":
-		return slog.New(textHandler(w, lv, tty)), nil
+		return slog.New(textHandler(out, lv, tty)), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})), nil
+		return slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: lv})), nil
 	default:
 		return nil, fmt.Errorf("--log-format %q: use auto, text or json", format)
 	}
@@ -41,15 +47,192 @@ func textHandler(w io.Writer, lv slog.Level, colour bool) slog.Handler {
 	return tint.NewHandler(w, &tint.Options{Level: lv, TimeFormat: time.TimeOnly, NoColor: !colour})
 }
 
-// bridgeOutput logs each line of the bridge's output as a record of its
-// own, marked with the stream and pid, so it stays attributable in a
-// collector and readable at a terminal.
-func bridgeOutput(logger *slog.Logger) func(procmon.Line) {
-	return func(l procmon.Line) {
-		attrs := []any{"bridge", l.Stream, "pid", l.Pid}
-		if l.Truncated {
-			attrs = append(attrs, "truncated", true)
-		}
-		logger.Info(string(l.Text), attrs...)
+// bridgeOutput returns what receives each line of the bridge's output and
+// what flushes a batch of them. A person at a terminal gets one coloured
+// record per line from the logger itself. Otherwise, where a chatty bridge
+// can print millions of lines, a line writer formats each line as the
+// handler would (a JSON object, or plain tint text) into a per-stream
+// buffer and writes a batch with one write, at each flush. Every line stays
+// marked with its stream and pid.
+func bridgeOutput(logger *slog.Logger, format string, w *os.File) (func(procmon.Line), func(procmon.Stream)) {
+	if !logger.Enabled(context.Background(), slog.LevelInfo) {
+		return func(procmon.Line) {}, nil
 	}
+	tty := isatty.IsTerminal(w.Fd()) || isatty.IsCygwinTerminal(w.Fd())
+	format = strings.ToLower(format)
+	if format == "text" && tty || format == "auto" && tty {
+		return func(l procmon.Line) {
+			attrs := []any{"bridge", l.Stream, "pid", l.Pid}
+			if l.Truncated {
+				attrs = append(attrs, "truncated", true)
+			}
+			logger.Info(string(l.Text), attrs...)
+		}, nil
+	}
+	lw := &lineWriter{out: lockedFor(w), json: format != "text"}
+	return lw.line, lw.flush
+}
+
+// lockedWriter orders the writes of the slog handler and of the line
+// writer to one file, so a batch of bridge lines and a record of the
+// sidecar's own never interleave, even on a pipe.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+var lockedFiles sync.Map // *os.File → *lockedWriter
+
+func lockedFor(f *os.File) *lockedWriter {
+	lw, _ := lockedFiles.LoadOrStore(f, &lockedWriter{w: f})
+	return lw.(*lockedWriter)
+}
+
+// lineWriter formats bridge lines into one buffer per stream.
+type lineWriter struct {
+	out  io.Writer
+	json bool
+	bufs [2]lineBuf
+}
+
+type lineBuf struct {
+	mu   sync.Mutex
+	b    []byte
+	when []byte // the batch's time, formatted once
+}
+
+// maxBatch bounds a buffer when a batch is very large; it is written out
+// early rather than grown.
+const maxBatch = 256 << 10
+
+func (w *lineWriter) buf(s procmon.Stream) *lineBuf {
+	if s == procmon.Stderr {
+		return &w.bufs[1]
+	}
+	return &w.bufs[0]
+}
+
+func (w *lineWriter) line(l procmon.Line) {
+	lb := w.buf(l.Stream)
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	if len(lb.b) == 0 {
+		lb.when = lb.when[:0]
+		if w.json {
+			lb.when = time.Now().AppendFormat(lb.when, time.RFC3339Nano)
+		} else {
+			lb.when = time.Now().AppendFormat(lb.when, time.TimeOnly)
+		}
+	}
+	if w.json {
+		lb.b = append(lb.b, `{"time":"`...)
+		lb.b = append(lb.b, lb.when...)
+		lb.b = append(lb.b, `","level":"INFO","msg":"`...)
+		lb.b = appendJSONString(lb.b, l.Text)
+		lb.b = append(lb.b, `","bridge":"`...)
+		lb.b = append(lb.b, l.Stream...)
+		lb.b = append(lb.b, `","pid":`...)
+		lb.b = strconv.AppendInt(lb.b, int64(l.Pid), 10)
+		if l.Truncated {
+			lb.b = append(lb.b, `,"truncated":true`...)
+		}
+		lb.b = append(lb.b, "}\n"...)
+	} else {
+		lb.b = append(lb.b, lb.when...)
+		lb.b = append(lb.b, " INF "...)
+		lb.b = append(lb.b, l.Text...)
+		lb.b = append(lb.b, " bridge="...)
+		lb.b = append(lb.b, l.Stream...)
+		lb.b = append(lb.b, " pid="...)
+		lb.b = strconv.AppendInt(lb.b, int64(l.Pid), 10)
+		if l.Truncated {
+			lb.b = append(lb.b, " truncated=true"...)
+		}
+		lb.b = append(lb.b, '\n')
+	}
+	if len(lb.b) >= maxBatch {
+		w.out.Write(lb.b)
+		lb.b = lb.b[:0]
+	}
+}
+
+func (w *lineWriter) flush(s procmon.Stream) {
+	lb := w.buf(s)
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	if len(lb.b) > 0 {
+		w.out.Write(lb.b)
+		lb.b = lb.b[:0]
+	}
+}
+
+// appendJSONString escapes s as slog's JSON handler does: quote, backslash
+// and control characters escaped, invalid UTF-8 replaced by U+FFFD, and
+// U+2028 and U+2029 escaped for JavaScript. Runs of plain ASCII, which is
+// nearly all a bridge prints, are found eight bytes at a time and copied
+// whole.
+func appendJSONString(b, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	start := 0
+	for i := 0; i < len(s); {
+		for i+8 <= len(s) && plainASCII8(binary.LittleEndian.Uint64(s[i:])) {
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
+		c := s[i]
+		if c >= 0x20 && c < utf8.RuneSelf && c != '"' && c != '\\' {
+			i++
+			continue
+		}
+		b = append(b, s[start:i]...)
+		if c < utf8.RuneSelf {
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, "\\ufffd"...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+		default:
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+		start = i
+	}
+	return append(b, s[start:]...)
+}
+
+// plainASCII8 reports whether none of the eight bytes in x needs escaping:
+// each is printable ASCII other than '"' and '\\'.
+func plainASCII8(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote := x ^ (ones * '"')
+	slash := x ^ (ones * '\\')
+	control := (x - ones*0x20) &^ x       // a byte below 0x20
+	special := (quote - ones) &^ quote    // a '"'
+	special |= (slash - ones) &^ slash    // a '\\'
+	return (control|special|x)&highs == 0 // x&highs: a byte of 0x80 or more
 }

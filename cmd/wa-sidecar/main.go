@@ -60,11 +60,11 @@ func newApp() *cli.App {
 }
 
 func commands() []*cli.Command {
-	return []*cli.Command{
+	return append([]*cli.Command{
 		runCommand(),
 		simulateBridgeCommand(),
 		installServiceCommand(),
-	}
+	}, clientCommands()...)
 }
 
 func main() {

@@ -53,7 +53,7 @@ func runCommand() *cli.Command {
 			"   wa-sidecar run --backoff-max 30s --stop-timeout 20s -- ./my-bridge\n\n" +
 			"SIGTERM or SIGINT stop the bridge and then the sidecar (a second SIGINT skips the wait);\n" +
 			"SIGHUP restarts the bridge; SIGUSR1 and SIGUSR2 are passed on to it.",
-		Flags:        runFlags(),
+		Flags:        append(runFlags(), feedFlags()...),
 		OnUsageError: onUsageError,
 		Action:       runAction,
 	}
@@ -132,7 +132,7 @@ func runAction(c *cli.Context) error {
 		return err
 	}
 	cfg.Logger = logger
-	cfg.Output = bridgeOutput(logger)
+	cfg.Output, cfg.OutputFlush = bridgeOutput(logger, c.String("log-format"), os.Stderr)
 
 	reapAll := os.Getpid() == 1
 	if c.Bool("subreaper") {
@@ -171,6 +171,11 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return usageError("%v", err)
 	}
+	_, waitFeed, err := startFeed(c, m, logger)
+	if err != nil {
+		return err
+	}
+	defer waitFeed()
 	hermesDone := make(chan struct{})
 	go func() { defer close(hermesDone); hermes.Run(m) }()
 	defer func() { <-hermesDone }()

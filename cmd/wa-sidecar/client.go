@@ -1,0 +1,349 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/mattn/go-isatty"
+	"github.com/urfave/cli/v2"
+
+	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+)
+
+// Exit codes of the client commands, besides 0, 1 and 64. 69 and 77 are
+// EX_UNAVAILABLE and EX_NOPERM from sysexits.h.
+const (
+	exitNoSidecar = 69 // nothing answers at the address
+	exitDenied    = 77 // the op needs the token, or the token was refused
+)
+
+func clientFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "addr", Usage: "the sidecar's address, host:port or unix:/path (default: from sidecar.json in the state directory, else " + feed.DefaultListen + ")", EnvVars: envs("ADDR")},
+		stateDirFlag(),
+		&cli.StringFlag{Name: "token-file", Usage: "file holding the control token (default: $" + tokenEnv + ", else the file sidecar.json names)", EnvVars: envs("TOKEN_FILE")},
+		&cli.BoolFlag{Name: "json", Usage: "print JSON (the default when stdout is not a terminal)"},
+		&cli.DurationFlag{Name: "timeout", Value: 5 * time.Second, Usage: "give up after this long"},
+	}
+}
+
+func clientCommands() []*cli.Command {
+	cmd := func(name, usage string, action cli.ActionFunc, extra ...cli.Flag) *cli.Command {
+		return &cli.Command{Name: name, Usage: usage, Flags: append(clientFlags(), extra...), OnUsageError: onUsageError, Action: action}
+	}
+	return []*cli.Command{
+		cmd("status", "print the bridge's state once", statusAction),
+		cmd("watch", "follow the bridge's events live (Ctrl-C ends)", watchAction),
+		cmd("restart", "restart the bridge", opAction(feed.OpRestart)),
+		cmd("stop", "stop the bridge and keep it down", opAction(feed.OpStop)),
+		cmd("start", "start the bridge after a stop, or give it another try after given_up", opAction(feed.OpStart)),
+		cmd("healthcheck", "exit 0 if the sidecar answers (with --ready: if the bridge is ready), else 1; for a container HEALTHCHECK", healthcheckAction,
+			&cli.BoolFlag{Name: "ready", Usage: "require the bridge to be up and ready, not just the sidecar"}),
+	}
+}
+
+// clientConn is what a client command needs to reach the sidecar.
+type clientConn struct {
+	client  *feed.Client
+	hasTok  bool
+	tokHint string // where a token was looked for, for the error
+	json    bool
+	colour  bool
+	out     io.Writer
+}
+
+func newSession(c *cli.Context) (*clientConn, error) {
+	dir, err := stateDir(c)
+	if err != nil {
+		return nil, usageError("%v", err)
+	}
+	disc, derr := feed.ReadDiscovery(dir)
+	if derr != nil && !errors.Is(derr, fs.ErrNotExist) {
+		return nil, cli.Exit("wa-sidecar: "+derr.Error(), exitError)
+	}
+	addr := c.String("addr")
+	if addr == "" {
+		addr = disc.Listen
+	}
+	if addr == "" {
+		addr = feed.DefaultListen
+	}
+	token, hint, err := findToken(c, disc, dir)
+	if err != nil {
+		return nil, err
+	}
+	client, err := feed.NewClient(addr, token)
+	if err != nil {
+		return nil, usageError("--addr: %v", err)
+	}
+	tty := isTerminal(os.Stdout)
+	return &clientConn{
+		client: client, hasTok: token != "", tokHint: hint,
+		json:   c.Bool("json") || !tty,
+		colour: tty && os.Getenv("NO_COLOR") == "",
+		out:    c.App.Writer,
+	}, nil
+}
+
+func isTerminal(f *os.File) bool {
+	return isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd())
+}
+
+// findToken looks for the control token: $WA_SIDECAR_TOKEN, --token-file,
+// then the file the discovery file names. Without one, reads still work.
+func findToken(c *cli.Context, disc feed.Discovery, dir string) (token, hint string, err error) {
+	if t := os.Getenv(tokenEnv); t != "" {
+		return t, "$" + tokenEnv, nil
+	}
+	if f := c.String("token-file"); f != "" {
+		t, err := feed.ReadTokenFile(f)
+		if err != nil {
+			return "", "", cli.Exit("wa-sidecar: --token-file: "+err.Error(), exitDenied)
+		}
+		return t, f, nil
+	}
+	f := disc.TokenFile
+	if f == "" {
+		f = filepath.Join(dir, feed.TokenFileName)
+	}
+	t, err := feed.ReadTokenFile(f)
+	if err != nil {
+		// Reading is allowed without the token; a control op will say why
+		// it has none.
+		return "", fmt.Sprintf("$%s, --token-file, %s (%v)", tokenEnv, f, errors.Unwrap(err)), nil
+	}
+	return t, f, nil
+}
+
+// clientError turns a failure to reach the sidecar into one clear line
+// and a distinct exit code.
+func clientError(err error, addr string) error {
+	var se *feed.StatusError
+	switch {
+	case errors.Is(err, feed.ErrUnreachable):
+		return cli.Exit(fmt.Sprintf("wa-sidecar: no sidecar is running at %s; start one with 'wa-sidecar run', or pass --addr or --state-dir to reach another", addr), exitNoSidecar)
+	case errors.As(err, &se) && se.Code == http.StatusUnauthorized:
+		return cli.Exit("wa-sidecar: the sidecar refused the token; pass --token-file or set $"+tokenEnv+" to the one it uses", exitDenied)
+	case errors.Is(err, context.DeadlineExceeded):
+		return cli.Exit(fmt.Sprintf("wa-sidecar: the sidecar at %s did not answer in time (--timeout)", addr), exitError)
+	}
+	return cli.Exit("wa-sidecar: "+err.Error(), exitError)
+}
+
+func (s *clientConn) printJSON(v any) {
+	b, _ := json.Marshal(v)
+	fmt.Fprintln(s.out, string(b))
+}
+
+func statusAction(c *cli.Context) error {
+	s, err := newSession(c)
+	if err != nil {
+		return err
+	}
+	defer s.client.Close()
+	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+	defer cancel()
+	resp, err := s.client.Get(ctx, "/v1/status")
+	if err != nil {
+		return clientError(err, s.client.Addr())
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, feed.MaxServerMessage))
+	if err != nil {
+		return clientError(err, s.client.Addr())
+	}
+	if resp.StatusCode != http.StatusOK {
+		return httpError(resp, body)
+	}
+	var st procmon.Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		return cli.Exit("wa-sidecar: the sidecar sent a status this client cannot read: "+err.Error(), exitError)
+	}
+	if s.json {
+		fmt.Fprint(s.out, string(body))
+		return nil
+	}
+	fmt.Fprintln(s.out, statusLine(st, time.Now(), s.colour))
+	if st.Message != "" {
+		fmt.Fprintln(s.out, "  "+st.Message)
+	}
+	return nil
+}
+
+func httpError(resp *http.Response, body []byte) error {
+	var e struct{ Error string }
+	json.Unmarshal(body, &e)
+	if e.Error == "" {
+		e.Error = resp.Status
+	}
+	code := exitError
+	if resp.StatusCode == http.StatusUnauthorized {
+		code = exitDenied
+	}
+	return cli.Exit("wa-sidecar: "+e.Error, code)
+}
+
+func opAction(op string) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		s, err := newSession(c)
+		if err != nil {
+			return err
+		}
+		defer s.client.Close()
+		if !s.hasTok {
+			return cli.Exit(fmt.Sprintf("wa-sidecar: %s needs the sidecar's control token, and none was found (looked at %s); run as the user that started the sidecar, or pass --token-file", op, s.tokHint), exitDenied)
+		}
+		ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+		defer cancel()
+		ws, err := s.client.Events(ctx)
+		if err != nil {
+			return clientError(err, s.client.Addr())
+		}
+		defer ws.CloseNow()
+		id := fmt.Sprintf("cli-%d", os.Getpid())
+		req, _ := json.Marshal(map[string]string{"op": op, "id": id})
+		if err := ws.Write(ctx, websocket.MessageText, req); err != nil {
+			return clientError(err, s.client.Addr())
+		}
+		for {
+			_, b, err := ws.Read(ctx)
+			if err != nil {
+				return clientError(err, s.client.Addr())
+			}
+			m, err := feed.DecodeMessage(b)
+			if err != nil || m.Type != feed.TypeResult || string(m.ID) != `"`+id+`"` {
+				continue
+			}
+			ws.Close(websocket.StatusNormalClosure, "")
+			if s.json {
+				fmt.Fprintln(s.out, string(b))
+			}
+			if !m.OK {
+				code := exitError
+				if strings.Contains(m.Error, "token") {
+					code = exitDenied
+				}
+				return cli.Exit("wa-sidecar: "+op+": "+m.Error, code)
+			}
+			if !s.json && m.Status != nil {
+				fmt.Fprintf(s.out, "%s: done; %s\n", op, statusLine(*m.Status, time.Now(), s.colour))
+			}
+			return nil
+		}
+	}
+}
+
+func healthcheckAction(c *cli.Context) error {
+	s, err := newSession(c)
+	if err != nil {
+		return err
+	}
+	defer s.client.Close()
+	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+	defer cancel()
+	path := "/healthz"
+	if c.Bool("ready") {
+		path = "/readyz"
+	}
+	resp, err := s.client.Get(ctx, path)
+	if err != nil {
+		var ec cli.ExitCoder
+		errors.As(clientError(err, s.client.Addr()), &ec)
+		return cli.Exit(ec.Error(), exitError)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if s.json {
+		fmt.Fprint(s.out, string(body))
+	}
+	if resp.StatusCode != http.StatusOK {
+		var r struct{ Reason, Error string }
+		json.Unmarshal(body, &r)
+		return cli.Exit(fmt.Sprintf("wa-sidecar: unhealthy: %s", strings.TrimSpace(r.Reason+r.Error)), exitError)
+	}
+	if !s.json {
+		fmt.Fprintln(s.out, "healthy")
+	}
+	return nil
+}
+
+func watchAction(c *cli.Context) error {
+	s, err := newSession(c)
+	if err != nil {
+		return err
+	}
+	defer s.client.Close()
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for {
+		dctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
+		ws, err := s.client.Events(dctx)
+		cancel()
+		if err != nil {
+			return clientError(err, s.client.Addr())
+		}
+		again, err := s.follow(ctx, ws)
+		ws.CloseNow()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !again {
+			return err
+		}
+		if !s.json {
+			fmt.Fprintln(s.out, "(fell behind; resyncing)")
+		}
+	}
+}
+
+// follow prints one connection's messages. It reports whether to connect
+// again: the server drops a client that fell behind, and it can resync.
+func (s *clientConn) follow(ctx context.Context, ws *websocket.Conn) (again bool, err error) {
+	for {
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			switch websocket.CloseStatus(err) {
+			case websocket.StatusGoingAway:
+				if !s.json {
+					fmt.Fprintln(s.out, "the sidecar is exiting")
+				}
+				return false, nil
+			case websocket.StatusPolicyViolation, websocket.StatusTryAgainLater:
+				return true, nil
+			}
+			if ctx.Err() != nil {
+				return false, nil
+			}
+			return false, clientError(err, s.client.Addr())
+		}
+		if s.json {
+			fmt.Fprintln(s.out, string(b))
+			continue
+		}
+		m, err := feed.DecodeMessage(b)
+		if err != nil {
+			continue
+		}
+		switch m.Type {
+		case feed.TypeHello:
+			if m.Status != nil {
+				fmt.Fprintln(s.out, statusLine(*m.Status, time.Now(), s.colour))
+			}
+		case feed.TypeEvent:
+			fmt.Fprintln(s.out, eventLine(m, s.colour))
+		}
+	}
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+)
+
+const (
+	ansiReset  = "\x1b[0m"
+	ansiBold   = "\x1b[1m"
+	ansiDim    = "\x1b[2m"
+	ansiRed    = "\x1b[31m"
+	ansiGreen  = "\x1b[32m"
+	ansiYellow = "\x1b[33m"
+)
+
+func paint(on bool, colour, s string) string {
+	if !on {
+		return s
+	}
+	return colour + s + ansiReset
+}
+
+// stateColour is green for a bridge doing its job, yellow on its way
+// somewhere, red where a person is needed.
+func stateColour(st procmon.Status) string {
+	switch {
+	case st.State == procmon.StateRunning && st.Ready && !st.Crashloop:
+		return ansiGreen
+	case st.Crashloop, st.State == procmon.StateGivenUp:
+		return ansiRed
+	case st.State == procmon.StateRunning, st.State == procmon.StateStarting, st.State == procmon.StateBackoff,
+		st.State == procmon.StateStopping, st.State == procmon.StateStopped:
+		return ansiYellow
+	}
+	return ansiRed // a state a layer above parked it in, such as needs_pairing
+}
+
+// statusLine reads a snapshot aloud, e.g. "running (pid 812), up 3m12s,
+// 4 restarts, last exit: SIGTERM (normal shutdown) 3m ago".
+func statusLine(st procmon.Status, now time.Time, colour bool) string {
+	parts := []string{paint(colour, ansiBold+stateColour(st), string(st.State))}
+	if st.Pid > 0 {
+		parts[0] += fmt.Sprintf(" (pid %d)", st.Pid)
+	}
+	switch {
+	case st.State == procmon.StateRunning && st.StartedAt != nil:
+		parts = append(parts, "up "+ago(now.Sub(*st.StartedAt)))
+		if !st.Ready {
+			parts = append(parts, "not ready")
+		}
+	case st.State == procmon.StateBackoff && st.NextStartAt != nil:
+		parts = append(parts, "next start in "+ago(st.NextStartAt.Sub(now)))
+	case !st.Since.IsZero():
+		parts = append(parts, "for "+ago(now.Sub(st.Since)))
+	}
+	parts = append(parts, plural(st.Restarts, "restart"))
+	if st.ConsecutiveFailures > 0 {
+		parts = append(parts, plural(st.ConsecutiveFailures, "failure")+" in a row")
+	}
+	if st.Crashloop {
+		parts = append(parts, paint(colour, ansiRed, "crash-looping"))
+	}
+	if x := st.LastExit; x != nil {
+		parts = append(parts, "last exit: "+x.Describe()+" "+ago(now.Sub(x.At))+" ago")
+	}
+	return strings.Join(parts, ", ")
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return strconv.Itoa(n) + " " + word + "s"
+}
+
+// ago renders a duration the way a person says it: 850ms, 42s, 3m12s,
+// 5h3m, 2d4h.
+func ago(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(time.Second).String()
+	case d < time.Hour:
+		d = d.Round(time.Second)
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		d = d.Round(time.Minute)
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	d = d.Round(time.Hour)
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+// eventLine is one event for watch: time, sequence, kind and what matters
+// about it.
+func eventLine(m feed.Message, colour bool) string {
+	var b strings.Builder
+	b.WriteString(paint(colour, ansiDim, m.At.Local().Format("15:04:05.000")+" #"+strconv.FormatUint(m.Seq, 10)) + " ")
+	kind := string(m.Event)
+	var pid int
+	m.Field("pid", &pid)
+	switch m.Event {
+	case procmon.EventExited, procmon.EventSpawnFailed:
+		x := m.Exit()
+		c := ansiYellow
+		if x.Class == procmon.ClassFailure {
+			c = ansiRed
+		}
+		b.WriteString(paint(colour, c, kind))
+		if pid > 0 {
+			fmt.Fprintf(&b, " pid %d", pid)
+		}
+		fmt.Fprintf(&b, ": %s", x.Describe())
+		if x.UptimeMS > 0 {
+			b.WriteString(", up " + ago(time.Duration(x.UptimeMS)*time.Millisecond))
+		}
+		if n := len(x.Tail); n > 0 {
+			b.WriteString(paint(colour, ansiDim, "\n    │ "+x.Tail[n-1]))
+		}
+	case procmon.EventBackoff:
+		var delay int64
+		var attempt int
+		m.Field("delay_ms", &delay)
+		m.Field("attempt", &attempt)
+		fmt.Fprintf(&b, "%s: next start in %s (attempt %d)", kind, ago(time.Duration(delay)*time.Millisecond), attempt)
+	default:
+		b.WriteString(kind)
+		if pid > 0 {
+			fmt.Fprintf(&b, " pid %d", pid)
+		}
+		for _, k := range []string{"signal", "reason", "message"} {
+			var v string
+			if m.Field(k, &v) && v != "" {
+				b.WriteString(", " + v)
+			}
+		}
+		var ready bool
+		if m.Field("ready", &ready) {
+			fmt.Fprintf(&b, ", ready %v", ready)
+		}
+	}
+	if m.Status != nil {
+		b.WriteString(paint(colour, ansiDim, " → "+string(m.Status.State)))
+	}
+	return b.String()
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+)
+
+// FuzzAppendJSONString checks the line writer's escaping against slog's
+// own JSON handler: for any bridge output, both must give valid JSON that
+// decodes to the same message.
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range []string{
+		"", "plain ascii line of the bridge", `quote " and \ backslash`,
+		"tab\tcr\rnul\x00esc\x1b[31mred", "📱 Scan this QR code", "█▀▀▀▀▀█ ▄ █",
+		"bad \xff\xfe utf-8", "sep \u2028 \u2029", "\x7f del", "trailing\\",
+		strings.Repeat("12345678", 9) + "\"", "\xe2\x80", "\xed\xa0\x80 surrogate",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, s []byte) {
+		got := appendJSONString([]byte{'"'}, s)
+		got = append(got, '"')
+		var mine string
+		if err := json.Unmarshal(got, &mine); err != nil {
+			t.Fatalf("%q escaped to invalid JSON %s: %v", s, got, err)
+		}
+		var buf bytes.Buffer
+		slog.New(slog.NewJSONHandler(&buf, nil)).Info(string(s))
+		var rec struct{ Msg string }
+		if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+			t.Fatalf("slog's record does not parse: %v", err)
+		}
+		if mine != rec.Msg {
+			t.Fatalf("%q: line writer gives %q, slog %q", s, mine, rec.Msg)
+		}
+	})
+}
+
+func TestLineWriterJSON(t *testing.T) {
+	var out bytes.Buffer
+	lw := &lineWriter{out: &out, json: true}
+	lw.line(procmon.Line{Stream: procmon.Stdout, Pid: 42, Text: []byte(`✅ WhatsApp connected! "x"`)})
+	lw.line(procmon.Line{Stream: procmon.Stderr, Pid: 42, Text: []byte("boom\x1b"), Truncated: true})
+	if out.Len() != 0 {
+		t.Fatalf("wrote before a flush: %q", out.String())
+	}
+	lw.flush(procmon.Stdout)
+	lw.flush(procmon.Stderr)
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want 2 records, got %q", out.String())
+	}
+	type rec struct {
+		Time, Level, Msg, Bridge string
+		Pid                      int
+		Truncated                bool
+	}
+	want := []rec{
+		{Level: "INFO", Msg: `✅ WhatsApp connected! "x"`, Bridge: "stdout", Pid: 42},
+		{Level: "INFO", Msg: "boom\x1b", Bridge: "stderr", Pid: 42, Truncated: true},
+	}
+	for i, l := range lines {
+		var r rec
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("record %q is not JSON: %v", l, err)
+		}
+		if r.Time == "" {
+			t.Errorf("record %q has no time", l)
+		}
+		r.Time = ""
+		if r != want[i] {
+			t.Errorf("record %d = %+v, want %+v", i, r, want[i])
+		}
+	}
+}
+
+func TestLineWriterText(t *testing.T) {
+	var out bytes.Buffer
+	lw := &lineWriter{out: &out}
+	lw.line(procmon.Line{Stream: procmon.Stdout, Pid: 7, Text: []byte("Waiting for scan...")})
+	lw.flush(procmon.Stdout)
+	got := out.String()
+	if !strings.HasSuffix(got, " INF Waiting for scan... bridge=stdout pid=7\n") {
+		t.Fatalf("text record %q", got)
+	}
+}
+
+// BenchmarkBridgeOutput compares one slog record per line with the line
+// writer's batches, on the 100-byte lines of the pass-through benchmark.
+func BenchmarkBridgeOutput(b *testing.B) {
+	line := procmon.Line{Stream: procmon.Stdout, Pid: 12345, Text: bytes.Repeat([]byte("y"), 99)}
+	const batch = 650 // about one 64 KiB read of 100-byte lines
+	b.Run("slog", func(b *testing.B) {
+		logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
+		b.SetBytes(100)
+		for i := 0; i < b.N; i++ {
+			logger.Info(string(line.Text), "bridge", line.Stream, "pid", line.Pid)
+		}
+	})
+	b.Run("linewriter", func(b *testing.B) {
+		lw := &lineWriter{out: io.Discard, json: true}
+		b.SetBytes(100)
+		for i := 0; i < b.N; i++ {
+			lw.line(line)
+			if i%batch == batch-1 {
+				lw.flush(procmon.Stdout)
+			}
+		}
+		lw.flush(procmon.Stdout)
+	})
+}
