@@ -1,0 +1,155 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+)
+
+// cliRun runs the wa-sidecar binary as a client command and returns its
+// stdout, stderr and exit code.
+func cliRun(t *testing.T, bin string, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return out.String(), errb.String(), 0
+	case errors.As(err, &ee):
+		return out.String(), errb.String(), ee.ExitCode()
+	}
+	t.Fatal(err)
+	return "", "", 0
+}
+
+func TestClientCommandsAgainstARealSidecar(t *testing.T) {
+	bin, fake := binaries(t)
+	dir := t.TempDir()
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+	state := filepath.Join(dir, "state")
+
+	// Nothing runs yet: one clear line and exit 69; healthcheck says 1.
+	_, stderr, code := cliRun(t, bin, env, "status", "--state-dir", state)
+	if code != exitNoSidecar || !strings.Contains(stderr, "no sidecar is running") || strings.Count(stderr, "\n") != 1 {
+		t.Fatalf("status with no sidecar: exit %d, %q", code, stderr)
+	}
+	if _, _, code := cliRun(t, bin, env, "healthcheck", "--state-dir", state); code != 1 {
+		t.Fatalf("healthcheck with no sidecar: exit %d", code)
+	}
+
+	p := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--", fake, "-hang")
+	p.waitLog("status server listening")
+	p.waitLog("bridge started")
+
+	out, _, code := cliRun(t, bin, env, "status", "--state-dir", state)
+	var st map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st["state"] != "running" {
+		t.Fatalf("status: exit %d, %q", code, out)
+	}
+	if _, _, code := cliRun(t, bin, env, "healthcheck", "--ready", "--state-dir", state); code != 0 {
+		t.Fatalf("healthcheck --ready while running: exit %d", code)
+	}
+
+	// Control needs the token; a wrong one is exit 77.
+	bad := filepath.Join(dir, "bad-token")
+	if err := os.WriteFile(bad, []byte("nope\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := cliRun(t, bin, env, "stop", "--state-dir", state, "--token-file", bad); code != exitDenied {
+		t.Fatalf("stop with a wrong token: exit %d, %q", code, stderr)
+	}
+
+	// watch follows while stop and start act.
+	watch := exec.Command(bin, "watch", "--state-dir", state)
+	watch.Env = env
+	var watched strings.Builder
+	watch.Stdout = &watched
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code = cliRun(t, bin, env, "stop", "--state-dir", state)
+	var res map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res["ok"] != true {
+		t.Fatalf("stop: exit %d, %q %q", code, out, stderr)
+	}
+	p.waitLog("bridge stopped")
+	if _, _, code := cliRun(t, bin, env, "healthcheck", "--ready", "--state-dir", state); code != 1 {
+		t.Fatalf("healthcheck --ready while stopped: exit %d", code)
+	}
+	if _, stderr, code := cliRun(t, bin, env, "start", "--state-dir", state); code != 0 {
+		t.Fatalf("start: exit %d, %q", code, stderr)
+	}
+	p.waitLog("bridge started")
+
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("sidecar exit %d", code)
+	}
+	done := make(chan error, 1)
+	go func() { done <- watch.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		watch.Process.Kill()
+		t.Fatal("watch did not end when the sidecar exited")
+	}
+	var kinds []string
+	for _, line := range strings.Split(strings.TrimSpace(watched.String()), "\n") {
+		var m struct{ Type, Event string }
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("watch printed %q: %v", line, err)
+		}
+		kinds = append(kinds, m.Type+":"+m.Event)
+	}
+	got := strings.Join(kinds, " ")
+	for _, want := range []string{"hello:", "event:stopping", "event:stopped", "event:started", "event:exited"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("watch output lacks %s: %s", want, got)
+		}
+	}
+	if !strings.HasSuffix(got, "event:stopped") {
+		t.Errorf("watch did not end with the final stopped event: %s", got)
+	}
+	// The sidecar took its discovery file with it.
+	if _, _, code := cliRun(t, bin, env, "status", "--state-dir", state); code != exitNoSidecar {
+		t.Fatalf("status after exit: %d", code)
+	}
+}
+
+func TestStatusLine(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	started := now.Add(-(3*time.Minute + 12*time.Second))
+	sig := "SIGTERM"
+	exitAt := now.Add(-5 * time.Minute)
+	st := procmon.Status{
+		State: procmon.StateRunning, Pid: 812, Since: started, StartedAt: &started, Ready: true, Restarts: 4,
+		LastExit: &procmon.ExitRecord{Pid: 700, Signal: &sig, ReturnCode: -15, Class: procmon.ClassShutdown, At: exitAt},
+	}
+	line := statusLine(st, now, false)
+	want := "running (pid 812), up 3m12s, 4 restarts, last exit: SIGTERM (normal shutdown) 5m00s ago"
+	if line != want {
+		t.Fatalf("statusLine =\n %q\nwant\n %q", line, want)
+	}
+	for d, want := range map[time.Duration]string{
+		850 * time.Millisecond: "850ms", 42 * time.Second: "42s", 5*time.Hour + 3*time.Minute: "5h3m", 52 * time.Hour: "2d4h",
+	} {
+		if got := ago(d); got != want {
+			t.Errorf("ago(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
