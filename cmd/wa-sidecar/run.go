@@ -171,11 +171,12 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return usageError("%v", err)
 	}
-	_, waitFeed, err := startFeed(c, m, logger)
+	srv, waitFeed, err := startFeed(c, m, logger)
 	if err != nil {
 		return err
 	}
 	defer waitFeed()
+	defer serveMetrics(srv, m, logger)()
 	hermesDone := make(chan struct{})
 	go func() { defer close(hermesDone); hermes.Run(m) }()
 	defer func() { <-hermesDone }()

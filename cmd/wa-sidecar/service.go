@@ -332,7 +332,8 @@ func currentUser() string {
 
 // followSystemd tells systemd, when it runs the sidecar as a Type=notify
 // unit, that the sidecar is up and how the bridge is doing, and says
-// STOPPING=1 at the first SIGTERM or SIGINT. Outside systemd it does
+// STOPPING=1 at the first SIGTERM or SIGINT. Call it once the status
+// server listens: READY=1 promises that it does. Outside systemd it does
 // nothing. Call stop once supervising is over.
 func followSystemd(m *procmon.Monitor, logger *slog.Logger) (stop func(), err error) {
 	n, err := notify.New(logger)
