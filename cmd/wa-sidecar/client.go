@@ -44,7 +44,7 @@ func clientCommands() []*cli.Command {
 	cmd := func(name, usage string, action cli.ActionFunc, extra ...cli.Flag) *cli.Command {
 		return &cli.Command{Name: name, Usage: usage, Flags: append(clientFlags(), extra...), OnUsageError: onUsageError, Action: action}
 	}
-	return []*cli.Command{
+	cmds := []*cli.Command{
 		cmd("status", "print the bridge's state once", statusAction),
 		cmd("watch", "follow the bridge's events live (Ctrl-C ends)", watchAction),
 		cmd("restart", "restart the bridge", opAction(feed.OpRestart)),
@@ -53,6 +53,28 @@ func clientCommands() []*cli.Command {
 		cmd("healthcheck", "exit 0 if the sidecar answers (with --ready: if the bridge is ready), else 1; for a container HEALTHCHECK", healthcheckAction,
 			&cli.BoolFlag{Name: "ready", Usage: "require the bridge to be up and ready, not just the sidecar"}),
 	}
+	for _, c := range cmds {
+		c.Description = "Examples:\n" + clientExamples[c.Name]
+	}
+	return cmds
+}
+
+// clientExamples are shown by each client command's --help.
+var clientExamples = map[string]string{
+	"status": "   wa-sidecar status\n" +
+		"   wa-sidecar status --json\n" +
+		"   wa-sidecar status --addr 127.0.0.1:7391",
+	"watch": "   wa-sidecar watch\n" +
+		"   wa-sidecar watch --json | jq .event",
+	"restart": "   wa-sidecar restart\n" +
+		"   WA_SIDECAR_TOKEN=... wa-sidecar restart --addr 10.0.0.5:7390",
+	"stop": "   wa-sidecar stop\n" +
+		"   wa-sidecar stop --state-dir /var/lib/wa-sidecar",
+	"start": "   wa-sidecar start\n" +
+		"   wa-sidecar start --token-file ~/.local/state/wa-sidecar/token",
+	"healthcheck": "   wa-sidecar healthcheck            # Docker HEALTHCHECK: is the sidecar up?\n" +
+		"   wa-sidecar healthcheck --ready    # is the bridge up and connected?\n" +
+		"   wa-sidecar healthcheck --addr unix:/run/wa-sidecar.sock",
 }
 
 // clientConn is what a client command needs to reach the sidecar.
