@@ -156,6 +156,8 @@ type peer struct {
 	hello Message
 	seq   uint64
 	seen  []Message
+	// backlog holds events read while waiting for a result, for next.
+	backlog []Message
 }
 
 func (r *rig) dial(t testing.TB, token string) *peer {
@@ -199,7 +201,12 @@ func (p *peer) read() Message {
 func (p *peer) next(kinds ...procmon.Kind) Message {
 	p.t.Helper()
 	for {
-		m := p.read()
+		var m Message
+		if len(p.backlog) > 0 {
+			m, p.backlog = p.backlog[0], p.backlog[1:]
+		} else {
+			m = p.read()
+		}
 		for _, k := range kinds {
 			if m.Type == TypeEvent && m.Event == k {
 				return m
@@ -215,7 +222,12 @@ func (p *peer) untilState(st procmon.State) Message {
 		return p.hello
 	}
 	for {
-		m := p.read()
+		var m Message
+		if len(p.backlog) > 0 {
+			m, p.backlog = p.backlog[0], p.backlog[1:]
+		} else {
+			m = p.read()
+		}
 		if m.Type == TypeEvent && m.Status.State == st {
 			return m
 		}
@@ -235,9 +247,11 @@ func (p *peer) send(raw string) Message {
 		p.t.Fatal(err)
 	}
 	for {
-		if m := p.read(); m.Type == TypeResult {
+		m := p.read()
+		if m.Type == TypeResult {
 			return m
 		}
+		p.backlog = append(p.backlog, m)
 	}
 }
 

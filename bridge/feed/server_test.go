@@ -139,8 +139,11 @@ func TestControlOps(t *testing.T) {
 		t.Fatal("restart kept the same pid")
 	}
 	// The read-only client saw the same stream, without gaps.
-	ro.next(procmon.EventStarted)
-	ro.next(procmon.EventStarted)
+	if err := r.m.Post(ctxT(t), procmon.Event{Message: "sync"}); err != nil {
+		t.Fatal(err)
+	}
+	ro.next(procmon.EventNotice)
+	rw.next(procmon.EventNotice)
 	if ro.seq != rw.seq {
 		t.Fatalf("read-only client at seq %d, control client at %d", ro.seq, rw.seq)
 	}
