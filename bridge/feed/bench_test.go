@@ -26,7 +26,14 @@ func BenchmarkExitToClient(b *testing.B) {
 	}
 }
 
-type sample struct{ exit, emit, detect time.Duration }
+// arrival is one client holding the exited event; it is decoded only
+// once every client has it, so decoding, the client's cost, does not
+// delay the clients still waiting.
+type arrival struct {
+	at     time.Time
+	killed time.Time
+	msg    []byte
+}
 
 func benchExit(b *testing.B, n int) {
 	r := newRig(b, Options{MaxClients: n + 1}, "-hang")
@@ -37,7 +44,7 @@ func benchExit(b *testing.B, n int) {
 	c := r.client(b, "")
 
 	var killedAt atomic.Int64
-	samples := make(chan sample, n)
+	arrivals := make(chan arrival, n)
 	errs := make(chan error, n)
 	marker := []byte(`"event":"exited"`)
 	for range n {
@@ -53,19 +60,10 @@ func benchExit(b *testing.B, n int) {
 					errs <- err
 					return
 				}
-				// Take the time before any decoding: the decoding is the
-				// client's cost, not the sidecar's.
 				now := time.Now()
-				if !bytes.Contains(msg, marker) {
-					continue
+				if bytes.Contains(msg, marker) {
+					arrivals <- arrival{now, time.Unix(0, killedAt.Load()), msg}
 				}
-				m, err := DecodeMessage(msg)
-				if err != nil {
-					errs <- err
-					return
-				}
-				killed := time.Unix(0, killedAt.Load())
-				samples <- sample{exit: now.Sub(killed), emit: now.Sub(m.At), detect: m.At.Sub(killed)}
 			}
 		}()
 	}
@@ -92,15 +90,23 @@ func benchExit(b *testing.B, n int) {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			b.Fatal(err)
 		}
+		got := make([]arrival, 0, n)
 		for range n {
 			select {
-			case s := <-samples:
-				exits = append(exits, s.exit)
-				emits = append(emits, s.emit)
-				detects = append(detects, s.detect)
+			case a := <-arrivals:
+				got = append(got, a)
 			case err := <-errs:
 				b.Fatal(err)
 			}
+		}
+		for _, a := range got {
+			m, err := DecodeMessage(a.msg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			exits = append(exits, a.at.Sub(a.killed))
+			emits = append(emits, a.at.Sub(m.At))
+			detects = append(detects, m.At.Sub(a.killed))
 		}
 		pid = waitStarted()
 	}
