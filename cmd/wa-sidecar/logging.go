@@ -61,16 +61,44 @@ func bridgeOutput(logger *slog.Logger, format string, w *os.File) (func(procmon.
 	tty := isatty.IsTerminal(w.Fd()) || isatty.IsCygwinTerminal(w.Fd())
 	format = strings.ToLower(format)
 	if format == "text" && tty || format == "auto" && tty {
-		return func(l procmon.Line) {
-			attrs := []any{"bridge", l.Stream, "pid", l.Pid}
-			if l.Truncated {
-				attrs = append(attrs, "truncated", true)
-			}
-			logger.Info(string(l.Text), attrs...)
-		}, nil
+		return terminalLine(lockedFor(w)), nil
 	}
 	lw := &lineWriter{out: lockedFor(w), json: format != "text"}
 	return lw.line, lw.flush
+}
+
+// ansiCyan marks the bridge's stdout; the other colours are in clientfmt.go.
+const ansiCyan = "\x1b[36m"
+
+// terminalLine shows a bridge line to a person: the time, then a coloured
+// gutter with the bridge's pid and stream (cyan "out", yellow "err") where
+// the sidecar's own records have their level, so the bridge's lines stand
+// apart from the sidecar's at a glance and the QR code it draws stays in
+// one column.
+func terminalLine(w io.Writer) func(procmon.Line) {
+	var mu sync.Mutex
+	var b []byte
+	return func(l procmon.Line) {
+		mu.Lock()
+		defer mu.Unlock()
+		b = append(b[:0], ansiDim...)
+		b = time.Now().AppendFormat(b, time.TimeOnly)
+		b = append(b, ansiReset...)
+		b = append(b, ' ')
+		if l.Stream == procmon.Stderr {
+			b = append(b, ansiYellow+"│err "...)
+		} else {
+			b = append(b, ansiCyan+"│out "...)
+		}
+		b = strconv.AppendInt(b, int64(l.Pid), 10)
+		b = append(b, "│"+ansiReset+" "...)
+		b = append(b, l.Text...)
+		if l.Truncated {
+			b = append(b, ansiDim+" (line cut)"+ansiReset...)
+		}
+		b = append(b, '\n')
+		w.Write(b)
+	}
 }
 
 // lockedWriter orders the writes of the slog handler and of the line

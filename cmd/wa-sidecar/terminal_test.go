@@ -156,14 +156,14 @@ func TestCtrlCOnATerminal(t *testing.T) {
 	at := p.waitFor("bridge started", 0)
 	// As a message, not inside the command line that "bridge started"
 	// shows: only then has the bridge set itself to ignore SIGTERM.
-	at = p.waitFor("INF hello from the bridge", at)
+	at = p.waitFor("│ hello from the bridge", at)
 	bridge := bridgePid(t, p.plain())
 
 	if !strings.Contains(p.raw(), "\x1b[") {
 		t.Errorf("no colour on a terminal:\n%q", p.raw())
 	}
 	for _, line := range strings.Split(p.plain(), "\n") {
-		if strings.Contains(line, "INF hello from the bridge") && !strings.Contains(line, "stdout") {
+		if strings.Contains(line, "│ hello from the bridge") && !strings.Contains(line, "│out ") {
 			t.Errorf("the bridge's line is not marked with its stream: %q", line)
 		}
 	}
