@@ -7,11 +7,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/wa-sidecar/wa-sidecar/bridge/session"
 )
 
 // DefaultListen is the server's default address: loopback, and outside
@@ -32,7 +35,7 @@ func Listen(addr string) (net.Listener, error) {
 	}
 	ln, err := net.Listen("tcp", addr)
 	if errors.Is(err, syscall.EADDRINUSE) {
-		return nil, fmt.Errorf("--listen %s is already in use (is another wa-sidecar running? 'wa-sidecar status --addr %s' tells); pass --listen to choose another address", addr, addr)
+		return nil, fmt.Errorf("--listen %s is already in use%s (is another wa-sidecar running? 'wa-sidecar status --addr %s' tells); pass --listen to choose another address", addr, holderOf(addr), addr)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", addr, err)
@@ -199,4 +202,19 @@ func rootCause(err error) error {
 		}
 		err = u
 	}
+}
+
+// holderOf names what holds a loopback TCP address, as " by pid 812
+// (python3)", or nothing when /proc does not tell.
+func holderOf(addr string) string {
+	_, portText, _ := net.SplitHostPort(addr)
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return ""
+	}
+	holders, err := session.PortHolders(port)
+	if err != nil || len(holders) == 0 || holders[0].Pid == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" by pid %d (%s)", holders[0].Pid, holders[0].Name)
 }

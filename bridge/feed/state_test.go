@@ -2,6 +2,7 @@ package feed
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -91,8 +92,13 @@ func TestListenErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	if _, err := Listen(ln.Addr().String()); err == nil || !strings.Contains(err.Error(), "already in use") {
+	_, err = Listen(ln.Addr().String())
+	if err == nil || !strings.Contains(err.Error(), "already in use") {
 		t.Errorf("taken port: %v", err)
+	}
+	// The holder (this test process) is named, found through /proc.
+	if want := fmt.Sprintf("by pid %d (", os.Getpid()); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("taken port error does not name the holder (%q): %v", want, err)
 	}
 	for _, bad := range []string{"7390", "unix:", "localhost"} {
 		if _, err := Listen(bad); err == nil {

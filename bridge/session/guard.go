@@ -330,7 +330,7 @@ func (g *Guard) checkPort() error {
 	if err != nil || free {
 		return err
 	}
-	holders, err := portHolders(g.cfg.Port)
+	holders, err := PortHolders(g.cfg.Port)
 	if err != nil {
 		g.log.Warn("could not find who holds the port", "port", g.cfg.Port, "error", err)
 	}

@@ -147,11 +147,11 @@ func (e socketEntry) blocksLoopback() bool {
 	return a == netip.AddrFrom4([4]byte{127, 0, 0, 1}) || a.IsUnspecified()
 }
 
-// portHolders finds the processes with a socket that blocks 127.0.0.1:port,
+// PortHolders finds the processes with a socket that blocks 127.0.0.1:port,
 // from /proc alone (lsof is often not installed in containers). A socket
 // whose owner it cannot see (another user's, without privileges) is
 // returned with Pid 0 and its uid.
-func portHolders(port int) ([]Holder, error) {
+func PortHolders(port int) ([]Holder, error) {
 	inodes := map[uint64]int{} // inode -> uid
 	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		data, err := os.ReadFile(file)

@@ -240,7 +240,7 @@ func TestPortFree(t *testing.T) {
 	if free, err := portFree(port); err != nil || free {
 		t.Fatalf("portFree(%d) with a listener = %v, %v", port, free, err)
 	}
-	holders, err := portHolders(port)
+	holders, err := PortHolders(port)
 	if err != nil || len(holders) != 1 || holders[0].Pid != os.Getpid() {
 		t.Fatalf("portHolders = %+v, %v; want this process", holders, err)
 	}

@@ -177,6 +177,13 @@ func runAction(c *cli.Context) error {
 	}
 	defer waitFeed()
 	defer serveMetrics(srv, m, logger)()
+	// Before any goroutine that waits for the monitor: a failure here must
+	// return without the monitor ever running.
+	stopSystemd, err := followSystemd(m, logger)
+	if err != nil {
+		return err
+	}
+	defer stopSystemd()
 	hermesDone := make(chan struct{})
 	go func() { defer close(hermesDone); hermes.Run(m) }()
 	defer func() { <-hermesDone }()
@@ -188,11 +195,6 @@ func runAction(c *cli.Context) error {
 	if reapAll {
 		logger.Info("reaping orphaned processes", "pid1", os.Getpid() == 1)
 	}
-	stopSystemd, err := followSystemd(m, logger)
-	if err != nil {
-		return err
-	}
-	defer stopSystemd()
 	return supervise(m, logger)
 }
 
