@@ -6,9 +6,6 @@
 #
 #   bench/soak.sh 30s        # what CI runs
 #   bench/soak.sh 2h         # a real soak
-#
-# SOAK_LISTEN_FLAG names the flag that turns on the status server (for
-# example --listen); the goroutine count is then read from its /metrics.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,13 +33,11 @@ trap cleanup EXIT
 go build -o "$work/wa-sidecar" ./cmd/wa-sidecar
 go build -o "$work/fakebridge" ./testdata/fakebridge
 
-listen=()
-metrics=""
-if [ -n "${SOAK_LISTEN_FLAG:-}" ]; then
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  listen=("$SOAK_LISTEN_FLAG" "127.0.0.1:$port")
-  metrics="http://127.0.0.1:$port/metrics"
-fi
+# The status server on a free loopback port, so the goroutine count can be
+# read from /metrics and no other sidecar's default port is in the way.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+listen=(--listen "127.0.0.1:$port" --state-dir "$work/state")
+metrics="http://127.0.0.1:$port/metrics"
 
 # Warnings only: a crash loop at full speed logs a few lines per restart.
 "$work/wa-sidecar" run --backoff-initial 0 --backoff-max 0 --log-format json --log-level error "${listen[@]}" \
