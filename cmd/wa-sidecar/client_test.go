@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,12 +41,20 @@ func TestClientCommandsAgainstARealSidecar(t *testing.T) {
 	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
 	state := filepath.Join(dir, "state")
 
-	// Nothing runs yet: one clear line and exit 69; healthcheck says 1.
-	_, stderr, code := cliRun(t, bin, env, "status", "--state-dir", state)
+	// Nothing runs yet: one clear line and exit 69; healthcheck says 1. The
+	// address is one just freed, so a sidecar that happens to run on this
+	// machine's default port cannot answer.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	_, stderr, code := cliRun(t, bin, env, "status", "--state-dir", state, "--addr", closed)
 	if code != exitNoSidecar || !strings.Contains(stderr, "no sidecar is running") || strings.Count(stderr, "\n") != 1 {
 		t.Fatalf("status with no sidecar: exit %d, %q", code, stderr)
 	}
-	if _, _, code := cliRun(t, bin, env, "healthcheck", "--state-dir", state); code != 1 {
+	if _, _, code := cliRun(t, bin, env, "healthcheck", "--state-dir", state, "--addr", closed); code != 1 {
 		t.Fatalf("healthcheck with no sidecar: exit %d", code)
 	}
 
@@ -126,7 +135,10 @@ func TestClientCommandsAgainstARealSidecar(t *testing.T) {
 		t.Errorf("watch did not end with the final stopped event: %s", got)
 	}
 	// The sidecar took its discovery file with it.
-	if _, _, code := cliRun(t, bin, env, "status", "--state-dir", state); code != exitNoSidecar {
+	if _, err := os.Stat(filepath.Join(state, "sidecar.json")); !os.IsNotExist(err) {
+		t.Fatalf("sidecar.json left after exit: %v", err)
+	}
+	if _, _, code := cliRun(t, bin, env, "status", "--state-dir", state, "--addr", closed); code != exitNoSidecar {
 		t.Fatalf("status after exit: %d", code)
 	}
 }

@@ -33,7 +33,7 @@ type onTerminal struct {
 func startOnTerminal(t *testing.T, args ...string) *onTerminal {
 	t.Helper()
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), "TERM=xterm-256color")
+	cmd.Env = append(os.Environ(), "TERM=xterm-256color", "WA_SIDECAR_LISTEN=127.0.0.1:0", "WA_SIDECAR_STATE_DIR="+t.TempDir())
 	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 50, Cols: 200})
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +209,7 @@ func TestOneCtrlCIsEnough(t *testing.T) {
 func TestNoColourWhenPiped(t *testing.T) {
 	bin, fake := binaries(t)
 	cmd := exec.Command(bin, "run", "--", fake, "-say", "piped line", "-exit", "0")
-	cmd.Env = os.Environ()
+	cmd.Env = append(os.Environ(), "WA_SIDECAR_LISTEN=127.0.0.1:0", "WA_SIDECAR_STATE_DIR="+t.TempDir())
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
