@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -49,9 +50,10 @@ const maxQRPayload = 4096
 
 // ParseLine reads one line of the bridge's output (without its newline).
 // It never fails: a line it does not know, or cannot read, is LineOther.
-// It is cheap for the common case, a log line that is none of these.
+// It is cheap for the common case, a log line that is none of these: its
+// first byte rules it out, without an allocation.
 func ParseLine(b []byte) Line {
-	if len(b) == 0 {
+	if len(b) == 0 || !startBytes[b[0]] {
 		return Line{}
 	}
 	if isQRRow(b) {
@@ -101,6 +103,27 @@ func ParseLine(b []byte) Line {
 	}
 	return Line{}
 }
+
+// startBytes holds every byte a line ParseLine knows can start with: the
+// first byte of each marker below and of the QR blocks, and, since markers
+// are looked for after bytes.TrimSpace, the first byte of every white
+// space character it strips. Every other line is LineOther.
+var startBytes = func() (t [256]bool) {
+	for _, m := range []string{"{", "🌉", "📁", "📱", "Waiting for scan", "✅", "⚠", "↻", "❌", " ", "█", "▀", "▄"} {
+		t[m[0]] = true
+	}
+	for _, r := range unicode.White_Space.R16 {
+		for c := rune(r.Lo); c <= rune(r.Hi); c += rune(r.Stride) {
+			t[utf8.AppendRune(nil, c)[0]] = true
+		}
+	}
+	for _, r := range unicode.White_Space.R32 {
+		for c := rune(r.Lo); c <= rune(r.Hi); c += rune(r.Stride) {
+			t[utf8.AppendRune(nil, c)[0]] = true
+		}
+	}
+	return t
+}()
 
 func after(s, marker string) (string, bool) {
 	i := strings.Index(s, marker)

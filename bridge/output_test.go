@@ -48,6 +48,51 @@ func TestParseLine(t *testing.T) {
 	}
 }
 
+// TestParseLineAfterWhiteSpace checks that the first-byte check lets
+// through lines whose marker follows any white space TrimSpace strips.
+func TestParseLineAfterWhiteSpace(t *testing.T) {
+	lines := []string{
+		"🌉 WhatsApp bridge listening on port 3000 (mode: self-chat)",
+		"📁 Session stored in: /s",
+		"📱 Scan this QR code with WhatsApp on your phone:",
+		"Waiting for scan...",
+		"✅ WhatsApp connected!",
+		"⚠️  Connection closed (reason: 428). Reconnecting in 3s...",
+		"↻ WhatsApp requested restart (code 515). Reconnecting...",
+		"❌ Logged out. Delete session and restart to re-authenticate.",
+		`{"event":"started","session":"/s","ts":1}`,
+	}
+	for _, l := range lines {
+		want := ParseLine([]byte(l))
+		if want.Kind == LineOther {
+			t.Fatalf("%q is not recognised", l)
+		}
+		for _, space := range []string{" ", "\t", "\r", "\v", "\f", "\u0085", "\u00a0", "\u1680", "\u2003", "\u2028", "\u202f", "\u205f", "\u3000"} {
+			if got := ParseLine([]byte(space + l)); got != want {
+				t.Errorf("ParseLine(%q)\n got %+v\nwant %+v", space+l, got, want)
+			}
+		}
+	}
+}
+
+// BenchmarkParseLine measures the parser on the line it sees most: an
+// ordinary log line that announces nothing.
+func BenchmarkParseLine(b *testing.B) {
+	for _, c := range []struct{ name, line string }{
+		{"plain", strings.Repeat("y", 99)},
+		{"pino", `{"level":30,"time":1,"pid":7,"hostname":"h","msg":"connected to WA"}`},
+		{"listening", "🌉 WhatsApp bridge listening on port 3000 (mode: self-chat)"},
+	} {
+		line := []byte(c.line)
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				ParseLine(line)
+			}
+		})
+	}
+}
+
 func TestEveryDrawnRowIsARow(t *testing.T) {
 	for _, payload := range []string{"x", strings.Repeat("2@AbC+/=,", 30)} {
 		for _, r := range qrcode.Lines(payload) {
