@@ -278,9 +278,10 @@ const (
 )
 
 type run struct {
-	child     *signals.Child
-	tail      *tail
-	requested bool
+	child          *signals.Child
+	tail           *tail
+	requested      bool
+	stdout, stderr *os.File // read ends of the child's pipes, owned by watch
 }
 
 type exitMsg struct{ r *run }
@@ -480,6 +481,7 @@ func (l *loop) spawn() {
 	l.st.Ready = !l.cfg.ExternalReadiness
 	l.log.Info("bridge started", "pid", child.Pid, "command", l.cfg.Command)
 	l.emit(Event{Kind: EventStarted, Pid: child.Pid})
+	go l.m.watch(r, r.stdout, r.stderr)
 	if l.cfg.Backoff.Reset > 0 && (l.st.ConsecutiveFailures > 0 || l.st.Crashloop) {
 		l.reset = time.NewTimer(l.cfg.Backoff.Reset)
 	}
@@ -521,8 +523,9 @@ func (l *loop) startChild() (*signals.Child, *run, error) {
 		errR.Close()
 		return nil, nil, describeSpawnError(l.cfg.Command[0], l.cfg.Dir, err)
 	}
-	r := &run{child: child, tail: newTail(l.cfg.TailLines)}
-	go l.m.watch(r, outR, errR)
+	// The output is read from when spawn has logged the start, so the
+	// bridge's first lines never appear in the log before it.
+	r := &run{child: child, tail: newTail(l.cfg.TailLines), stdout: outR, stderr: errR}
 	return child, r, nil
 }
 

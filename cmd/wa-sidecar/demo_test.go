@@ -16,7 +16,6 @@ func TestDemoRunsAndCleansUp(t *testing.T) {
 	logRec := p.waitLog("appending the bridge's output to bridge.log")
 	demoDir := filepath.Dir(logRec["path"].(string))
 	bridge := pidOf(t, p.waitLog("bridge started"))
-	p.waitLog("Waiting for scan...")
 	p.waitLog("pairing QR code #1")
 	p.signal(syscall.SIGINT)
 	p.waitLog("bridge stopped")
