@@ -128,7 +128,8 @@ func FuzzClassify(f *testing.F) {
 // sizes, and checks it against a plain reading of the rules: split at "\n",
 // drop one "\r" before it, cut lines longer than the limit and flag them.
 // It also checks the batching promise: whenever readLines is about to read
-// again, every complete line it was given has already been handed over.
+// again, every complete line it was given has already been handed over,
+// and the batch's lines are still intact.
 func FuzzReadLines(f *testing.F) {
 	f.Add([]byte("one\r\ntwo\n"+strings.Repeat("x", 300)+"\nthree\nno newline"), uint8(100), []byte{7, 200, 1})
 	f.Add([]byte(strings.Repeat("a", 80)+"\n"), uint8(80), []byte{0})
@@ -143,8 +144,9 @@ func FuzzReadLines(f *testing.F) {
 
 		src := &chunkReader{data: data, sizes: chunks}
 		var got []fuzzLine
+		var held [][]byte // the current batch's lines, as handed over
 		flushes := 0
-		batches := batchReader{r: src, flush: func() {
+		batch := func() {
 			flushes++
 			delivered := data[:src.pos]
 			complete := bytes.Count(delivered, []byte{'\n'})
@@ -153,8 +155,15 @@ func FuzzReadLines(f *testing.F) {
 			if len(got) != complete && len(got) != complete+1 {
 				t.Fatalf("about to read again holding lines back: %d complete lines delivered, %d handed over", complete, len(got))
 			}
-		}}
-		readLines(batches, limit, func(text []byte, truncated bool) {
+			// The batch's lines are still intact.
+			for i, l := range held {
+				if string(l) != got[len(got)-len(held)+i].Text {
+					t.Fatalf("line %q changed to %q before its batch ended", got[len(got)-len(held)+i].Text, l)
+				}
+			}
+			held = held[:0]
+		}
+		readLines(src, limit, func(text []byte, truncated bool) {
 			if len(text) > limit {
 				t.Fatalf("line of %d bytes exceeds the limit %d", len(text), limit)
 			}
@@ -162,7 +171,8 @@ func FuzzReadLines(f *testing.F) {
 				t.Fatalf("line %q holds a newline", text)
 			}
 			got = append(got, fuzzLine{string(text), truncated})
-		})
+			held = append(held, text)
+		}, batch)
 		if flushes == 0 {
 			t.Fatal("the reader was never asked for data")
 		}

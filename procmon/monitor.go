@@ -569,20 +569,21 @@ func (m *Monitor) watch(r *run, outR, errR *os.File) {
 	drain := func(f *os.File, s Stream) {
 		defer readers.Done()
 		defer f.Close()
-		var src io.Reader = f
-		if m.cfg.OutputFlush != nil {
-			src = batchReader{r: f, flush: func() { m.cfg.OutputFlush(s) }}
+		recent := r.tail.recent()
+		batch := func() {
+			recent.commit()
+			if m.cfg.OutputFlush != nil {
+				m.cfg.OutputFlush(s)
+			}
 		}
-		readLines(src, m.cfg.MaxLineBytes, func(text []byte, truncated bool) {
-			r.tail.add(text)
+		readLines(f, m.cfg.MaxLineBytes, func(text []byte, truncated bool) {
+			recent.note(text)
 			if m.cfg.Output != nil {
 				m.cfg.Output(Line{Stream: s, Pid: pid, Text: text, Truncated: truncated})
 			}
-		})
+		}, batch)
 		// An unterminated last line comes after the last read.
-		if m.cfg.OutputFlush != nil {
-			m.cfg.OutputFlush(s)
-		}
+		batch()
 	}
 	go drain(outR, Stdout)
 	go drain(errR, Stderr)

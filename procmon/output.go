@@ -31,10 +31,13 @@ type Line struct {
 // ends or fails; an unterminated last line is still handed over.
 //
 // Lines are split out of large reads rather than read one by one, since a
-// chatty child can print millions of lines. readLines calls r.Read only
-// once every complete line it already holds has gone to fn, so a reader
-// about to block marks the end of a batch of lines (see batchReader).
-func readLines(r io.Reader, limit int, fn func(text []byte, truncated bool)) {
+// chatty child can print millions of lines. Before each read, once every
+// complete line it holds has gone to fn, readLines calls batch (if not
+// nil): that marks the end of a batch of lines, where an output writer can
+// write out what it buffered, holding no line back. The text handed to fn
+// stays valid until batch returns, so batch may still look at the lines
+// of its batch.
+func readLines(r io.Reader, limit int, fn func(text []byte, truncated bool), batch func()) {
 	emit := func(line []byte) {
 		line = bytes.TrimSuffix(line, []byte{'\r'})
 		if len(line) > limit {
@@ -49,6 +52,11 @@ func readLines(r io.Reader, limit int, fn func(text []byte, truncated bool)) {
 	start, end := 0, 0 // buf[start:end] is read but not yet handed over
 	skipping := false  // the current line was cut; drop it up to its newline
 	for {
+		if batch != nil {
+			batch()
+		}
+		end = copy(buf, buf[start:end])
+		start = 0
 		n, err := r.Read(buf[end:])
 		end += n
 		for {
@@ -77,27 +85,12 @@ func readLines(r io.Reader, limit int, fn func(text []byte, truncated bool)) {
 			}
 			return
 		}
-		end = copy(buf, buf[start:end])
-		start = 0
 	}
 }
 
-// batchReader calls flush before each read that might block, which is
-// where readLines has handed over every complete line it holds: an output
-// writer can then buffer lines and write them out together, once per batch
-// instead of once per line, without holding any line back.
-type batchReader struct {
-	r     io.Reader
-	flush func()
-}
-
-func (b batchReader) Read(p []byte) (int, error) {
-	b.flush()
-	return b.r.Read(p)
-}
-
-// tail keeps the last lines of output for exit records. It is fed every
-// line, so it reuses its slots instead of allocating a string per line.
+// tail keeps the last lines of output for exit records. A chatty child
+// prints millions of lines, so each stream's reader only notes where its
+// latest lines are (recent) and the tail copies them once per batch.
 type tail struct {
 	mu    sync.Mutex
 	lines [][]byte
@@ -110,6 +103,7 @@ const tailLineBytes = 2048
 
 func newTail(n int) *tail { return &tail{lines: make([][]byte, n), max: tailLineBytes} }
 
+// add keeps a copy of text; the caller holds mu.
 func (t *tail) add(text []byte) {
 	if len(t.lines) == 0 {
 		return
@@ -117,13 +111,54 @@ func (t *tail) add(text []byte) {
 	if len(text) > t.max {
 		text = text[:t.max]
 	}
-	t.mu.Lock()
 	t.lines[t.next] = append(t.lines[t.next][:0], text...)
 	t.next++
 	if t.next == len(t.lines) {
 		t.next, t.full = 0, true
 	}
-	t.mu.Unlock()
+}
+
+// recent notes the last lines of one stream's current batch, without
+// copying them; they stay valid until the batch ends (see readLines).
+type recent struct {
+	t     *tail
+	lines [][]byte // a ring as long as the tail
+	next  int
+	n     int // lines noted in this batch
+}
+
+func (t *tail) recent() *recent { return &recent{t: t, lines: make([][]byte, len(t.lines))} }
+
+func (r *recent) note(text []byte) {
+	if len(r.lines) == 0 {
+		return
+	}
+	r.lines[r.next] = text
+	r.next++
+	if r.next == len(r.lines) {
+		r.next = 0
+	}
+	r.n++
+}
+
+// commit copies the batch's last lines into the tail, oldest first.
+func (r *recent) commit() {
+	if r.n == 0 {
+		return
+	}
+	k := min(r.n, len(r.lines))
+	first := r.next - k
+	if first < 0 {
+		first += len(r.lines)
+	}
+	r.t.mu.Lock()
+	for i := 0; i < k; i++ {
+		j := (first + i) % len(r.lines)
+		r.t.add(r.lines[j])
+		r.lines[j] = nil
+	}
+	r.t.mu.Unlock()
+	r.n = 0
 }
 
 func (t *tail) snapshot() []string {

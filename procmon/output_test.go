@@ -1,6 +1,7 @@
 package procmon
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 )
@@ -12,7 +13,7 @@ func TestReadLines(t *testing.T) {
 		trunc bool
 	}
 	var lines []got
-	readLines(strings.NewReader(in), 100, func(b []byte, tr bool) { lines = append(lines, got{string(b), tr}) })
+	readLines(strings.NewReader(in), 100, func(b []byte, tr bool) { lines = append(lines, got{string(b), tr}) }, nil)
 	want := []got{{"one", false}, {"two", false}, {strings.Repeat("x", 100), true}, {"three", false}, {"no newline", false}}
 	if len(lines) != len(want) {
 		t.Fatalf("got %d lines %+v, want %d", len(lines), lines, len(want))
@@ -36,5 +37,37 @@ func TestTailKeepsLast(t *testing.T) {
 	tl.add([]byte("only"))
 	if got := strings.Join(tl.snapshot(), ","); got != "only" {
 		t.Fatalf("tail = %s", got)
+	}
+}
+
+func TestTailFromBatches(t *testing.T) {
+	tl := newTail(3)
+	out, errs := tl.recent(), tl.recent()
+	for _, l := range []string{"o1", "o2", "o3", "o4"} {
+		out.note([]byte(l))
+	}
+	out.commit()
+	errs.note([]byte("e1"))
+	errs.commit()
+	if got := strings.Join(tl.snapshot(), ","); got != "o3,o4,e1" {
+		t.Fatalf("tail = %s", got)
+	}
+	out.commit() // an empty batch keeps what there is
+	if got := strings.Join(tl.snapshot(), ","); got != "o3,o4,e1" {
+		t.Fatalf("tail after an empty batch = %s", got)
+	}
+}
+
+// BenchmarkReadLines measures the reader's part of the pass-through
+// benchmark: 100-byte lines split out of 64 KiB reads, each noted for the
+// tail, the tail filled once per batch.
+func BenchmarkReadLines(b *testing.B) {
+	data := bytes.Repeat(append(bytes.Repeat([]byte("y"), 99), '\n'), 64<<10)
+	tl := newTail(20)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		recent := tl.recent()
+		readLines(bytes.NewReader(data), 64<<10, func(text []byte, _ bool) { recent.note(text) }, recent.commit)
+		recent.commit()
 	}
 }
