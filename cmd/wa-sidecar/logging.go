@@ -130,9 +130,14 @@ type lineWriter struct {
 }
 
 type lineBuf struct {
-	mu   sync.Mutex
-	b    []byte
-	when []byte // the batch's time, formatted once
+	mu sync.Mutex
+	b  []byte
+	// What comes before and after each line's text: the batch's time,
+	// formatted once per batch, and the stream and pid, formatted once per
+	// child.
+	prefix []byte
+	suffix []byte
+	pid    int
 }
 
 // maxBatch bounds a buffer when a batch is very large; it is written out
@@ -149,45 +154,53 @@ func (w *lineWriter) buf(s procmon.Stream) *lineBuf {
 func (w *lineWriter) line(l procmon.Line) {
 	lb := w.buf(l.Stream)
 	lb.mu.Lock()
-	defer lb.mu.Unlock()
 	if len(lb.b) == 0 {
-		lb.when = lb.when[:0]
+		lb.prefix = lb.prefix[:0]
 		if w.json {
-			lb.when = time.Now().AppendFormat(lb.when, time.RFC3339Nano)
+			lb.prefix = append(lb.prefix, `{"time":"`...)
+			lb.prefix = time.Now().AppendFormat(lb.prefix, time.RFC3339Nano)
+			lb.prefix = append(lb.prefix, `","level":"INFO","msg":"`...)
 		} else {
-			lb.when = time.Now().AppendFormat(lb.when, time.TimeOnly)
+			lb.prefix = time.Now().AppendFormat(lb.prefix, time.TimeOnly)
+			lb.prefix = append(lb.prefix, " INF "...)
 		}
 	}
+	if lb.pid != l.Pid || len(lb.suffix) == 0 {
+		lb.pid = l.Pid
+		if w.json {
+			lb.suffix = append(lb.suffix[:0], `","bridge":"`...)
+			lb.suffix = append(lb.suffix, l.Stream...)
+			lb.suffix = append(lb.suffix, `","pid":`...)
+			lb.suffix = strconv.AppendInt(lb.suffix, int64(l.Pid), 10)
+		} else {
+			lb.suffix = append(lb.suffix[:0], " bridge="...)
+			lb.suffix = append(lb.suffix, l.Stream...)
+			lb.suffix = append(lb.suffix, " pid="...)
+			lb.suffix = strconv.AppendInt(lb.suffix, int64(l.Pid), 10)
+		}
+	}
+	lb.b = append(lb.b, lb.prefix...)
 	if w.json {
-		lb.b = append(lb.b, `{"time":"`...)
-		lb.b = append(lb.b, lb.when...)
-		lb.b = append(lb.b, `","level":"INFO","msg":"`...)
 		lb.b = appendJSONString(lb.b, l.Text)
-		lb.b = append(lb.b, `","bridge":"`...)
-		lb.b = append(lb.b, l.Stream...)
-		lb.b = append(lb.b, `","pid":`...)
-		lb.b = strconv.AppendInt(lb.b, int64(l.Pid), 10)
-		if l.Truncated {
-			lb.b = append(lb.b, `,"truncated":true`...)
-		}
-		lb.b = append(lb.b, "}\n"...)
 	} else {
-		lb.b = append(lb.b, lb.when...)
-		lb.b = append(lb.b, " INF "...)
 		lb.b = append(lb.b, l.Text...)
-		lb.b = append(lb.b, " bridge="...)
-		lb.b = append(lb.b, l.Stream...)
-		lb.b = append(lb.b, " pid="...)
-		lb.b = strconv.AppendInt(lb.b, int64(l.Pid), 10)
-		if l.Truncated {
-			lb.b = append(lb.b, " truncated=true"...)
-		}
+	}
+	lb.b = append(lb.b, lb.suffix...)
+	switch {
+	case l.Truncated && w.json:
+		lb.b = append(lb.b, `,"truncated":true}`+"\n"...)
+	case l.Truncated:
+		lb.b = append(lb.b, " truncated=true\n"...)
+	case w.json:
+		lb.b = append(lb.b, "}\n"...)
+	default:
 		lb.b = append(lb.b, '\n')
 	}
 	if len(lb.b) >= maxBatch {
 		w.out.Write(lb.b)
 		lb.b = lb.b[:0]
 	}
+	lb.mu.Unlock()
 }
 
 func (w *lineWriter) flush(s procmon.Stream) {
