@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
@@ -507,6 +509,8 @@ func (l *loop) startChild() (*signals.Child, *run, error) {
 		outW.Close()
 		return nil, nil, fmt.Errorf("create stderr pipe: %w", err)
 	}
+	growPipe(outW)
+	growPipe(errW)
 	env := l.cfg.Env
 	if env == nil {
 		env = os.Environ()
@@ -527,6 +531,18 @@ func (l *loop) startChild() (*signals.Child, *run, error) {
 	// bridge's first lines never appear in the log before it.
 	r := &run{child: child, tail: newTail(l.cfg.TailLines), stdout: outR, stderr: errR}
 	return child, r, nil
+}
+
+// pipeBytes is the capacity asked for the child's output pipes, instead
+// of Linux's 64 KiB: a chatty child then blocks less often on a full pipe,
+// and each read takes in more lines at once. The kernel may give less
+// (fs.pipe-max-size); the pipe then keeps its size.
+const pipeBytes = 1 << 20
+
+func growPipe(f *os.File) {
+	if c, err := f.SyscallConn(); err == nil {
+		c.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeBytes) })
+	}
 }
 
 // resolve finds the program the way a shell would, and makes a relative

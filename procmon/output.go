@@ -24,6 +24,11 @@ type Line struct {
 	Truncated bool // the line was longer than the limit and was cut
 }
 
+// readBytes is the size of each read of the child's output: a quarter of
+// its pipe, so a chatty child can go on writing while its lines are
+// handled.
+const readBytes = 256 << 10
+
 // readLines splits r into lines of at most limit bytes and hands each to fn,
 // without its "\n" or "\r\n". A longer line is cut at limit, flagged as
 // truncated, and the rest of it skipped, so a child that never prints a
@@ -48,7 +53,7 @@ func readLines(r io.Reader, limit int, fn func(text []byte, truncated bool), bat
 	}
 	// The buffer holds a whole line of limit bytes plus "\r\n", so a line
 	// that fits is never mistaken for one that does not.
-	buf := make([]byte, max(64<<10, limit+3))
+	buf := make([]byte, max(readBytes, limit+3))
 	start, end := 0, 0 // buf[start:end] is read but not yet handed over
 	skipping := false  // the current line was cut; drop it up to its newline
 	for {
