@@ -187,6 +187,16 @@ func redactURL(raw string) string {
 // Addr is the address the server listens on, as NewClient takes it.
 func (s *Server) Addr() string { return AddrOf(s.ln) }
 
+// Close releases the address of a server that will not be served, as
+// when setup fails after New. Once Serve has been called, end it through
+// its context instead.
+func (s *Server) Close() error {
+	if s.started.Load() {
+		return errors.New("feed: Close after Serve; cancel Serve's context instead")
+	}
+	return s.ln.Close()
+}
+
 // Clients is the number of websocket clients connected now, push mode's
 // connection not included.
 func (s *Server) Clients() int { return int(s.clients.Load()) }

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -163,5 +164,70 @@ func TestStatusLine(t *testing.T) {
 		if got := ago(d); got != want {
 			t.Errorf("ago(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// A second run on the same state directory must leave the first sidecar's
+// token and discovery file alone, whether it fails to bind or would bind
+// elsewhere: it exits 75 and names the holder.
+func TestSecondRunOnOneStateDirExits75(t *testing.T) {
+	bin, fake := binaries(t)
+	dir := t.TempDir()
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+	state := filepath.Join(dir, "state")
+	p := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--", fake, "-hang")
+	addr, _ := p.waitLog("status server listening")["listen"].(string)
+	p.waitLog("bridge started")
+	token, err := os.ReadFile(filepath.Join(state, "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	disc, err := os.ReadFile(filepath.Join(state, "sidecar.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, listen := range []string{addr, "not-an-address", "127.0.0.1:0"} {
+		cmd := exec.Command(bin, "run", "--state-dir", state, "--listen", listen, "--", fake, "-hang")
+		cmd.Env = env
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// A safety net, not a timing assertion: a second run that starts
+		// serving would otherwise never end.
+		timer := time.AfterFunc(30*time.Second, func() { cmd.Process.Signal(syscall.SIGTERM) })
+		err := cmd.Wait()
+		timer.Stop()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != exitTempFail {
+			t.Errorf("second run --listen %s: %v, want exit %d; stderr:\n%s", listen, err, exitTempFail, stderr.String())
+		}
+		want := fmt.Sprintf("pid %d, wa-sidecar", p.cmd.Process.Pid)
+		if !strings.Contains(stderr.String(), want) || !strings.Contains(stderr.String(), "--state-dir") {
+			t.Errorf("second run --listen %s: stderr %q does not name the holder (%s) and --state-dir", listen, stderr.String(), want)
+		}
+		if now, _ := os.ReadFile(filepath.Join(state, "token")); string(now) != string(token) {
+			t.Fatalf("second run --listen %s replaced the first one's token", listen)
+		}
+		if now, _ := os.ReadFile(filepath.Join(state, "sidecar.json")); string(now) != string(disc) {
+			t.Fatalf("second run --listen %s replaced sidecar.json:\n%s", listen, now)
+		}
+	}
+	// The first sidecar's clients still have control.
+	if _, stderr, code := cliRun(t, bin, env, "stop", "--state-dir", state); code != 0 {
+		t.Fatalf("stop after the second runs: exit %d, %q", code, stderr)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("sidecar exit %d", code)
+	}
+	// Its lock went with it: the next sidecar on this state directory starts.
+	q := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--", fake, "-hang")
+	q.waitLog("status server listening")
+	q.signal(syscall.SIGTERM)
+	if code := q.wait(); code != 0 {
+		t.Fatalf("third sidecar exit %d", code)
 	}
 }

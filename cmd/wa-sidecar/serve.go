@@ -41,12 +41,15 @@ func stateDir(c *cli.Context) (string, error) {
 	return feed.DefaultStateDir()
 }
 
-// startFeed binds the status server, settles the control token, leaves the
-// discovery file for the client commands and starts serving. The returned
-// wait blocks until the server has sent the monitor's last events and
-// closed, then removes the discovery file; if the monitor never ran, it
-// stops the server at once.
-func startFeed(c *cli.Context, m *procmon.Monitor, logger *slog.Logger) (*feed.Server, func(), error) {
+// startFeed locks the state directory, binds the status server, settles
+// the control token, leaves the discovery file for the client commands and
+// starts serving. Nothing in the state directory is written until the lock
+// is held and the flags have been checked and the address bound, so a
+// second run that fails leaves the first one's token and discovery file
+// alone. The returned wait blocks until the server has sent the monitor's
+// last events and closed, then removes the discovery file and releases the
+// lock; if the monitor never ran, it stops the server at once.
+func startFeed(c *cli.Context, m *procmon.Monitor, logger *slog.Logger) (_ *feed.Server, _ func(), err error) {
 	dir, err := stateDir(c)
 	if err != nil {
 		return nil, nil, usageError("%v", err)
@@ -69,14 +72,24 @@ func startFeed(c *cli.Context, m *procmon.Monitor, logger *slog.Logger) (*feed.S
 	if err := feed.PrepareStateDir(dir); err != nil {
 		return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitError)
 	}
-	if token == "" {
+	lock, err := feed.LockStateDir(dir)
+	var held *feed.StateDirHeldError
+	if errors.As(err, &held) {
+		return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitTempFail)
+	}
+	if err != nil {
+		return nil, nil, cli.Exit("wa-sidecar: "+err.Error()+"; pass --state-dir to choose another", exitError)
+	}
+	defer func() {
+		if err != nil {
+			lock.Unlock()
+		}
+	}()
+	generated := token == ""
+	if generated {
 		if token, err = feed.NewToken(); err != nil {
 			return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitError)
 		}
-		if tokenFile, err = feed.WriteToken(dir, token); err != nil {
-			return nil, nil, cli.Exit("wa-sidecar: "+err.Error()+"; pass --state-dir or --token-file", exitError)
-		}
-		logger.Info("generated a control token", "file", tokenFile)
 	}
 
 	srv, err := feed.New(feed.Options{
@@ -90,6 +103,13 @@ func startFeed(c *cli.Context, m *procmon.Monitor, logger *slog.Logger) (*feed.S
 	})
 	if err != nil {
 		return nil, nil, usageError("%v", err)
+	}
+	if generated {
+		if tokenFile, err = feed.WriteToken(dir, token); err != nil {
+			srv.Close()
+			return nil, nil, cli.Exit("wa-sidecar: "+err.Error()+"; pass --state-dir or --token-file", exitError)
+		}
+		logger.Info("generated a control token", "file", tokenFile)
 	}
 	disc := feed.Discovery{Listen: srv.Addr(), TokenFile: tokenFile, Pid: os.Getpid(), Version: sidecarVersion(), StartedAt: time.Now()}
 	if err := feed.WriteDiscovery(dir, disc); err != nil {
@@ -112,6 +132,7 @@ func startFeed(c *cli.Context, m *procmon.Monitor, logger *slog.Logger) (*feed.S
 		if err := feed.RemoveDiscovery(dir, os.Getpid()); err != nil {
 			logger.Warn("could not remove the discovery file", "error", err)
 		}
+		lock.Unlock()
 	}
 	return srv, wait, nil
 }
