@@ -27,7 +27,8 @@ func newLogger(format, level string, w *os.File) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
 	}
 	tty := isatty.IsTerminal(w.Fd()) || isatty.IsCygwinTerminal(w.Fd())
-	out := lockedFor(w)
+	json := strings.ToLower(format) == "json" || strings.ToLower(format) == "auto" && !tty
+	out := sinkFor(w, json)
 	switch strings.ToLower(format) {
 	case "auto":
 		if tty {
@@ -61,9 +62,9 @@ func bridgeOutput(logger *slog.Logger, format string, w *os.File) (func(procmon.
 	tty := isatty.IsTerminal(w.Fd()) || isatty.IsCygwinTerminal(w.Fd())
 	format = strings.ToLower(format)
 	if format == "text" && tty || format == "auto" && tty {
-		return terminalLine(lockedFor(w)), nil
+		return terminalLine(sinkFor(w, false)), nil
 	}
-	lw := &lineWriter{out: lockedFor(w), json: format != "text"}
+	lw := &lineWriter{out: sinkFor(w, format != "text"), json: format != "text"}
 	return lw.line, lw.flush
 }
 
@@ -101,25 +102,144 @@ func terminalLine(w io.Writer) func(procmon.Line) {
 	}
 }
 
-// lockedWriter orders the writes of the slog handler and of the line
-// writer to one file, so a batch of bridge lines and a record of the
-// sidecar's own never interleave, even on a pipe.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+// logSink is the sidecar's own stderr, decoupled from whoever reads it.
+// A terminal paused with Ctrl-S, a pager, a stalled container log driver or
+// a reader that went away must never stop the monitor or, through the
+// bridge's output, the bridge itself: writes are whole records copied into
+// a bounded buffer that one goroutine writes out, a record that does not
+// fit is dropped and counted (and the count reported once the writer is
+// moving again), and after a write error such as EPIPE records are
+// discarded. Whole records in, whole records out, so the slog handler and
+// the bridge's line writer never interleave mid-line.
+type logSink struct {
+	w     io.Writer
+	limit int
+	json  bool
+
+	mu      sync.Mutex
+	pending []byte
+	dropped int64
+	broken  bool // a write failed (EPIPE, …): discard from now on
+	closing bool // Close was called: write out what is queued, then stop
+	stopped bool // the writer goroutine has returned
+
+	kick chan struct{}
+	done chan struct{}
 }
 
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
+// logSinkLimit bounds what waits for a slow stderr: a few seconds of a
+// chatty bridge.
+const logSinkLimit = 4 << 20
+
+var sinks sync.Map // *os.File → *logSink
+
+// sinkFor returns the one sink of f, starting it on first use. json says how
+// to word the notice about dropped records.
+func sinkFor(f *os.File, json bool) *logSink {
+	if s, ok := sinks.Load(f); ok {
+		return s.(*logSink)
+	}
+	s := newLogSink(f, logSinkLimit, json)
+	if prev, loaded := sinks.LoadOrStore(f, s); loaded {
+		s.Close(0)
+		return prev.(*logSink)
+	}
+	return s
 }
 
-var lockedFiles sync.Map // *os.File → *lockedWriter
+// closeLog writes out what the sink of f still holds, waiting up to two
+// seconds for a stalled reader.
+func closeLog(f *os.File) {
+	if s, ok := sinks.Load(f); ok {
+		s.(*logSink).Close(2 * time.Second)
+	}
+}
 
-func lockedFor(f *os.File) *lockedWriter {
-	lw, _ := lockedFiles.LoadOrStore(f, &lockedWriter{w: f})
-	return lw.(*lockedWriter)
+func newLogSink(w io.Writer, limit int, json bool) *logSink {
+	s := &logSink{w: w, limit: limit, json: json, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	go s.run()
+	return s
+}
+
+// Write queues one record. It never blocks on the underlying writer.
+func (s *logSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	switch {
+	case s.broken || s.stopped:
+	case len(s.pending)+len(p) > s.limit:
+		s.dropped++
+	default:
+		s.pending = append(s.pending, p...)
+	}
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
+func (s *logSink) run() {
+	defer close(s.done)
+	var spare []byte
+	for range s.kick {
+		for {
+			s.mu.Lock()
+			out, dropped := s.pending, s.dropped
+			s.pending, s.dropped = spare[:0], 0
+			closing := s.closing
+			s.mu.Unlock()
+			if len(out) == 0 && dropped == 0 {
+				if closing {
+					s.mu.Lock()
+					s.stopped = true
+					s.mu.Unlock()
+					return
+				}
+				break
+			}
+			if dropped > 0 {
+				out = append(out, s.dropNotice(dropped)...)
+			}
+			if _, err := s.w.Write(out); err != nil {
+				s.mu.Lock()
+				s.broken = true
+				s.pending = nil
+				s.mu.Unlock()
+			}
+			spare = out
+		}
+	}
+}
+
+func (s *logSink) dropNotice(n int64) []byte {
+	now := time.Now()
+	if s.json {
+		return fmt.Appendf(nil, `{"time":%q,"level":"WARN","msg":"log records dropped while stderr was not being read","dropped":%d}`+"\n", now.Format(time.RFC3339Nano), n)
+	}
+	return fmt.Appendf(nil, "%s WRN log records dropped while stderr was not being read dropped=%d\n", now.Format(time.TimeOnly), n)
+}
+
+// Close writes out what is queued, waiting at most timeout for a stalled
+// reader, and stops the sink. Records written after Close are discarded.
+func (s *logSink) Close(timeout time.Duration) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return
+	}
+	s.closing = true
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-s.done:
+	case <-t.C:
+	}
 }
 
 // lineWriter formats bridge lines into one buffer per stream.

@@ -6,7 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
@@ -114,4 +117,86 @@ func BenchmarkBridgeOutput(b *testing.B) {
 		}
 		lw.flush(procmon.Stdout)
 	})
+}
+
+// blockingWriter stands for a stderr nobody reads: writes wait for release.
+type blockingWriter struct {
+	release chan struct{}
+	mu      sync.Mutex
+	got     bytes.Buffer
+}
+
+func (b *blockingWriter) Write(p []byte) (int, error) {
+	<-b.release
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.got.Write(p)
+}
+
+func TestLogSinkNeverBlocksAndCountsDrops(t *testing.T) {
+	bw := &blockingWriter{release: make(chan struct{})}
+	s := newLogSink(bw, 1000, true)
+	rec := []byte(strings.Repeat("r", 99) + "\n")
+	// The first record may already be in the stuck Write; the rest queue
+	// up to the limit and then are dropped, and no Write call waits.
+	for i := 0; i < 50; i++ {
+		if n, err := s.Write(rec); n != len(rec) || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+	}
+	close(bw.release)
+	s.Close(10 * time.Second)
+	bw.mu.Lock()
+	out := bw.got.String()
+	bw.mu.Unlock()
+	kept, dropped, notices := 0, 0, 0
+	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if line == strings.Repeat("r", 99) {
+			kept++
+			continue
+		}
+		var notice struct {
+			Msg     string
+			Dropped int
+		}
+		if err := json.Unmarshal([]byte(line), &notice); err != nil || notice.Dropped == 0 {
+			t.Fatalf("unexpected line %q (%v)", line, err)
+		}
+		dropped += notice.Dropped
+		notices++
+	}
+	// At most one batch in flight and one queued, each within the limit.
+	if kept+dropped != 50 || kept > 20 || notices == 0 {
+		t.Fatalf("kept %d + dropped %d (in %d notices) of 50 records", kept, dropped, notices)
+	}
+	// After Close, records are discarded rather than queued forever.
+	s.Write(rec)
+	if s.pendingLen() != 0 {
+		t.Fatal("records queued after Close")
+	}
+}
+
+func (s *logSink) pendingLen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending)
+}
+
+type failingWriter struct{ calls int }
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	f.calls++
+	return 0, syscall.EPIPE
+}
+
+func TestLogSinkStopsWritingAfterAnError(t *testing.T) {
+	fw := &failingWriter{}
+	s := newLogSink(fw, 1<<20, false)
+	s.Write([]byte("one\n"))
+	s.Close(10 * time.Second)
+	calls := fw.calls
+	s.Write([]byte("two\n"))
+	if calls != 1 || fw.calls != 1 {
+		t.Fatalf("writes after EPIPE: %d then %d", calls, fw.calls)
+	}
 }

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/debug"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 )
@@ -68,6 +70,11 @@ func commands() []*cli.Command {
 }
 
 func main() {
+	// With SIGPIPE handled, a write to a stderr whose reader has gone (a
+	// closed pager, `| tee` stopped by Ctrl-C) fails with EPIPE instead of
+	// killing the sidecar before it has stopped the bridge. Handled, not
+	// ignored: an ignored signal would be inherited by the bridge.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	os.Exit(run(os.Args))
 }
 

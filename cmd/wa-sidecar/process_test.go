@@ -366,3 +366,99 @@ func readPids(t *testing.T, path string, n int) []int {
 	t.Fatalf("%s never listed %d pids", path, n)
 	return nil
 }
+
+// startWithStderr starts the sidecar with its stderr on a pipe whose read
+// end the caller holds.
+func startWithStderr(t *testing.T, args ...string) (*exec.Cmd, *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stderr = w
+	cmd.Env = append(os.Environ(), "WA_SIDECAR_LOG_FORMAT=json",
+		"WA_SIDECAR_LISTEN=127.0.0.1:0", "WA_SIDECAR_STATE_DIR="+t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		r.Close()
+	})
+	return cmd, r
+}
+
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	for i := 0; i < 3000; i++ {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s never appeared", path)
+}
+
+func exitCode(t *testing.T, cmd *exec.Cmd) int {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() { errc <- cmd.Wait() }()
+	select {
+	case err := <-errc:
+		if ee, ok := err.(*exec.ExitError); ok {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				t.Fatalf("sidecar killed by %v", ws.Signal())
+			}
+			return ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0
+	case <-time.After(30 * time.Second):
+		t.Fatal("sidecar did not exit")
+		return -1
+	}
+}
+
+// TestUnreadStderrBlocksNothing: nobody reads the sidecar's stderr (a
+// paused terminal, a stalled log driver), yet a bridge printing far more
+// than any pipe holds is not held up, and SIGTERM still stops everything.
+func TestUnreadStderrBlocksNothing(t *testing.T) {
+	bin, fake := binaries(t)
+	dir := t.TempDir()
+	done, pids := filepath.Join(dir, "done"), filepath.Join(dir, "pids")
+	cmd, _ := startWithStderr(t, bin, "run", "--", fake, "-pidfile", pids, "-spew", "20000000", "-done-file", done, "-hang")
+	waitFile(t, done)
+	bridge := readPids(t, pids, 1)[0]
+	cmd.Process.Signal(syscall.SIGTERM)
+	if code := exitCode(t, cmd); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if running(bridge) {
+		t.Fatal("bridge still running")
+	}
+}
+
+// TestClosedStderrIsNotFatal: the reader of the sidecar's stderr went away
+// (`| tee` stopped by Ctrl-C). SIGPIPE must not kill the sidecar before it
+// has stopped the bridge.
+func TestClosedStderrIsNotFatal(t *testing.T) {
+	bin, fake := binaries(t)
+	pids := filepath.Join(t.TempDir(), "pids")
+	cmd, r := startWithStderr(t, bin, "run", "--", fake, "-pidfile", pids, "-hang")
+	bridge := readPids(t, pids, 1)[0]
+	r.Close()
+	cmd.Process.Signal(syscall.SIGTERM)
+	if code := exitCode(t, cmd); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if running(bridge) {
+		t.Fatal("bridge still running")
+	}
+}

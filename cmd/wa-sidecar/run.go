@@ -120,6 +120,9 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return usageError("%v", err)
 	}
+	// Last deferred, first run: what the sidecar said reaches stderr
+	// before its exit status, unless nobody has read stderr for a while.
+	defer closeLog(os.Stderr)
 	target, err := bridgeTarget(c)
 	if err != nil {
 		return err
@@ -240,9 +243,9 @@ func supervise(m *procmon.Monitor, logger *slog.Logger) error {
 				}
 			case syscall.SIGHUP:
 				logger.Info("SIGHUP: restarting the bridge")
-				go logIfErr(logger, "restart", m.Restart(context.Background()))
+				go func() { logIfErr(logger, "restart", m.Restart(context.Background())) }()
 			default:
-				go logIfErr(logger, "forward "+signals.Name(sig), m.Signal(context.Background(), sig))
+				go func() { logIfErr(logger, "forward "+signals.Name(sig), m.Signal(context.Background(), sig)) }()
 			}
 		}
 	}

@@ -40,6 +40,7 @@ func main() {
 		failTimes     = flag.Int("fail-times", 0, "with -count-file: exit 1 at once on the first N runs, then hang")
 		countFile     = flag.String("count-file", "", "file that counts the runs, for -fail-times")
 		reportSignals = flag.Bool("report-signals", false, "print 'got SIGNAME' for HUP, USR1, USR2")
+		doneFile      = flag.String("done-file", "", "create this file once all output (-say, -spew, …) is written")
 		stampFile     = flag.String("stamp", "", "append 'start|exit MONOTONIC_NS PID' lines to this file, for benchmarks")
 	)
 	flag.Parse()
@@ -127,6 +128,9 @@ func main() {
 		}
 		w.Flush()
 		fmt.Println("spew done " + strconv.FormatInt(*spew, 10))
+	}
+	if *doneFile != "" {
+		os.WriteFile(*doneFile, nil, 0o644)
 	}
 	time.Sleep(*after)
 	if *sig != 0 {
