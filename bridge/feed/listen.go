@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -25,7 +26,7 @@ const unixPrefix = "unix:"
 
 // Listen opens addr, which is host:port for TCP or unix:/path for a Unix
 // socket. The socket file is made mode 0600, and a stale one left by a
-// crashed sidecar is replaced.
+// crashed sidecar is replaced; any other file at the path is left alone.
 func Listen(addr string) (net.Listener, error) {
 	if path, ok := strings.CutPrefix(addr, unixPrefix); ok {
 		return listenUnix(path)
@@ -53,7 +54,15 @@ func listenUnix(path string) (net.Listener, error) {
 			c.Close()
 			return nil, fmt.Errorf("--listen unix:%s: a server already answers there (another wa-sidecar?); choose another path", path)
 		}
-		// Nobody answers: the file is left over from a sidecar that died.
+		// Nobody answers. A socket there is left over from a sidecar that
+		// died; anything else is not ours to delete.
+		fi, serr := os.Lstat(path)
+		if serr != nil {
+			return nil, fmt.Errorf("--listen unix:%s: %w", path, serr)
+		}
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("--listen unix:%s: a %s is already there and it is not a socket; choose another path, or move it away", path, fileKind(fi.Mode()))
+		}
 		if rerr := os.Remove(path); rerr != nil {
 			return nil, fmt.Errorf("--listen unix:%s: stale socket file: %w", path, rerr)
 		}
@@ -67,6 +76,19 @@ func listenUnix(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("--listen unix:%s: %w", path, err)
 	}
 	return ln, nil
+}
+
+// fileKind names a file's type for a message.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m.Type() == fs.ModeSymlink:
+		return "symbolic link"
+	case m.IsRegular():
+		return "regular file"
+	}
+	return "file"
 }
 
 // isLoopbackListener reports whether only this machine can reach ln.

@@ -587,6 +587,40 @@ func TestUnixSocket(t *testing.T) {
 	}
 }
 
+// --listen unix:PATH replaces only a dead socket; whatever else is at PATH
+// stays, and the error says what is there.
+func TestUnixListenKeepsOtherFiles(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(file, []byte("keep me\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(file, link); err != nil {
+		t.Fatal(err)
+	}
+	for path, kind := range map[string]string{file: "regular file", sub: "directory", link: "symbolic link"} {
+		ln, err := Listen("unix:" + path)
+		if err == nil {
+			ln.Close()
+			t.Fatalf("Listen on a %s succeeded", kind)
+		}
+		if !strings.Contains(err.Error(), kind) || !strings.Contains(err.Error(), "not a socket") {
+			t.Errorf("Listen on a %s: %v", kind, err)
+		}
+		if _, err := os.Lstat(path); err != nil {
+			t.Errorf("the %s is gone: %v", kind, err)
+		}
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "keep me\n" {
+		t.Fatalf("file after Listen: %q, %v", b, err)
+	}
+}
+
 func TestPushModeReconnects(t *testing.T) {
 	tap := newLogTap()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
