@@ -30,7 +30,7 @@ func (b Backoff) Validate() error {
 	case b.Multiplier < 1:
 		return fmt.Errorf("backoff multiplier must be at least 1 (got %g)", b.Multiplier)
 	case b.Jitter < 0 || b.Jitter >= 1:
-		return fmt.Errorf("backoff jitter must be in [0, 1) (got %g)", b.Jitter)
+		return fmt.Errorf("--backoff-jitter must be at least 0 and below 1 (got %g); 0.2 spreads delays by ±20 %%", b.Jitter)
 	case b.Reset < 0:
 		return fmt.Errorf("--backoff-reset must not be negative (got %s)", b.Reset)
 	}

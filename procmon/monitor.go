@@ -554,6 +554,9 @@ func resolve(name string) (string, error) {
 		if errors.Is(err, exec.ErrNotFound) {
 			return "", fmt.Errorf("cannot start %q: not found in PATH; install it or give its full path", name)
 		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("cannot start %q: no such file; check the path (is the bridge installed there?)", name)
+		}
 		if errors.Is(err, fs.ErrPermission) {
 			return "", fmt.Errorf("cannot start %q: permission denied (is it executable? a script needs its interpreter, e.g. node bridge.js)", name)
 		}

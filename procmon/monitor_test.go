@@ -98,7 +98,9 @@ func TestFailureBackoffGrowsAndCrashloopCaps(t *testing.T) {
 
 func TestUptimeResetsBackoff(t *testing.T) {
 	count := filepath.Join(t.TempDir(), "count")
-	b := Backoff{Initial: 20 * time.Millisecond, Max: time.Second, Multiplier: 2, Reset: 300 * time.Millisecond}
+	// Reset is long enough that an instantly failing run never reaches it,
+	// even on a loaded machine.
+	b := Backoff{Initial: 20 * time.Millisecond, Max: time.Second, Multiplier: 2, Reset: 2 * time.Second}
 	// Three quick failures, then a run that stays up.
 	h := start(t, Config{Command: []string{fakeBridge, "-count-file", count, "-fail-times", "3"}, Backoff: b})
 	for i := 1; i <= 3; i++ {
@@ -345,7 +347,7 @@ func TestSignalForwarding(t *testing.T) {
 func TestSpawnFailureIsRetried(t *testing.T) {
 	h := start(t, Config{Command: []string{filepath.Join(t.TempDir(), "no-such-bridge")}, Backoff: fast})
 	ev := h.next(EventSpawnFailed)
-	if ev.Exit == nil || !strings.Contains(ev.Exit.Error, "no-such-bridge") || ev.Exit.Class != ClassFailure {
+	if ev.Exit == nil || !strings.Contains(ev.Exit.Error, "no-such-bridge") || !strings.Contains(ev.Exit.Error, "check the path") || ev.Exit.Class != ClassFailure {
 		t.Fatalf("spawn_failed: %+v", ev.Exit)
 	}
 	if bo := h.next(EventBackoff); bo.Status.ConsecutiveFailures != 1 {

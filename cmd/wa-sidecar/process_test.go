@@ -201,6 +201,8 @@ func TestBadFlagsExit64(t *testing.T) {
 		{[]string{"run", "--stop-timeout", "soon", "--", fake}, "", "stop-timeout"},
 		{[]string{"run", "--", fake}, "WA_SIDECAR_BACKOFF_MAX=banana", "BACKOFF_MAX"},
 		{[]string{"run", "--log-format", "xml", "--", fake}, "", "--log-format"},
+		{[]string{"run", "--backoff-jitter", "1.5", "--", fake}, "", "--backoff-jitter"},
+		{[]string{"run", "--tail-lines", "5000", "--", fake}, "", "--tail-lines"},
 		{[]string{"run", "--workdir", "/nonexistent/dir", "--", fake}, "", "--workdir"},
 		{[]string{"frobnicate"}, "", "frobnicate"},
 	}
@@ -460,5 +462,23 @@ func TestClosedStderrIsNotFatal(t *testing.T) {
 	}
 	if running(bridge) {
 		t.Fatal("bridge still running")
+	}
+}
+
+// TestHermesHomeFromEnvironment: like every flag, --hermes-home can come
+// from WA_SIDECAR_HERMES_HOME; with nothing there the error names the
+// paths it looked at and exits 78, which the gateway's unit never restarts.
+func TestHermesHomeFromEnvironment(t *testing.T) {
+	bin, _ := binaries(t)
+	home := filepath.Join(t.TempDir(), "no-hermes-here")
+	cmd := exec.Command(bin, "run")
+	cmd.Env = append(os.Environ(), "WA_SIDECAR_HERMES_HOME="+home, "WA_SIDECAR_LISTEN=127.0.0.1:0", "WA_SIDECAR_STATE_DIR="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 78 {
+		t.Fatalf("exit %v, want 78; output:\n%s", err, out)
+	}
+	if !strings.Contains(string(out), home) {
+		t.Fatalf("error does not name the home it searched:\n%s", out)
 	}
 }

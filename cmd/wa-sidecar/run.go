@@ -98,8 +98,10 @@ func runConfig(c *cli.Context, target bridge.Target) (procmon.Config, error) {
 		return cfg, usageError("--max-restarts must not be negative (got %d); 0 means never give up", cfg.MaxRestarts)
 	}
 	cfg.TailLines = c.Int("tail-lines")
-	if cfg.TailLines < 1 || cfg.TailLines > 10000 {
-		return cfg, usageError("--tail-lines must be between 1 and 10000 (got %d)", cfg.TailLines)
+	// Each exit record travels in its event and in the snapshot; 1000
+	// lines of at most 2 KiB keep an event well inside a client's limit.
+	if cfg.TailLines < 1 || cfg.TailLines > 1000 {
+		return cfg, usageError("--tail-lines must be between 1 and 1000 (got %d)", cfg.TailLines)
 	}
 	cfg.MaxLineBytes = c.Int("max-line-bytes")
 	if cfg.MaxLineBytes < 80 || cfg.MaxLineBytes > 16<<20 {

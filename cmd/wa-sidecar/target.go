@@ -20,7 +20,7 @@ const exitConfig = 78
 func targetFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.BoolFlag{Name: "demo", Usage: "supervise a built-in simulated bridge in a temporary session (no Node.js or phone needed)", EnvVars: envs("DEMO")},
-		&cli.StringFlag{Name: "hermes-home", Usage: "Hermes home to find the bridge in (default $HERMES_HOME, else ~/.hermes)"},
+		&cli.StringFlag{Name: "hermes-home", Usage: "Hermes home to find the bridge in (default $HERMES_HOME, else ~/.hermes)", EnvVars: envs("HERMES_HOME")},
 		&cli.StringFlag{Name: "bridge-script", Usage: "the bridge's bridge.js (default <hermes home>/scripts/whatsapp-bridge/bridge.js)", EnvVars: envs("BRIDGE_SCRIPT")},
 		&cli.StringFlag{Name: "node", Usage: "the Node.js binary (default node in PATH)", EnvVars: envs("NODE")},
 		&cli.IntFlag{Name: "port", Value: bridge.DefaultPort, Usage: "the bridge's HTTP port, passed to it and probed on 127.0.0.1", EnvVars: envs("PORT")},
