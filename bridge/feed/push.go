@@ -2,7 +2,11 @@ package feed
 
 import (
 	"context"
+	"errors"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/coder/websocket"
@@ -36,7 +40,7 @@ func (s *Server) push(ctx context.Context) {
 		failures++
 		delay := b.Delay(failures)
 		if err != nil {
-			s.log.Warn("could not connect to the gateway; retrying", "url", url, "error", err, "retry_in", delay.Round(time.Millisecond).String())
+			s.log.Warn("could not connect to the gateway; retrying", "url", url, "error", redactDialError(err, s.opts.GatewayURL), "retry_in", delay.Round(time.Millisecond).String())
 		} else {
 			s.log.Warn("lost the connection to the gateway; reconnecting", "url", url, "retry_in", delay.Round(time.Millisecond).String())
 		}
@@ -51,4 +55,37 @@ func (s *Server) push(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// redactDialError says why dialing the gateway failed without the secrets
+// its URL may carry. A *url.Error quotes the whole URL, query included, so
+// only its cause is kept: the network error (which names just host and
+// port) or the root error. Whatever else an error says, the URL's user
+// info and query are cut out of it.
+func redactDialError(err error, rawURL string) string {
+	msg := err.Error()
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		var op *net.OpError
+		if errors.As(ue.Err, &op) {
+			msg = op.Error()
+		} else {
+			msg = rootCause(ue.Err).Error()
+		}
+	}
+	u, perr := url.Parse(rawURL)
+	if perr != nil {
+		return msg
+	}
+	secrets := []string{u.RawQuery, u.Query().Encode()}
+	if u.User != nil {
+		pw, _ := u.User.Password()
+		secrets = append(secrets, u.User.String(), u.User.Username(), pw)
+	}
+	for _, sec := range secrets {
+		if sec != "" {
+			msg = strings.ReplaceAll(msg, sec, "…")
+		}
+	}
+	return msg
 }

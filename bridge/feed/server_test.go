@@ -623,6 +623,9 @@ func TestUnixListenKeepsOtherFiles(t *testing.T) {
 
 func TestPushModeReconnects(t *testing.T) {
 	tap := newLogTap()
+	// The secrets a gateway URL may carry must never reach the log.
+	const pwSecret, querySecret = "pw-in-userinfo", "q-in-query"
+	var logged lockedBuffer
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -640,8 +643,8 @@ func TestPushModeReconnects(t *testing.T) {
 	go gw.Serve(ln)
 
 	r := newRig(t, Options{
-		GatewayURL:  "ws://" + addr + "/whatsapp/sidecar?secret=x",
-		Logger:      slog.New(tap),
+		GatewayURL:  "ws://gw:" + pwSecret + "@" + addr + "/whatsapp/sidecar?secret=" + querySecret,
+		Logger:      slog.New(slog.NewMultiHandler(tap, slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))),
 		PushBackoff: procmon.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, Multiplier: 2, Reset: time.Hour},
 	}, "-hang")
 	ctx := ctxT(t)
@@ -688,4 +691,13 @@ func TestPushModeReconnects(t *testing.T) {
 		t.Fatalf("after stopped: %v", err)
 	}
 	r.stop(t)
+	text := logged.String()
+	if !strings.Contains(text, "could not connect to the gateway") {
+		t.Fatalf("the log lacks the failed dials:\n%s", text)
+	}
+	for _, secret := range []string{pwSecret, querySecret} {
+		if strings.Contains(text, secret) {
+			t.Errorf("the log holds %q from the gateway URL:\n%s", secret, text)
+		}
+	}
 }
