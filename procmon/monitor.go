@@ -468,8 +468,7 @@ func (l *loop) spawn() {
 	l.spawns++
 	if err != nil {
 		rec := ExitRecord{Class: ClassFailure, Error: err.Error(), At: time.Now(), Tail: []string{}}
-		l.log.Error("could not start the bridge; will retry", "error", err)
-		l.failed(&rec, EventSpawnFailed)
+		l.failed(&rec, EventSpawnFailed, func() { l.log.Error("could not start the bridge; will retry", "error", err) })
 		return
 	}
 	l.cur = r
@@ -645,32 +644,39 @@ func (l *loop) exited(r *run) {
 	switch class {
 	case ClassRequested:
 		l.st.LastExit = &rec
-		l.log.Info("bridge stopped", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
+		stopped := func() {
+			l.log.Info("bridge stopped", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
+		}
 		switch {
 		case l.exiting || l.after == stayDown:
 			l.setState(StateStopped)
 			l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
+			stopped()
 			l.emit(Event{Kind: EventStopped})
 		default:
 			l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
+			stopped()
 			l.spawn()
 		}
 	case ClassShutdown:
 		l.st.LastExit = &rec
-		l.log.Info("bridge was shut down from outside; starting it again", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
 		delay := l.cfg.Backoff.Initial
 		l.enterBackoff(delay)
 		l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
+		l.log.Info("bridge was shut down from outside; starting it again", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
 		l.emit(Event{Kind: EventBackoff, DelayMS: delay.Milliseconds(), Attempt: l.spawns + 1, Reason: string(ClassShutdown)})
 	default:
-		l.log.Warn("bridge failed", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String(), "tail", lastLines(rec.Tail, 3))
-		l.failed(&rec, EventExited)
+		l.failed(&rec, EventExited, func() {
+			l.log.Warn("bridge failed", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String(), "tail", lastLines(rec.Tail, 3))
+		})
 	}
 }
 
 // failed handles an exit or spawn error counted as a failure: it backs off,
-// raises crashloop, or gives up, and emits kind first.
-func (l *loop) failed(rec *ExitRecord, kind Kind) {
+// raises crashloop, or gives up, and emits kind first. announce logs the
+// failure; it runs right after that first event, so that listeners hear
+// of the exit without waiting for the log to be written.
+func (l *loop) failed(rec *ExitRecord, kind Kind, announce func()) {
 	l.st.LastExit = rec
 	l.st.ConsecutiveFailures++
 	n := l.st.ConsecutiveFailures
@@ -678,8 +684,9 @@ func (l *loop) failed(rec *ExitRecord, kind Kind) {
 		if p := l.cfg.OnExit(*rec); p != nil {
 			l.setState(p.State)
 			l.st.Message = p.Message
-			l.log.Warn("bridge parked until a start command", "state", p.State, "message", p.Message)
 			l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec})
+			announce()
+			l.log.Warn("bridge parked until a start command", "state", p.State, "message", p.Message)
 			l.emit(Event{Kind: Kind(p.State), Message: p.Message})
 			return
 		}
@@ -687,8 +694,9 @@ func (l *loop) failed(rec *ExitRecord, kind Kind) {
 	if l.cfg.MaxRestarts > 0 && n > l.cfg.MaxRestarts {
 		l.setState(StateGivenUp)
 		l.st.Message = fmt.Sprintf("gave up after %d consecutive failures (--max-restarts %d); send a start command to try again", n, l.cfg.MaxRestarts)
-		l.log.Error("giving up on the bridge", "failures", n, "hint", "wa-sidecar start (or SIGHUP) tries again")
 		l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec})
+		announce()
+		l.log.Error("giving up on the bridge", "failures", n, "hint", "wa-sidecar start (or SIGHUP) tries again")
 		l.emit(Event{Kind: EventGivenUp, Message: l.st.Message})
 		return
 	}
@@ -704,6 +712,7 @@ func (l *loop) failed(rec *ExitRecord, kind Kind) {
 	}
 	l.enterBackoff(delay)
 	l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec})
+	announce()
 	if entering {
 		l.log.Error("bridge is crash-looping; restarts continue at the longest delay", "failures", n, "delay", delay.Round(time.Millisecond).String())
 		l.emit(Event{Kind: EventCrashloop, Attempt: n})
