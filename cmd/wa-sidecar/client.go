@@ -34,7 +34,7 @@ func clientFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "addr", Usage: "the sidecar's address, host:port or unix:/path (default: from sidecar.json in the state directory, else " + feed.DefaultListen + ")", EnvVars: envs("ADDR")},
 		stateDirFlag(),
-		&cli.StringFlag{Name: "token-file", Usage: "file holding the control token (default: $" + tokenEnv + ", else the file sidecar.json names)", EnvVars: envs("TOKEN_FILE")},
+		&cli.StringFlag{Name: "token-file", Usage: "file holding the control token (it beats $" + tokenEnv + "; default: $" + tokenEnv + ", else the file sidecar.json names)", EnvVars: envs("TOKEN_FILE")},
 		&cli.BoolFlag{Name: "json", Usage: "print JSON (the default when stdout is not a terminal)"},
 		&cli.DurationFlag{Name: "timeout", Value: 5 * time.Second, Usage: "give up after this long"},
 	}
@@ -124,18 +124,23 @@ func isTerminal(f *os.File) bool {
 	return isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd())
 }
 
-// findToken looks for the control token: $WA_SIDECAR_TOKEN, --token-file,
-// then the file the discovery file names. Without one, reads still work.
+// findToken looks for the control token as run does: --token-file (or
+// $WA_SIDECAR_TOKEN_FILE), then $WA_SIDECAR_TOKEN, then the file the
+// discovery file names. An explicit flag beats the environment, which
+// may be left over from another shell. Without a token, reads still work.
 func findToken(c *cli.Context, disc feed.Discovery, dir string) (token, hint string, err error) {
-	if t := os.Getenv(tokenEnv); t != "" {
-		return t, "$" + tokenEnv, nil
-	}
 	if f := c.String("token-file"); f != "" {
 		t, err := feed.ReadTokenFile(f)
 		if err != nil {
 			return "", "", cli.Exit("wa-sidecar: --token-file: "+err.Error(), exitDenied)
 		}
 		return t, f, nil
+	}
+	if t := os.Getenv(tokenEnv); t != "" {
+		if err := feed.CheckToken(t); err != nil {
+			return "", "", cli.Exit(fmt.Sprintf("wa-sidecar: $%s: %v", tokenEnv, err), exitDenied)
+		}
+		return t, "$" + tokenEnv, nil
 	}
 	f := disc.TokenFile
 	if f == "" {
@@ -145,7 +150,7 @@ func findToken(c *cli.Context, disc feed.Discovery, dir string) (token, hint str
 	if err != nil {
 		// Reading is allowed without the token; a control op will say why
 		// it has none.
-		return "", fmt.Sprintf("$%s, --token-file, %s (%v)", tokenEnv, f, errors.Unwrap(err)), nil
+		return "", fmt.Sprintf("--token-file, $%s, %s (%v)", tokenEnv, f, errors.Unwrap(err)), nil
 	}
 	return t, f, nil
 }

@@ -81,6 +81,20 @@ func TestClientCommandsAgainstARealSidecar(t *testing.T) {
 		t.Fatalf("stop with a wrong token: exit %d, %q", code, stderr)
 	}
 
+	// --token-file beats $WA_SIDECAR_TOKEN, as for run: the flag was
+	// typed for this command, the variable may be left from another shell.
+	good := filepath.Join(state, "token")
+	goodTok, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := cliRun(t, bin, append(env, "WA_SIDECAR_TOKEN=nope"), "status", "--state-dir", state, "--token-file", good); code != 0 {
+		t.Fatalf("status with a right --token-file and a wrong $WA_SIDECAR_TOKEN: exit %d, %q", code, stderr)
+	}
+	if _, stderr, code := cliRun(t, bin, append(env, "WA_SIDECAR_TOKEN="+strings.TrimSpace(string(goodTok))), "status", "--state-dir", state, "--token-file", bad); code != exitDenied {
+		t.Fatalf("status with a wrong --token-file and a right $WA_SIDECAR_TOKEN: exit %d, %q", code, stderr)
+	}
+
 	// watch follows while stop and start act.
 	watch := exec.Command(bin, "watch", "--state-dir", state)
 	watch.Env = env
@@ -226,6 +240,7 @@ func TestSecondRunOnOneStateDirExits75(t *testing.T) {
 	// Its lock went with it: the next sidecar on this state directory starts.
 	q := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--", fake, "-hang")
 	q.waitLog("status server listening")
+	q.waitLog("bridge started") // its signal handlers are in place
 	q.signal(syscall.SIGTERM)
 	if code := q.wait(); code != 0 {
 		t.Fatalf("third sidecar exit %d", code)
