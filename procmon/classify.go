@@ -51,14 +51,17 @@ type ExitRecord struct {
 	Signal *string `json:"signal"`
 	// ReturnCode is Python's subprocess convention, as the Hermes gateway
 	// logs it: the exit code, or minus the signal number.
-	ReturnCode int       `json:"returncode"`
-	CoreDumped bool      `json:"core_dumped,omitempty"`
-	Class      Class     `json:"class"`
-	Requested  bool      `json:"requested"`
-	UptimeMS   int64     `json:"uptime_ms"`
-	Tail       []string  `json:"tail"`
-	Error      string    `json:"error,omitempty"` // set when the child could not be spawned
-	At         time.Time `json:"at"`
+	ReturnCode int      `json:"returncode"`
+	CoreDumped bool     `json:"core_dumped,omitempty"`
+	Class      Class    `json:"class"`
+	Requested  bool     `json:"requested"`
+	UptimeMS   int64    `json:"uptime_ms"`
+	Tail       []string `json:"tail"`
+	Error      string   `json:"error,omitempty"` // set when the child could not be spawned
+	// Reason says why the sidecar stopped a child whose exit still counts as
+	// a failure (Monitor.Recycle); Requested is then true and Class failure.
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 func newExitRecord(pid int, ws syscall.WaitStatus, class Class) ExitRecord {
@@ -94,7 +97,9 @@ func (r ExitRecord) Describe() string {
 		return what + " (normal shutdown)"
 	case ClassRequested:
 		return what + " (stopped by the sidecar)"
-	default:
-		return what + " (failure)"
 	}
+	if r.Reason != "" {
+		return what + " (failure: " + r.Reason + ")"
+	}
+	return what + " (failure)"
 }

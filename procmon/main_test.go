@@ -114,6 +114,26 @@ func (h *harness) next(kinds ...Kind) Event {
 	}
 }
 
+// nextUnless is next, but fails if one of forbidden comes first.
+func (h *harness) nextUnless(want Kind, forbidden ...Kind) Event {
+	h.t.Helper()
+	ev := h.next(append([]Kind{want}, forbidden...)...)
+	if ev.Kind != want {
+		h.t.Fatalf("got %s while waiting for %s; seen %v", ev.Kind, want, h.kinds())
+	}
+	return ev
+}
+
+// saw says whether an event of kind has been seen.
+func (h *harness) saw(kind Kind) bool {
+	for _, ev := range h.seen {
+		if ev.Kind == kind {
+			return true
+		}
+	}
+	return false
+}
+
 func (h *harness) kinds() []Kind {
 	out := make([]Kind, len(h.seen))
 	for i, ev := range h.seen {

@@ -205,15 +205,17 @@ const (
 	cmdReady
 	cmdPost
 	cmdPing
+	cmdRecycle
 )
 
 type command struct {
-	kind  commandKind
-	sig   syscall.Signal
-	pid   int
-	ready bool
-	ev    Event
-	reply chan error
+	kind   commandKind
+	sig    syscall.Signal
+	pid    int
+	ready  bool
+	ev     Event
+	reason string
+	reply  chan error
 }
 
 func (m *Monitor) send(ctx context.Context, c command) error {
@@ -242,6 +244,16 @@ func (m *Monitor) Stop(ctx context.Context) error { return m.send(ctx, command{k
 
 // Restart stops the child if it runs and spawns it again at once.
 func (m *Monitor) Restart(ctx context.Context) error { return m.send(ctx, command{kind: cmdRestart}) }
+
+// Recycle stops the child with the given pid and counts its exit as a
+// failure, with reason in the exit record: a layer above uses it for a
+// child that is alive but broken (a bridge that no longer answers), so
+// that backoff, crashloop and MaxRestarts apply as they would to a crash.
+// It is ignored for a child that has already been replaced or is already
+// being stopped; a Stop, Restart or shutdown during the recycle wins.
+func (m *Monitor) Recycle(ctx context.Context, pid int, reason string) error {
+	return m.send(ctx, command{kind: cmdRecycle, pid: pid, reason: reason})
+}
 
 // Kill skips the rest of a graceful stop: SIGKILL to the child's group now.
 // If no stop was under way it becomes a stop.
@@ -283,6 +295,7 @@ type run struct {
 	child          *signals.Child
 	tail           *tail
 	requested      bool
+	recycle        string   // why a Recycle stops it; its exit is then a failure
 	stdout, stderr *os.File // read ends of the child's pipes, owned by watch
 }
 
@@ -388,6 +401,12 @@ func (l *loop) handle(c command) error {
 		l.stop(respawn)
 	case cmdStop:
 		l.stop(stayDown)
+	case cmdRecycle:
+		if l.cur == nil || l.cur.child.Pid != c.pid || l.cur.requested {
+			return nil
+		}
+		l.stop(respawn)
+		l.cur.recycle = c.reason
 	case cmdKill:
 		if l.cur == nil {
 			return nil
@@ -625,6 +644,10 @@ func (l *loop) exited(r *run) {
 	ws := r.child.Status()
 	class := Classify(ws, l.cfg.NormalSignals, r.requested)
 	rec := newExitRecord(r.child.Pid, ws, class)
+	if r.recycle != "" {
+		rec.Class, rec.Reason = ClassFailure, r.recycle
+		class = ClassFailure
+	}
 	rec.At = time.Now()
 	uptime := rec.At.Sub(r.child.Started)
 	rec.UptimeMS = uptime.Milliseconds()
@@ -757,6 +780,7 @@ func (l *loop) stop(after afterStop) {
 		return
 	}
 	if l.cur.requested {
+		l.cur.recycle = "" // a person's stop, restart or shutdown decides what follows
 		if after != exitRun {
 			l.after = after
 		}

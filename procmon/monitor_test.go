@@ -311,6 +311,59 @@ func TestRestartCommand(t *testing.T) {
 	}
 }
 
+func TestRecycleCountsAsAFailure(t *testing.T) {
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: fast, CrashloopAfter: 2, MaxRestarts: 2})
+	// The second failure reaches CrashloopAfter: the longest delay.
+	for i, want := range []int64{20, 160} {
+		pid := h.next(EventStarted).Pid
+		if err := h.m.Recycle(ctxT(t), pid, "hung"); err != nil {
+			t.Fatal(err)
+		}
+		ex := h.next(EventExited)
+		if ex.Pid != pid || ex.Exit.Class != ClassFailure || !ex.Exit.Requested || ex.Exit.Reason != "hung" ||
+			!strings.Contains(ex.Exit.Describe(), "hung") {
+			t.Fatalf("recycle %d: exit %+v (%s)", i+1, ex.Exit, ex.Exit.Describe())
+		}
+		bo := h.next(EventBackoff)
+		if bo.DelayMS != want || bo.Status.ConsecutiveFailures != i+1 || bo.Reason != string(ClassFailure) {
+			t.Fatalf("recycle %d: backoff %d ms, failures %d, reason %q", i+1, bo.DelayMS, bo.Status.ConsecutiveFailures, bo.Reason)
+		}
+		if i == 1 && (!bo.Status.Crashloop || !h.saw(EventCrashloop)) {
+			t.Fatalf("two recycles with CrashloopAfter 2 did not raise crashloop: %v", h.kinds())
+		}
+	}
+	pid := h.next(EventStarted).Pid
+	if err := h.m.Recycle(ctxT(t), pid, "hung"); err != nil {
+		t.Fatal(err)
+	}
+	h.next(EventGivenUp)
+}
+
+func TestRecycleIgnoresAReplacedChildAndYieldsToStop(t *testing.T) {
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: fast})
+	pid := h.next(EventStarted).Pid
+	if err := h.m.Recycle(ctxT(t), pid+100000, "stale"); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.m.Status(); st.State != StateRunning || st.Pid != pid {
+		t.Fatalf("a recycle for another pid changed the child: %+v", st)
+	}
+	if err := h.m.Recycle(ctxT(t), pid, "hung"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.m.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	ex := h.next(EventExited)
+	if ex.Exit.Class != ClassRequested || ex.Exit.Reason != "" {
+		t.Fatalf("a stop during a recycle: exit %+v", ex.Exit)
+	}
+	h.nextUnless(EventStopped, EventBackoff, EventStarting)
+	if st := h.m.Status(); st.ConsecutiveFailures != 0 {
+		t.Fatalf("failures after a stop: %d", st.ConsecutiveFailures)
+	}
+}
+
 func TestSignalForwarding(t *testing.T) {
 	var mu sync.Mutex
 	var out bytes.Buffer
