@@ -422,7 +422,9 @@ func (w *watcher) end(why string) {
 	}
 	w.det.HealthFailures, w.det.HealthError = 0, ""
 	if wasConnected {
-		w.post(procmon.Event{Kind: EventDisconnected, Reason: why, Data: map[string]any{"pid": pid}})
+		// The event's own pid is the monitor's current child, by now not
+		// this one ("pid" is reserved on the wire).
+		w.post(procmon.Event{Kind: EventDisconnected, Reason: why, Data: map[string]any{"bridge_pid": pid}})
 		w.flip()
 		return
 	}
@@ -662,19 +664,23 @@ func (w *watcher) result(r probeResult) {
 	w.postIfChanged()
 }
 
-// unresponsive restarts a child that is alive but no longer answers.
+// unresponsive restarts a child that is alive but no longer answers. Its
+// exit counts as a failure, so a bridge that hangs again and again backs
+// off, raises crashloop and meets --max-restarts like one that crashes.
 func (w *watcher) unresponsive() {
 	w.restarted = true
 	n, last := w.det.HealthFailures, w.det.HealthError
 	w.log.Warn("the bridge is alive but does not answer /health; restarting it", "pid", w.pid, "failures", n, "error", last)
 	w.messageSet = true
+	// The event's pid is the current child, this one.
 	w.post(procmon.Event{
 		Kind:    EventUnresponsive,
 		Reason:  last,
 		Message: fmt.Sprintf("the bridge (pid %d) stopped answering GET /health (%d failures in a row); restarting it", w.pid, n),
-		Data:    map[string]any{"failures": n, "pid": w.pid},
+		Data:    map[string]any{"failures": n},
 	})
-	if err := w.m.Restart(w.ctx); err != nil && !errors.Is(err, procmon.ErrNotRunning) {
+	reason := fmt.Sprintf("unresponsive: GET /health failed %d times in a row", n)
+	if err := w.m.Recycle(w.ctx, w.pid, reason); err != nil && !errors.Is(err, procmon.ErrNotRunning) {
 		w.log.Warn("could not restart the unresponsive bridge", "error", err)
 	}
 }

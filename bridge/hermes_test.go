@@ -218,12 +218,43 @@ func TestUnresponsiveBridgeIsRestarted(t *testing.T) {
 	if ev.Data["failures"] != 3 || !strings.Contains(ev.Reason, "did not answer") {
 		t.Fatalf("unresponsive: data %v, reason %q", ev.Data, ev.Reason)
 	}
+	if ev.Pid != first.Pid || ev.Data["pid"] != nil {
+		t.Fatalf("unresponsive names pid %d (data %v), want the event's own pid %d", ev.Pid, ev.Data, first.Pid)
+	}
 	ex := h.next(procmon.EventExited)
 	if ex.Pid != first.Pid || !ex.Exit.Requested {
 		t.Fatalf("the hung bridge was not stopped by the sidecar: %+v", ex.Exit)
 	}
 	if second := h.next(procmon.EventStarted); second.Pid == first.Pid {
 		t.Fatal("no new bridge")
+	}
+}
+
+// A bridge that hangs again after each restart is a failing bridge: its
+// restarts back off and count, as crashes do (#104014's tight loop).
+func TestUnresponsiveRestartsBackOffAndCount(t *testing.T) {
+	c := simConfig(t)
+	pair(t, c.SessionDir)
+	c.HealthHang = true
+	opts := testOptions(c)
+	opts.HealthTimeout = 50 * time.Millisecond
+	h := start(t, simCommand(c), opts)
+	var delays []int64
+	for i := 1; i <= 2; i++ {
+		started := h.next(procmon.EventStarted)
+		h.nextUnless(EventUnresponsive, procmon.EventExited)
+		ex := h.next(procmon.EventExited)
+		if ex.Pid != started.Pid || ex.Exit.Class != procmon.ClassFailure || !strings.Contains(ex.Exit.Reason, "unresponsive") {
+			t.Fatalf("cycle %d: exit of the hung bridge: %+v", i, ex.Exit)
+		}
+		bo := h.nextUnless(procmon.EventBackoff, procmon.EventStarting)
+		if bo.Status.ConsecutiveFailures != i {
+			t.Fatalf("cycle %d: consecutive_failures %d", i, bo.Status.ConsecutiveFailures)
+		}
+		delays = append(delays, bo.DelayMS)
+	}
+	if delays[0] <= 0 || delays[1] <= delays[0] {
+		t.Fatalf("backoff delays after unresponsive restarts: %v, want growing", delays)
 	}
 }
 

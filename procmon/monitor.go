@@ -707,7 +707,7 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, announce func()) {
 		if p := l.cfg.OnExit(*rec); p != nil {
 			l.setState(p.State)
 			l.st.Message = p.Message
-			l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec})
+			l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
 			announce()
 			l.log.Warn("bridge parked until a start command", "state", p.State, "message", p.Message)
 			l.emit(Event{Kind: Kind(p.State), Message: p.Message})
@@ -717,7 +717,7 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, announce func()) {
 	if l.cfg.MaxRestarts > 0 && n > l.cfg.MaxRestarts {
 		l.setState(StateGivenUp)
 		l.st.Message = fmt.Sprintf("gave up after %d consecutive failures (--max-restarts %d); send a start command to try again", n, l.cfg.MaxRestarts)
-		l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec})
+		l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
 		announce()
 		l.log.Error("giving up on the bridge", "failures", n, "hint", "wa-sidecar start (or SIGHUP) tries again")
 		l.emit(Event{Kind: EventGivenUp, Message: l.st.Message})
@@ -734,7 +734,7 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, announce func()) {
 		delay = l.cfg.Backoff.Delay(n)
 	}
 	l.enterBackoff(delay)
-	l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec})
+	l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
 	announce()
 	if entering {
 		l.log.Error("bridge is crash-looping; restarts continue at the longest delay", "failures", n, "delay", delay.Round(time.Millisecond).String())
