@@ -122,6 +122,12 @@ type logSink struct {
 	broken  bool // a write failed (EPIPE, …): discard from now on
 	closing bool // Close was called: write out what is queued, then stop
 	stopped bool // the writer goroutine has returned
+	// writing is when the write under way began (zero between writes), and
+	// freed is closed, and replaced, each time the writer takes what is
+	// pending: WriteWait tells a slow reader from a stalled one by them.
+	writing time.Time
+	freed   chan struct{}
+	stall   time.Duration // logSinkStall; shorter in tests
 
 	kick chan struct{}
 	done chan struct{}
@@ -156,9 +162,56 @@ func closeLog(f *os.File) {
 }
 
 func newLogSink(w io.Writer, limit int, json bool) *logSink {
-	s := &logSink{w: w, limit: limit, json: json, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &logSink{w: w, limit: limit, json: json, kick: make(chan struct{}, 1), done: make(chan struct{}), freed: make(chan struct{}), stall: logSinkStall}
 	go s.run()
 	return s
+}
+
+// logSinkStall is how long a write of stderr may take before WriteWait
+// counts its reader as stalled and drops bridge output instead of waiting.
+const logSinkStall = time.Second
+
+// WriteWait queues a batch of the bridge's output. Where Write would drop
+// it for want of room, WriteWait waits for the writer to make room, as a
+// pipe would, so a reader that is slower than the bridge (a log file, a
+// busy collector) gets every line. Only when a single write of stderr has
+// taken longer than logSinkStall (a paused terminal, a reader gone
+// quiet) is the batch dropped and counted, so that the bridge is never
+// held up by a stalled stderr for long.
+func (s *logSink) WriteWait(p []byte) {
+	for {
+		s.mu.Lock()
+		switch {
+		case s.broken || s.stopped:
+			s.mu.Unlock()
+			return
+		case len(s.pending)+len(p) <= s.limit || len(s.pending) == 0:
+			s.pending = append(s.pending, p...)
+			s.mu.Unlock()
+			s.kickWriter()
+			return
+		case !s.writing.IsZero() && time.Since(s.writing) >= s.stall:
+			s.dropped++
+			s.mu.Unlock()
+			s.kickWriter()
+			return
+		}
+		freed := s.freed
+		s.mu.Unlock()
+		t := time.NewTimer(s.stall)
+		select {
+		case <-freed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+func (s *logSink) kickWriter() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Write queues one record. It never blocks on the underlying writer.
@@ -186,27 +239,36 @@ func (s *logSink) run() {
 		for {
 			s.mu.Lock()
 			out, dropped := s.pending, s.dropped
-			s.pending, s.dropped = spare[:0], 0
-			closing := s.closing
-			s.mu.Unlock()
 			if len(out) == 0 && dropped == 0 {
+				// Nothing to swap: pending and spare must stay two buffers,
+				// or the next records would be appended to the one being
+				// written.
+				closing := s.closing
 				if closing {
-					s.mu.Lock()
 					s.stopped = true
-					s.mu.Unlock()
+				}
+				s.mu.Unlock()
+				if closing {
 					return
 				}
 				break
 			}
+			s.pending, s.dropped = spare[:0], 0
+			s.writing = time.Now()
+			close(s.freed)
+			s.freed = make(chan struct{})
+			s.mu.Unlock()
 			if dropped > 0 {
 				out = append(out, s.dropNotice(dropped)...)
 			}
-			if _, err := s.w.Write(out); err != nil {
-				s.mu.Lock()
+			_, err := s.w.Write(out)
+			s.mu.Lock()
+			s.writing = time.Time{}
+			if err != nil {
 				s.broken = true
 				s.pending = nil
-				s.mu.Unlock()
 			}
+			s.mu.Unlock()
 			spare = out
 		}
 	}
@@ -247,6 +309,16 @@ type lineWriter struct {
 	out  io.Writer
 	json bool
 	bufs [2]lineBuf
+}
+
+// write hands a batch on; to a log sink, waiting for room rather than
+// dropping it (see WriteWait).
+func (w *lineWriter) write(b []byte) {
+	if s, ok := w.out.(*logSink); ok {
+		s.WriteWait(b)
+		return
+	}
+	w.out.Write(b)
 }
 
 type lineBuf struct {
@@ -317,7 +389,7 @@ func (w *lineWriter) line(l procmon.Line) {
 		lb.b = append(lb.b, '\n')
 	}
 	if len(lb.b) >= maxBatch {
-		w.out.Write(lb.b)
+		w.write(lb.b)
 		lb.b = lb.b[:0]
 	}
 	lb.mu.Unlock()
@@ -328,7 +400,7 @@ func (w *lineWriter) flush(s procmon.Stream) {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	if len(lb.b) > 0 {
-		w.out.Write(lb.b)
+		w.write(lb.b)
 		lb.b = lb.b[:0]
 	}
 }

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -198,5 +200,110 @@ func TestLogSinkStopsWritingAfterAnError(t *testing.T) {
 	s.Write([]byte("two\n"))
 	if calls != 1 || fw.calls != 1 {
 		t.Fatalf("writes after EPIPE: %d then %d", calls, fw.calls)
+	}
+}
+
+// slowWriter takes a moment over each write, reading p only at the end, as
+// a slow disk or collector would; a buffer reused too early shows up as
+// damaged records.
+type slowWriter struct {
+	mu  sync.Mutex
+	got bytes.Buffer
+	n   chan int // the bytes written so far, after each write
+}
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	for i := 0; i < 50; i++ {
+		runtime.Gosched()
+	}
+	w.mu.Lock()
+	w.got.Write(p)
+	n := w.got.Len()
+	w.mu.Unlock()
+	select { // keep only the latest count
+	case <-w.n:
+	default:
+	}
+	w.n <- n
+	return len(p), nil
+}
+
+// steppedWriter lets a test decide when each write reads its buffer.
+type steppedWriter struct {
+	got     bytes.Buffer
+	started chan struct{}
+	proceed chan struct{}
+}
+
+func (w *steppedWriter) Write(p []byte) (int, error) {
+	w.started <- struct{}{}
+	<-w.proceed
+	w.got.Write(p)
+	return len(p), nil
+}
+
+// TestLogSinkKeepsRecordsWhole queues a record while the one before it is
+// being written, again and again with the writer going idle in between:
+// the writer's two buffers must never become one, or the second record
+// lands in the buffer being written.
+func TestLogSinkKeepsRecordsWhole(t *testing.T) {
+	w := &steppedWriter{started: make(chan struct{}), proceed: make(chan struct{})}
+	s := newLogSink(w, 1<<20, true)
+	var want bytes.Buffer
+	for i := 0; i < 50; i++ {
+		a := fmt.Appendf(nil, "record %d.a %s\n", i, strings.Repeat("x", 40))
+		b := fmt.Appendf(nil, "record %d.b %s\n", i, strings.Repeat("y", 40))
+		want.Write(a)
+		want.Write(b)
+		s.Write(a)
+		<-w.started
+		s.Write(b)
+		w.proceed <- struct{}{}
+		<-w.started
+		w.proceed <- struct{}{}
+	}
+	go func() {
+		for range w.started {
+			w.proceed <- struct{}{}
+		}
+	}()
+	s.Close(10 * time.Second)
+	close(w.started)
+	if got := w.got.String(); got != want.String() {
+		t.Fatalf("records damaged:\n%s", got)
+	}
+}
+
+// TestLogSinkWriteWaitKeepsEveryBatch gives the sink a reader slower than
+// its producer: WriteWait must wait for room rather than drop.
+func TestLogSinkWriteWaitKeepsEveryBatch(t *testing.T) {
+	w := &slowWriter{n: make(chan int, 1)}
+	s := newLogSink(w, 1000, true)
+	var want bytes.Buffer
+	for i := 0; i < 300; i++ {
+		rec := fmt.Appendf(nil, "batch %03d %s\n", i, strings.Repeat("y", 90))
+		want.Write(rec)
+		s.WriteWait(rec)
+	}
+	s.Close(10 * time.Second)
+	if got := w.got.String(); got != want.String() {
+		t.Fatalf("batches lost or damaged: got %d bytes, want %d", len(got), want.Len())
+	}
+}
+
+// TestLogSinkWriteWaitGivesUpOnAStalledReader checks that a stalled stderr
+// holds the bridge's output up for one stall at most, then drops it.
+func TestLogSinkWriteWaitGivesUpOnAStalledReader(t *testing.T) {
+	bw := &blockingWriter{release: make(chan struct{})}
+	s := newLogSink(bw, 1000, true)
+	s.stall = 10 * time.Millisecond
+	rec := []byte(strings.Repeat("r", 99) + "\n")
+	for i := 0; i < 50; i++ {
+		s.WriteWait(rec) // returns: queued, or dropped once the write is stuck
+	}
+	close(bw.release)
+	s.Close(10 * time.Second)
+	if !strings.Contains(bw.got.String(), "log records dropped") {
+		t.Fatal("no drop notice after a stalled reader")
 	}
 }
