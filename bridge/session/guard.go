@@ -317,7 +317,8 @@ func (g *Guard) stopLeftover() {
 		return
 	}
 	if stopped {
-		g.out.put(procmon.Event{Kind: EventLeftoverStopped, Data: map[string]any{"pid": rec.Pid, "name": name},
+		// "pid" is the event's own field on the wire (the current bridge).
+		g.out.put(procmon.Event{Kind: EventLeftoverStopped, Data: map[string]any{"bridge_pid": rec.Pid, "name": name},
 			Message: fmt.Sprintf("stopped bridge pid %d (%s), left running by an earlier wa-sidecar", rec.Pid, name)})
 	}
 }
@@ -341,7 +342,9 @@ func (g *Guard) checkPort() error {
 	}
 	data := map[string]any{"port": g.cfg.Port, "holders": list}
 	if len(holders) > 0 {
-		data["pid"], data["name"] = holders[0].Pid, holders[0].Name
+		// Not "pid": that is the event's own field, and the feed drops a
+		// layer's field of that name.
+		data["holder_pid"], data["holder_name"] = holders[0].Pid, holders[0].Name
 	}
 	g.out.put(procmon.Event{Kind: EventPortBusy, Message: busy.Error(), Data: data})
 	return busy

@@ -103,7 +103,7 @@ func TestForeignProcessOnPortSurvivesUntouched(t *testing.T) {
 		t.Fatalf("spawn failure does not name the holder: %+v", failed.Exit)
 	}
 	busy := h.next(EventPortBusy)
-	if busy.Data["pid"] != pid || busy.Data["name"] != signals.ProcessName(pid) || busy.Data["port"] != port {
+	if busy.Data["holder_pid"] != pid || busy.Data["holder_name"] != signals.ProcessName(pid) || busy.Data["pid"] != nil || busy.Data["port"] != port {
 		t.Fatalf("port_busy data %+v, want pid %d", busy.Data, pid)
 	}
 	if !strings.Contains(busy.Message, "--port") || busy.Status.Message != busy.Message {
@@ -162,7 +162,7 @@ func TestLeftoverBridgeIsStopped(t *testing.T) {
 	}
 	var stopped bool
 	for _, ev := range g.out.take() {
-		stopped = stopped || (ev.Kind == EventLeftoverStopped && ev.Data["pid"] == id.Pid)
+		stopped = stopped || (ev.Kind == EventLeftoverStopped && ev.Data["bridge_pid"] == id.Pid)
 	}
 	if !stopped {
 		t.Fatal("no leftover_stopped event")

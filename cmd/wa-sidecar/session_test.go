@@ -1,13 +1,18 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
 func freeTestPort(t *testing.T) string {
@@ -65,5 +70,57 @@ func TestBridgeLogOff(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "bridge.log")); !os.IsNotExist(err) {
 		t.Fatalf("bridge.log written with --bridge-log off: %v", err)
+	}
+}
+
+// port_busy names the program that holds the bridge's port where a
+// gateway reads it: on the wire of the status feed, not only in the
+// sidecar's own events ("pid" is the event's own field there, so the
+// holder's pid needs a name of its own).
+func TestPortBusyNamesTheHolderOnTheWire(t *testing.T) {
+	sidecar, fake := binaries(t)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	state := t.TempDir()
+	p := startSidecar(t, sidecar, "run", "--state-dir", state, "--session-dir", filepath.Join(t.TempDir(), "session"),
+		"--port", port, "--backoff-initial", "50ms", "--backoff-max", "200ms", "--", fake, "-hang")
+	p.waitLog("status server listening")
+
+	watch := exec.Command(sidecar, "watch", "--json", "--state-dir", state)
+	out, err := watch.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		watch.Process.Kill()
+		watch.Wait()
+	}()
+	// Spawns keep being refused while the port is held: one comes soon.
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var busy map[string]any
+	for busy == nil && sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m["event"] == "port_busy" {
+			busy = m
+		}
+	}
+	if busy == nil {
+		t.Fatalf("watch ended without a port_busy event: %v", sc.Err())
+	}
+	me := float64(os.Getpid())
+	if busy["holder_pid"] != me || busy["holder_name"] != signals.ProcessName(os.Getpid()) || busy["port"] != float64(ln.Addr().(*net.TCPAddr).Port) {
+		t.Fatalf("port_busy on the wire does not name this test (pid %v) as the holder: %v", me, busy)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("sidecar exited %d", code)
 	}
 }
