@@ -82,12 +82,26 @@ type clientConn struct {
 	client  *feed.Client
 	hasTok  bool
 	tokHint string // where a token was looked for, for the error
+	// guessed says the address is the default, tried because the state
+	// directory names none; no token is sent there.
+	guessed bool
+	dir     string
 	json    bool
 	colour  bool
 	out     io.Writer
 }
 
-func newSession(c *cli.Context) (*clientConn, error) {
+// The tokens newSession may look for.
+const (
+	noToken   = false // healthcheck: it needs none, so an unreadable --token-file must not stop it
+	withToken = true
+)
+
+// newSession finds the sidecar: --addr, else the address in sidecar.json,
+// else the default address. A token is sent only to the first two: a
+// token in the state directory belongs to the sidecar its sidecar.json
+// names, not to whatever answers on the default port.
+func newSession(c *cli.Context, wantToken bool) (*clientConn, error) {
 	dir, err := stateDir(c)
 	if err != nil {
 		return nil, usageError("%v", err)
@@ -100,12 +114,15 @@ func newSession(c *cli.Context) (*clientConn, error) {
 	if addr == "" {
 		addr = disc.Listen
 	}
-	if addr == "" {
+	guessed := addr == ""
+	if guessed {
 		addr = feed.DefaultListen
 	}
-	token, hint, err := findToken(c, disc, dir)
-	if err != nil {
-		return nil, err
+	var token, hint string
+	if wantToken && !guessed {
+		if token, hint, err = findToken(c, disc, dir); err != nil {
+			return nil, err
+		}
 	}
 	client, err := feed.NewClient(addr, token)
 	if err != nil {
@@ -113,11 +130,19 @@ func newSession(c *cli.Context) (*clientConn, error) {
 	}
 	tty := isTerminal(os.Stdout)
 	return &clientConn{
-		client: client, hasTok: token != "", tokHint: hint,
+		client: client, hasTok: token != "", tokHint: hint, guessed: guessed, dir: dir,
 		json:   c.Bool("json") || !tty,
 		colour: tty && os.Getenv("NO_COLOR") == "",
 		out:    c.App.Writer,
 	}, nil
+}
+
+// noteGuess says, for a read, which address is tried and why.
+func (s *clientConn) noteGuess(c *cli.Context) {
+	if s.guessed {
+		fmt.Fprintf(c.App.ErrWriter, "wa-sidecar: %s has no %s (no sidecar runs with this --state-dir); trying the default address %s without a token\n",
+			s.dir, feed.DiscoveryFileName, s.client.Addr())
+	}
 }
 
 func isTerminal(f *os.File) bool {
@@ -176,11 +201,12 @@ func (s *clientConn) printJSON(v any) {
 }
 
 func statusAction(c *cli.Context) error {
-	s, err := newSession(c)
+	s, err := newSession(c, withToken)
 	if err != nil {
 		return err
 	}
 	defer s.client.Close()
+	s.noteGuess(c)
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 	defer cancel()
 	resp, err := s.client.Get(ctx, "/v1/status")
@@ -225,16 +251,19 @@ func httpError(resp *http.Response, body []byte) error {
 
 func opAction(op string) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		s, err := newSession(c)
+		s, err := newSession(c, withToken)
 		if err != nil {
 			return err
 		}
 		defer s.client.Close()
+		ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+		defer cancel()
+		if s.guessed {
+			return s.noTokenForGuess(ctx, op)
+		}
 		if !s.hasTok {
 			return cli.Exit(fmt.Sprintf("wa-sidecar: %s needs the sidecar's control token, and none was found (looked at %s); run as the user that started the sidecar, or pass --token-file", op, s.tokHint), exitDenied)
 		}
-		ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
-		defer cancel()
 		ws, err := s.client.Events(ctx)
 		if err != nil {
 			return clientError(err, s.client.Addr())
@@ -273,12 +302,30 @@ func opAction(op string) cli.ActionFunc {
 	}
 }
 
+// noTokenForGuess answers a control op when the state directory names no
+// sidecar: 69 if nothing answers at the default address, else 77, since
+// whatever answers there was not shown to own any token this client has.
+func (s *clientConn) noTokenForGuess(ctx context.Context, op string) error {
+	resp, err := s.client.Get(ctx, "/healthz")
+	if err != nil {
+		if errors.Is(err, feed.ErrUnreachable) {
+			return cli.Exit(fmt.Sprintf("wa-sidecar: no sidecar is running at the default address %s, and %s has no %s naming another; start one with 'wa-sidecar run', or pass --addr or --state-dir to reach another",
+				s.client.Addr(), s.dir, feed.DiscoveryFileName), exitNoSidecar)
+		}
+		return clientError(err, s.client.Addr())
+	}
+	resp.Body.Close()
+	return cli.Exit(fmt.Sprintf("wa-sidecar: %s needs the control token of the sidecar at the default address %s, but %s has no %s, so no token is known to be its; pass the --state-dir it runs with, or --addr %s with --token-file",
+		op, s.client.Addr(), s.dir, feed.DiscoveryFileName, s.client.Addr()), exitDenied)
+}
+
 func healthcheckAction(c *cli.Context) error {
-	s, err := newSession(c)
+	s, err := newSession(c, noToken)
 	if err != nil {
 		return err
 	}
 	defer s.client.Close()
+	s.noteGuess(c)
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 	defer cancel()
 	path := "/healthz"
@@ -308,11 +355,12 @@ func healthcheckAction(c *cli.Context) error {
 }
 
 func watchAction(c *cli.Context) error {
-	s, err := newSession(c)
+	s, err := newSession(c, withToken)
 	if err != nil {
 		return err
 	}
 	defer s.client.Close()
+	s.noteGuess(c)
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	for {
@@ -354,7 +402,13 @@ func (s *clientConn) follow(ctx context.Context, ws *websocket.Conn) (again bool
 			if ctx.Err() != nil {
 				return false, nil
 			}
-			return false, clientError(err, s.client.Addr())
+			if code := websocket.CloseStatus(err); code != -1 {
+				return false, cli.Exit(fmt.Sprintf("wa-sidecar: the sidecar at %s closed the connection: %d %s", s.client.Addr(), int(code), closeReason(err)), exitError)
+			}
+			// Without a close, the sidecar died or the network failed; the
+			// library's error (a frame header and EOF) would tell a person
+			// nothing.
+			return false, cli.Exit(fmt.Sprintf("wa-sidecar: lost the connection to the sidecar at %s", s.client.Addr()), exitNoSidecar)
 		}
 		if s.json {
 			fmt.Fprintln(s.out, string(b))
@@ -373,4 +427,12 @@ func (s *clientConn) follow(ctx context.Context, ws *websocket.Conn) (again bool
 			fmt.Fprintln(s.out, eventLine(m, s.colour))
 		}
 	}
+}
+
+func closeReason(err error) string {
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		return ce.Reason
+	}
+	return ""
 }

@@ -1,18 +1,23 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
@@ -70,6 +75,10 @@ func TestClientCommandsAgainstARealSidecar(t *testing.T) {
 	}
 	if _, _, code := cliRun(t, bin, env, "healthcheck", "--ready", "--state-dir", state); code != 0 {
 		t.Fatalf("healthcheck --ready while running: exit %d", code)
+	}
+	// healthcheck needs no token, so it never reads one.
+	if _, stderr, code := cliRun(t, bin, env, "healthcheck", "--state-dir", state, "--token-file", filepath.Join(dir, "missing")); code != 0 {
+		t.Fatalf("healthcheck with an unreadable --token-file: exit %d, %q", code, stderr)
 	}
 
 	// Control needs the token; a wrong one is exit 77.
@@ -244,5 +253,116 @@ func TestSecondRunOnOneStateDirExits75(t *testing.T) {
 	q.signal(syscall.SIGTERM)
 	if code := q.wait(); code != 0 {
 		t.Fatalf("third sidecar exit %d", code)
+	}
+}
+
+// A state directory without sidecar.json names no sidecar, so its token
+// (left from an old run) must not be sent to whatever answers on the
+// default address. Reads may still try there, and say so.
+func TestClientSendsNoTokenToTheDefaultAddress(t *testing.T) {
+	bin, _ := binaries(t)
+	ln, err := net.Listen("tcp", feed.DefaultListen)
+	if err != nil {
+		t.Skipf("the default address is taken, so this test cannot stand in for a sidecar there: %v", err)
+	}
+	var mu sync.Mutex
+	var auth []string
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		auth = append(auth, r.Header.Get("Authorization"))
+		mu.Unlock()
+		switch r.URL.Path {
+		case "/healthz":
+			w.Write([]byte(`{"ok":true,"pid":1}`))
+		case "/v1/status":
+			w.Write([]byte(`{"state":"running","pid":2,"since":"2026-01-01T00:00:00Z","ready":true,"restarts":0,"consecutive_failures":0,"crashloop":false,"last_exit":null,"next_start_at":null}`))
+		default:
+			http.NotFound(w, r)
+		}
+	})}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	stopSrv := sync.OnceFunc(func() { srv.Close(); <-served })
+	defer stopSrv()
+
+	dir := t.TempDir()
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+	state := filepath.Join(dir, "state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "token"), []byte("stale-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := cliRun(t, bin, env, "status", "--state-dir", state)
+	if code != 0 || !strings.Contains(out, `"running"`) {
+		t.Fatalf("status: exit %d, %q %q", code, out, stderr)
+	}
+	if !strings.Contains(stderr, feed.DefaultListen) || !strings.Contains(stderr, "sidecar.json") {
+		t.Errorf("status does not say it tried the default address for want of sidecar.json: %q", stderr)
+	}
+	if _, stderr, code := cliRun(t, bin, env, "stop", "--state-dir", state); code != exitDenied || !strings.Contains(stderr, feed.DefaultListen) {
+		t.Errorf("stop: exit %d, %q; want %d naming the default address", code, stderr, exitDenied)
+	}
+	if _, stderr, code := cliRun(t, bin, env, "healthcheck", "--state-dir", state); code != 0 {
+		t.Errorf("healthcheck: exit %d, %q", code, stderr)
+	}
+	mu.Lock()
+	for _, a := range auth {
+		if a != "" {
+			t.Errorf("a client sent Authorization %q to the default address", a)
+		}
+	}
+	n := len(auth)
+	mu.Unlock()
+	if n == 0 {
+		t.Fatal("no request reached the default address")
+	}
+
+	// With nothing there, a control op says no sidecar runs: 69.
+	stopSrv()
+	if _, stderr, code := cliRun(t, bin, env, "stop", "--state-dir", state); code != exitNoSidecar || !strings.Contains(stderr, feed.DefaultListen) {
+		t.Errorf("stop with nothing at the default address: exit %d, %q; want %d", code, stderr, exitNoSidecar)
+	}
+}
+
+// watch says in one line that it lost the sidecar, and exits 69, when the
+// sidecar dies without the closing handshake.
+func TestWatchLosesTheSidecar(t *testing.T) {
+	bin, fake := binaries(t)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	p := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--", fake, "-hang")
+	addr, _ := p.waitLog("status server listening")["listen"].(string)
+	p.waitLog("bridge started")
+
+	watch := exec.Command(bin, "watch", "--state-dir", state)
+	watch.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+	var stderr strings.Builder
+	watch.Stderr = &stderr
+	stdout, err := watch.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Process.Kill()
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	if !sc.Scan() || !strings.Contains(sc.Text(), `"hello"`) {
+		t.Fatalf("watch printed no hello: %q", sc.Text())
+	}
+	p.cmd.Process.Kill()
+	p.wait()
+	io.Copy(io.Discard, stdout)
+	err = watch.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitNoSidecar {
+		t.Fatalf("watch after the sidecar died: %v, want exit %d; stderr %q", err, exitNoSidecar, stderr.String())
+	}
+	want := "wa-sidecar: lost the connection to the sidecar at " + addr + "\n"
+	if stderr.String() != want {
+		t.Fatalf("watch stderr %q, want %q", stderr.String(), want)
 	}
 }
