@@ -265,7 +265,9 @@ type watcher struct {
 	collecting           bool
 	messageSet           bool
 	closeReason          string // the last reason the bridge printed for a drop
+	qrShown              bool   // a QR code was shown since this child last connected: the next connect is a pairing
 	flips                []time.Time
+	flapClear            *time.Timer // when flapping may have passed
 
 	tick    *time.Ticker
 	connect *time.Timer
@@ -305,6 +307,9 @@ func (w *watcher) loop() {
 		w.probes.Wait()
 		w.stopTimers()
 		w.stopCredsWatch()
+		if w.flapClear != nil {
+			w.flapClear.Stop()
+		}
 	}()
 	w.subscribe()
 	w.post(procmon.Event{Kind: EventHealth})
@@ -340,6 +345,9 @@ func (w *watcher) loop() {
 			w.connectTimeout()
 		case <-tickC(w.creds):
 			w.checkCreds()
+		case <-timeC(w.flapClear):
+			w.flapClear = nil
+			w.settle()
 		}
 	}
 }
@@ -376,7 +384,8 @@ func (w *watcher) event(ev procmon.Event) {
 		w.begin(ev.Pid)
 	case procmon.EventExited:
 		if ev.Pid == w.pid {
-			w.end("the bridge exited")
+			// A stop the sidecar asked for is no flip of the connection.
+			w.end("the bridge exited", ev.Exit != nil && ev.Exit.Requested)
 		}
 	case procmon.EventStopping:
 		w.stopTimers()
@@ -392,10 +401,10 @@ func (w *watcher) begin(pid int) {
 		return
 	}
 	if w.pid != 0 {
-		w.end("the bridge was replaced")
+		w.end("the bridge was replaced", false)
 	}
 	w.pid = pid
-	w.restarted, w.collecting, w.qrRows, w.messageSet, w.closeReason = false, false, nil, false, ""
+	w.restarted, w.collecting, w.qrRows, w.messageSet, w.closeReason, w.qrShown = false, false, nil, false, "", false
 	w.answered, w.began = false, time.Now()
 	w.det.Connection, w.det.QRCodes, w.det.User = "unknown", 0, nil
 	w.det.HealthFailures, w.det.HealthError = 0, ""
@@ -406,8 +415,9 @@ func (w *watcher) begin(pid int) {
 	w.connect = time.NewTimer(w.h.opts.ConnectGrace)
 }
 
-// end stops following the current child.
-func (w *watcher) end(why string) {
+// end stops following the current child. requested says the sidecar
+// stopped it, which is not counted as a flip of the connection.
+func (w *watcher) end(why string, requested bool) {
 	pid := w.pid
 	w.ended = append(w.ended, pid)
 	if len(w.ended) > 8 {
@@ -425,7 +435,9 @@ func (w *watcher) end(why string) {
 		// The event's own pid is the monitor's current child, by now not
 		// this one ("pid" is reserved on the wire).
 		w.post(procmon.Event{Kind: EventDisconnected, Reason: why, Data: map[string]any{"bridge_pid": pid}})
-		w.flip()
+		if !requested {
+			w.flip()
+		}
 		return
 	}
 	w.postIfChanged()
@@ -514,6 +526,7 @@ func (w *watcher) finishQR() {
 // can see it can link their phone to this account.
 func (w *watcher) showQR(source string, private map[string]any, payload string, rows []string) {
 	w.det.QRCodes++
+	w.qrShown = true
 	if w.det.Connection != "connected" {
 		w.det.Connection = "pairing"
 	}
@@ -566,7 +579,9 @@ func (w *watcher) setConnection(connected bool, reason string) {
 		ev.Data = map[string]any{"user": *w.det.User}
 	}
 	w.post(ev)
-	if w.det.QRCodes > 0 {
+	if w.qrShown {
+		// Once per pairing: later reconnects of the same session are not.
+		w.qrShown = false
 		w.post(procmon.Event{Kind: EventPaired, Data: ev.Data})
 	}
 	w.flip()
@@ -575,16 +590,9 @@ func (w *watcher) setConnection(connected bool, reason string) {
 // flip records a change of the connection, after its event has been
 // posted, and raises flapping when there were too many in the window.
 func (w *watcher) flip() {
-	now := time.Now()
-	w.flips = append(w.flips, now)
-	cut := 0
-	for cut < len(w.flips) && now.Sub(w.flips[cut]) > w.h.opts.FlapWindow {
-		cut++
-	}
-	w.flips = w.flips[cut:]
-	n := len(w.flips)
-	switch {
-	case n > w.h.opts.FlapLimit && !w.det.Flapping:
+	w.flips = append(w.flips, time.Now())
+	n := w.recentFlips()
+	if n > w.h.opts.FlapLimit && !w.det.Flapping {
 		w.det.Flapping = true
 		w.messageSet = true
 		w.post(procmon.Event{
@@ -592,9 +600,50 @@ func (w *watcher) flip() {
 			Message: fmt.Sprintf("the WhatsApp connection changed %d times in %s; check the network, and that no other device or copy of this session uses the same account", n, w.h.opts.FlapWindow),
 			Data:    map[string]any{"flips": n, "window_s": w.h.opts.FlapWindow.Seconds()},
 		})
-	case n <= w.h.opts.FlapLimit:
-		w.det.Flapping = false
 	}
+	if w.det.Flapping {
+		w.settleLater()
+	}
+}
+
+// recentFlips drops the flips older than the window and counts the rest.
+func (w *watcher) recentFlips() int {
+	now := time.Now()
+	cut := 0
+	for cut < len(w.flips) && now.Sub(w.flips[cut]) > w.h.opts.FlapWindow {
+		cut++
+	}
+	w.flips = w.flips[cut:]
+	return len(w.flips)
+}
+
+// settleLater sets the timer for when enough flips will have left the
+// window to clear flapping, unless another flip comes first.
+func (w *watcher) settleLater() {
+	if w.flapClear != nil {
+		w.flapClear.Stop()
+	}
+	// Flapping ends once no more than FlapLimit flips are in the window:
+	// when the flip FlapLimit+1 from the newest leaves it.
+	d := time.Duration(0)
+	if i := len(w.flips) - 1 - w.h.opts.FlapLimit; i >= 0 {
+		d = time.Until(w.flips[i].Add(w.h.opts.FlapWindow)) + time.Millisecond
+	}
+	w.flapClear = time.NewTimer(max(d, 0))
+}
+
+// settle clears flapping once the window holds few enough flips, so it
+// ends by itself while the connection stays up (or the bridge stays down).
+func (w *watcher) settle() {
+	if !w.det.Flapping {
+		return
+	}
+	if n := w.recentFlips(); n > w.h.opts.FlapLimit {
+		w.settleLater()
+		return
+	}
+	w.det.Flapping = false
+	w.post(procmon.Event{Kind: EventHealth, Message: fmt.Sprintf("the WhatsApp connection has settled: at most %d changes in the last %s", w.h.opts.FlapLimit, w.h.opts.FlapWindow)})
 }
 
 func (w *watcher) connectTimeout() {
@@ -723,6 +772,10 @@ func (w *watcher) logEvent(ev procmon.Event) {
 	msg := ev.Message
 	switch ev.Kind {
 	case EventHealth:
+		if msg != "" {
+			w.log.Info(msg, attrs...)
+			return
+		}
 		w.log.Debug("bridge health", append(attrs, "connection", w.det.Connection, "health", w.det.Health)...)
 		return
 	case EventUnresponsive, EventFlapping, EventConnectTimeout:

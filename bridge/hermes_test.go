@@ -301,3 +301,74 @@ func TestWithoutAPortTheOutputDecides(t *testing.T) {
 }
 
 func rowsOf(payload string) []string { return qrcode.Lines(payload) }
+
+// sayConnection is a fake bridge without a port that prints a QR code if
+// asked, then the connection lines given (true: connected), then hangs.
+func sayConnection(qr bool, ups ...bool) []string {
+	var lines []string
+	if qr {
+		lines = append(lines, "📱 Scan this QR code with WhatsApp on your phone:")
+		lines = append(lines, rowsOf("2@abc,def,ghi,jkl")...)
+		lines = append(lines, "Waiting for scan...")
+	}
+	for _, up := range ups {
+		if up {
+			lines = append(lines, "✅ WhatsApp connected!")
+		} else {
+			lines = append(lines, "⚠️  Connection closed (reason: 428). Reconnecting in 3s...")
+		}
+	}
+	return []string{fakeBridge, "-say", strings.Join(lines, "|"), "-hang"}
+}
+
+// paired is said once per pairing, not again when the same session
+// reconnects later.
+func TestPairedIsSaidOnce(t *testing.T) {
+	h := start(t, sayConnection(true, true, false, true), Options{})
+	h.next(EventQR)
+	h.nextUnless(EventConnected, EventDisconnected)
+	h.nextUnless(EventPaired, EventDisconnected)
+	h.nextUnless(EventDisconnected, EventConnected)
+	h.nextUnless(EventConnected, EventPaired)
+	// The watcher posts paired right after connected, and the disconnect
+	// of this stop after both: nothing may come between.
+	if err := h.m.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	h.nextUnless(EventDisconnected, EventPaired)
+}
+
+// flapping clears by itself once the window passes while the connection
+// stays up.
+func TestFlappingClearsWhenTheConnectionSettles(t *testing.T) {
+	h := start(t, sayConnection(false, true, false, true, false, true, false, true), Options{FlapLimit: 5, FlapWindow: 300 * time.Millisecond})
+	ev := h.nextUnless(EventFlapping, procmon.EventExited)
+	if !details(t, ev).Flapping {
+		t.Fatal("flapping event without flapping in the details")
+	}
+	for {
+		ev = h.nextUnless(EventHealth, procmon.EventExited, EventDisconnected)
+		if !details(t, ev).Flapping {
+			break
+		}
+	}
+	if d := details(t, ev); d.Connection != "connected" || !strings.Contains(ev.Status.Message, "settled") {
+		t.Fatalf("after flapping cleared: %+v, message %q", d, ev.Status.Message)
+	}
+}
+
+// A stop the sidecar asked for is not a flip of the connection.
+func TestRequestedStopIsNoFlip(t *testing.T) {
+	h := start(t, sayConnection(false, true), Options{FlapLimit: 2, FlapWindow: time.Hour})
+	h.next(EventConnected) // flip 1
+	if err := h.m.Restart(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	h.nextUnless(EventDisconnected, EventFlapping) // requested: no flip
+	h.nextUnless(EventConnected, EventFlapping)    // flip 2
+	if err := h.m.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	// Posted after anything connecting raised, by the same goroutine.
+	h.nextUnless(EventDisconnected, EventFlapping)
+}
