@@ -69,8 +69,9 @@ const stopMargin = 5 * time.Second
 // render writes the unit. Type=notify because the sidecar reports READY=1
 // and its state (bridge/notify). KillMode=mixed sends SIGTERM to the
 // sidecar alone, which stops the bridge in order; only if that overruns
-// does systemd kill everything left. Exit 64 is a usage error that a
-// restart cannot fix, so it is not restarted every 5 s forever.
+// does systemd kill everything left. Exit 64 (a bad command line) and 78
+// (no bridge found) are mistakes a restart cannot fix, so they are not
+// restarted every 5 s forever.
 func (u unitSpec) render() (string, error) {
 	if !filepath.IsAbs(u.Executable) {
 		return "", fmt.Errorf("the unit needs an absolute path to wa-sidecar, not %q", u.Executable)
@@ -107,7 +108,7 @@ func (u unitSpec) render() (string, error) {
 	}
 	b.WriteString("Restart=always\n")
 	b.WriteString("RestartSec=5\n")
-	b.WriteString("RestartPreventExitStatus=" + strconv.Itoa(exitUsage) + "\n")
+	b.WriteString("RestartPreventExitStatus=" + strconv.Itoa(exitUsage) + " " + strconv.Itoa(exitConfig) + "\n")
 	b.WriteString("KillMode=mixed\n")
 	b.WriteString("TimeoutStopSec=" + seconds(u.StopTimeout+stopMargin) + "\n")
 	if u.Watchdog > 0 {

@@ -70,7 +70,7 @@ func TestUnitContents(t *testing.T) {
 				{"Service", "Restart"}:                  "always",
 				{"Service", "KillMode"}:                 "mixed",
 				{"Service", "TimeoutStopSec"}:           tc.wantStopSec,
-				{"Service", "RestartPreventExitStatus"}: "64",
+				{"Service", "RestartPreventExitStatus"}: "64 78",
 				{"Service", "ExecStart"}:                "/opt/wa-sidecar run --stop-timeout " + tc.stop.String() + " --backoff-max 30s",
 				{"Service", "Environment"}:              `"PATH=/usr/bin:/bin"`,
 				{"Install", "WantedBy"}:                 "default.target",
