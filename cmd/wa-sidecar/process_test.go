@@ -205,6 +205,15 @@ func TestBadFlagsExit64(t *testing.T) {
 		{[]string{"run", "--tail-lines", "5000", "--", fake}, "", "--tail-lines"},
 		{[]string{"run", "--workdir", "/nonexistent/dir", "--", fake}, "", "--workdir"},
 		{[]string{"frobnicate"}, "", "frobnicate"},
+		// Checked before the bridge is looked for: no Hermes install
+		// here must not turn them into exit 78.
+		{[]string{"run", "--hermes-home", "/nonexistent", "--port", "70000"}, "", "--port"},
+		{[]string{"run", "--hermes-home", "/nonexistent", "--port", "-5"}, "", "--port"},
+		{[]string{"run", "--hermes-home", "/nonexistent", "--mode", "foo"}, "", "--mode"},
+		{[]string{"run", "--hermes-home", "/nonexistent", "--normal-signals", "FOO"}, "", "--normal-signals"},
+		{[]string{"run", "--hermes-home", "/nonexistent", "--health-failures", "0"}, "", "--health-failures"},
+		{[]string{"run", "--hermes-home", "/nonexistent", "--bridge-log-max-size", "99999999"}, "", "--bridge-log-max-size"},
+		{[]string{"run", "--bridge-log-max-size", "99999999", "--", fake}, "", "--bridge-log-max-size"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {

@@ -125,6 +125,9 @@ func runAction(c *cli.Context) error {
 	// Last deferred, first run: what the sidecar said reaches stderr
 	// before its exit status, unless nobody has read stderr for a while.
 	defer closeLog(os.Stderr)
+	if err := checkFlags(c); err != nil {
+		return err
+	}
 	target, err := bridgeTarget(c)
 	if err != nil {
 		return err

@@ -32,11 +32,8 @@ func sessionFlags() []cli.Flag {
 // result may be nil: without a known session directory there is nothing
 // to lock, and bridge.log can be turned off.
 func protectSession(c *cli.Context, target bridge.Target, cfg *procmon.Config, logger *slog.Logger) (*session.Guard, *session.BridgeLog, error) {
-	if c.Int("bridge-log-max-size") < 1 {
-		return nil, nil, usageError("--bridge-log-max-size must be at least 1 (megabytes; got %d)", c.Int("bridge-log-max-size"))
-	}
-	if c.Int("bridge-log-max-backups") < 1 {
-		return nil, nil, usageError("--bridge-log-max-backups must be at least 1 (got %d)", c.Int("bridge-log-max-backups"))
+	if err := checkSessionFlags(c); err != nil {
+		return nil, nil, err
 	}
 	logPath := c.String("bridge-log")
 	if target.SessionDir == "" {
@@ -90,6 +87,20 @@ func protectSession(c *cli.Context, target bridge.Target, cfg *procmon.Config, l
 		cfg.Output = bl.Line
 	}
 	return g, bl, nil
+}
+
+// maxBridgeLogMB is session.OpenBridgeLog's own limit (1 TiB).
+const maxBridgeLogMB = 1 << 20
+
+// checkSessionFlags checks the bridge.log flags, naming the one to fix.
+func checkSessionFlags(c *cli.Context) error {
+	if n := c.Int("bridge-log-max-size"); n < 1 || n > maxBridgeLogMB {
+		return usageError("--bridge-log-max-size must be between 1 and %d megabytes (got %d)", maxBridgeLogMB, n)
+	}
+	if n := c.Int("bridge-log-max-backups"); n < 1 {
+		return usageError("--bridge-log-max-backups must be at least 1 (got %d)", n)
+	}
+	return nil
 }
 
 func chainBefore(first, then func() error) func() error {

@@ -33,6 +33,27 @@ func targetFlags() []cli.Flag {
 	}
 }
 
+// checkFlags checks every flag of run that does not depend on the bridge
+// found, before anything is looked for: a typo is then reported as the
+// usage error it is (64, naming the flag), not as a missing bridge (78),
+// and not after a discovery whose result it would have changed.
+func checkFlags(c *cli.Context) error {
+	if p := c.Int("port"); p < 1 || p > 65535 {
+		return usageError("--port must be between 1 and 65535 (got %d)", p)
+	}
+	if m := c.String("mode"); m != "self-chat" && m != "bot" {
+		return usageError("--mode must be self-chat or bot (got %q)", m)
+	}
+	if _, err := newHermes(c, bridge.Target{Port: c.Int("port")}, nil); err != nil {
+		return err
+	}
+	if err := checkSessionFlags(c); err != nil {
+		return err
+	}
+	_, err := runConfig(c, bridge.Target{})
+	return err
+}
+
 // newHermes builds the layer that reads the bridge's output and health.
 // Pairing QR codes are drawn on the sidecar's terminal, when it has one.
 func newHermes(c *cli.Context, t bridge.Target, logger *slog.Logger) (*bridge.Hermes, error) {
@@ -47,6 +68,9 @@ func newHermes(c *cli.Context, t bridge.Target, logger *slog.Logger) (*bridge.He
 	}
 	if opts.HealthPeriod <= 0 || opts.HealthTimeout <= 0 || opts.ConnectGrace <= 0 {
 		return nil, usageError("--health-period, --health-timeout and --connect-grace must be positive")
+	}
+	if opts.HealthFailures < 1 { // 0 would silently mean the default
+		return nil, usageError("--health-failures must be at least 1 (got %d)", opts.HealthFailures)
 	}
 	if isatty.IsTerminal(os.Stderr.Fd()) {
 		opts.QRWriter = os.Stderr
