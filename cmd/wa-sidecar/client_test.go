@@ -65,8 +65,7 @@ func TestClientCommandsAgainstARealSidecar(t *testing.T) {
 	}
 
 	p := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--", fake, "-hang")
-	p.waitLog("status server listening")
-	p.waitLog("bridge started")
+	p.waitLog("bridge started") // after the discovery file is written
 
 	out, _, code := cliRun(t, bin, env, "status", "--state-dir", state)
 	var st map[string]any
@@ -199,8 +198,10 @@ func TestSecondRunOnOneStateDirExits75(t *testing.T) {
 	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
 	state := filepath.Join(dir, "state")
 	p := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--", fake, "-hang")
-	addr, _ := p.waitLog("status server listening")["listen"].(string)
+	// The bridge starts after the discovery file is written, and the
+	// status server's "listening" may come either side of it.
 	p.waitLog("bridge started")
+	addr := listenOf(t, state)
 	token, err := os.ReadFile(filepath.Join(state, "token"))
 	if err != nil {
 		t.Fatal(err)
@@ -248,7 +249,6 @@ func TestSecondRunOnOneStateDirExits75(t *testing.T) {
 	}
 	// Its lock went with it: the next sidecar on this state directory starts.
 	q := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--", fake, "-hang")
-	q.waitLog("status server listening")
 	q.waitLog("bridge started") // its signal handlers are in place
 	q.signal(syscall.SIGTERM)
 	if code := q.wait(); code != 0 {
@@ -333,8 +333,10 @@ func TestWatchLosesTheSidecar(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
 	p := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--", fake, "-hang")
-	addr, _ := p.waitLog("status server listening")["listen"].(string)
+	// The bridge starts after the discovery file is written, and the
+	// status server's "listening" may come either side of it.
 	p.waitLog("bridge started")
+	addr := listenOf(t, state)
 
 	watch := exec.Command(bin, "watch", "--state-dir", state)
 	watch.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
@@ -365,4 +367,14 @@ func TestWatchLosesTheSidecar(t *testing.T) {
 	if stderr.String() != want {
 		t.Fatalf("watch stderr %q, want %q", stderr.String(), want)
 	}
+}
+
+// listenOf is the address in a running sidecar's discovery file.
+func listenOf(t *testing.T, state string) string {
+	t.Helper()
+	d, err := feed.ReadDiscovery(state)
+	if err != nil || d.Listen == "" {
+		t.Fatalf("discovery file: %+v, %v", d, err)
+	}
+	return d.Listen
 }
