@@ -5,6 +5,7 @@
 package procmon
 
 import (
+	"encoding/json"
 	"strconv"
 	"syscall"
 	"time"
@@ -62,6 +63,19 @@ type ExitRecord struct {
 	// a failure (Monitor.Recycle); Requested is then true and Class failure.
 	Reason string    `json:"reason,omitempty"`
 	At     time.Time `json:"at"`
+}
+
+// MarshalJSON writes returncode as null for a child that never ran
+// (Error set), so that a failed spawn never reads as a clean exit 0.
+func (r ExitRecord) MarshalJSON() ([]byte, error) {
+	type plain ExitRecord // without this method
+	if r.Error == "" {
+		return json.Marshal(plain(r))
+	}
+	return json.Marshal(struct {
+		plain
+		ReturnCode *int `json:"returncode"`
+	}{plain: plain(r)})
 }
 
 func newExitRecord(pid int, ws syscall.WaitStatus, class Class) ExitRecord {

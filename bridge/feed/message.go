@@ -162,7 +162,11 @@ func encodeEvent(ev procmon.Event, status []byte, private bool) (msg []byte, ski
 		o.add("pid", x.Pid)
 		o.add("code", x.Code)
 		o.add("signal", x.Signal)
-		o.add("returncode", x.ReturnCode)
+		if x.Error != "" {
+			o.add("returncode", nil) // it never ran
+		} else {
+			o.add("returncode", x.ReturnCode)
+		}
 		if x.CoreDumped {
 			o.add("core_dumped", true)
 		}

@@ -61,7 +61,7 @@ func TestEncodeEventFlattens(t *testing.T) {
 			`{"type":"event","seq":8,"at":"2026-01-02T03:04:05.000000006Z","event":"exited","pid":12,"code":null,"signal":"SIGTERM","returncode":-15,"class":"shutdown","requested":false,"uptime_ms":0,"tail":[],"status":{"state":"backoff"}}`},
 		{"spawn failed", procmon.Event{Seq: 9, At: at, Kind: procmon.EventSpawnFailed,
 			Exit: &procmon.ExitRecord{Class: procmon.ClassFailure, Error: "not found", Tail: []string{}}},
-			`{"type":"event","seq":9,"at":"2026-01-02T03:04:05.000000006Z","event":"spawn_failed","pid":0,"code":null,"signal":null,"returncode":0,"class":"failure","requested":false,"uptime_ms":0,"tail":[],"error":"not found","status":{"state":"backoff"}}`},
+			`{"type":"event","seq":9,"at":"2026-01-02T03:04:05.000000006Z","event":"spawn_failed","pid":0,"code":null,"signal":null,"returncode":null,"class":"failure","requested":false,"uptime_ms":0,"tail":[],"error":"not found","status":{"state":"backoff"}}`},
 		{"backoff", procmon.Event{Seq: 10, At: at, Kind: procmon.EventBackoff, DelayMS: 2000, Attempt: 3, Reason: "failure"},
 			`{"type":"event","seq":10,"at":"2026-01-02T03:04:05.000000006Z","event":"backoff","delay_ms":2000,"attempt":3,"reason":"failure","status":{"state":"backoff"}}`},
 		{"stopping", procmon.Event{Seq: 11, At: at, Kind: procmon.EventStopping, Pid: 12, Signal: "SIGTERM"},
@@ -81,6 +81,26 @@ func TestEncodeEventFlattens(t *testing.T) {
 	got, skipped := encodeEvent(ev, status, true)
 	if !strings.Contains(string(got), `"qr":"secret"`) || len(skipped) != 1 || !json.Valid(got) {
 		t.Fatalf("private encoding %s, skipped %v", got, skipped)
+	}
+}
+
+// A child that never ran has no return code: the snapshot's last_exit
+// says null, as the spawn_failed event does, not a clean-looking 0.
+func TestSpawnFailureHasNoReturnCode(t *testing.T) {
+	for _, tc := range []struct {
+		rec  procmon.ExitRecord
+		want string
+	}{
+		{procmon.ExitRecord{Class: procmon.ClassFailure, Error: "not found"}, `"returncode":null`},
+		{procmon.ExitRecord{Code: intp(0), Class: procmon.ClassFailure}, `"returncode":0`},
+	} {
+		b, err := json.Marshal(procmon.Status{LastExit: &tc.rec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), tc.want) || strings.Count(string(b), `"returncode"`) != 1 {
+			t.Errorf("%+v marshals as %s, want %s once", tc.rec, b, tc.want)
+		}
 	}
 }
 
