@@ -295,32 +295,48 @@ func (g *Guard) AfterSpawn(id signals.Identity) {
 	}
 }
 
-// stopLeftover stops the recorded bridge if it still runs. With the lock
-// held, no other sidecar can be running it, so it is left over from an
-// earlier sidecar of this session that died without stopping it (#19124)
-// and would fight the new bridge for the WhatsApp session, even when it
-// does not hold the port.
+// stopLeftover stops the recorded bridge if it still runs, and what is
+// left of its process group. With the lock held, no other sidecar can be
+// running it, so it is left over from an earlier sidecar of this session
+// that died without stopping it (#19124) and would fight the new bridge
+// for the WhatsApp session, even when it does not hold the port. The
+// parent-death signal reaches only the bridge itself, so a node under npm
+// or sh outlives it in its group.
 func (g *Guard) stopLeftover() {
 	data, err := os.ReadFile(g.recordPath())
 	if err != nil {
 		return
 	}
 	var rec spawnRecord
-	if json.Unmarshal(data, &rec) != nil || rec.Pid <= 0 || rec.BootID == "" || rec.BootID != bootID() || !rec.Alive() {
+	if json.Unmarshal(data, &rec) != nil || rec.Pid <= 0 || rec.BootID == "" || rec.BootID != bootID() {
 		return
 	}
-	name := signals.ProcessName(rec.Pid)
-	g.log.Warn("a bridge started by an earlier wa-sidecar on this session is still running; stopping it", "pid", rec.Pid, "name", name)
-	stopped, err := stopLeftover(rec.Identity, g.cfg.LeftoverTimeout)
+	procs := leftoverGroup(rec.Identity)
+	if len(procs) == 0 {
+		return
+	}
+	leaderAlive := procs[0] == rec.Identity
+	name := signals.ProcessName(procs[0].Pid)
+	g.log.Warn("processes started by an earlier wa-sidecar on this session are still running; stopping them",
+		"pid", rec.Pid, "name", name, "bridge_running", leaderAlive, "processes", len(procs))
+	stopped, err := stopLeftover(procs, g.cfg.LeftoverTimeout)
 	if err != nil {
 		g.log.Error("could not stop the leftover bridge", "pid", rec.Pid, "error", err)
 		return
 	}
-	if stopped {
-		// "pid" is the event's own field on the wire (the current bridge).
-		g.out.put(procmon.Event{Kind: EventLeftoverStopped, Data: map[string]any{"bridge_pid": rec.Pid, "name": name},
-			Message: fmt.Sprintf("stopped bridge pid %d (%s), left running by an earlier wa-sidecar", rec.Pid, name)})
+	if stopped == 0 {
+		return
 	}
+	msg := fmt.Sprintf("stopped bridge pid %d (%s), left running by an earlier wa-sidecar", rec.Pid, name)
+	switch {
+	case !leaderAlive:
+		msg = fmt.Sprintf("stopped %d process(es) (%s, …) left in the process group of bridge pid %d by an earlier wa-sidecar", stopped, name, rec.Pid)
+	case stopped > 1:
+		msg = fmt.Sprintf("stopped bridge pid %d (%s) and %d more process(es) of its group, left running by an earlier wa-sidecar", rec.Pid, name, stopped-1)
+	}
+	// "pid" is the event's own field on the wire (the current bridge).
+	g.out.put(procmon.Event{Kind: EventLeftoverStopped, Message: msg,
+		Data: map[string]any{"bridge_pid": rec.Pid, "name": name, "processes": stopped}})
 }
 
 func (g *Guard) checkPort() error {

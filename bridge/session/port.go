@@ -231,42 +231,160 @@ func socketInode(link string) (uint64, bool) {
 	return ino, err == nil
 }
 
-// stopLeftover stops a bridge an earlier sidecar on this session started
-// and left running: SIGTERM (and SIGCONT, in case it was stopped), then
-// SIGKILL after timeout. It works through a pidfd opened before checking
-// the start time, so the signals reach that very process even if it
-// exits and its pid is reused meanwhile. It reports whether the process
-// was ours and has now ended.
-func stopLeftover(id signals.Identity, timeout time.Duration) (bool, error) {
-	fd, err := unix.PidfdOpen(id.Pid, 0)
-	if err != nil {
-		if errors.Is(err, unix.ESRCH) {
-			return false, nil
+// leftoverGroup lists what is left of the process group the recorded
+// bridge led: the bridge itself if it still runs, and every process whose
+// process group is the bridge's pid and that started no earlier than it.
+// The bridge was spawned as the leader of its own group, so its children
+// (node under npm or sh) are in that group and outlive it when only the
+// bridge got the parent-death signal. Linux never hands out a pid while a
+// process group of that number exists, so as long as any member is left
+// the group is the old one; once the pid itself is another process's, the
+// group number may be that one's and nothing is returned.
+func leftoverGroup(leader signals.Identity) []signals.Identity {
+	if leader.Pid <= 1 {
+		return nil
+	}
+	// Cheap check first: a group with no members left is the common case.
+	if err := unix.Kill(-leader.Pid, 0); err != nil {
+		if leader.Alive() {
+			return []signals.Identity{leader}
 		}
-		return false, fmt.Errorf("pidfd_open %d: %w", id.Pid, err)
+		return nil
 	}
-	defer unix.Close(fd)
-	if !id.Alive() {
-		return false, nil // gone, or the pid is someone else's now
+	if st, err := signals.StartTime(leader.Pid); err == nil && st != leader.StartTime {
+		return nil // the pid is another process's now, and so may be the group
 	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		if leader.Alive() {
+			return []signals.Identity{leader}
+		}
+		return nil
+	}
+	var out []signals.Identity
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + p.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		pgrp, start, ok := parseGroupAndStart(b)
+		if !ok || pgrp != leader.Pid || start < leader.StartTime || (pid == leader.Pid && start != leader.StartTime) {
+			continue
+		}
+		id := signals.Identity{Pid: pid, StartTime: start}
+		if pid == leader.Pid {
+			out = append([]signals.Identity{id}, out...) // the bridge first
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+// parseGroupAndStart reads the process group (field 5) and start time
+// (field 22) of a /proc/PID/stat line, counting fields from the last ')'
+// since the command name may hold both spaces and parentheses.
+func parseGroupAndStart(stat []byte) (pgrp int, start uint64, ok bool) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	f := bytes.Fields(stat[i+1:])
+	if len(f) < 20 { // f[0] is field 3
+		return 0, 0, false
+	}
+	pgrp, err := strconv.Atoi(string(f[2]))
+	if err != nil {
+		return 0, 0, false
+	}
+	start, err = strconv.ParseUint(string(f[19]), 10, 64)
+	return pgrp, start, err == nil
+}
+
+// stopLeftover stops processes an earlier sidecar on this session left
+// running (the bridge and what is left of its process group): SIGTERM (and
+// SIGCONT, in case they were stopped), then SIGKILL to those still there
+// after timeout. It works through pidfds opened before each start time is
+// checked again, so the signals reach those very processes even if one
+// exits and its pid is reused meanwhile; nothing else is ever signalled.
+// It returns how many of them were ours and have now ended.
+func stopLeftover(ids []signals.Identity, timeout time.Duration) (int, error) {
+	var fds []int
+	var pids []int
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	for _, id := range ids {
+		fd, err := unix.PidfdOpen(id.Pid, 0)
+		if err != nil {
+			if errors.Is(err, unix.ESRCH) {
+				continue
+			}
+			return 0, fmt.Errorf("pidfd_open %d: %w", id.Pid, err)
+		}
+		if !id.Alive() {
+			unix.Close(fd) // gone, or the pid is someone else's now
+			continue
+		}
+		fds, pids = append(fds, fd), append(pids, id.Pid)
+	}
+	ended := make([]bool, len(fds))
 	for _, step := range []struct {
 		sig  unix.Signal
 		wait time.Duration
 	}{{unix.SIGTERM, timeout}, {unix.SIGKILL, 5 * time.Second}} {
-		if err := unix.PidfdSendSignal(fd, step.sig, nil, 0); err != nil {
-			if errors.Is(err, unix.ESRCH) {
-				return true, nil
+		for i, fd := range fds {
+			if ended[i] {
+				continue
 			}
-			return false, fmt.Errorf("signal leftover bridge pid %d: %w", id.Pid, err)
+			if err := unix.PidfdSendSignal(fd, step.sig, nil, 0); err != nil {
+				if errors.Is(err, unix.ESRCH) {
+					ended[i] = true
+					continue
+				}
+				return count(ended), fmt.Errorf("signal leftover pid %d: %w", pids[i], err)
+			}
+			if step.sig == unix.SIGTERM {
+				_ = unix.PidfdSendSignal(fd, unix.SIGCONT, nil, 0)
+			}
 		}
-		if step.sig == unix.SIGTERM {
-			_ = unix.PidfdSendSignal(fd, unix.SIGCONT, nil, 0)
+		deadline := time.Now().Add(step.wait)
+		for i, fd := range fds {
+			if ended[i] {
+				continue
+			}
+			exited, err := waitPidfd(fd, time.Until(deadline))
+			if err != nil {
+				return count(ended), err
+			}
+			ended[i] = exited
 		}
-		if exited, err := waitPidfd(fd, step.wait); err != nil || exited {
-			return exited, err
+		if count(ended) == len(fds) {
+			return len(fds), nil
 		}
 	}
-	return false, fmt.Errorf("leftover bridge pid %d did not die after SIGKILL", id.Pid)
+	for i, e := range ended {
+		if !e {
+			return count(ended), fmt.Errorf("leftover pid %d did not die after SIGKILL", pids[i])
+		}
+	}
+	return count(ended), nil
+}
+
+func count(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 // waitPidfd waits until the process behind fd exits, or d passes.

@@ -1,11 +1,13 @@
 package session
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -13,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 	"github.com/wa-sidecar/wa-sidecar/signals"
@@ -169,6 +173,75 @@ func TestLeftoverBridgeIsStopped(t *testing.T) {
 	}
 }
 
+// A bridge's process group outlives a SIGKILLed sidecar when the bridge is
+// a wrapper (npm, sh): the parent-death signal reaches only the wrapper.
+// What is left of the group is stopped even after its leader is gone, and
+// a process outside it is not touched.
+func TestLeftoverGroupIsStoppedWhenItsLeaderIsGone(t *testing.T) {
+	sh := exec.Command("sh", "-c", "sleep 300 & echo $!; exec sleep 301")
+	sh.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // as procmon spawns the bridge
+	out, err := sh.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	member, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatalf("sh said %q", line)
+	}
+	memberFd, err := unix.PidfdOpen(member, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(memberFd)
+	defer unix.PidfdSendSignal(memberFd, unix.SIGKILL, nil, 0) // if the test fails
+	leader, err := signals.IdentityOf(sh.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := exec.Command("sleep", "302")
+	foreign.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := foreign.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		foreign.Process.Kill()
+		foreign.Wait()
+	}()
+
+	// The sidecar and its bridge die together; the member is left.
+	sh.Process.Kill()
+	sh.Wait()
+
+	dir := newSession(t, pairedCreds)
+	g := openGuard(t, Config{SessionDir: dir, LeftoverTimeout: time.Second})
+	writeRecord(t, dir, leader)
+	if err := g.BeforeSpawn(); err != nil {
+		t.Fatalf("BeforeSpawn: %v", err)
+	}
+	if exited, err := waitPidfd(memberFd, 0); err != nil || !exited {
+		t.Fatalf("the leftover group's member %d still runs (%v)", member, err)
+	}
+	var ev *procmon.Event
+	for _, e := range g.out.take() {
+		if e.Kind == EventLeftoverStopped {
+			ev = &e
+		}
+	}
+	if ev == nil || ev.Data["bridge_pid"] != leader.Pid || ev.Data["processes"] != 1 {
+		t.Fatalf("leftover_stopped: %+v", ev)
+	}
+	if err := foreign.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("a process outside the group was stopped: %v", err)
+	}
+}
+
 // A leftover that ignores SIGTERM gets SIGKILL after the timeout.
 func TestLeftoverIgnoringTermIsKilled(t *testing.T) {
 	left := startHelper(t, "listen-ignore-term", "HELPER_PORT=0")
@@ -282,4 +355,26 @@ func BenchmarkBeforeSpawn(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/spawn")
+}
+
+func TestParseGroupAndStart(t *testing.T) {
+	rest := " S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10"
+	cases := []struct {
+		line  string
+		pgrp  int
+		start uint64
+		ok    bool
+	}{
+		{"4243 (sleep)" + rest, 4242, 98765, true},
+		{"4243 (a) (b c)" + rest, 4242, 98765, true}, // a name with ") " in it
+		{"4243 (sleep) S 1 4242", 0, 0, false},
+		{"no parenthesis", 0, 0, false},
+		{"4243 (x) S 1 pg 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765", 0, 0, false},
+	}
+	for _, c := range cases {
+		pgrp, start, ok := parseGroupAndStart([]byte(c.line))
+		if pgrp != c.pgrp || start != c.start || ok != c.ok {
+			t.Errorf("parseGroupAndStart(%q) = %d, %d, %v; want %d, %d, %v", c.line, pgrp, start, ok, c.pgrp, c.start, c.ok)
+		}
+	}
 }
