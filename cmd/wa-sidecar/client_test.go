@@ -378,3 +378,16 @@ func listenOf(t *testing.T, state string) string {
 	}
 	return d.Listen
 }
+
+// In watch, the state an event led to stays on the event's line; the
+// bridge's last output line comes below it, alone.
+func TestEventLineKeepsTheTailApart(t *testing.T) {
+	m, err := feed.DecodeMessage([]byte(`{"type":"event","seq":3,"at":"2026-01-02T03:04:05Z","event":"exited","pid":9,"code":1,"signal":null,"returncode":1,"class":"failure","requested":false,"uptime_ms":5,"tail":["boom"],"status":{"state":"backoff","pid":0}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(eventLine(m, false), "\n")
+	if len(lines) != 2 || !strings.HasSuffix(lines[0], "→ backoff") || lines[1] != "    │ boom" {
+		t.Fatalf("eventLine = %q", lines)
+	}
+}

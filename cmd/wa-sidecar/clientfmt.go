@@ -107,6 +107,7 @@ func eventLine(m feed.Message, colour bool) string {
 	var b strings.Builder
 	b.WriteString(paint(colour, ansiDim, m.At.Local().Format("15:04:05.000")+" #"+strconv.FormatUint(m.Seq, 10)) + " ")
 	kind := string(m.Event)
+	var tail string
 	var pid int
 	m.Field("pid", &pid)
 	switch m.Event {
@@ -125,7 +126,7 @@ func eventLine(m feed.Message, colour bool) string {
 			b.WriteString(", up " + ago(time.Duration(x.UptimeMS)*time.Millisecond))
 		}
 		if n := len(x.Tail); n > 0 {
-			b.WriteString(paint(colour, ansiDim, "\n    │ "+x.Tail[n-1]))
+			tail = x.Tail[n-1]
 		}
 	case procmon.EventBackoff:
 		var delay int64
@@ -151,6 +152,11 @@ func eventLine(m feed.Message, colour bool) string {
 	}
 	if m.Status != nil {
 		b.WriteString(paint(colour, ansiDim, " → "+string(m.Status.State)))
+	}
+	// The bridge's last line goes below, after the new state, so that
+	// nothing of the sidecar's reads as part of the bridge's output.
+	if tail != "" {
+		b.WriteString(paint(colour, ansiDim, "\n    │ "+tail))
 	}
 	return b.String()
 }
