@@ -133,8 +133,8 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("push backoff: %w", err)
 	}
 	for _, p := range opts.AllowOrigins {
-		if p == "*" {
-			return nil, errors.New("--allow-origin '*' would let any web page control the bridge; list the origins instead")
+		if err := checkOriginPattern(p); err != nil {
+			return nil, err
 		}
 	}
 	ln, err := Listen(opts.Listen)
@@ -160,6 +160,30 @@ func New(opts Options) (*Server, error) {
 	s.mux.Handle("GET /v1/status", s.guard(http.HandlerFunc(s.status)))
 	s.mux.Handle("GET /v1/events", s.guard(http.HandlerFunc(s.events)))
 	return s, nil
+}
+
+// checkOriginPattern refuses --allow-origin patterns that would let in
+// any web page, or every page under a public suffix: '*', 'https://*',
+// '*.com'. A pattern with wildcards must spell out at least two labels of
+// the host, as in '*.example.com'.
+func checkOriginPattern(p string) error {
+	host := p
+	if _, h, ok := strings.Cut(p, "://"); ok {
+		host = h
+	}
+	if !strings.ContainsAny(host, `*?[\`) {
+		return nil // one origin, such as localhost:8080
+	}
+	literal := 0
+	for _, label := range strings.Split(host, ".") {
+		if label != "" && !strings.ContainsAny(label, `*?[\`) {
+			literal++
+		}
+	}
+	if literal < 2 {
+		return fmt.Errorf("--allow-origin %q would let in pages from too many sites, and any of them could control the bridge; name the origins, e.g. app.example.com or *.example.com", p)
+	}
+	return nil
 }
 
 func checkGatewayURL(raw string) error {

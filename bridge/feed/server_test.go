@@ -589,6 +589,28 @@ func TestUnixSocket(t *testing.T) {
 
 // --listen unix:PATH replaces only a dead socket; whatever else is at PATH
 // stays, and the error says what is there.
+// Wildcards that would let in any page, or every site under a public
+// suffix, are refused before anything binds; named origins are fine.
+func TestAllowOriginRefusesOpenWildcards(t *testing.T) {
+	for _, p := range []string{"*", "https://*", "http://*:*", "*.com", "*.*", "?*"} {
+		if err := checkOriginPattern(p); err == nil || !strings.Contains(err.Error(), "too many sites") {
+			t.Errorf("--allow-origin %q: %v", p, err)
+		}
+	}
+	for _, p := range []string{"app.example.com", "https://app.example.com", "*.example.com", "localhost:8080", "https://*.example.com"} {
+		if err := checkOriginPattern(p); err != nil {
+			t.Errorf("--allow-origin %q: %v", p, err)
+		}
+	}
+	m, err := procmon.New(procmon.Config{Command: []string{fakeBridge}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Options{Monitor: m, Listen: "127.0.0.1:0", AllowOrigins: []string{"app.example.com", "https://*"}}); err == nil {
+		t.Fatal("New took --allow-origin https://*")
+	}
+}
+
 func TestUnixListenKeepsOtherFiles(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "notes.txt")
