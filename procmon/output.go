@@ -24,10 +24,14 @@ type Line struct {
 	Truncated bool // the line was longer than the limit and was cut
 }
 
-// readBytes is the size of each read of the child's output: a quarter of
-// its pipe, so a chatty child can go on writing while its lines are
-// handled.
-const readBytes = 256 << 10
+// readBytes is the size of each read of a chatty child's output: a
+// quarter of its pipe, so it can go on writing while its lines are
+// handled. A child starts with 64 KiB, and only one whose output fills a
+// read gets the larger buffer, which keeps a quiet sidecar small.
+const (
+	readBytes      = 256 << 10
+	firstReadBytes = 64 << 10
+)
 
 // readLines splits r into lines of at most limit bytes and hands each to fn,
 // without its "\n" or "\r\n". A longer line is cut at limit, flagged as
@@ -53,16 +57,23 @@ func readLines(r io.Reader, limit int, fn func(text []byte, truncated bool), bat
 	}
 	// The buffer holds a whole line of limit bytes plus "\r\n", so a line
 	// that fits is never mistaken for one that does not.
-	buf := make([]byte, max(readBytes, limit+3))
+	buf := make([]byte, max(firstReadBytes, limit+3))
 	start, end := 0, 0 // buf[start:end] is read but not yet handed over
 	skipping := false  // the current line was cut; drop it up to its newline
+	full := false      // the last read filled the buffer
 	for {
 		if batch != nil {
 			batch()
 		}
-		end = copy(buf, buf[start:end])
+		if full && len(buf) < readBytes {
+			buf = append(make([]byte, 0, readBytes), buf[start:end]...)[:readBytes]
+		} else {
+			copy(buf, buf[start:end])
+		}
+		end -= start
 		start = 0
 		n, err := r.Read(buf[end:])
+		full = end+n == len(buf)
 		end += n
 		for {
 			i := bytes.IndexByte(buf[start:end], '\n')

@@ -71,3 +71,27 @@ func BenchmarkReadLines(b *testing.B) {
 		recent.commit()
 	}
 }
+
+// TestReadLinesGrowsItsBuffer feeds more than a first buffer's worth at
+// once, so the buffer grows with a part of a line in it, and checks every
+// line against the plain rule.
+func TestReadLinesGrowsItsBuffer(t *testing.T) {
+	var data []byte
+	for i := 0; len(data) < 3*readBytes; i++ {
+		data = append(data, bytes.Repeat([]byte{'a' + byte(i%26)}, i%300)...)
+		data = append(data, '\n')
+	}
+	want := plainLines(data, 100)
+	var got []fuzzLine
+	readLines(bytes.NewReader(data), 100, func(text []byte, truncated bool) {
+		got = append(got, fuzzLine{string(text), truncated})
+	}, nil)
+	if len(got) != len(want) {
+		t.Fatalf("got %d lines, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("line %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
