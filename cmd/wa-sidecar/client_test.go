@@ -391,3 +391,26 @@ func TestEventLineKeepsTheTailApart(t *testing.T) {
 		t.Fatalf("eventLine = %q", lines)
 	}
 }
+
+// The Python example client answers a missing sidecar as the CLI does:
+// one line and exit 69, not a traceback.
+func TestPythonExampleWithoutASidecar(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(py, filepath.Join("..", "..", "docs", "examples", "client.py"), "--addr", closed)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitNoSidecar || strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), closed) {
+		t.Fatalf("client.py with no sidecar: %v, stderr %q", err, stderr.String())
+	}
+}

@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import struct
+import sys
 
 
 async def connect(host, port, token):
@@ -106,7 +107,12 @@ async def main():
     token = os.environ.get("WA_SIDECAR_TOKEN")
     if args.token_file:
         token = open(args.token_file).read().strip()
-    reader, writer = await connect(host, int(port), token)
+    try:
+        reader, writer = await connect(host, int(port), token)
+    except OSError as e:
+        # One line, and 69 (EX_UNAVAILABLE) as the CLI exits.
+        print(f"no sidecar answers at {args.addr}: {e.strerror or e}", file=sys.stderr)
+        raise SystemExit(69)
     seq, seen = None, 0
     async for msg in messages(reader, writer):
         print(describe(msg), flush=True)
