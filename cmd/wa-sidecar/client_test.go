@@ -414,3 +414,29 @@ func TestPythonExampleWithoutASidecar(t *testing.T) {
 		t.Fatalf("client.py with no sidecar: %v, stderr %q", err, stderr.String())
 	}
 }
+
+// run warns when the token file it is given can be read by other users.
+func TestRunWarnsOfAReadableTokenFile(t *testing.T) {
+	bin, fake := binaries(t)
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token")
+	if err := os.WriteFile(tok, []byte("shared-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tok, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startSidecar(t, bin, "run", "--state-dir", filepath.Join(dir, "state"), "--token-file", tok, "--", fake, "-hang")
+	rec := p.waitLog("other users can read the control token")
+	if rec["file"] != tok || rec["mode"] != "0644" {
+		t.Errorf("warning %v", rec)
+	}
+	p.waitLog("bridge started")
+	if strings.Contains(p.logText(), "shared-token") {
+		t.Error("the log holds the token")
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("sidecar exit %d", code)
+	}
+}

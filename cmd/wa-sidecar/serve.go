@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -62,6 +63,9 @@ func startFeed(c *cli.Context, m *procmon.Monitor, logger *slog.Logger) (_ *feed
 		}
 		if token, err = feed.ReadTokenFile(tokenFile); err != nil {
 			return nil, nil, usageError("--token-file: %v", err)
+		}
+		if fi, err := os.Stat(tokenFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			logger.Warn("other users can read the control token; chmod 600 it", "file", tokenFile, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 		}
 	case os.Getenv(tokenEnv) != "":
 		token = os.Getenv(tokenEnv)
