@@ -106,9 +106,7 @@ func TestLoggedOutParksUntilCredsChange(t *testing.T) {
 
 	// Nothing else starts the bridge: the first start must follow the
 	// change of creds.json.
-	pair(t, c.SessionDir)
-	now := time.Now().Add(time.Second)
-	os.Chtimes(filepath.Join(c.SessionDir, "creds.json"), now, now)
+	repair(t, c.SessionDir)
 	h.nextUnless(EventCredsChanged, procmon.EventStarting)
 	second := h.next(procmon.EventStarted)
 	if second.Pid == first.Pid {
@@ -121,6 +119,24 @@ func TestLoggedOutParksUntilCredsChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.nextUnless(procmon.EventStarted, EventCredsChanged)
+}
+
+// repair replaces creds.json in one atomic change, as a finished pairing
+// would: a second change (a write, then a touch) could land after the
+// next park and resume the bridge a second time.
+func repair(t *testing.T, session string) {
+	t.Helper()
+	tmp := filepath.Join(session, "creds.json.tmp")
+	if err := os.WriteFile(tmp, []byte(`{"me":{"id":"2@s.whatsapp.net"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Second)
+	if err := os.Chtimes(tmp, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(session, "creds.json")); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestDeletingTheSessionResumesAPairing(t *testing.T) {
@@ -262,6 +278,10 @@ func TestConnectTimeoutIsReportedNotFatal(t *testing.T) {
 	c := simConfig(t) // never paired, never scanned
 	opts := testOptions(c)
 	opts.ConnectGrace = 300 * time.Millisecond
+	// The short grace also ends the excuse for a bridge not listening
+	// yet; under load the simulator may take longer than that to bind,
+	// and this test is not about unresponsive restarts.
+	opts.HealthFailures = 1 << 20
 	h := start(t, simCommand(c), opts)
 	ev := h.nextUnless(EventConnectTimeout, procmon.EventExited)
 	if ev.Status.State != procmon.StateRunning {
