@@ -308,25 +308,30 @@ func (s *Server) enter() bool {
 	return true
 }
 
-// checkHost refuses requests to a loopback listener that name another host:
-// a web page that rebinds its own DNS name to 127.0.0.1 would otherwise
-// pass as same-origin.
+// checkHost refuses requests from this machine that name another host: a
+// web page that rebinds its own DNS name to 127.0.0.1 would otherwise pass
+// as same-origin and get the read access this machine has. Requests from
+// other hosts need the token whatever their Host, and a Unix socket is out
+// of a browser's reach. A name the operator gave in --listen is allowed.
 func (s *Server) checkHost(h http.Handler) http.Handler {
-	tcpLoopback := false
-	if a, ok := s.ln.Addr().(*net.TCPAddr); ok {
-		tcpLoopback = a.IP.IsLoopback()
-	}
-	if !tcpLoopback {
+	if _, ok := s.ln.Addr().(*net.TCPAddr); !ok {
 		return h
 	}
+	configured, _, _ := net.SplitHostPort(s.opts.Listen)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !fromThisMachine(r) {
+			h.ServeHTTP(w, r)
+			return
+		}
 		host := r.Host
 		if hh, _, err := net.SplitHostPort(host); err == nil {
 			host = hh
 		}
-		ip := net.ParseIP(strings.Trim(host, "[]"))
-		if !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "this server answers only to localhost, 127.0.0.1 or ::1 as Host"})
+		host = strings.Trim(host, "[]")
+		ip := net.ParseIP(host)
+		if !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) &&
+			(configured == "" || !strings.EqualFold(host, configured)) {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "this server answers only to localhost, 127.0.0.1, ::1 or the host in its --listen as Host"})
 			return
 		}
 		h.ServeHTTP(w, r)

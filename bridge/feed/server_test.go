@@ -221,6 +221,31 @@ func TestCrossOriginRefused(t *testing.T) {
 	}
 }
 
+// On a listener beyond loopback, requests from this machine still get the
+// Host check, so a rebinding page in a local browser gets no read access;
+// the host named in --listen is allowed.
+func TestHostCheckBeyondLoopback(t *testing.T) {
+	r := newRig(t, Options{Listen: "0.0.0.0:0"}, "-hang")
+	_, port, _ := net.SplitHostPort(r.srv.Addr())
+	for host, want := range map[string]int{
+		"rebind.example.com": http.StatusBadRequest,
+		"127.0.0.1:" + port:  http.StatusOK,
+		"localhost":          http.StatusOK,
+		"0.0.0.0:" + port:    http.StatusOK,
+	} {
+		req, _ := http.NewRequestWithContext(ctxT(t), http.MethodGet, "http://127.0.0.1:"+port+"/v1/status", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: %s, want %d", host, resp.Status, want)
+		}
+	}
+}
+
 func TestMalformedAndOversizedFrames(t *testing.T) {
 	r := newRig(t, Options{MaxMessageBytes: 1024}, "-hang")
 	p := r.dial(t, "")
