@@ -21,6 +21,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
 	"github.com/wa-sidecar/wa-sidecar/bridge/notify"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
@@ -38,7 +39,8 @@ func installServiceCommand() *cli.Command {
 			"   wa-sidecar install-service --print\n" +
 			"   wa-sidecar install-service\n" +
 			"   wa-sidecar install-service --stop-timeout 20s --watchdog 60s -- --backoff-max 30s\n" +
-			"   wa-sidecar install-service --name wa-sidecar-work --env WHATSAPP_MODE -- --port 3001",
+			"   wa-sidecar install-service --name wa-sidecar-work --env WHATSAPP_MODE -- --port 3001 \\\n" +
+			"       --listen 127.0.0.1:7391 --state-dir ~/.local/state/wa-sidecar-work --hermes-home ~/.hermes-work",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "print", Usage: "only print the unit to standard output; write nothing"},
 			&cli.BoolFlag{Name: "force", Usage: "replace an existing unit file that differs"},
@@ -170,12 +172,16 @@ func installServiceAction(c *cli.Context) error {
 		return usageError("--watchdog must be 0 (off) or at least 2s (got %s)", wd)
 	}
 	runArgs := c.Args().Slice()
-	if err := checkRunArgs(runArgs); err != nil {
+	set, err := checkRunArgs(runArgs)
+	if err != nil {
 		return err
 	}
 	env, err := unitEnv(c.StringSlice("env"))
 	if err != nil {
 		return err
+	}
+	if name != "wa-sidecar" {
+		warnShared(c.App.ErrWriter, name, set, env)
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -218,10 +224,32 @@ func installServiceAction(c *cli.Context) error {
 	return nil
 }
 
+// warnShared tells the user when a second unit (another gateway profile)
+// would share the first one's status address and state directory: its
+// sidecar would find the state directory locked and exit 75, again every
+// 5 s. Nothing is derived from the name behind the user's back, since the
+// address is also what the gateway and the client commands are told.
+func warnShared(w io.Writer, name string, set map[string]bool, env []string) {
+	for _, kv := range env { // --env WA_SIDECAR_LISTEN=… sets it too
+		n, _, _ := strings.Cut(kv, "=")
+		if f, ok := strings.CutPrefix(n, "WA_SIDECAR_"); ok {
+			set[strings.ToLower(strings.ReplaceAll(f, "_", "-"))] = true
+		}
+	}
+	if set["listen"] && set["state-dir"] {
+		return
+	}
+	fmt.Fprintf(w, "wa-sidecar: warning: %s does not set both --listen and --state-dir, so it shares %s and the state directory "+
+		"with any other sidecar of this user and exits 75 while one runs. For another gateway profile give it its own, e.g.\n"+
+		"  wa-sidecar install-service --name %s -- --listen 127.0.0.1:7391 --state-dir \"$HOME/.local/state/%s\" --hermes-home \"$HOME/.hermes-work\" --port 3001\n",
+		name, feed.DefaultListen, name, name)
+}
+
 // checkRunArgs catches mistakes in the flags meant for 'run' now, rather
 // than when systemd starts the unit and it exits 64. The stop timeout must
-// come through install-service, which sets TimeoutStopSec from it.
-func checkRunArgs(args []string) error {
+// come through install-service, which sets TimeoutStopSec from it. It
+// returns the names of the flags that are set.
+func checkRunArgs(args []string) (map[string]bool, error) {
 	flags := args
 	for i, a := range args {
 		if a == "--" {
@@ -231,20 +259,22 @@ func checkRunArgs(args []string) error {
 	}
 	for _, a := range flags {
 		if n := strings.TrimLeft(a, "-"); n != a && (n == "stop-timeout" || strings.HasPrefix(n, "stop-timeout=")) {
-			return usageError("pass --stop-timeout to install-service itself (before --), so that TimeoutStopSec follows it")
+			return nil, usageError("pass --stop-timeout to install-service itself (before --), so that TimeoutStopSec follows it")
 		}
 	}
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	for _, f := range runCommand().Flags {
 		if err := f.Apply(fs); err != nil {
-			return usageError("checking the flags for run: %v", err)
+			return nil, usageError("checking the flags for run: %v", err)
 		}
 	}
 	if err := fs.Parse(flags); err != nil {
-		return usageError("the flags after -- are for 'wa-sidecar run': %v (see wa-sidecar run --help)", err)
+		return nil, usageError("the flags after -- are for 'wa-sidecar run': %v (see wa-sidecar run --help)", err)
 	}
-	return nil
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set, nil
 }
 
 // unitEnv gathers the unit's Environment= lines. The user manager starts

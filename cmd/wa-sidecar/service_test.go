@@ -235,8 +235,17 @@ func TestInstallServiceCommand(t *testing.T) {
 	if code != 0 || !strings.Contains(named, "enable --now wa-sidecar-work.service") {
 		t.Errorf("--name: exit %d:\n%s", code, named)
 	}
+	// A second unit on the first one's status address and state directory
+	// would exit 75 while the first runs: said at once.
+	if !strings.Contains(named, "warning: wa-sidecar-work does not set both --listen and --state-dir") {
+		t.Errorf("--name without its own --listen and --state-dir: no warning:\n%s", named)
+	}
 	if b, _ := os.ReadFile(filepath.Join(cfg, "systemd", "user", "wa-sidecar-work.service")); !strings.Contains(string(b), `Environment="WHATSAPP_MODE=bot"`) {
 		t.Errorf("--env not in the unit:\n%s", b)
+	}
+	own, code := run("--name", "wa-sidecar-work", "--force", "--env", "WA_SIDECAR_STATE_DIR=/srv/work", "--", "--listen", "127.0.0.1:7391")
+	if code != 0 || strings.Contains(own, "does not set both") {
+		t.Errorf("--name with its own --listen and state dir: exit %d:\n%s", code, own)
 	}
 
 	for _, bad := range []struct {
