@@ -2,7 +2,9 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -27,5 +29,35 @@ func TestDemoRunsAndCleansUp(t *testing.T) {
 	}
 	if _, err := os.Stat(demoDir); !os.IsNotExist(err) {
 		t.Fatalf("demo session %s left behind (%v)", demoDir, err)
+	}
+}
+
+// A demo keeps its token and sidecar.json in its temporary directory, so
+// it never replaces those of a real sidecar in the default state
+// directory, and takes them away when it ends.
+func TestDemoKeepsItsStateToItself(t *testing.T) {
+	bin, _ := binaries(t)
+	home := t.TempDir()
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "WA_SIDECAR_") && !strings.HasPrefix(kv, "XDG_STATE_HOME=") && !strings.HasPrefix(kv, "HOME=") {
+			env = append(env, kv)
+		}
+	}
+	cmd := exec.Command(bin, "run", "--demo", "--listen", "127.0.0.1:0")
+	cmd.Env = append(env, "HOME="+home, "XDG_STATE_HOME="+filepath.Join(home, "state"))
+	p := startCmd(t, cmd)
+	demoDir := filepath.Dir(p.waitLog("appending the bridge's output to bridge.log")["path"].(string))
+	tok, _ := p.waitLog("generated a control token")["file"].(string)
+	if !strings.HasPrefix(tok, demoDir+string(filepath.Separator)) {
+		t.Fatalf("the demo's token went to %s, not into its directory %s", tok, demoDir)
+	}
+	p.waitLog("bridge started")
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d; log:\n%s", code, p.logText())
+	}
+	if _, err := os.Stat(tok); !os.IsNotExist(err) {
+		t.Fatalf("the demo's token %s outlived it (%v)", tok, err)
 	}
 }

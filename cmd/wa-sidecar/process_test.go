@@ -73,8 +73,11 @@ func startCmd(t *testing.T, cmd *exec.Cmd) *sidecarProc {
 	}
 	// Hermetic: a free port and a private state directory, so tests never
 	// meet another sidecar on the default port or write to the machine's.
-	cmd.Env = append(os.Environ(), "WA_SIDECAR_LOG_FORMAT=json",
-		"WA_SIDECAR_LISTEN=127.0.0.1:0", "WA_SIDECAR_STATE_DIR="+t.TempDir())
+	// A caller that sets cmd.Env makes it hermetic itself.
+	if cmd.Env == nil {
+		cmd.Env = append(os.Environ(), "WA_SIDECAR_LISTEN=127.0.0.1:0", "WA_SIDECAR_STATE_DIR="+t.TempDir())
+	}
+	cmd.Env = append(cmd.Env, "WA_SIDECAR_LOG_FORMAT=json")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

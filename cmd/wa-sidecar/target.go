@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -98,6 +99,14 @@ func bridgeTarget(c *cli.Context) (bridge.Target, error) {
 		t, err := bridge.Demo(exe)
 		if err != nil {
 			return t, cli.Exit("wa-sidecar: "+err.Error(), exitError)
+		}
+		// A demo's token and sidecar.json go with its temporary session,
+		// not over those of a real sidecar, unless a state dir was asked for.
+		if !c.IsSet("state-dir") {
+			if err := c.Set("state-dir", filepath.Join(filepath.Dir(t.SessionDir), "state")); err != nil {
+				t.Cleanup()
+				return bridge.Target{}, cli.Exit("wa-sidecar: --demo: "+err.Error(), exitError)
+			}
 		}
 		return t, nil
 	case len(args) > 0:
