@@ -150,6 +150,10 @@ func (h *Hermes) Configure(cfg *procmon.Config) {
 		}
 		return nil
 	}
+	prevKeep := cfg.KeepInTail
+	cfg.KeepInTail = func(text []byte) bool {
+		return !CarriesPairingCode(text) && (prevKeep == nil || prevKeep(text))
+	}
 	if h.opts.Port > 0 {
 		cfg.ExternalReadiness = true
 	}

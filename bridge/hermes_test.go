@@ -392,3 +392,26 @@ func TestRequestedStopIsNoFlip(t *testing.T) {
 	// Posted after anything connecting raised, by the same goroutine.
 	h.nextUnless(EventDisconnected, EventFlapping)
 }
+
+// TestExitTailsCarryNoQRCode: exit records are readable without the token,
+// so a bridge that dies while showing a QR code leaves no code in them.
+func TestExitTailsCarryNoQRCode(t *testing.T) {
+	for _, pairJSON := range []bool{false, true} {
+		c := simConfig(t)
+		c.PairJSON = pairJSON
+		c.CrashAfter = 350 * time.Millisecond // after a few QR codes, before any pairing
+		c.Crashes = []sim.Crash{sim.CrashException}
+		h := start(t, simCommand(c), testOptions(c))
+		h.nextUnless(EventQR, procmon.EventExited)
+		ex := h.next(procmon.EventExited)
+		if len(ex.Exit.Tail) == 0 {
+			t.Fatal("empty tail")
+		}
+		for _, line := range ex.Exit.Tail {
+			if CarriesPairingCode([]byte(line)) {
+				t.Fatalf("pair-json=%v: QR code in the exit tail: %q", pairJSON, line)
+			}
+		}
+		h.shutdown()
+	}
+}

@@ -136,6 +136,20 @@ func after(s, marker string) (string, bool) {
 // isQRRow reports whether b is a row of a QR code as qrcode-terminal draws
 // it in small mode: only half and full blocks and spaces, with at least one
 // block, and long enough to be a QR row (the smallest code is 21 modules).
+// CarriesPairingCode reports whether a line of the bridge's output holds a
+// pairing QR code, as a drawn row or a --pair-json "qr" event. Such lines
+// must not reach readers without the token, such as exit records' tails.
+// It is cheap enough to run on every line.
+func CarriesPairingCode(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	if b[0] == '{' {
+		return bytes.Contains(b, []byte(`"qr"`))
+	}
+	return isQRRow(b)
+}
+
 func isQRRow(b []byte) bool {
 	if len(b) < 21 || (b[0] != ' ' && b[0] != 0xe2) {
 		return false

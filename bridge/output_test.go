@@ -129,6 +129,9 @@ func FuzzParseLine(f *testing.F) {
 		if l.Kind == LineQR && (l.QR == "" || len(l.QR) > maxQRPayload) {
 			t.Fatalf("qr payload of %d bytes", len(l.QR))
 		}
+		if (l.Kind == LineQRRow || l.Kind == LineQR) && !CarriesPairingCode(b) {
+			t.Fatalf("a line the parser takes for a QR code is not kept from exit records: %q", b)
+		}
 		if l.Kind == LineOther && l != (Line{}) {
 			t.Fatalf("fields set on an unknown line: %+v", l)
 		}
@@ -161,4 +164,25 @@ func FuzzParseHealth(f *testing.F) {
 			t.Fatalf("accepted %+v", h)
 		}
 	})
+}
+
+func TestCarriesPairingCode(t *testing.T) {
+	for _, r := range qrcode.Lines("2@secret,payload") {
+		if !CarriesPairingCode([]byte(r)) {
+			t.Fatalf("drawn row not caught: %q", r)
+		}
+	}
+	yes := []string{`{"event":"qr","qr":"2@a,b,c,d","ts":1}`}
+	no := []string{"", "Waiting for scan...", "📱 Scan this QR code with WhatsApp on your phone:",
+		`{"event":"connected","user":{"id":"1"}}`, "plain log line", "█ short"}
+	for _, s := range yes {
+		if !CarriesPairingCode([]byte(s)) {
+			t.Errorf("not caught: %q", s)
+		}
+	}
+	for _, s := range no {
+		if CarriesPairingCode([]byte(s)) {
+			t.Errorf("wrongly caught: %q", s)
+		}
+	}
 }

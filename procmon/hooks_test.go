@@ -155,3 +155,13 @@ func TestCommandsAfterRunReturnErrNotRunning(t *testing.T) {
 		t.Fatal("Done not closed")
 	}
 }
+
+func TestKeepInTailLeavesSecretsOut(t *testing.T) {
+	h := start(t, Config{Command: []string{fakeBridge, "-say", "before|SECRET 1|after", "-exit", "1"},
+		Backoff:    Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2},
+		KeepInTail: func(text []byte) bool { return !strings.HasPrefix(string(text), "SECRET") }})
+	ex := h.next(EventExited)
+	if got := strings.Join(ex.Exit.Tail, "|"); got != "before|after" {
+		t.Fatalf("tail %q", got)
+	}
+}

@@ -65,7 +65,11 @@ type Config struct {
 	// implied by a successful spawn.
 	ExternalReadiness bool
 
-	TailLines    int           // lines kept for exit records; 20
+	TailLines int // lines kept for exit records; 20
+	// KeepInTail, if set, decides which output lines may appear in exit
+	// records, which anyone who can read the status sees: a layer above
+	// leaves out lines that carry secrets, such as a pairing QR code.
+	KeepInTail   func(text []byte) bool
 	MaxLineBytes int           // longer output lines are cut; 64 KiB
 	WaitDelay    time.Duration // how long output is still read after exit; 2 s
 	// Output receives every line the child prints, from two goroutines
@@ -613,8 +617,11 @@ func (m *Monitor) watch(r *run, outR, errR *os.File) {
 				m.cfg.OutputFlush(s)
 			}
 		}
+		keep := m.cfg.KeepInTail
 		readLines(f, m.cfg.MaxLineBytes, func(text []byte, truncated bool) {
-			recent.note(text)
+			if keep == nil || keep(text) {
+				recent.note(text)
+			}
 			if m.cfg.Output != nil {
 				m.cfg.Output(Line{Stream: s, Pid: pid, Text: text, Truncated: truncated})
 			}
