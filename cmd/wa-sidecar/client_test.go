@@ -440,3 +440,25 @@ func TestRunWarnsOfAReadableTokenFile(t *testing.T) {
 		t.Fatalf("sidecar exit %d", code)
 	}
 }
+
+// TestHealthcheckWhileTheBridgeIsDown: a container's HEALTHCHECK (plain
+// healthcheck) must stay healthy while the bridge waits in backoff, since
+// restarting the sidecar would not help the bridge; --ready tells the truth
+// about the bridge.
+func TestHealthcheckWhileTheBridgeIsDown(t *testing.T) {
+	bin, fake := binaries(t)
+	state := t.TempDir()
+	p := startSidecar(t, bin, "run", "--state-dir", state, "--backoff-initial", "1h", "--backoff-max", "1h", "--", fake, "-exit", "1")
+	p.waitLog("restarting the bridge after a delay")
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}
+	if _, stderr, code := cliRun(t, bin, env, "healthcheck", "--state-dir", state); code != 0 {
+		t.Fatalf("healthcheck during backoff: exit %d, %s", code, stderr)
+	}
+	if _, _, code := cliRun(t, bin, env, "healthcheck", "--ready", "--state-dir", state); code != 1 {
+		t.Fatalf("healthcheck --ready during backoff: exit %d", code)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}

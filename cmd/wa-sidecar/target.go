@@ -74,7 +74,8 @@ func newHermes(c *cli.Context, t bridge.Target, logger *slog.Logger) (*bridge.He
 		return nil, usageError("--health-failures must be at least 1 (got %d)", opts.HealthFailures)
 	}
 	if isatty.IsTerminal(os.Stderr.Fd()) {
-		opts.QRWriter = os.Stderr
+		// Through the log sink, in order with the log and never blocking.
+		opts.QRWriter = sinkFor(os.Stderr, false)
 	}
 	h, err := bridge.New(opts)
 	if err != nil {
