@@ -16,7 +16,6 @@ build:
 ci:
     bash .ci/run
 
-# Run the sidecar over a crash-looping bridge and check that fds, threads,
-# RSS and zombies stay flat (DURATION like 30s, 10m, 2h).
+# Soak: a crash-looping bridge for DURATION (30s, 10m, 2h); fds, threads, RSS, zombies must stay flat.
 soak DURATION="10m":
     bash bench/soak.sh {{DURATION}}
