@@ -194,7 +194,7 @@ func TestFlapping(t *testing.T) {
 		t.Fatalf("status after flapping: %+v, %q", details(t, ev), ev.Status.Message)
 	}
 	var flips int
-	for _, e := range h.seen {
+	for _, e := range h.events.Seen {
 		if e.Kind == EventConnected || e.Kind == EventDisconnected {
 			flips++
 		}
@@ -290,7 +290,7 @@ func TestConnectTimeoutIsReportedNotFatal(t *testing.T) {
 	// The advice depends on whether the bridge got as far as a QR code
 	// within the grace period.
 	sawQR := false
-	for _, e := range h.seen {
+	for _, e := range h.events.Seen {
 		sawQR = sawQR || e.Kind == EventQR
 	}
 	if want := map[bool]string{true: "QR scan", false: "network"}[sawQR]; !strings.Contains(ev.Message, want) {

@@ -2,19 +2,14 @@ package bridge
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/wa-sidecar/wa-sidecar/bridge/sim"
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
@@ -29,57 +24,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(simEnv) != "" {
 		os.Exit(sim.Main(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	dir, err := os.MkdirTemp("", "bridge-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	fakeBridge = filepath.Join(dir, "fakebridge")
-	build := exec.Command("go", "build", "-o", fakeBridge, "../testdata/fakebridge")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building the fake bridge:", err)
-		os.Exit(2)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-		if c := children(); len(c) > 0 {
-			fmt.Fprintln(os.Stderr, "child processes left:", c)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// children lists processes whose parent is this test binary.
-func children() []int {
-	var out []int
-	me := strconv.Itoa(os.Getpid())
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := strings.LastIndexByte(string(b), ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) > 1 && f[1] == me {
-			out = append(out, pid)
-		}
-	}
-	return out
+	os.Exit(proctest.Main(m, &fakeBridge))
 }
 
 // simCommand is the argv that runs the simulated bridge with cfg.
@@ -128,7 +73,7 @@ type harness struct {
 	sub    *procmon.Subscription
 	cancel context.CancelFunc
 	done   chan struct{}
-	seen   []procmon.Event
+	events proctest.Events[procmon.Event, procmon.Kind]
 }
 
 // fast is a backoff without jitter, so a respawn follows quickly.
@@ -154,6 +99,7 @@ func start(t *testing.T, command []string, opts Options) *harness {
 	sub, _ := m.Subscribe(4096)
 	ctx, cancel := context.WithCancel(context.Background())
 	hs := &harness{t: t, m: m, sub: sub, cancel: cancel, done: make(chan struct{})}
+	hs.events = proctest.Events[procmon.Event, procmon.Kind]{C: sub.C, Err: sub.Err, Kind: func(e procmon.Event) procmon.Kind { return e.Kind }, Seq: func(e procmon.Event) uint64 { return e.Seq }}
 	ran := make(chan struct{})
 	go func() { defer close(ran); h.Run(m) }()
 	go func() {
@@ -177,46 +123,19 @@ func (h *harness) shutdown() {
 	h.sub.Close()
 }
 
-// next waits for the next event of one of kinds. The deadline only stops
-// a test that would hang; no test depends on how fast anything happens.
+// next waits for the next event of one of kinds.
 func (h *harness) next(kinds ...procmon.Kind) procmon.Event {
 	h.t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		select {
-		case ev, ok := <-h.sub.C:
-			if !ok {
-				h.t.Fatalf("event stream ended (%v) while waiting for %v; seen %v", h.sub.Err(), kinds, h.kinds())
-			}
-			h.seen = append(h.seen, ev)
-			for _, k := range kinds {
-				if ev.Kind == k {
-					return ev
-				}
-			}
-		case <-deadline:
-			h.t.Fatalf("timed out waiting for %v; seen %v", kinds, h.kinds())
-		}
-	}
+	return h.events.Next(h.t, kinds...)
 }
 
 // nextUnless is next, but fails if one of forbidden comes first.
 func (h *harness) nextUnless(want procmon.Kind, forbidden ...procmon.Kind) procmon.Event {
 	h.t.Helper()
-	ev := h.next(append([]procmon.Kind{want}, forbidden...)...)
-	if ev.Kind != want {
-		h.t.Fatalf("got %s while waiting for %s; seen %v", ev.Kind, want, h.kinds())
-	}
-	return ev
+	return h.events.NextUnless(h.t, want, forbidden...)
 }
 
-func (h *harness) kinds() []procmon.Kind {
-	out := make([]procmon.Kind, len(h.seen))
-	for i, ev := range h.seen {
-		out[i] = ev.Kind
-	}
-	return out
-}
+func (h *harness) kinds() []procmon.Kind { return h.events.Kinds() }
 
 func details(t *testing.T, ev procmon.Event) Details {
 	t.Helper()

@@ -83,7 +83,7 @@ func TestExternalReadiness(t *testing.T) {
 		t.Fatalf("ready event: %+v", r)
 	}
 	// The SetReady for another pid was ignored: this is the first ready event.
-	for _, e := range h.seen[:len(h.seen)-1] {
+	for _, e := range h.events.Seen[:len(h.events.Seen)-1] {
 		if e.Kind == EventReady {
 			t.Fatal("readiness of a pid that is not the child was accepted")
 		}

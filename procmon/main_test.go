@@ -2,47 +2,19 @@ package procmon
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 )
 
 // fakeBridge is the path of testdata/fakebridge, built once for the package.
 var fakeBridge string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "procmon-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	fakeBridge = filepath.Join(dir, "fakebridge")
-	build := exec.Command("go", "build", "-o", fakeBridge, "../testdata/fakebridge")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building the fake bridge:", err)
-		os.Exit(2)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-		if z := zombieChildren(); len(z) > 0 {
-			fmt.Fprintln(os.Stderr, "zombie children left:", z)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(proctest.Main(m, &fakeBridge))
 }
 
 // harness runs a Monitor for one test and records its events.
@@ -52,7 +24,7 @@ type harness struct {
 	sub    *Subscription
 	cancel context.CancelFunc
 	done   chan error
-	seen   []Event
+	events proctest.Events[Event, Kind]
 }
 
 // fast is a backoff without jitter, so delays can be asserted exactly.
@@ -70,6 +42,7 @@ func start(t *testing.T, cfg Config) *harness {
 	sub, _ := m.Subscribe(4096)
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &harness{t: t, m: m, sub: sub, cancel: cancel, done: make(chan error, 1)}
+	h.events = proctest.Events[Event, Kind]{C: sub.C, Err: sub.Err, Kind: func(e Event) Kind { return e.Kind }, Seq: func(e Event) uint64 { return e.Seq }}
 	go func() { h.done <- m.Run(ctx) }()
 	t.Cleanup(h.shutdown)
 	return h
@@ -92,55 +65,19 @@ func (h *harness) shutdown() {
 // numbers never skip.
 func (h *harness) next(kinds ...Kind) Event {
 	h.t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		select {
-		case ev, ok := <-h.sub.C:
-			if !ok {
-				h.t.Fatalf("event stream ended (%v) while waiting for %v; seen %v", h.sub.Err(), kinds, h.kinds())
-			}
-			if n := len(h.seen); n > 0 && ev.Seq != h.seen[n-1].Seq+1 {
-				h.t.Fatalf("sequence gap: %d after %d", ev.Seq, h.seen[n-1].Seq)
-			}
-			h.seen = append(h.seen, ev)
-			for _, k := range kinds {
-				if ev.Kind == k {
-					return ev
-				}
-			}
-		case <-deadline:
-			h.t.Fatalf("timed out waiting for %v; seen %v", kinds, h.kinds())
-		}
-	}
+	return h.events.Next(h.t, kinds...)
 }
 
 // nextUnless is next, but fails if one of forbidden comes first.
 func (h *harness) nextUnless(want Kind, forbidden ...Kind) Event {
 	h.t.Helper()
-	ev := h.next(append([]Kind{want}, forbidden...)...)
-	if ev.Kind != want {
-		h.t.Fatalf("got %s while waiting for %s; seen %v", ev.Kind, want, h.kinds())
-	}
-	return ev
+	return h.events.NextUnless(h.t, want, forbidden...)
 }
 
 // saw says whether an event of kind has been seen.
-func (h *harness) saw(kind Kind) bool {
-	for _, ev := range h.seen {
-		if ev.Kind == kind {
-			return true
-		}
-	}
-	return false
-}
+func (h *harness) saw(kind Kind) bool { return h.events.Saw(kind) }
 
-func (h *harness) kinds() []Kind {
-	out := make([]Kind, len(h.seen))
-	for i, ev := range h.seen {
-		out[i] = ev.Kind
-	}
-	return out
-}
+func (h *harness) kinds() []Kind { return h.events.Kinds() }
 
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -148,53 +85,10 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-// zombieChildren lists children of this process that have exited but were
-// not reaped.
-func zombieChildren() []int {
-	var out []int
-	me := os.Getpid()
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		var pid int
-		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil {
-			continue
-		}
-		st, ppid, ok := procState(pid)
-		if ok && ppid == me && st == "Z" {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-// procState returns the state letter and parent pid of pid.
-func procState(pid int) (string, int, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "", 0, false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return "", 0, false
-	}
-	f := strings.Fields(s[i+1:])
-	var ppid int
-	fmt.Sscanf(f[1], "%d", &ppid)
-	return f[0], ppid, true
-}
-
-// gone reports whether pid no longer runs (absent, or a zombie that is not
-// ours to reap).
-func gone(pid int) bool {
-	st, _, ok := procState(pid)
-	return !ok || st == "Z" || st == "X"
-}
-
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
 	for i := 0; i < 500; i++ {
-		if gone(pid) {
+		if !proctest.Running(pid) {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)

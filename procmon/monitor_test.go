@@ -7,13 +7,14 @@ import (
 
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 )
 
 func TestExitClassesWithRealProcesses(t *testing.T) {
@@ -199,7 +200,7 @@ func TestStopIgnoringTermIsKilledAfterTimeout(t *testing.T) {
 	pids := filepath.Join(t.TempDir(), "pids")
 	h := start(t, Config{Command: []string{fakeBridge, "-ignore-term", "-grandchild", "-pidfile", pids}, StopTimeout: 300 * time.Millisecond})
 	h.next(EventStarted)
-	all := waitPids(t, pids, 2)
+	all := proctest.WaitPids(t, pids, 2)
 	if err := h.m.Stop(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +231,7 @@ func testSignalGroup(t *testing.T, script, pids string, group bool) {
 	os.Remove(pids)
 	h := start(t, Config{Command: []string{"/bin/sh", "-c", script}, SignalGroup: group, StopTimeout: 500 * time.Millisecond})
 	h.next(EventStarted)
-	inner := waitPids(t, pids, 1)[0]
+	inner := proctest.WaitPids(t, pids, 1)[0]
 	if err := h.m.Stop(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +255,7 @@ func TestKillSkipsTheWait(t *testing.T) {
 	pids := filepath.Join(t.TempDir(), "pids")
 	h := start(t, Config{Command: []string{fakeBridge, "-ignore-term", "-pidfile", pids}, StopTimeout: time.Hour})
 	h.next(EventStarted)
-	waitPids(t, pids, 1) // SIGTERM is ignored from here on
+	proctest.WaitPids(t, pids, 1) // SIGTERM is ignored from here on
 	if err := h.m.Stop(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +273,7 @@ func TestGrandchildInGroupDiesWithBridge(t *testing.T) {
 	pids := filepath.Join(t.TempDir(), "pids")
 	h := start(t, Config{Command: []string{fakeBridge, "-grandchild", "-pidfile", pids, "-after", "200ms", "-exit", "3"}, Backoff: Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2}})
 	h.next(EventStarted)
-	all := waitPids(t, pids, 2)
+	all := proctest.WaitPids(t, pids, 2)
 	h.next(EventExited)
 	waitGone(t, all[1])
 }
@@ -285,7 +286,7 @@ func TestEscapedGrandchildDoesNotHangExit(t *testing.T) {
 		WaitDelay: 200 * time.Millisecond,
 	})
 	h.next(EventStarted)
-	all := waitPids(t, pids, 2)
+	all := proctest.WaitPids(t, pids, 2)
 	// The escapee is in its own session, outside the bridge's group; it is
 	// this test's own leftover, so the test cleans it up.
 	defer syscall.Kill(all[1], syscall.SIGKILL)
@@ -531,7 +532,7 @@ func TestManyCrashCyclesLeakNothing(t *testing.T) {
 	if st.Restarts != 999 || st.LastExit == nil || *st.LastExit.Code != 1 {
 		t.Fatalf("after 1000 cycles: restarts %d, last exit %+v", st.Restarts, st.LastExit)
 	}
-	if z := zombieChildren(); len(z) > 0 {
+	if z := proctest.ZombieChildren(os.Getpid()); len(z) > 0 {
 		t.Fatalf("zombies: %v", z)
 	}
 	if now := openFDs(); now > fds {
@@ -554,23 +555,4 @@ func TestNewRejectsBadConfig(t *testing.T) {
 			t.Errorf("New(%+v) accepted", c)
 		}
 	}
-}
-
-// waitPids waits until the pid file has n pids and returns them.
-func waitPids(t *testing.T, path string, n int) []int {
-	t.Helper()
-	for i := 0; i < 1000; i++ {
-		b, _ := os.ReadFile(path)
-		fields := strings.Fields(string(b))
-		if len(fields) >= n {
-			pids := make([]int, len(fields))
-			for j, f := range fields {
-				pids[j], _ = strconv.Atoi(f)
-			}
-			return pids
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("pid file %s never had %d pids", path, n)
-	return nil
 }

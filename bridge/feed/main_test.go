@@ -4,20 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
-	"go.uber.org/goleak"
 
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
@@ -25,50 +22,7 @@ import (
 var fakeBridge string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "feed-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	fakeBridge = filepath.Join(dir, "fakebridge")
-	build := exec.Command("go", "build", "-o", fakeBridge, "../../testdata/fakebridge")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building the fake bridge:", err)
-		os.Exit(2)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-		if kids := children(); len(kids) > 0 {
-			fmt.Fprintln(os.Stderr, "child processes left:", kids)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// children lists the processes whose parent is this test binary.
-func children() []string {
-	var out []string
-	me := fmt.Sprint(os.Getpid())
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if f := strings.Fields(s[i+1:]); len(f) > 1 && f[1] == me {
-			out = append(out, e.Name()+" "+f[0])
-		}
-	}
-	return out
+	os.Exit(proctest.Main(m, &fakeBridge))
 }
 
 const testToken = "s3cret-token"

@@ -2,11 +2,9 @@ package metrics
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -16,35 +14,16 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"go.uber.org/goleak"
 
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
+// fakeBridge is the path of testdata/fakebridge, built once for the package.
 var fakeBridge string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "metrics-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	fakeBridge = filepath.Join(dir, "fakebridge")
-	build := exec.Command("go", "build", "-o", fakeBridge, "../../testdata/fakebridge")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building the fake bridge:", err)
-		os.Exit(2)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(proctest.Main(m, &fakeBridge))
 }
 
 // scrape fetches srv's metrics over HTTP and parses them with Prometheus's

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
@@ -33,33 +33,9 @@ func TestMain(m *testing.M) {
 	if h := os.Getenv(helperEnv); h != "" {
 		os.Exit(runHelper(h))
 	}
-	dir, err := os.MkdirTemp("", "session-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	fakeBridge = filepath.Join(dir, "fakebridge")
-	build := exec.Command("go", "build", "-o", fakeBridge, "../../testdata/fakebridge")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building the fake bridge:", err)
-		os.Exit(2)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if code == 0 {
-		// lumberjack starts one goroutine per Logger, on first use, that
-		// lives as long as the process; the sidecar has one Logger.
-		if err := goleak.Find(goleak.IgnoreTopFunction("gopkg.in/natefinch/lumberjack%2ev2.(*Logger).millRun")); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-		if c := children(); len(c) > 0 {
-			fmt.Fprintln(os.Stderr, "child processes left:", c)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	// lumberjack starts one goroutine per Logger, on first use, that
+	// lives as long as the process; the sidecar has one Logger.
+	os.Exit(proctest.Main(m, &fakeBridge, goleak.IgnoreTopFunction("gopkg.in/natefinch/lumberjack%2ev2.(*Logger).millRun")))
 }
 
 // runHelper is the body of a helper process. Each prints one line saying
@@ -195,7 +171,7 @@ type harness struct {
 	cancel context.CancelFunc
 	done   chan error
 	guard  chan struct{}
-	seen   []procmon.Event
+	events proctest.Events[procmon.Event, procmon.Kind]
 }
 
 func startMonitor(t *testing.T, g *Guard, cfg procmon.Config) *harness {
@@ -215,6 +191,7 @@ func startMonitor(t *testing.T, g *Guard, cfg procmon.Config) *harness {
 	sub, _ := m.Subscribe(4096)
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &harness{t: t, m: m, sub: sub, cancel: cancel, done: make(chan error, 1), guard: make(chan struct{})}
+	h.events = proctest.Events[procmon.Event, procmon.Kind]{C: sub.C, Err: sub.Err, Kind: func(e procmon.Event) procmon.Kind { return e.Kind }, Seq: func(e procmon.Event) uint64 { return e.Seq }}
 	if g != nil {
 		go func() { g.Run(ctx, m); close(h.guard) }()
 	} else {
@@ -242,60 +219,13 @@ func (h *harness) shutdown() {
 // next waits for the next event of one of kinds.
 func (h *harness) next(kinds ...procmon.Kind) procmon.Event {
 	h.t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		select {
-		case ev, ok := <-h.sub.C:
-			if !ok {
-				h.t.Fatalf("event stream ended (%v) while waiting for %v; seen %v", h.sub.Err(), kinds, h.kinds())
-			}
-			h.seen = append(h.seen, ev)
-			for _, k := range kinds {
-				if ev.Kind == k {
-					return ev
-				}
-			}
-		case <-deadline:
-			h.t.Fatalf("timed out waiting for %v; seen %v", kinds, h.kinds())
-		}
-	}
+	return h.events.Next(h.t, kinds...)
 }
 
-func (h *harness) kinds() []procmon.Kind {
-	out := make([]procmon.Kind, len(h.seen))
-	for i, ev := range h.seen {
-		out[i] = ev.Kind
-	}
-	return out
-}
+func (h *harness) kinds() []procmon.Kind { return h.events.Kinds() }
 
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// children lists the processes, running or zombie, whose parent is this
-// test binary.
-func children() []int {
-	var out []int
-	me := strconv.Itoa(os.Getpid())
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) > 1 && f[1] == me {
-			pid, _ := strconv.Atoi(e.Name())
-			out = append(out, pid)
-		}
-	}
-	return out
 }
