@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 )
 
 // TestDemoRunsAndCleansUp runs the README's first command: the sidecar over
@@ -24,7 +26,7 @@ func TestDemoRunsAndCleansUp(t *testing.T) {
 	if code := p.wait(); code != 0 {
 		t.Fatalf("exit code %d; log:\n%s", code, p.logText())
 	}
-	if running(bridge) {
+	if proctest.Running(bridge) {
 		t.Fatal("simulated bridge still running")
 	}
 	if _, err := os.Stat(demoDir); !os.IsNotExist(err) {

@@ -4,11 +4,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 )
 
 // TestAsPID1InPIDNamespace runs the sidecar as PID 1 of a new PID
@@ -55,7 +56,7 @@ func TestAsPID1InPIDNamespace(t *testing.T) {
 	}
 	p.waitLog("bridge started")
 	p.waitLog("reaped an orphaned process")
-	if z := zombiesOf(sidecar); len(z) > 0 {
+	if z := proctest.ZombieChildren(sidecar); len(z) > 0 {
 		t.Fatalf("zombies under PID 1: %v", z)
 	}
 
@@ -71,21 +72,8 @@ func TestAsPID1InPIDNamespace(t *testing.T) {
 func childOf(t *testing.T, pid int) int {
 	t.Helper()
 	for i := 0; i < 500; i++ {
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			child, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-			if err != nil {
-				continue
-			}
-			s := string(b)
-			f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-			if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-				return child
-			}
+		if kids := proctest.Children(pid); len(kids) > 0 {
+			return kids[0]
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -8,12 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 )
 
 // These tests run the real wa-sidecar binary over the fake bridge from
@@ -35,14 +36,11 @@ func binaries(t *testing.T) (sidecar, fake string) {
 			return
 		}
 		sidecarBin = filepath.Join(dir, "wa-sidecar")
-		fakeBridgeBin = filepath.Join(dir, "fakebridge")
-		for _, b := range [][2]string{{sidecarBin, "."}, {fakeBridgeBin, "../../testdata/fakebridge"}} {
-			out, err := exec.Command("go", "build", "-o", b[0], b[1]).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", b[1], err, out)
-				return
-			}
+		if out, err := exec.Command("go", "build", "-o", sidecarBin, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build .: %v\n%s", err, out)
+			return
 		}
+		fakeBridgeBin, buildErr = proctest.BuildFakeBridge(dir)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -164,22 +162,11 @@ func pidOf(t *testing.T, rec map[string]any) int {
 	return int(f)
 }
 
-// running reports whether pid is alive and not a zombie.
-func running(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && len(s) > i+2 && s[i+2] != 'Z' && s[i+2] != 'X'
-}
-
 func waitNotRunning(t *testing.T, pid int, within time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for time.Since(start) < within {
-		if !running(pid) {
+		if !proctest.Running(pid) {
 			return time.Since(start)
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -244,7 +231,7 @@ func TestSIGTERMStopsBridgeThenExitsZero(t *testing.T) {
 	pids := filepath.Join(t.TempDir(), "pids")
 	p := startSidecar(t, bin, "run", "--", fake, "-grandchild", "-pidfile", pids)
 	bridge := pidOf(t, p.waitLog("bridge started"))
-	grand := readPids(t, pids, 2)[1]
+	grand := proctest.WaitPids(t, pids, 2)[1]
 	p.signal(syscall.SIGTERM)
 	rec := p.waitLog("bridge stopped")
 	if !strings.Contains(fmt.Sprint(rec["exit"]), "SIGTERM") {
@@ -253,8 +240,8 @@ func TestSIGTERMStopsBridgeThenExitsZero(t *testing.T) {
 	if code := p.wait(); code != 0 {
 		t.Fatalf("exit code %d; log:\n%s", code, p.logText())
 	}
-	if running(bridge) || running(grand) {
-		t.Fatalf("left behind: bridge %v grandchild %v", running(bridge), running(grand))
+	if proctest.Running(bridge) || proctest.Running(grand) {
+		t.Fatalf("left behind: bridge %v grandchild %v", proctest.Running(bridge), proctest.Running(grand))
 	}
 }
 
@@ -280,7 +267,7 @@ func TestSecondInterruptSkipsTheWait(t *testing.T) {
 	if code := p.wait(); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
-	if running(bridge) {
+	if proctest.Running(bridge) {
 		t.Fatal("bridge still running")
 	}
 }
@@ -299,7 +286,7 @@ func TestHangupRestartsAndUserSignalsAreForwarded(t *testing.T) {
 	if second == first {
 		t.Fatal("SIGHUP did not start a new bridge")
 	}
-	if running(first) {
+	if proctest.Running(first) {
 		t.Fatal("old bridge still running after SIGHUP")
 	}
 	p.signal(syscall.SIGTERM)
@@ -331,54 +318,13 @@ func TestSubreaperReapsOrphans(t *testing.T) {
 		t.Fatalf("the bridge's own status was lost: %v", failed)
 	}
 	p.waitLog("reaped an orphaned process")
-	if z := zombiesOf(p.cmd.Process.Pid); len(z) > 0 {
+	if z := proctest.ZombieChildren(p.cmd.Process.Pid); len(z) > 0 {
 		t.Fatalf("zombies under the sidecar: %v", z)
 	}
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
-}
-
-// zombiesOf lists zombie children of pid.
-func zombiesOf(pid int) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		f := strings.Fields(s[i+1:])
-		if len(f) > 1 && f[0] == "Z" && f[1] == strconv.Itoa(pid) {
-			out = append(out, child)
-		}
-	}
-	return out
-}
-
-func readPids(t *testing.T, path string, n int) []int {
-	t.Helper()
-	for i := 0; i < 2000; i++ {
-		b, _ := os.ReadFile(path)
-		f := strings.Fields(string(b))
-		if len(f) >= n {
-			out := make([]int, len(f))
-			for j := range f {
-				out[j], _ = strconv.Atoi(f[j])
-			}
-			return out
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%s never listed %d pids", path, n)
-	return nil
 }
 
 // startWithStderr starts the sidecar with its stderr on a pipe whose read
@@ -449,12 +395,12 @@ func TestUnreadStderrBlocksNothing(t *testing.T) {
 	done, pids := filepath.Join(dir, "done"), filepath.Join(dir, "pids")
 	cmd, _ := startWithStderr(t, bin, "run", "--", fake, "-pidfile", pids, "-spew", "20000000", "-done-file", done, "-hang")
 	waitFile(t, done)
-	bridge := readPids(t, pids, 1)[0]
+	bridge := proctest.WaitPids(t, pids, 1)[0]
 	cmd.Process.Signal(syscall.SIGTERM)
 	if code := exitCode(t, cmd); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
-	if running(bridge) {
+	if proctest.Running(bridge) {
 		t.Fatal("bridge still running")
 	}
 }
@@ -466,13 +412,13 @@ func TestClosedStderrIsNotFatal(t *testing.T) {
 	bin, fake := binaries(t)
 	pids := filepath.Join(t.TempDir(), "pids")
 	cmd, r := startWithStderr(t, bin, "run", "--", fake, "-pidfile", pids, "-hang")
-	bridge := readPids(t, pids, 1)[0]
+	bridge := proctest.WaitPids(t, pids, 1)[0]
 	r.Close()
 	cmd.Process.Signal(syscall.SIGTERM)
 	if code := exitCode(t, cmd); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
-	if running(bridge) {
+	if proctest.Running(bridge) {
 		t.Fatal("bridge still running")
 	}
 }

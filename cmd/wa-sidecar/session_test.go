@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
@@ -45,7 +46,7 @@ func TestSecondSidecarOnOneSessionExits75(t *testing.T) {
 	if !strings.Contains(second.logText(), want) {
 		t.Fatalf("second sidecar's message does not name the first (%q):\n%s", want, second.logText())
 	}
-	if !running(bridgePid) {
+	if !proctest.Running(bridgePid) {
 		t.Fatal("the first sidecar's bridge was disturbed")
 	}
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 )
 
 // onTerminal is the sidecar running on a real pseudo-terminal, as a person
@@ -173,7 +175,7 @@ func TestCtrlCOnATerminal(t *testing.T) {
 	p.waitFor("Ctrl-C again", at)
 	// The bridge ignores SIGTERM and the stop timeout is an hour: only the
 	// second Ctrl-C can end this.
-	if !running(bridge) {
+	if !proctest.Running(bridge) {
 		t.Fatalf("the bridge died at the first Ctrl-C; it should have been asked to stop:\n%s", p.plain())
 	}
 	p.ctrlC()
@@ -181,7 +183,7 @@ func TestCtrlCOnATerminal(t *testing.T) {
 	if code := p.wait(); code != 0 {
 		t.Fatalf("exit code %d; the terminal showed:\n%s", code, p.plain())
 	}
-	if running(bridge) {
+	if proctest.Running(bridge) {
 		t.Fatalf("bridge %d still running", bridge)
 	}
 }
@@ -199,7 +201,7 @@ func TestOneCtrlCIsEnough(t *testing.T) {
 	if code := p.wait(); code != 0 {
 		t.Fatalf("exit code %d; the terminal showed:\n%s", code, p.plain())
 	}
-	if running(bridge) {
+	if proctest.Running(bridge) {
 		t.Fatalf("bridge %d still running", bridge)
 	}
 }
