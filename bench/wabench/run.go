@@ -364,6 +364,19 @@ func measureFanout(c *config, t *tool, r *result) error {
 	logf("wa-sidecar: %d clients connected (%d failed); waiting for 10 exits", c.clients-errs, errs)
 	from := countExits(readStamps(stamps))
 	ok := waitFor(60*time.Second, func() bool { return countExits(readStamps(stamps)) >= from+11 })
+	// Let every client take in the last exit before hanging up, or its
+	// late notes would be cut off and left out of the figures.
+	if ok {
+		want := countExits(readStamps(stamps)) - from
+		waitFor(10*time.Second, func() bool {
+			for _, cl := range clients {
+				if cl.noteCount() < want {
+					return false
+				}
+			}
+			return true
+		})
+	}
 	cancel()
 	wg.Wait()
 	s.stop(stamps)

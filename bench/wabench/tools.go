@@ -58,6 +58,12 @@ type note struct {
 	pid int
 }
 
+func (s *session) noteCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.notes)
+}
+
 func (s *session) addNote(n note) {
 	s.mu.Lock()
 	s.notes = append(s.notes, n)
