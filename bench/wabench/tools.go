@@ -173,7 +173,10 @@ func startSidecar(c *config, dir, scenario string, argv []string) (*session, err
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"run", "--backoff-initial", "0", "--backoff-max", "0", "--log-format", "json"}
+	// Its own state directory: the machine's (or a real sidecar's) token
+	// and lock are none of the benchmark's business.
+	args := []string{"run", "--backoff-initial", "0", "--backoff-max", "0", "--log-format", "json",
+		"--state-dir", filepath.Join(dir, "state")}
 	if c.listenFlag == "" {
 		addr = ""
 	} else {
