@@ -79,6 +79,11 @@ type Config struct {
 	// so far have all gone to Output and the next read may block: a writer
 	// can buffer lines and write each batch at once, holding none back.
 	OutputFlush func(Stream)
+	// OutputRaw, if set, receives the child's output as read, every byte
+	// unchanged (partial lines and overlong lines too), from the stream's
+	// reader goroutine, before the lines in it reach Output. The slice is
+	// only valid during the call.
+	OutputRaw func(Stream, []byte)
 
 	Logger *slog.Logger    // nil discards the monitor's own log
 	Reaper *signals.Reaper // nil makes the monitor use its own
@@ -618,7 +623,11 @@ func (m *Monitor) watch(r *run, outR, errR *os.File) {
 			}
 		}
 		keep := m.cfg.KeepInTail
-		readLines(f, m.cfg.MaxLineBytes, func(text []byte, truncated bool) {
+		var in io.Reader = f
+		if m.cfg.OutputRaw != nil {
+			in = rawTee{f, s, m.cfg.OutputRaw}
+		}
+		readLines(in, m.cfg.MaxLineBytes, func(text []byte, truncated bool) {
 			if keep == nil || keep(text) {
 				recent.note(text)
 			}

@@ -471,6 +471,46 @@ func TestOutputIsDrainedAndLinesCapped(t *testing.T) {
 	}
 }
 
+// TestOutputRawGetsEveryByte: OutputRaw sees the output unchanged (an
+// overlong line whole, and an unterminated last line), while Output still
+// gets the lines, cut as usual.
+func TestOutputRawGetsEveryByte(t *testing.T) {
+	var mu sync.Mutex
+	var raw [2]bytes.Buffer
+	var lines []string
+	h := start(t, Config{
+		Command:      []string{fakeBridge, "-long-line", "5000", "-say", "a|b", "-say-err", "e", "-exit", "0"},
+		MaxLineBytes: 100,
+		Backoff:      Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2},
+		OutputRaw: func(s Stream, b []byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			if s == Stderr {
+				raw[1].Write(b)
+			} else {
+				raw[0].Write(b)
+			}
+		},
+		Output: func(l Line) {
+			mu.Lock()
+			defer mu.Unlock()
+			lines = append(lines, string(l.Stream)+":"+string(l.Text))
+		},
+	})
+	h.next(EventExited)
+	mu.Lock()
+	defer mu.Unlock()
+	if want := strings.Repeat("x", 5000) + "\nafter-long-line\na\nb\n"; raw[0].String() != want {
+		t.Fatalf("raw stdout: %d bytes, want %d", raw[0].Len(), len(want))
+	}
+	if raw[1].String() != "e\n" {
+		t.Fatalf("raw stderr = %q", raw[1].String())
+	}
+	if len(lines) != 5 || lines[0] != "stdout:"+strings.Repeat("x", 100) {
+		t.Fatalf("lines = %.200q", lines)
+	}
+}
+
 func TestSlowSubscriberIsDroppedOthersKeepUp(t *testing.T) {
 	h := start(t, Config{Command: []string{fakeBridge, "-exit", "1"}, Backoff: Backoff{Multiplier: 1}, MaxRestarts: 30})
 	slow, first := h.m.Subscribe(2)

@@ -191,3 +191,18 @@ func (t *tail) snapshot() []string {
 	}
 	return out
 }
+
+// rawTee hands every read of a stream to a Config.OutputRaw.
+type rawTee struct {
+	r  io.Reader
+	s  Stream
+	fn func(Stream, []byte)
+}
+
+func (t rawTee) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 {
+		t.fn(t.s, p[:n])
+	}
+	return n, err
+}
