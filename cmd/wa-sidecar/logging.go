@@ -15,6 +15,7 @@ import (
 
 	"github.com/lmittmann/tint"
 	"github.com/mattn/go-isatty"
+	"golang.org/x/sys/unix"
 
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
@@ -48,24 +49,61 @@ func textHandler(w io.Writer, lv slog.Level, colour bool) slog.Handler {
 	return tint.NewHandler(w, &tint.Options{Level: lv, TimeFormat: time.TimeOnly, NoColor: !colour})
 }
 
-// bridgeOutput returns what receives each line of the bridge's output and
-// what flushes a batch of them. A person at a terminal gets one coloured
-// record per line from the logger itself. Otherwise, where a chatty bridge
-// can print millions of lines, a line writer formats each line as the
-// handler would (a JSON object, or plain tint text) into a per-stream
-// buffer and writes a batch with one write, at each flush. Every line stays
-// marked with its stream and pid.
-func bridgeOutput(logger *slog.Logger, format string, w *os.File) (func(procmon.Line), func(procmon.Stream)) {
-	if !logger.Enabled(context.Background(), slog.LevelInfo) {
-		return func(procmon.Line) {}, nil
+// Where the bridge's output goes (--bridge-output).
+const (
+	bridgeOutputLog = "log" // one record per line in the sidecar's own log
+	bridgeOutputRaw = "raw" // the lines as the bridge wrote them, on the same stream
+	bridgeOutputOff = "off" // nowhere on the sidecar's stdout or stderr
+)
+
+// checkBridgeOutput validates --bridge-output.
+func checkBridgeOutput(mode string) (string, error) {
+	switch m := strings.ToLower(mode); m {
+	case bridgeOutputLog, bridgeOutputRaw, bridgeOutputOff:
+		return m, nil
 	}
-	tty := isatty.IsTerminal(w.Fd()) || isatty.IsCygwinTerminal(w.Fd())
+	return "", fmt.Errorf("--bridge-output %q: use log (a record per line in the sidecar's log), raw (the bridge's lines unchanged, its stdout on stdout and its stderr on stderr) or off", mode)
+}
+
+// bridgeOutput sets where the bridge's output goes on the sidecar's own
+// stdout and stderr.
+//
+// In log mode a person at a terminal gets one coloured record per line from
+// the logger itself. Otherwise, where a chatty bridge can print millions of
+// lines, a line writer formats each line as the handler would (a JSON
+// object, or plain tint text) into a per-stream buffer and writes a batch
+// with one write, at each flush. Every line stays marked with its stream
+// and pid.
+//
+// In raw mode the bytes go out as the bridge wrote them, its stdout to
+// stdout and its stderr to stderr, a whole read at a time, as if the
+// sidecar were not there.
+func bridgeOutput(cfg *procmon.Config, logger *slog.Logger, mode, format string, stdout, stderr *os.File) {
+	switch mode {
+	case bridgeOutputOff:
+		return
+	case bridgeOutputRaw:
+		out, errOut := sinkFor(stdout, false), sinkFor(stderr, false)
+		cfg.OutputRaw = func(s procmon.Stream, b []byte) {
+			if s == procmon.Stderr {
+				errOut.WriteWait(b)
+				return
+			}
+			out.WriteWait(b)
+		}
+		return
+	}
+	if !logger.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
+	tty := isatty.IsTerminal(stderr.Fd()) || isatty.IsCygwinTerminal(stderr.Fd())
 	format = strings.ToLower(format)
 	if format == "text" && tty || format == "auto" && tty {
-		return terminalLine(sinkFor(w, false)), nil
+		cfg.Output = terminalLine(sinkFor(stderr, false))
+		return
 	}
-	lw := &lineWriter{out: sinkFor(w, format != "text"), json: format != "text"}
-	return lw.line, lw.flush
+	lw := &lineWriter{out: sinkFor(stderr, format != "text"), json: format != "text"}
+	cfg.Output, cfg.OutputFlush = lw.line, lw.flush
 }
 
 // ansiCyan marks the bridge's stdout; the other colours are in clientfmt.go.
@@ -115,6 +153,16 @@ type logSink struct {
 	w     io.Writer
 	limit int
 	json  bool
+	// direct: w is a regular file (or /dev/null), whose writes cannot
+	// stall the way a pipe or terminal can, so a batch finding nothing
+	// queued ahead of it is written by its caller, without a hand-off to
+	// the writer goroutine (which on a busy machine costs more than the
+	// write). wmu orders those writes with the writer goroutine's.
+	direct bool
+	wmu    sync.Mutex
+	// directOwns: the write under way (see writing) is a caller's direct
+	// one; the writer goroutine taking over the queue behind it clears it.
+	directOwns bool
 
 	mu      sync.Mutex
 	pending []byte
@@ -146,6 +194,7 @@ func sinkFor(f *os.File, json bool) *logSink {
 		return s.(*logSink)
 	}
 	s := newLogSink(f, logSinkLimit, json)
+	s.direct = cannotStall(f)
 	if prev, loaded := sinks.LoadOrStore(f, s); loaded {
 		s.Close(0)
 		return prev.(*logSink)
@@ -159,6 +208,22 @@ func closeLog(f *os.File) {
 	if s, ok := sinks.Load(f); ok {
 		s.(*logSink).Close(2 * time.Second)
 	}
+}
+
+// cannotStall reports whether writes to f finish without waiting on a
+// reader: a regular file or /dev/null, not a pipe, socket or terminal.
+func cannotStall(f *os.File) bool {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return true
+	case unix.S_IFCHR:
+		return unix.Major(st.Rdev) == 1 && unix.Minor(st.Rdev) == 3 // /dev/null
+	}
+	return false
 }
 
 func newLogSink(w io.Writer, limit int, json bool) *logSink {
@@ -185,6 +250,9 @@ func (s *logSink) WriteWait(p []byte) {
 		case s.broken || s.stopped:
 			s.mu.Unlock()
 			return
+		case s.direct && len(s.pending) == 0 && s.dropped == 0 && s.writing.IsZero() && !s.closing:
+			s.writeDirect(p)
+			return
 		case len(s.pending)+len(p) <= s.limit || len(s.pending) == 0:
 			s.pending = append(s.pending, p...)
 			s.mu.Unlock()
@@ -204,6 +272,32 @@ func (s *logSink) WriteWait(p []byte) {
 		case <-t.C:
 		}
 		t.Stop()
+	}
+}
+
+// writeDirect writes p itself; the caller holds s.mu, which it releases.
+// Marking the write under way keeps later batches queued behind it, so
+// order is kept.
+func (s *logSink) writeDirect(p []byte) {
+	s.writing, s.directOwns = time.Now(), true
+	s.wmu.Lock()
+	s.mu.Unlock()
+	_, err := s.w.Write(p)
+	s.wmu.Unlock()
+	s.mu.Lock()
+	if s.directOwns {
+		// Else the writer goroutine has taken what was queued meanwhile
+		// and is writing it (or waiting for wmu): writing is its now.
+		s.writing, s.directOwns = time.Time{}, false
+	}
+	if err != nil {
+		s.broken = true
+		s.pending = nil
+	}
+	more := len(s.pending) > 0 || s.dropped > 0
+	s.mu.Unlock()
+	if more {
+		s.kickWriter()
 	}
 }
 
@@ -254,14 +348,16 @@ func (s *logSink) run() {
 				break
 			}
 			s.pending, s.dropped = spare[:0], 0
-			s.writing = time.Now()
+			s.writing, s.directOwns = time.Now(), false
 			close(s.freed)
 			s.freed = make(chan struct{})
 			s.mu.Unlock()
 			if dropped > 0 {
 				out = append(out, s.dropNotice(dropped)...)
 			}
+			s.wmu.Lock()
 			_, err := s.w.Write(out)
+			s.wmu.Unlock()
 			s.mu.Lock()
 			s.writing = time.Time{}
 			if err != nil {

@@ -191,6 +191,7 @@ func TestBadFlagsExit64(t *testing.T) {
 		{[]string{"run", "--stop-timeout", "soon", "--", fake}, "", "stop-timeout"},
 		{[]string{"run", "--", fake}, "WA_SIDECAR_BACKOFF_MAX=banana", "BACKOFF_MAX"},
 		{[]string{"run", "--log-format", "xml", "--", fake}, "", "--log-format"},
+		{[]string{"run", "--bridge-output", "verbatim", "--", fake}, "", "--bridge-output"},
 		{[]string{"run", "--backoff-jitter", "1.5", "--", fake}, "", "--backoff-jitter"},
 		{[]string{"run", "--tail-lines", "5000", "--", fake}, "", "--tail-lines"},
 		{[]string{"run", "--workdir", "/nonexistent/dir", "--", fake}, "", "--workdir"},

@@ -35,6 +35,7 @@ func runFlags() []cli.Flag {
 		&cli.IntFlag{Name: "tail-lines", Value: 20, Usage: "lines of the bridge's output kept for each exit record", EnvVars: envs("TAIL_LINES")},
 		&cli.IntFlag{Name: "max-line-bytes", Value: 64 << 10, Usage: "longer output lines are cut to this many bytes", EnvVars: envs("MAX_LINE_BYTES")},
 		&cli.StringFlag{Name: "log-format", Value: "auto", Usage: "auto (coloured text on a terminal, JSON lines otherwise), text or json", EnvVars: envs("LOG_FORMAT")},
+		&cli.StringFlag{Name: "bridge-output", Value: bridgeOutputLog, Usage: "where the bridge's output goes: log (a record per line in the sidecar's log, marked with stream and pid), raw (the lines unchanged, the bridge's stdout on stdout and its stderr on stderr) or off", EnvVars: envs("BRIDGE_OUTPUT")},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: envs("LOG_LEVEL")},
 	)
 }
@@ -140,7 +141,14 @@ func runAction(c *cli.Context) error {
 		return err
 	}
 	cfg.Logger = logger
-	cfg.Output, cfg.OutputFlush = bridgeOutput(logger, c.String("log-format"), os.Stderr)
+	mode, err := checkBridgeOutput(c.String("bridge-output"))
+	if err != nil {
+		return usageError("%v", err)
+	}
+	bridgeOutput(&cfg, logger, mode, c.String("log-format"), os.Stdout, os.Stderr)
+	if mode == bridgeOutputRaw {
+		defer closeLog(os.Stdout)
+	}
 
 	reapAll := os.Getpid() == 1
 	if c.Bool("subreaper") {

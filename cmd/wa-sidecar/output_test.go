@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
+)
+
+// runToFiles runs the sidecar with its stdout and stderr in files (regular
+// files: the sink's direct path), waits for the bridge's done file, stops
+// the sidecar with SIGTERM and returns what each file holds.
+func runToFiles(t *testing.T, args ...string) (stdout, stderr string) {
+	t.Helper()
+	bin, _ := binaries(t)
+	dir := t.TempDir()
+	outF, err := os.Create(filepath.Join(dir, "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errF, err := os.Create(filepath.Join(dir, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outF.Close()
+	defer errF.Close()
+	done := filepath.Join(dir, "done")
+	cmd := exec.Command(bin, append(args, "-done-file", done, "-hang")...)
+	cmd.Stdout, cmd.Stderr = outF, errF
+	cmd.Env = append(os.Environ(), "WA_SIDECAR_LOG_FORMAT=json",
+		"WA_SIDECAR_LISTEN=127.0.0.1:0", "WA_SIDECAR_STATE_DIR="+t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	waitFile(t, done)
+	// The done file is written after the output; give the sidecar's
+	// readers the moment they need to take in the last of it.
+	time.Sleep(200 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if code := exitCode(t, cmd); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	o, _ := os.ReadFile(outF.Name())
+	e, _ := os.ReadFile(errF.Name())
+	return string(o), string(e)
+}
+
+// TestBridgeOutputRaw: with --bridge-output raw the bridge's stdout comes
+// out of the sidecar's stdout byte for byte (a line far over
+// --max-line-bytes included), its stderr on the sidecar's stderr beside
+// the sidecar's own JSON records, and no line is wrapped.
+func TestBridgeOutputRaw(t *testing.T) {
+	_, fake := binaries(t)
+	stdout, stderr := runToFiles(t, "run", "--bridge-output", "raw", "--max-line-bytes", "1000", "--",
+		fake, "-long-line", "70000", "-say", `hello|{"not":"a record"}|wörld`, "-say-err", "oops|again")
+	want := strings.Repeat("x", 70000) + "\nafter-long-line\nhello\n" + `{"not":"a record"}` + "\nwörld\n"
+	if stdout != want {
+		t.Fatalf("stdout is not the bridge's output unchanged: %d bytes, want %d; starts %.80q", len(stdout), len(want), stdout)
+	}
+	var raw []string
+	for _, l := range strings.Split(strings.TrimSuffix(stderr, "\n"), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) == nil {
+			if rec["bridge"] != nil {
+				t.Errorf("a bridge line was logged as a record in raw mode: %s", l)
+			}
+			continue
+		}
+		raw = append(raw, l)
+	}
+	if strings.Join(raw, "|") != "oops|again" {
+		t.Fatalf("stderr's raw lines = %q, want the bridge's two stderr lines; stderr:\n%s", raw, stderr)
+	}
+	if !strings.Contains(stderr, `"msg":"bridge stopped"`) {
+		t.Fatalf("the sidecar's own records are missing from stderr:\n%s", stderr)
+	}
+}
+
+// TestBridgeOutputOff: the bridge's lines appear on neither stream.
+func TestBridgeOutputOff(t *testing.T) {
+	_, fake := binaries(t)
+	stdout, stderr := runToFiles(t, "run", "--bridge-output", "off", "--", fake, "-say", "hello-out", "-say-err", "hello-err")
+	if stdout != "" {
+		t.Fatalf("stdout = %q, want nothing", stdout)
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(stderr, "\n"), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) != nil || rec["bridge"] != nil {
+			t.Fatalf("a bridge line reached stderr: %s", l)
+		}
+	}
+	if !strings.Contains(stderr, `"msg":"bridge stopped"`) {
+		t.Fatalf("the sidecar's own records are missing from stderr:\n%s", stderr)
+	}
+}
+
+// TestBridgeOutputLogToFile: the default mode, with stderr in a file (the
+// direct path), still makes every line a record that says its stream.
+func TestBridgeOutputLogToFile(t *testing.T) {
+	_, fake := binaries(t)
+	stdout, stderr := runToFiles(t, "run", "--", fake, "-say", "hello-out", "-say-err", "hello-err")
+	if stdout != "" {
+		t.Fatalf("stdout = %q, want nothing", stdout)
+	}
+	got := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSuffix(stderr, "\n"), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("stderr line is not JSON: %q", l)
+		}
+		if s, ok := rec["bridge"].(string); ok {
+			got[rec["msg"].(string)] = s
+		}
+	}
+	if got["hello-out"] != "stdout" || got["hello-err"] != "stderr" {
+		t.Fatalf("bridge records = %v, want hello-out on stdout and hello-err on stderr", got)
+	}
+}
+
+// TestUnreadStdoutBlocksNothingInRawMode: raw output to a pipe nobody reads
+// must not hold the bridge up or keep the sidecar from stopping it.
+func TestUnreadStdoutBlocksNothingInRawMode(t *testing.T) {
+	bin, fake := binaries(t)
+	dir := t.TempDir()
+	done, pids := filepath.Join(dir, "done"), filepath.Join(dir, "pids")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := exec.Command(bin, "run", "--bridge-output", "raw", "--", fake, "-pidfile", pids, "-spew", "20000000", "-done-file", done, "-hang")
+	cmd.Stdout = w
+	cmd.Env = append(os.Environ(), "WA_SIDECAR_LOG_FORMAT=json",
+		"WA_SIDECAR_LISTEN=127.0.0.1:0", "WA_SIDECAR_STATE_DIR="+t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	waitFile(t, done)
+	bridge := proctest.WaitPids(t, pids, 1)[0]
+	cmd.Process.Signal(syscall.SIGTERM)
+	if code := exitCode(t, cmd); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if proctest.Running(bridge) {
+		t.Fatal("bridge still running")
+	}
+}
+
+func TestCannotStall(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	for _, c := range []struct {
+		name string
+		f    *os.File
+		want bool
+	}{{"regular file", f, true}, {"/dev/null", null, true}, {"pipe", w, false}} {
+		if got := cannotStall(c.f); got != c.want {
+			t.Errorf("cannotStall(%s) = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// orderWriter records writes, slowly now and then, so that batches
+// written directly and records queued for the writer goroutine overlap.
+type orderWriter struct {
+	mu  sync.Mutex
+	got bytes.Buffer
+	n   int
+}
+
+func (w *orderWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.n++
+	slow := w.n%3 == 0
+	w.mu.Unlock()
+	if slow {
+		time.Sleep(time.Millisecond)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.got.Write(p)
+}
+
+// TestLogSinkDirectKeepsOrder: on the direct path a batch must never jump
+// ahead of a record queued before it, nor two writes interleave.
+func TestLogSinkDirectKeepsOrder(t *testing.T) {
+	w := &orderWriter{}
+	s := newLogSink(w, 1<<20, true)
+	s.direct = true
+	var want bytes.Buffer
+	for i := 0; i < 300; i++ {
+		rec := fmt.Appendf(nil, "record %03d\n", i)
+		batch := fmt.Appendf(nil, "batch %03d a\nbatch %03d b\n", i, i)
+		want.Write(rec)
+		want.Write(batch)
+		s.Write(rec)
+		s.WriteWait(batch)
+	}
+	s.Close(10 * time.Second)
+	if got := w.got.String(); got != want.String() {
+		t.Fatalf("order lost or records damaged:\n%s", firstDiff(got, want.String()))
+	}
+}
+
+func firstDiff(got, want string) string {
+	g, w := strings.Split(got, "\n"), strings.Split(want, "\n")
+	for i := range min(len(g), len(w)) {
+		if g[i] != w[i] {
+			return fmt.Sprintf("line %d: got %q, want %q", i+1, g[i], w[i])
+		}
+	}
+	return fmt.Sprintf("got %d lines, want %d", len(g), len(w))
+}
