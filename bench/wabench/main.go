@@ -54,7 +54,7 @@ func main() {
 	flag.Int64Var(&c.outputBytes, "output-bytes", 256<<20, "bytes of 100-byte lines for the pass-through measurement")
 	flag.IntVar(&c.outputRuns, "output-runs", 3, "runs of the pass-through measurement per tool")
 	flag.IntVar(&c.clients, "clients", 1000, "websocket clients for the fan-out measurement")
-	flag.StringVar(&tools, "tools", "floor,pipe-cat,wa-sidecar,supervisord,s6,runit,pm2", "tools to measure")
+	flag.StringVar(&tools, "tools", "floor,pipe-cat,wa-sidecar,wa-sidecar-raw,supervisord,s6,runit,pm2", "tools to measure")
 	flag.StringVar(&only, "only", "respawn,idle,output,fanout", "measurements to run (respawn also gives exit-to-notification)")
 	flag.Parse()
 

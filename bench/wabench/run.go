@@ -45,7 +45,7 @@ func run(c *config, tools []*tool) map[string]*result {
 				fail("respawn", err)
 			}
 		}
-		if c.only["idle"] && t.start != nil {
+		if c.only["idle"] && t.start != nil && !t.outputOnly {
 			if err := measureIdle(c, t, r); err != nil {
 				fail("idle", err)
 			}
@@ -247,7 +247,7 @@ func measureOutput(c *config, t *tool, r *result) error {
 		end, peak, err := waitForLine(s, want, 5*time.Minute)
 		s.stop(stamps)
 		st := readStamps(stamps)
-		if err == nil && t.name == "wa-sidecar" {
+		if err == nil && strings.HasPrefix(t.name, "wa-sidecar") {
 			// A fast time means nothing if lines were lost on the way.
 			lines := (c.outputBytes + 99) / 100
 			if got := countSpewLines(s.logFile); got != lines {

@@ -161,6 +161,10 @@ func allTools(c *config) []*tool {
 		{name: "floor", version: func() string { return "fork+exec and wait4 from one thread; output to a file directly" }},
 		{name: "pipe-cat", version: func() string { return "sh: bridge piped to cat, to a file" }, outputOnly: true},
 		{name: "wa-sidecar", version: command(c.sidecar, "--version"), start: startSidecar},
+		// The same sidecar passing the bridge's lines through unchanged,
+		// as supervisord, s6-log and svlogd do, instead of a JSON record
+		// per line.
+		{name: "wa-sidecar-raw", version: command(c.sidecar, "--version"), start: sidecarWith("--bridge-output", "raw"), outputOnly: true},
 		{name: "supervisord", version: command("supervisord", "--version"), start: startSupervisord},
 		{name: "s6", version: debVersion("s6"), start: startS6},
 		{name: "runit", version: debVersion("runit"), start: startRunit, noNotify: "no push; poll sv status"},
@@ -169,6 +173,17 @@ func allTools(c *config) []*tool {
 }
 
 func startSidecar(c *config, dir, scenario string, argv []string) (*session, error) {
+	return sidecarWith()(c, dir, scenario, argv)
+}
+
+// sidecarWith starts wa-sidecar with extra flags for run.
+func sidecarWith(extra ...string) func(c *config, dir, scenario string, argv []string) (*session, error) {
+	return func(c *config, dir, scenario string, argv []string) (*session, error) {
+		return startSidecarArgs(c, dir, scenario, argv, extra)
+	}
+}
+
+func startSidecarArgs(c *config, dir, scenario string, argv, extra []string) (*session, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -177,6 +192,7 @@ func startSidecar(c *config, dir, scenario string, argv []string) (*session, err
 	// and lock are none of the benchmark's business.
 	args := []string{"run", "--backoff-initial", "0", "--backoff-max", "0", "--log-format", "json",
 		"--state-dir", filepath.Join(dir, "state")}
+	args = append(args, extra...)
 	if c.listenFlag == "" {
 		addr = ""
 	} else {
