@@ -48,7 +48,9 @@ const (
 // of its batch.
 func readLines(r io.Reader, limit int, fn func(text []byte, truncated bool), batch func()) {
 	emit := func(line []byte) {
-		line = bytes.TrimSuffix(line, []byte{'\r'})
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
 		if len(line) > limit {
 			fn(line[:limit], true)
 			return
