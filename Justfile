@@ -10,7 +10,7 @@ test:
 
 # Build the binary into ./bin.
 build:
-    go build -o bin/wa-sidecar ./cmd/wa-sidecar
+    CGO_ENABLED=0 go build -tags urfave_cli_no_docs -trimpath -ldflags "-s -w" -o bin/wa-sidecar ./cmd/wa-sidecar
 
 # What CI runs.
 ci:
