@@ -31,9 +31,10 @@ mkdir -p bin bench/results
 # without cgo (whose libc mapping alone adds 1.3 MiB to its resident size),
 # and without the CLI library's unused docs generators.
 CGO_ENABLED=0 go build -tags urfave_cli_no_docs -trimpath -ldflags "-s -w" -o bin/wa-sidecar ./cmd/wa-sidecar
+CGO_ENABLED=0 go build -tags urfave_cli_no_docs -trimpath -ldflags "-s -w" -o bin/stackfloor ./bench/stackfloor
 go build -o bin/fakebridge ./testdata/fakebridge
 go build -o bin/wabench ./bench/wabench
 
 out="bench/results/$(date -u +%Y%m%dT%H%M%SZ).md"
-bin/wabench -sidecar bin/wa-sidecar -fakebridge bin/fakebridge -pm2-listener bench/pm2-listen.js "$@" | tee "$out"
+bin/wabench -sidecar bin/wa-sidecar -stackfloor bin/stackfloor -fakebridge bin/fakebridge -pm2-listener bench/pm2-listen.js "$@" | tee "$out"
 echo "bench: table saved in $out" >&2

@@ -19,6 +19,7 @@ import (
 
 type config struct {
 	sidecar    string // wa-sidecar binary
+	stackfloor string // bench/stackfloor binary
 	fakebridge string // testdata/fakebridge binary
 	self       string // this binary, run by supervisord as its event listener
 	pm2Listen  string // bench/pm2-listen.js
@@ -45,6 +46,7 @@ func main() {
 	var c config
 	var tools, only string
 	flag.StringVar(&c.sidecar, "sidecar", "bin/wa-sidecar", "wa-sidecar binary")
+	flag.StringVar(&c.stackfloor, "stackfloor", "bin/stackfloor", "bench/stackfloor binary (wa-sidecar's libraries supervising nothing)")
 	flag.StringVar(&c.fakebridge, "fakebridge", "bin/fakebridge", "fake bridge binary (testdata/fakebridge)")
 	flag.StringVar(&c.pm2Listen, "pm2-listener", "bench/pm2-listen.js", "pm2 bus listener script")
 	flag.StringVar(&c.work, "work", "", "scratch directory (default: a new temporary one)")
@@ -54,7 +56,7 @@ func main() {
 	flag.Int64Var(&c.outputBytes, "output-bytes", 256<<20, "bytes of 100-byte lines for the pass-through measurement")
 	flag.IntVar(&c.outputRuns, "output-runs", 3, "runs of the pass-through measurement per tool")
 	flag.IntVar(&c.clients, "clients", 1000, "websocket clients for the fan-out measurement")
-	flag.StringVar(&tools, "tools", "floor,pipe-cat,wa-sidecar,wa-sidecar-raw,supervisord,s6,runit,pm2", "tools to measure")
+	flag.StringVar(&tools, "tools", "floor,stack-floor,pipe-cat,wa-sidecar,wa-sidecar-raw,supervisord,s6,runit,pm2", "tools to measure")
 	flag.StringVar(&only, "only", "respawn,idle,output,fanout", "measurements to run (respawn also gives exit-to-notification)")
 	flag.Parse()
 
@@ -62,7 +64,7 @@ func main() {
 	if c.self, err = os.Executable(); err != nil {
 		fatal(err)
 	}
-	for _, p := range []*string{&c.sidecar, &c.fakebridge, &c.pm2Listen} {
+	for _, p := range []*string{&c.sidecar, &c.stackfloor, &c.fakebridge, &c.pm2Listen} {
 		if *p, err = filepath.Abs(*p); err != nil {
 			fatal(err)
 		}

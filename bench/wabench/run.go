@@ -40,7 +40,7 @@ func run(c *config, tools []*tool) map[string]*result {
 			logf("%s: %s: %v", t.name, what, err)
 			r.errs = append(r.errs, what+": "+err.Error())
 		}
-		if c.only["respawn"] && !t.outputOnly {
+		if c.only["respawn"] && !t.outputOnly && !t.idleOnly {
 			if err := measureCycle(c, t, r); err != nil {
 				fail("respawn", err)
 			}
@@ -50,7 +50,7 @@ func run(c *config, tools []*tool) map[string]*result {
 				fail("idle", err)
 			}
 		}
-		if c.only["output"] {
+		if c.only["output"] && !t.idleOnly {
 			if err := measureOutput(c, t, r); err != nil {
 				fail("output", err)
 			}

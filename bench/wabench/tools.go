@@ -34,8 +34,10 @@ type tool struct {
 	start func(c *config, dir, scenario string, argv []string) (*session, error)
 	// noNotify says why the tool has no exit notification to measure.
 	noNotify string
-	// outputOnly marks a baseline for the pass-through measurement alone.
+	// outputOnly marks a baseline for the pass-through measurement alone,
+	// idleOnly one for the idle measurement alone.
 	outputOnly bool
+	idleOnly   bool
 }
 
 // session is one running supervisor.
@@ -159,6 +161,9 @@ func freeAddr() (string, error) {
 func allTools(c *config) []*tool {
 	return []*tool{
 		{name: "floor", version: func() string { return "fork+exec and wait4 from one thread; output to a file directly" }},
+		{name: "stack-floor", version: func() string {
+			return "wa-sidecar's libraries starting the bridge and serving a websocket, supervising nothing"
+		}, start: startStackFloor, idleOnly: true},
 		{name: "pipe-cat", version: func() string { return "sh: bridge piped to cat, to a file" }, outputOnly: true},
 		{name: "wa-sidecar", version: command(c.sidecar, "--version"), start: startSidecar},
 		// The same sidecar passing the bridge's lines through unchanged,
@@ -216,6 +221,17 @@ func startSidecarArgs(c *config, dir, scenario string, argv, extra []string) (*s
 			return nil, err
 		}
 	}
+	return s, nil
+}
+
+func startStackFloor(c *config, dir, scenario string, argv []string) (*session, error) {
+	s := &session{cmd: exec.Command(c.stackfloor, append([]string{"run", "--"}, argv...)...), logFile: filepath.Join(dir, "stackfloor.log")}
+	s.cmd.Dir = dir
+	if err := startCmd(s.cmd, s.logFile); err != nil {
+		return nil, err
+	}
+	pid := s.cmd.Process.Pid
+	s.roots = func() []int { return []int{pid} }
 	return s, nil
 }
 
