@@ -461,23 +461,33 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.conns.Done()
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowOrigins})
+	cw := &corkWriter{ResponseWriter: w, timeout: s.opts.WriteTimeout}
+	ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowOrigins})
 	if err != nil {
 		s.log.Info("refused a websocket", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "error", err)
 		return
 	}
 	trusted, _ := r.Context().Value(ctxKey{}).(bool)
-	s.session(ws, trusted, r.RemoteAddr)
+	s.session(ws, cw.conn, trusted, r.RemoteAddr)
 }
 
 // session runs one websocket until it ends, and reports whether it ended
 // because the event stream did (the monitor finished or Serve was
-// cancelled) rather than because of the peer.
-func (s *Server) session(ws *websocket.Conn, trusted bool, peer string) (finished bool) {
+// cancelled) rather than because of the peer. cc is the connection under
+// ws if the server accepted it, nil in push mode.
+func (s *Server) session(ws *websocket.Conn, cc *corkConn, trusted bool, peer string) (finished bool) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	var wg sync.WaitGroup
 	c := newClient(s.opts.QueueLen)
+	stop := func() bool { return false }
+	if cc != nil {
+		// Writes through cc are bounded by its deadline, not by a context
+		// (see write); this ends one under way when Serve is cancelled or
+		// the reader finds the peer gone.
+		stop = context.AfterFunc(ctx, cc.abort)
+	}
 	defer func() {
+		stop()
 		cancel()
 		ws.CloseNow()
 		wg.Wait()
@@ -492,7 +502,7 @@ func (s *Server) session(ws *websocket.Conn, trusted bool, peer string) (finishe
 		Sidecar: Sidecar{Version: s.opts.Version, Pid: os.Getpid()},
 		Seq:     last.seq, Control: trusted, Status: last.status,
 	})
-	if err := s.write(ctx, ws, h); err != nil {
+	if err := s.write(ctx, ws, cc, h); err != nil {
 		log.Debug("client gone before hello", "error", err)
 		return false
 	}
@@ -506,7 +516,7 @@ func (s *Server) session(ws *websocket.Conn, trusted bool, peer string) (finishe
 	go func() {
 		defer wg.Done()
 		defer cancel()
-		s.readOps(ctx, ws, trusted, log)
+		s.readOps(ctx, ws, cc, trusted, log)
 	}()
 
 	ping := time.NewTicker(s.opts.PingInterval)
@@ -520,13 +530,14 @@ func (s *Server) session(ws *websocket.Conn, trusted bool, peer string) (finishe
 				ws.Close(websocket.StatusGoingAway, "the sidecar is exiting")
 				return true
 			}
-			msg := f.public
-			if trusted {
-				msg = f.private
-			}
-			if err := s.write(ctx, ws, msg); err != nil {
+			open, err := s.writeFrames(ctx, ws, cc, trusted, f, c.q)
+			if err != nil {
 				log.Debug("client gone", "error", err)
 				return false
+			}
+			if !open {
+				ws.Close(websocket.StatusGoingAway, "the sidecar is exiting")
+				return true
 			}
 		case <-c.kick:
 			log.Info("dropping a websocket client", "code", int(c.code), "why", c.why)
@@ -556,14 +567,68 @@ func (s *Server) session(ws *websocket.Conn, trusted bool, peer string) (finishe
 	}
 }
 
-func (s *Server) write(ctx context.Context, ws *websocket.Conn, msg []byte) error {
+// A batch of events sent with one write ends at whichever of these it
+// reaches first.
+const (
+	batchFrames = 64
+	batchBytes  = 256 << 10
+)
+
+// writeFrames sends f and the frames already queued behind it, up to a
+// batch, each as its own message. With cc it sends them with one write.
+// open is false if it found q closed: the stream has ended.
+func (s *Server) writeFrames(ctx context.Context, ws *websocket.Conn, cc *corkConn, trusted bool, f *frame, q <-chan *frame) (open bool, err error) {
+	if cc != nil {
+		cc.cork()
+	}
+	open = true
+	for n, size := 0, 0; ; {
+		msg := f.public
+		if trusted {
+			msg = f.private
+		}
+		if err = s.write(ctx, ws, cc, msg); err != nil {
+			break
+		}
+		n++
+		size += len(msg)
+		if n == batchFrames || size >= batchBytes {
+			break
+		}
+		more := false
+		select {
+		case f, open = <-q:
+			more = open
+		default:
+		}
+		if !more {
+			break
+		}
+	}
+	if cc != nil {
+		if uerr := cc.uncork(); err == nil {
+			err = uerr
+		}
+	}
+	return open, err
+}
+
+// write sends msg as one text message. Through a corkConn the write needs
+// no context of its own: the connection's deadline bounds every write that
+// reaches the socket, and each writer that may hold the websocket's write
+// lock meanwhile (this, ping, close) is bounded too. That saves a timer
+// for every event sent to every client.
+func (s *Server) write(ctx context.Context, ws *websocket.Conn, cc *corkConn, msg []byte) error {
+	if cc != nil {
+		return ws.Write(context.Background(), websocket.MessageText, msg)
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.WriteTimeout)
 	defer cancel()
 	return ws.Write(ctx, websocket.MessageText, msg)
 }
 
 // readOps answers the client's ops until the connection ends.
-func (s *Server) readOps(ctx context.Context, ws *websocket.Conn, trusted bool, log *slog.Logger) {
+func (s *Server) readOps(ctx context.Context, ws *websocket.Conn, cc *corkConn, trusted bool, log *slog.Logger) {
 	lim := rate.NewLimiter(rate.Limit(s.opts.OpsPerSecond), int(2*s.opts.OpsPerSecond))
 	for {
 		typ, b, err := ws.Read(ctx)
@@ -575,7 +640,7 @@ func (s *Server) readOps(ctx context.Context, ws *websocket.Conn, trusted bool, 
 		}
 		res := s.do(ctx, typ, b, trusted, lim, log)
 		msg, _ := json.Marshal(res)
-		if err := s.write(ctx, ws, msg); err != nil {
+		if err := s.write(ctx, ws, cc, msg); err != nil {
 			return
 		}
 	}
