@@ -133,9 +133,13 @@ func New(opts Options) (*Hermes, error) {
 // needs_pairing when it exits logged out, and, when a port is known, makes
 // readiness wait for /health to say connected.
 func (h *Hermes) Configure(cfg *procmon.Config) {
+	// Both hooks run for every line a chatty bridge prints, so each rules
+	// out an ordinary line by its first byte before calling anything.
 	prevOut := cfg.Output
 	cfg.Output = func(l procmon.Line) {
-		h.observe(l)
+		if len(l.Text) > 0 && startBytes[l.Text[0]] {
+			h.observe(l)
+		}
 		if prevOut != nil {
 			prevOut(l)
 		}
@@ -152,7 +156,10 @@ func (h *Hermes) Configure(cfg *procmon.Config) {
 	}
 	prevKeep := cfg.KeepInTail
 	cfg.KeepInTail = func(text []byte) bool {
-		return !CarriesPairingCode(text) && (prevKeep == nil || prevKeep(text))
+		if len(text) > 0 && pairingStart[text[0]] && CarriesPairingCode(text) {
+			return false
+		}
+		return prevKeep == nil || prevKeep(text)
 	}
 	if h.opts.Port > 0 {
 		cfg.ExternalReadiness = true

@@ -133,13 +133,12 @@ func after(s, marker string) (string, bool) {
 	return s[i+len(marker):], true
 }
 
-// isQRRow reports whether b is a row of a QR code as qrcode-terminal draws
-// it in small mode: only half and full blocks and spaces, with at least one
-// block, and long enough to be a QR row (the smallest code is 21 modules).
 // CarriesPairingCode reports whether a line of the bridge's output holds a
 // pairing QR code, as a drawn row or a --pair-json "qr" event. Such lines
 // must not reach readers without the token, such as exit records' tails.
 // It is cheap enough to run on every line.
+//
+// Only a line starting with a byte in pairingStart can.
 func CarriesPairingCode(b []byte) bool {
 	if len(b) == 0 {
 		return false
@@ -150,6 +149,13 @@ func CarriesPairingCode(b []byte) bool {
 	return isQRRow(b)
 }
 
+// pairingStart: '{' for a JSON line, and the first bytes of the rows
+// isQRRow accepts.
+var pairingStart = [256]bool{'{': true, ' ': true, 0xe2: true}
+
+// isQRRow reports whether b is a row of a QR code as qrcode-terminal draws
+// it in small mode: only half and full blocks and spaces, with at least one
+// block, and long enough to be a QR row (the smallest code is 21 modules).
 func isQRRow(b []byte) bool {
 	if len(b) < 21 || (b[0] != ' ' && b[0] != 0xe2) {
 		return false
