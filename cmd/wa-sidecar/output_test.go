@@ -5,15 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 )
 
 // runToFiles runs the sidecar with its stdout and stderr in files (regular
@@ -27,26 +24,14 @@ func runToFiles(t *testing.T, args ...string) (stdout, stderr string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer outF.Close()
 	errF, err := os.Create(filepath.Join(dir, "stderr"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer outF.Close()
 	defer errF.Close()
 	done := filepath.Join(dir, "done")
-	cmd := exec.Command(bin, append(args, "-done-file", done, "-hang")...)
-	cmd.Stdout, cmd.Stderr = outF, errF
-	cmd.Env = append(os.Environ(), "WA_SIDECAR_LOG_FORMAT=json",
-		"WA_SIDECAR_LISTEN=127.0.0.1:0", "WA_SIDECAR_STATE_DIR="+t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
+	cmd := startOn(t, outF, errF, append(append([]string{bin}, args...), "-done-file", done, "-hang")...)
 	waitFile(t, done)
 	// The done file is written after the output; give the sidecar's
 	// readers the moment they need to take in the last of it.
@@ -135,37 +120,7 @@ func TestBridgeOutputLogToFile(t *testing.T) {
 // TestUnreadStdoutBlocksNothingInRawMode: raw output to a pipe nobody reads
 // must not hold the bridge up or keep the sidecar from stopping it.
 func TestUnreadStdoutBlocksNothingInRawMode(t *testing.T) {
-	bin, fake := binaries(t)
-	dir := t.TempDir()
-	done, pids := filepath.Join(dir, "done"), filepath.Join(dir, "pids")
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	cmd := exec.Command(bin, "run", "--bridge-output", "raw", "--", fake, "-pidfile", pids, "-spew", "20000000", "-done-file", done, "-hang")
-	cmd.Stdout = w
-	cmd.Env = append(os.Environ(), "WA_SIDECAR_LOG_FORMAT=json",
-		"WA_SIDECAR_LISTEN=127.0.0.1:0", "WA_SIDECAR_STATE_DIR="+t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	waitFile(t, done)
-	bridge := proctest.WaitPids(t, pids, 1)[0]
-	cmd.Process.Signal(syscall.SIGTERM)
-	if code := exitCode(t, cmd); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
-	if proctest.Running(bridge) {
-		t.Fatal("bridge still running")
-	}
+	unreadPipeBlocksNothing(t, "stdout")
 }
 
 func TestCannotStall(t *testing.T) {

@@ -336,22 +336,35 @@ func startWithStderr(t *testing.T, args ...string) (*exec.Cmd, *os.File) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { r.Close() })
+	cmd := startOn(t, nil, w, args...)
+	w.Close()
+	return cmd, r
+}
+
+// startOn starts the sidecar, hermetic (a free port, a private state
+// directory) and logging JSON, with the given stdout and stderr (nil: none).
+func startOn(t *testing.T, stdout, stderr *os.File, args ...string) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stderr = w
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
+	if stderr != nil {
+		cmd.Stderr = stderr
+	}
 	cmd.Env = append(os.Environ(), "WA_SIDECAR_LOG_FORMAT=json",
 		"WA_SIDECAR_LISTEN=127.0.0.1:0", "WA_SIDECAR_STATE_DIR="+t.TempDir())
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	w.Close()
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Kill()
 			cmd.Wait()
 		}
-		r.Close()
 	})
-	return cmd, r
+	return cmd
 }
 
 func waitFile(t *testing.T, path string) {
@@ -391,10 +404,29 @@ func exitCode(t *testing.T, cmd *exec.Cmd) int {
 // paused terminal, a stalled log driver), yet a bridge printing far more
 // than any pipe holds is not held up, and SIGTERM still stops everything.
 func TestUnreadStderrBlocksNothing(t *testing.T) {
+	unreadPipeBlocksNothing(t, "stderr")
+}
+
+// unreadPipeBlocksNothing runs a chatty bridge with the sidecar's stdout or
+// stderr on a pipe nobody reads, and checks that the sidecar still stops
+// it and exits 0. For stdout the bridge's output goes there raw.
+func unreadPipeBlocksNothing(t *testing.T, stream string) {
 	bin, fake := binaries(t)
 	dir := t.TempDir()
 	done, pids := filepath.Join(dir, "done"), filepath.Join(dir, "pids")
-	cmd, _ := startWithStderr(t, bin, "run", "--", fake, "-pidfile", pids, "-spew", "20000000", "-done-file", done, "-hang")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	args := []string{bin, "run", "--", fake, "-pidfile", pids, "-spew", "20000000", "-done-file", done, "-hang"}
+	var cmd *exec.Cmd
+	if stream == "stdout" {
+		cmd = startOn(t, w, nil, append([]string{bin, "run", "--bridge-output", "raw"}, args[2:]...)...)
+	} else {
+		cmd = startOn(t, nil, w, args...)
+	}
+	w.Close()
 	waitFile(t, done)
 	bridge := proctest.WaitPids(t, pids, 1)[0]
 	cmd.Process.Signal(syscall.SIGTERM)
