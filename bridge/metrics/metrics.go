@@ -4,28 +4,38 @@
 //
 // Everything is derived from the monitor's event stream: counters add up
 // the exits and restarts the events report, and the gauges show the
-// snapshot carried by the latest event.
+// status carried by the latest event.
+//
+// The metrics are kept in a private github.com/VictoriaMetrics/metrics
+// Set, with that library's go_* and process_* metrics after them. It was
+// chosen over client_golang because it needs no protobuf, which keeps the
+// sidecar's binary, and so its resident memory, smaller. The library
+// writes # TYPE lines but cannot carry help text: its # HELP lines name
+// the metric and say nothing more. docs/deployment.md says what each
+// wa_sidecar_* metric means.
 package metrics
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
-	"sort"
-	"sync/atomic"
+	"strings"
+	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	vm "github.com/VictoriaMetrics/metrics"
 
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
 // Path is where the sidecar serves the metrics.
 const Path = "/metrics"
+
+// contentType is the Prometheus text format, version 0.0.4.
+const contentType = "text/plain; version=0.0.4; charset=utf-8"
 
 // Options configures the metrics. The zero value works.
 type Options struct {
@@ -38,29 +48,45 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// The metrics' names, as exported.
+const (
+	nameExits     = "wa_sidecar_bridge_exits_total"
+	nameRestarts  = "wa_sidecar_bridge_restarts_total"
+	nameState     = "wa_sidecar_bridge_state"
+	nameReady     = "wa_sidecar_bridge_ready"
+	nameUptime    = "wa_sidecar_bridge_uptime_seconds"
+	nameLastExit  = "wa_sidecar_bridge_last_exit_code"
+	nameFailures  = "wa_sidecar_bridge_consecutive_failures"
+	nameCrashloop = "wa_sidecar_bridge_crashloop"
+	nameClients   = "wa_sidecar_event_clients"
+	nameBuildInfo = "wa_sidecar_build_info"
+)
+
 // Metrics follows one monitor and serves what it saw.
 type Metrics struct {
-	mon      *procmon.Monitor
-	sub      *procmon.Subscription
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	exits    *prometheus.CounterVec
-	restarts *prometheus.CounterVec
+	mon *procmon.Monitor
+	sub *procmon.Subscription
+	log *slog.Logger
+	set *vm.Set
 
-	// snap is replaced whole by the follower and read by scrapes.
-	snap atomic.Pointer[snapshot]
+	// mu is held by the follower while it applies an event and by a scrape
+	// while it writes the set, so that a scrape shows the figures after
+	// one event, never half of them.
+	mu        sync.Mutex
+	states    map[procmon.State]*vm.Gauge // every state seen so far, each 0 or 1
+	ready     *vm.Gauge
+	failures  *vm.Gauge
+	crashloop *vm.Gauge
+	// lastExit is nil until a process that ran has ended (a spawn failure
+	// has no return code), so that the metric is absent until then.
+	lastExit *vm.Gauge
+	// startedAt is when the running bridge process started; nil while
+	// none runs. The uptime gauge reads it during a scrape.
+	startedAt *time.Time
+
 	// restartsSeen is the follower's own: the Restarts count it has
 	// already turned into counter increments.
 	restartsSeen int
-}
-
-// snapshot is what the gauges show; it is never modified once stored.
-type snapshot struct {
-	status procmon.Status
-	states []procmon.State // every state seen so far, each exported as 0 or 1
-	// lastCode is the returncode of the last exit of a process that ran
-	// (a spawn failure has none); nil before the first.
-	lastCode *int
 }
 
 // The classes the counters start at zero with, so that rate() works from
@@ -80,51 +106,56 @@ func New(m *procmon.Monitor, opts Options) *Metrics {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	// A setting of the whole library: write # HELP and # TYPE lines.
+	vm.ExposeMetadata(true)
+	set := vm.NewSet()
 	x := &Metrics{
-		mon: m,
-		log: opts.Logger,
-		reg: prometheus.NewRegistry(),
-		exits: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "wa_sidecar_bridge_exits_total",
-			Help: "Ends of the bridge, by class: failure (a crash, or a spawn that failed), shutdown (a normal-shutdown signal from outside), requested (stopped by the sidecar).",
-		}, []string{"class"}),
-		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "wa_sidecar_bridge_restarts_total",
-			Help: "Spawns of the bridge after the first, by the class of the exit that came before.",
-		}, []string{"class"}),
+		mon:       m,
+		log:       opts.Logger,
+		set:       set,
+		states:    map[procmon.State]*vm.Gauge{},
+		ready:     set.NewGauge(nameReady, nil),
+		failures:  set.NewGauge(nameFailures, nil),
+		crashloop: set.NewGauge(nameCrashloop, nil),
 	}
 	for _, c := range classes {
-		x.exits.WithLabelValues(string(c))
-		x.restarts.WithLabelValues(string(c))
+		set.NewCounter(labelled(nameExits, "class", string(c)))
+		set.NewCounter(labelled(nameRestarts, "class", string(c)))
 	}
+	for _, s := range knownStates {
+		x.states[s] = set.NewGauge(labelled(nameState, "state", string(s)), nil)
+	}
+	set.NewGauge(nameUptime, func() float64 {
+		// Called while a scrape holds x.mu.
+		if x.startedAt == nil {
+			return 0
+		}
+		return time.Since(*x.startedAt).Seconds()
+	})
+	set.NewGauge(labelled(nameBuildInfo, "version", opts.Version), nil).Set(1)
+	if clients := opts.Clients; clients != nil {
+		set.NewGauge(nameClients, func() float64 { return float64(clients()) })
+	}
+
 	sub, last := m.Subscribe(1024)
 	x.sub = sub
 	x.restartsSeen = last.Status.Restarts
-	x.snap.Store(&snapshot{status: last.Status, states: addState(knownStates, last.Status.State)})
-
-	x.reg.MustRegister(
-		x.exits, x.restarts, (*gauges)(x),
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "wa_sidecar_build_info",
-			Help:        "Always 1; the version label says which wa-sidecar this is.",
-			ConstLabels: prometheus.Labels{"version": opts.Version},
-		}, func() float64 { return 1 }),
-	)
-	if opts.Clients != nil {
-		x.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "wa_sidecar_event_clients",
-			Help: "Clients connected to the event websocket.",
-		}, func() float64 { return float64(opts.Clients()) }))
-	}
+	x.setGauges(last.Status)
 	return x
 }
 
-// Handler serves the metrics in the Prometheus text format (or OpenMetrics,
-// when the scraper asks for it).
+// Handler serves the metrics in the Prometheus text format.
 func (x *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(x.reg, promhttp.HandlerOpts{EnableOpenMetrics: true})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var buf bytes.Buffer
+		x.mu.Lock()
+		x.set.WritePrometheus(&buf)
+		x.mu.Unlock()
+		vm.WriteProcessMetrics(&buf)
+		vm.WriteFDMetrics(&buf)
+		w.Header().Set("Content-Type", contentType)
+		buf.WriteTo(w)
+	})
 }
 
 // Run applies the monitor's events until ctx is done or the monitor has
@@ -153,15 +184,18 @@ func (x *Metrics) Run(ctx context.Context) error {
 	}
 }
 
-// apply adds one event to the counters and stores the snapshot after it.
+// apply adds one event to the counters and sets the gauges to the status
+// after it.
 func (x *Metrics) apply(ev procmon.Event) {
-	old := x.snap.Load()
-	next := &snapshot{status: ev.Status, states: addState(old.states, ev.Status.State), lastCode: old.lastCode}
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	if (ev.Kind == procmon.EventExited || ev.Kind == procmon.EventSpawnFailed) && ev.Exit != nil {
-		x.exits.WithLabelValues(string(ev.Exit.Class)).Inc()
+		x.set.GetOrCreateCounter(labelled(nameExits, "class", string(ev.Exit.Class))).Inc()
 		if ev.Exit.Error == "" {
-			code := ev.Exit.ReturnCode
-			next.lastCode = &code
+			if x.lastExit == nil {
+				x.lastExit = x.set.NewGauge(nameLastExit, nil)
+			}
+			x.lastExit.Set(float64(ev.Exit.ReturnCode))
 		}
 	}
 	// Restarts only grows; taking the difference keeps the total right
@@ -171,66 +205,33 @@ func (x *Metrics) apply(ev procmon.Event) {
 		if ev.Status.LastExit != nil {
 			class = string(ev.Status.LastExit.Class)
 		}
-		x.restarts.WithLabelValues(class).Add(float64(d))
+		x.set.GetOrCreateCounter(labelled(nameRestarts, "class", class)).Add(d)
 	}
 	x.restartsSeen = ev.Status.Restarts
-	x.snap.Store(next)
+	x.setGauges(ev.Status)
 }
 
-func addState(states []procmon.State, s procmon.State) []procmon.State {
-	for _, have := range states {
-		if have == s {
-			return states
-		}
+// setGauges shows st in the gauges; the caller holds x.mu, or has not
+// shared x yet.
+func (x *Metrics) setGauges(st procmon.Status) {
+	if x.states[st.State] == nil {
+		x.states[st.State] = x.set.NewGauge(labelled(nameState, "state", string(st.State)), nil)
 	}
-	out := append(append([]procmon.State(nil), states...), s)
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out
+	for s, g := range x.states {
+		g.Set(b2f(s == st.State))
+	}
+	x.ready.Set(b2f(st.Ready && st.State == procmon.StateRunning))
+	x.failures.Set(float64(st.ConsecutiveFailures))
+	x.crashloop.Set(b2f(st.Crashloop))
+	x.startedAt = st.StartedAt
 }
 
-// gauges is the collector for the values read from the latest snapshot.
-type gauges Metrics
+// labelEscaper escapes a label value as the text format wants it.
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
 
-var (
-	descState = prometheus.NewDesc("wa_sidecar_bridge_state",
-		"1 for the state the bridge is in (starting, running, backoff, stopping, stopped, given_up, or one a layer above parks it in, such as needs_pairing), 0 for the others.",
-		[]string{"state"}, nil)
-	descReady = prometheus.NewDesc("wa_sidecar_bridge_ready",
-		"1 while the bridge runs and is ready.", nil, nil)
-	descUptime = prometheus.NewDesc("wa_sidecar_bridge_uptime_seconds",
-		"How long the current bridge process has run; 0 while none runs.", nil, nil)
-	descLastExit = prometheus.NewDesc("wa_sidecar_bridge_last_exit_code",
-		"Return code of the last bridge process to end, as the Hermes gateway logs it: the exit code, or minus the number of the signal that killed it. Absent until one has ended.",
-		nil, nil)
-	descFailures = prometheus.NewDesc("wa_sidecar_bridge_consecutive_failures",
-		"Failures since the bridge last stayed up long enough to be forgiven.", nil, nil)
-	descCrashloop = prometheus.NewDesc("wa_sidecar_bridge_crashloop",
-		"1 while the bridge is crash-looping (restarts continue at the longest delay).", nil, nil)
-)
-
-func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descState, descReady, descUptime, descLastExit, descFailures, descCrashloop} {
-		ch <- d
-	}
-}
-
-func (g *gauges) Collect(ch chan<- prometheus.Metric) {
-	s := g.snap.Load()
-	st := s.status
-	for _, state := range s.states {
-		ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, b2f(st.State == state), string(state))
-	}
-	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b2f(st.Ready && st.State == procmon.StateRunning))
-	up := 0.0
-	if st.StartedAt != nil {
-		up = time.Since(*st.StartedAt).Seconds()
-	}
-	ch <- prometheus.MustNewConstMetric(descUptime, prometheus.GaugeValue, up)
-	if s.lastCode != nil {
-		ch <- prometheus.MustNewConstMetric(descLastExit, prometheus.GaugeValue, float64(*s.lastCode))
-	}
-	ch <- prometheus.MustNewConstMetric(descFailures, prometheus.GaugeValue, float64(st.ConsecutiveFailures))
-	ch <- prometheus.MustNewConstMetric(descCrashloop, prometheus.GaugeValue, b2f(st.Crashloop))
+// labelled returns name with one label, as the library names a series.
+func labelled(name, label, value string) string {
+	return name + "{" + label + `="` + labelEscaper.Replace(value) + `"}`
 }
 
 func b2f(b bool) float64 {

@@ -254,30 +254,108 @@ func TestParkedStatesAndSpawnFailures(t *testing.T) {
 	)
 }
 
-func TestHelpTextNamesEveryMetric(t *testing.T) {
+// TestTypesAndFormat checks what a scraper relies on beyond the values:
+// the content type, a # TYPE for every metric of ours (the library writes
+// no help text, so there is none to check), a label value that needs
+// escaping, and the process and Go runtime metrics.
+func TestTypesAndFormat(t *testing.T) {
 	m, err := procmon.New(procmon.Config{Command: []string{fakeBridge}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := New(m, Options{Clients: func() int { return 0 }})
+	version := `v1.2 "dirty" \ build`
+	x := New(m, Options{Version: version, Clients: func() int { return 0 }})
 	defer x.sub.Close()
 	srv := httptest.NewServer(x.Handler())
 	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+		t.Errorf("Content-Type %q; want the Prometheus text format, version 0.0.4", ct)
+	}
+
 	fams := scrape(t, srv)
-	for _, name := range []string{
-		"wa_sidecar_bridge_state", "wa_sidecar_bridge_ready", "wa_sidecar_bridge_uptime_seconds",
-		"wa_sidecar_bridge_exits_total", "wa_sidecar_bridge_restarts_total",
-		"wa_sidecar_bridge_consecutive_failures", "wa_sidecar_bridge_crashloop", "wa_sidecar_event_clients",
+	for name, want := range map[string]dto.MetricType{
+		"wa_sidecar_bridge_state":                dto.MetricType_GAUGE,
+		"wa_sidecar_bridge_ready":                dto.MetricType_GAUGE,
+		"wa_sidecar_bridge_uptime_seconds":       dto.MetricType_GAUGE,
+		"wa_sidecar_bridge_exits_total":          dto.MetricType_COUNTER,
+		"wa_sidecar_bridge_restarts_total":       dto.MetricType_COUNTER,
+		"wa_sidecar_bridge_consecutive_failures": dto.MetricType_GAUGE,
+		"wa_sidecar_bridge_crashloop":            dto.MetricType_GAUGE,
+		"wa_sidecar_event_clients":               dto.MetricType_GAUGE,
+		"wa_sidecar_build_info":                  dto.MetricType_GAUGE,
 	} {
 		f := fams[name]
 		if f == nil {
 			t.Errorf("%s missing", name)
 			continue
 		}
-		if strings.TrimSpace(f.GetHelp()) == "" {
-			t.Errorf("%s has no help text", name)
+		if f.GetType() != want {
+			t.Errorf("%s is a %v; want a %v", name, f.GetType(), want)
 		}
 	}
+	check(t, fams, "at start",
+		expect{"wa_sidecar_build_info", []string{"version", version}, 1},
+		// A monitor that has not run yet is starting.
+		expect{"wa_sidecar_bridge_state", []string{"state", "starting"}, 1},
+		expect{"wa_sidecar_bridge_state", []string{"state", "stopped"}, 0},
+		expect{"wa_sidecar_bridge_exits_total", []string{"class", "requested"}, 0},
+		expect{"wa_sidecar_bridge_restarts_total", []string{"class", "shutdown"}, 0},
+	)
+	for _, name := range []string{
+		"process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
+		"process_max_fds", "process_start_time_seconds", "go_goroutines", "go_memstats_heap_inuse_bytes",
+	} {
+		if _, ok := value(fams, name); !ok {
+			t.Errorf("%s missing", name)
+		}
+	}
+}
+
+// TestResyncCountsSkippedRestarts feeds the bare status a follower resyncs
+// from after falling behind: the restarts it skipped are still counted,
+// under the class of the last exit.
+func TestResyncCountsSkippedRestarts(t *testing.T) {
+	m, err := procmon.New(procmon.Config{Command: []string{fakeBridge}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := New(m, Options{})
+	defer x.sub.Close()
+	srv := httptest.NewServer(x.Handler())
+	defer srv.Close()
+
+	now := time.Now().Add(-time.Minute)
+	x.apply(procmon.Event{Status: procmon.Status{State: procmon.StateRunning, Ready: true, Restarts: 3, ConsecutiveFailures: 3,
+		Crashloop: true, StartedAt: &now, LastExit: &procmon.ExitRecord{Class: procmon.ClassFailure}}})
+	fams := scrape(t, srv)
+	check(t, fams, "after a resync",
+		expect{"wa_sidecar_bridge_restarts_total", []string{"class", "failure"}, 3},
+		// Exits between are lost; the counters do not invent them.
+		expect{"wa_sidecar_bridge_exits_total", []string{"class", "failure"}, 0},
+		expect{"wa_sidecar_bridge_state", []string{"state", "running"}, 1},
+		expect{"wa_sidecar_bridge_state", []string{"state", "stopped"}, 0},
+		expect{"wa_sidecar_bridge_ready", nil, 1},
+		expect{"wa_sidecar_bridge_consecutive_failures", nil, 3},
+		expect{"wa_sidecar_bridge_crashloop", nil, 1},
+	)
+	if up, _ := value(fams, "wa_sidecar_bridge_uptime_seconds"); up < 60 {
+		t.Errorf("uptime %v; want at least 60", up)
+	}
+
+	// The same status again adds nothing; a restart with no last exit is
+	// counted as unknown.
+	x.apply(procmon.Event{Status: procmon.Status{State: procmon.StateRunning, Restarts: 3}})
+	x.apply(procmon.Event{Status: procmon.Status{State: procmon.StateRunning, Restarts: 4}})
+	check(t, scrape(t, srv), "after a restart without a last exit",
+		expect{"wa_sidecar_bridge_restarts_total", []string{"class", "failure"}, 3},
+		expect{"wa_sidecar_bridge_restarts_total", []string{"class", "unknown"}, 1},
+	)
 }
 
 func TestRunReturnsWhenCancelled(t *testing.T) {
