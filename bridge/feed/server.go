@@ -519,10 +519,12 @@ func (s *Server) session(ws *websocket.Conn, cc *corkConn, trusted bool, peer st
 		s.readOps(ctx, ws, cc, trusted, log)
 	}()
 
-	ping := time.NewTicker(s.opts.PingInterval)
-	defer ping.Stop()
-	pong := make(chan error, 1)
-	pinging := false
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.keepalive(ctx, cancel, ws, log)
+	}()
+
 	for {
 		select {
 		case f, ok := <-c.q:
@@ -545,24 +547,31 @@ func (s *Server) session(ws *websocket.Conn, cc *corkConn, trusted bool, peer st
 			return false
 		case <-ctx.Done():
 			return s.ctx.Err() != nil
-		case <-ping.C:
-			if pinging {
-				continue
-			}
-			pinging = true
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				pctx, stop := context.WithTimeout(ctx, s.opts.PingTimeout)
-				defer stop()
-				pong <- ws.Ping(pctx)
-			}()
-		case err := <-pong:
-			pinging = false
-			if err != nil {
+		}
+	}
+}
+
+// keepalive pings the peer every PingInterval, and ends the session if a
+// ping is not answered within PingTimeout. It runs apart from the writer
+// so that the writer, woken for every event, waits on no timer.
+func (s *Server) keepalive(ctx context.Context, cancel context.CancelFunc, ws *websocket.Conn, log *slog.Logger) {
+	t := time.NewTicker(s.opts.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		pctx, stop := context.WithTimeout(ctx, s.opts.PingTimeout)
+		err := ws.Ping(pctx)
+		stop()
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
 				log.Info("dropping a websocket client that stopped answering pings", "error", err)
-				return false
 			}
+			cancel()
+			return
 		}
 	}
 }
