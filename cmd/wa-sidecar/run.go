@@ -123,6 +123,10 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return usageError("%v", err)
 	}
+	// Libraries that write through the standard log package (the metrics
+	// library reports its rare errors so) then land in the same log, in
+	// the same format, instead of as stray text lines.
+	slog.SetDefault(logger)
 	// Last deferred, first run: what the sidecar said reaches stderr
 	// before its exit status, unless nobody has read stderr for a while.
 	defer closeLog(os.Stderr)
