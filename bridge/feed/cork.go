@@ -33,7 +33,7 @@ type corkConn struct {
 
 // keepCork is the largest buffer a connection keeps between batches; a
 // bigger one, left by a burst of large events, is given back.
-const keepCork = 64 << 10
+const keepCork = 16 << 10
 
 func newCorkConn(c net.Conn, timeout time.Duration) *corkConn {
 	return &corkConn{Conn: c, timeout: timeout}
