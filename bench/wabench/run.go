@@ -109,6 +109,9 @@ func measureCycle(c *config, t *tool, r *result) error {
 	ok := waitFor(time.Duration(c.samples)*3*time.Second+20*time.Second, func() bool {
 		return countExits(readStamps(stamps)) > c.samples
 	})
+	// Exits in the last moments before the stop may have notes still on
+	// the way; they are not counted as missed.
+	settled := mono() - inFlight
 	s.stop(stamps)
 	st := readStamps(stamps)
 	if !ok {
@@ -116,10 +119,14 @@ func measureCycle(c *config, t *tool, r *result) error {
 	}
 	r.respawn = respawnTimes(st)
 	if t.noNotify == "" && (t.name != "wa-sidecar" || c.listenFlag != "") {
-		r.notify, r.missed = notifyTimes(st, s.takeNotes())
+		r.notify, r.missed = notifyTimes(st, s.takeNotes(), settled)
 	}
 	return nil
 }
+
+// inFlight is how long before a stop an exit's note may still be on its
+// way: longer than the slowest listener here (supervisord's, about 1 s).
+const inFlight = int64(2500 * time.Millisecond)
 
 // respawnTimes pairs each exit with the start that follows it.
 func respawnTimes(st []stamp) []int64 {
@@ -133,8 +140,9 @@ func respawnTimes(st []stamp) []int64 {
 }
 
 // notifyTimes pairs each note with its exit: by pid when the tool says
-// which process exited, else with the latest exit before the note.
-func notifyTimes(st []stamp, notes []note) ([]int64, int) {
+// which process exited, else with the latest exit before the note. An exit
+// no note was paired with counts as missed if it happened by settled.
+func notifyTimes(st []stamp, notes []note, settled int64) ([]int64, int) {
 	exits := map[int]int64{}
 	var order []stamp
 	for _, s := range st {
@@ -163,7 +171,13 @@ func notifyTimes(st []stamp, notes []note) ([]int64, int) {
 		matched[pid] = true
 		out = append(out, n.ns-at)
 	}
-	return out, len(order) - len(out)
+	missed := 0
+	for _, e := range order {
+		if !matched[e.pid] && e.ns <= settled {
+			missed++
+		}
+	}
+	return out, missed
 }
 
 // floorCycle is the least any supervisor can do: wait4 for the child and
@@ -196,7 +210,7 @@ func floorCycle(c *config, argv []string, r *result) error {
 	}
 	st := readStamps(stamps)
 	r.respawn = respawnTimes(st)
-	r.notify, r.missed = notifyTimes(st, notes)
+	r.notify, r.missed = notifyTimes(st, notes, mono())
 	return nil
 }
 
@@ -396,7 +410,7 @@ func measureFanout(c *config, t *tool, r *result) error {
 		}
 	}
 	for _, cl := range clients {
-		lat, _ := notifyTimes(late, cl.takeNotes())
+		lat, _ := notifyTimes(late, cl.takeNotes(), mono())
 		r.fanout = append(r.fanout, lat...)
 	}
 	r.fanClients = c.clients - errs
