@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,34 +49,65 @@ func listenUnix(path string) (net.Listener, error) {
 	if path == "" {
 		return nil, errors.New("--listen unix: needs a path, e.g. unix:/run/wa-sidecar.sock")
 	}
-	ln, err := net.Listen("unix", path)
-	if errors.Is(err, syscall.EADDRINUSE) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("--listen unix:%s: a %s is already there and it is not a socket; choose another path, or move it away", path, fileKind(fi.Mode()))
+		}
 		if c, derr := net.DialTimeout("unix", path, time.Second); derr == nil {
 			c.Close()
 			return nil, fmt.Errorf("--listen unix:%s: a server already answers there (another wa-sidecar?); choose another path", path)
 		}
-		// Nobody answers. A socket there is left over from a sidecar that
-		// died; anything else is not ours to delete.
-		fi, serr := os.Lstat(path)
-		if serr != nil {
-			return nil, fmt.Errorf("--listen unix:%s: %w", path, serr)
-		}
-		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("--listen unix:%s: a %s is already there and it is not a socket; choose another path, or move it away", path, fileKind(fi.Mode()))
-		}
-		if rerr := os.Remove(path); rerr != nil {
-			return nil, fmt.Errorf("--listen unix:%s: stale socket file: %w", path, rerr)
-		}
-		ln, err = net.Listen("unix", path)
+		// Nobody answers: a socket left over from a sidecar that died,
+		// which the rename below replaces.
 	}
+	// bind creates the socket file with the umask's permissions, so for a
+	// moment anyone the umask lets in could connect. It is bound instead
+	// in a directory only this user can enter, made 0600 there, and then
+	// renamed into place: at path it is never anything but 0600.
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".wa-sidecar-")
+	if err != nil {
+		return nil, fmt.Errorf("--listen unix:%s: %w (can this user create files in %s?)", path, err, filepath.Dir(path))
+	}
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("--listen unix:%s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("--listen unix:%s: %w", path, err)
 	}
-	return ln, nil
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("--listen unix:%s: %w", path, err)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("--listen unix:%s: %w", path, err)
+	}
+	return &unixListener{UnixListener: ln, path: path, file: fi}, nil
+}
+
+// unixListener is a Unix socket listener that was bound elsewhere and
+// moved to path: it reports path as its address, and on Close removes the
+// socket file if it is still the one it put there.
+type unixListener struct {
+	*net.UnixListener
+	path string
+	file fs.FileInfo
+}
+
+func (l *unixListener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
+
+func (l *unixListener) Close() error {
+	err := l.UnixListener.Close()
+	if fi, serr := os.Lstat(l.path); serr == nil && os.SameFile(fi, l.file) {
+		os.Remove(l.path)
+	}
+	return err
 }
 
 // fileKind names a file's type for a message.

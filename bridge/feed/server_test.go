@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -610,10 +611,47 @@ func TestUnixSocket(t *testing.T) {
 	if _, err := Listen("unix:" + path); err == nil || !strings.Contains(err.Error(), "already answers") {
 		t.Fatalf("second listener on a live socket: %v", err)
 	}
+	// The socket was bound in a private directory and moved into place;
+	// nothing of that is left beside it.
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
+		t.Fatalf("files beside the socket: %v", ents)
+	}
 }
 
-// --listen unix:PATH replaces only a dead socket; whatever else is at PATH
-// stays, and the error says what is there.
+// TestUnixListenerCloseRemovesOnlyItsOwnSocket: Close takes the socket file
+// away, unless another server has put its own socket at the path since.
+func TestUnixListenerCloseRemovesOnlyItsOwnSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "feed.sock")
+	ln, err := Listen("unix:" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := AddrOf(ln); got != "unix:"+path {
+		t.Fatalf("AddrOf = %q", got)
+	}
+	ln.Close()
+	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("socket file after Close: %v", err)
+	}
+
+	ln, err = Listen("unix:" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another server replaces the file (as a newer sidecar would after
+	// this one stopped answering).
+	os.Remove(path)
+	other, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	ln.Close()
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("Close removed another server's socket: %v", err)
+	}
+}
+
 // Wildcards that would let in any page, or every site under a public
 // suffix, are refused before anything binds; named origins are fine.
 func TestAllowOriginRefusesOpenWildcards(t *testing.T) {
@@ -636,6 +674,8 @@ func TestAllowOriginRefusesOpenWildcards(t *testing.T) {
 	}
 }
 
+// --listen unix:PATH replaces only a dead socket; whatever else is at PATH
+// stays, and the error says what is there.
 func TestUnixListenKeepsOtherFiles(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "notes.txt")
