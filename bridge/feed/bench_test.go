@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"sync/atomic"
 	"syscall"
@@ -120,5 +122,69 @@ func benchExit(b *testing.B, n int) {
 	report("exit→client", exits)
 	report("emit→client", emits)
 	report("exit→emit", detects)
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkFanoutFloor is the floor under the 1 000-client figure of
+// BenchmarkExitToClient on this machine: no websocket, no monitor, no
+// queues, only 1 000 loopback TCP connections in this process, one write
+// of an event-sized message to each from a single loop, and a reader
+// goroutine on each that takes the time when the whole message is in. It
+// reports the median and 99th percentile, over all clients and
+// iterations, from the first write to each arrival.
+func BenchmarkFanoutFloor(b *testing.B) {
+	const clients, size = 1000, 1100 // an exited and a backoff event
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	arrivals := make(chan time.Time, clients)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range clients {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		conns = append(conns, c)
+		s, err := ln.Accept()
+		if err != nil {
+			b.Fatal(err)
+		}
+		conns = append(conns, s)
+		go func() {
+			buf := make([]byte, size)
+			for {
+				if _, err := io.ReadFull(c, buf); err != nil {
+					return
+				}
+				arrivals <- time.Now()
+			}
+		}()
+	}
+	msg := bytes.Repeat([]byte("x"), size)
+	var lat []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		for i := 1; i < len(conns); i += 2 {
+			if _, err := conns[i].Write(msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for range clients {
+			lat = append(lat, (<-arrivals).Sub(start))
+		}
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	ms := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))]) / float64(time.Millisecond) }
+	b.ReportMetric(ms(0.50), "write→client-p50-ms")
+	b.ReportMetric(ms(0.99), "write→client-p99-ms")
 	b.ReportMetric(0, "ns/op")
 }
