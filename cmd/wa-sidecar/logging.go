@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -153,15 +154,17 @@ type logSink struct {
 	w     io.Writer
 	limit int
 	json  bool
-	// direct: w is a regular file (or /dev/null), whose writes cannot
-	// stall the way a pipe or terminal can, so a batch finding nothing
-	// queued ahead of it is written by its caller, without a hand-off to
-	// the writer goroutine (which on a busy machine costs more than the
-	// write). wmu orders those writes with the writer goroutine's.
+	// direct: a batch of the bridge's output that finds nothing queued
+	// ahead of it is written by its caller, without a hand-off to the
+	// writer goroutine (which on a busy machine costs more than the
+	// write). That is safe where a write cannot stall (a regular file,
+	// /dev/null), or where it can be given a deadline: nb is then the
+	// pipe or terminal opened again without blocking, and w is nb.
 	direct bool
-	wmu    sync.Mutex
+	nb     *os.File
+	wmu    sync.Mutex // held across every write of w, in order
 	// directOwns: the write under way (see writing) is a caller's direct
-	// one; the writer goroutine taking over the queue behind it clears it.
+	// one; the writer goroutine leaves the queue alone until it is done.
 	directOwns bool
 
 	mu      sync.Mutex
@@ -193,13 +196,55 @@ func sinkFor(f *os.File, json bool) *logSink {
 	if s, ok := sinks.Load(f); ok {
 		return s.(*logSink)
 	}
-	s := newLogSink(f, logSinkLimit, json)
-	s.direct = cannotStall(f)
+	s := &logSink{w: f, limit: logSinkLimit, json: json, direct: cannotStall(f)}
+	if !s.direct {
+		if nb := reopenNonblocking(f); nb != nil {
+			s.w, s.nb, s.direct = nb, nb, true
+		}
+	}
+	startLogSink(s)
 	if prev, loaded := sinks.LoadOrStore(f, s); loaded {
 		s.Close(0)
 		return prev.(*logSink)
 	}
 	return s
+}
+
+// reopenNonblocking opens f, a pipe or a terminal, again: a new open file
+// description of the same pipe or terminal, non-blocking, which the
+// runtime's poller can wait on and a write can have a deadline on. f's own
+// description stays as it is; others may share it, such as the shell that
+// owns the terminal. It returns nil for anything else, or when f cannot be
+// opened so (a socket, a pipe with no reader left).
+func reopenNonblocking(f *os.File) *os.File {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFIFO:
+	case unix.S_IFCHR:
+		if !isatty.IsTerminal(f.Fd()) {
+			return nil
+		}
+	default:
+		return nil
+	}
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(int(f.Fd())), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil
+	}
+	var again unix.Stat_t
+	if unix.Fstat(fd, &again) != nil || again.Dev != st.Dev || again.Ino != st.Ino || again.Rdev != st.Rdev {
+		unix.Close(fd)
+		return nil
+	}
+	nb := os.NewFile(uintptr(fd), f.Name())
+	if nb.SetWriteDeadline(time.Time{}) != nil { // not pollable after all
+		nb.Close()
+		return nil
+	}
+	return nb
 }
 
 // closeLog writes out what the sink of f still holds, waiting up to two
@@ -227,7 +272,11 @@ func cannotStall(f *os.File) bool {
 }
 
 func newLogSink(w io.Writer, limit int, json bool) *logSink {
-	s := &logSink{w: w, limit: limit, json: json, kick: make(chan struct{}, 1), done: make(chan struct{}), freed: make(chan struct{}), stall: logSinkStall}
+	return startLogSink(&logSink{w: w, limit: limit, json: json})
+}
+
+func startLogSink(s *logSink) *logSink {
+	s.kick, s.done, s.freed, s.stall = make(chan struct{}, 1), make(chan struct{}), make(chan struct{}), logSinkStall
 	go s.run()
 	return s
 }
@@ -276,25 +325,34 @@ func (s *logSink) WriteWait(p []byte) {
 }
 
 // writeDirect writes p itself; the caller holds s.mu, which it releases.
-// Marking the write under way keeps later batches queued behind it, so
-// order is kept.
+// Marking the write under way keeps later batches and records queued
+// behind it, so order is kept. On a pipe or terminal the write has a
+// deadline of one stall: what a slow or stalled reader has not taken by
+// then goes, whole, to the head of the queue for the writer goroutine,
+// and later batches are held up or dropped as with any stalled reader.
 func (s *logSink) writeDirect(p []byte) {
 	s.writing, s.directOwns = time.Now(), true
 	s.wmu.Lock()
 	s.mu.Unlock()
-	_, err := s.w.Write(p)
+	if s.nb != nil {
+		s.nb.SetWriteDeadline(time.Now().Add(s.stall))
+	}
+	n, err := s.w.Write(p)
+	if s.nb != nil {
+		s.nb.SetWriteDeadline(time.Time{})
+	}
 	s.wmu.Unlock()
 	s.mu.Lock()
-	if s.directOwns {
-		// Else the writer goroutine has taken what was queued meanwhile
-		// and is writing it (or waiting for wmu): writing is its now.
-		s.writing, s.directOwns = time.Time{}, false
-	}
-	if err != nil {
+	s.writing, s.directOwns = time.Time{}, false
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		rest := make([]byte, 0, len(p)-n+len(s.pending))
+		s.pending = append(append(rest, p[n:]...), s.pending...)
+	case err != nil:
 		s.broken = true
 		s.pending = nil
 	}
-	more := len(s.pending) > 0 || s.dropped > 0
+	more := len(s.pending) > 0 || s.dropped > 0 || s.closing
 	s.mu.Unlock()
 	if more {
 		s.kickWriter()
@@ -332,6 +390,11 @@ func (s *logSink) run() {
 	for range s.kick {
 		for {
 			s.mu.Lock()
+			if s.directOwns {
+				// A caller is writing; it kicks again when it is done.
+				s.mu.Unlock()
+				break
+			}
 			out, dropped := s.pending, s.dropped
 			if len(out) == 0 && dropped == 0 {
 				// Nothing to swap: pending and spare must stay two buffers,
@@ -348,7 +411,7 @@ func (s *logSink) run() {
 				break
 			}
 			s.pending, s.dropped = spare[:0], 0
-			s.writing, s.directOwns = time.Now(), false
+			s.writing = time.Now()
 			close(s.freed)
 			s.freed = make(chan struct{})
 			s.mu.Unlock()

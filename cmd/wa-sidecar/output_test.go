@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // runToFiles runs the sidecar with its stdout and stderr in files (regular
@@ -201,4 +203,103 @@ func firstDiff(got, want string) string {
 		}
 	}
 	return fmt.Sprintf("got %d lines, want %d", len(g), len(w))
+}
+
+// TestLogSinkOnAStalledPipe: on a pipe the sink writes batches itself,
+// through a non-blocking copy of the pipe, with a deadline. With nobody
+// reading, a batch bigger than the pipe must not hold its caller for more
+// than a stall; what did not fit is written later, whole; later batches
+// are dropped and counted; and every line that arrives is whole.
+func TestLogSinkOnAStalledPipe(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	nb := reopenNonblocking(w)
+	if nb == nil {
+		t.Fatal("a pipe could not be opened again without blocking")
+	}
+	defer nb.Close()
+	s := &logSink{w: nb, nb: nb, direct: true, limit: 4096, json: true}
+	startLogSink(s)
+	s.stall = 50 * time.Millisecond
+
+	line := func(b, i int) string { return fmt.Sprintf("batch %d line %04d %s\n", b, i, strings.Repeat("z", 80)) }
+	batch := func(b, lines int) []byte {
+		var out []byte
+		for i := range lines {
+			out = append(out, line(b, i)...)
+		}
+		return out
+	}
+	first := batch(0, 2000) // about 200 KiB, three times a pipe
+	t0 := time.Now()
+	s.WriteWait(first)
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("WriteWait on a stalled pipe took %v", d)
+	}
+	for b := 1; b <= 20; b++ {
+		s.WriteWait(batch(b, 10))
+	}
+
+	got := make(chan string, 1)
+	go func() {
+		var all bytes.Buffer
+		all.ReadFrom(r)
+		got <- all.String()
+	}()
+	s.Close(10 * time.Second)
+	nb.Close()
+	w.Close()
+	out := <-got
+	if !strings.HasPrefix(out, string(first)) {
+		t.Fatalf("the first batch did not arrive whole and first (%d bytes arrived)", len(out))
+	}
+	dropped := false
+	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if strings.Contains(l, "log records dropped") {
+			dropped = true
+			continue
+		}
+		if len(l) != len(line(0, 0))-1 || !strings.HasPrefix(l, "batch ") {
+			t.Fatalf("a damaged line arrived: %q", l)
+		}
+	}
+	if !dropped {
+		t.Fatal("batches written while the pipe stalled were neither kept nor reported dropped")
+	}
+}
+
+// TestReopenNonblockingLeavesOthersAlone: a regular file is not reopened,
+// and the pipe's own description stays blocking.
+func TestReopenNonblockingLeavesOthersAlone(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if nb := reopenNonblocking(f); nb != nil {
+		nb.Close()
+		t.Fatal("a regular file was reopened")
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	nb := reopenNonblocking(w)
+	if nb == nil {
+		t.Fatal("a pipe could not be reopened")
+	}
+	defer nb.Close()
+	flags, err := unix.FcntlInt(w.Fd(), unix.F_GETFL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flags&unix.O_NONBLOCK != 0 {
+		t.Fatal("the pipe's own description was made non-blocking")
+	}
 }
