@@ -84,7 +84,11 @@ func bridgeOutput(cfg *procmon.Config, logger *slog.Logger, mode, format string,
 	case bridgeOutputOff:
 		return
 	case bridgeOutputRaw:
-		out, errOut := sinkFor(stdout, false), sinkFor(stderr, false)
+		// The notice of dropped output, the one line the sidecar adds,
+		// is worded in the log's format.
+		f := strings.ToLower(format)
+		json := f == "json" || f == "auto" && !isatty.IsTerminal(stderr.Fd())
+		out, errOut := sinkFor(stdout, json), sinkFor(stderr, json)
 		cfg.OutputRaw = func(s procmon.Stream, b []byte) {
 			if s == procmon.Stderr {
 				errOut.WriteWait(b)
@@ -154,6 +158,7 @@ type logSink struct {
 	w     io.Writer
 	limit int
 	json  bool
+	name  string // what the notice of dropped output calls w: "stderr"
 	// direct: a batch of the bridge's output that finds nothing queued
 	// ahead of it is written by its caller, without a hand-off to the
 	// writer goroutine (which on a busy machine costs more than the
@@ -188,23 +193,43 @@ type logSink struct {
 // chatty bridge.
 const logSinkLimit = 4 << 20
 
-var sinks sync.Map // *os.File → *logSink
+var sinks sync.Map // sinkKey → *logSink
+
+// sinkKey names what a file writes to: stdout and stderr on the same pipe,
+// terminal or file (2>&1) share one sink, so that their batches, written
+// by one writer at a time, never land inside one another.
+type sinkKey struct {
+	dev, ino, rdev uint64
+	f              *os.File // when fstat fails
+}
+
+func keyOf(f *os.File) sinkKey {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return sinkKey{f: f}
+	}
+	return sinkKey{dev: st.Dev, ino: st.Ino, rdev: st.Rdev}
+}
 
 // sinkFor returns the one sink of f, starting it on first use. json says how
-// to word the notice about dropped records.
+// to word the notice about dropped output.
 func sinkFor(f *os.File, json bool) *logSink {
-	if s, ok := sinks.Load(f); ok {
+	key := keyOf(f)
+	if s, ok := sinks.Load(key); ok {
 		return s.(*logSink)
 	}
-	s := &logSink{w: f, limit: logSinkLimit, json: json, direct: cannotStall(f)}
+	s := &logSink{w: f, limit: logSinkLimit, json: json, direct: cannotStall(f), name: strings.TrimPrefix(f.Name(), "/dev/")}
 	if !s.direct {
 		if nb := reopenNonblocking(f); nb != nil {
 			s.w, s.nb, s.direct = nb, nb, true
 		}
 	}
 	startLogSink(s)
-	if prev, loaded := sinks.LoadOrStore(f, s); loaded {
+	if prev, loaded := sinks.LoadOrStore(key, s); loaded {
 		s.Close(0)
+		if s.nb != nil {
+			s.nb.Close()
+		}
 		return prev.(*logSink)
 	}
 	return s
@@ -250,7 +275,7 @@ func reopenNonblocking(f *os.File) *os.File {
 // closeLog writes out what the sink of f still holds, waiting up to two
 // seconds for a stalled reader.
 func closeLog(f *os.File) {
-	if s, ok := sinks.Load(f); ok {
+	if s, ok := sinks.Load(keyOf(f)); ok {
 		s.(*logSink).Close(2 * time.Second)
 	}
 }
@@ -277,6 +302,9 @@ func newLogSink(w io.Writer, limit int, json bool) *logSink {
 
 func startLogSink(s *logSink) *logSink {
 	s.kick, s.done, s.freed, s.stall = make(chan struct{}, 1), make(chan struct{}), make(chan struct{}), logSinkStall
+	if s.name == "" {
+		s.name = "stderr"
+	}
 	go s.run()
 	return s
 }
@@ -344,6 +372,9 @@ func (s *logSink) writeDirect(p []byte) {
 	s.wmu.Unlock()
 	s.mu.Lock()
 	s.writing, s.directOwns = time.Time{}, false
+	// Callers waiting for room behind this write may go on.
+	close(s.freed)
+	s.freed = make(chan struct{})
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		rest := make([]byte, 0, len(p)-n+len(s.pending))
@@ -436,9 +467,9 @@ func (s *logSink) run() {
 func (s *logSink) dropNotice(n int64) []byte {
 	now := time.Now()
 	if s.json {
-		return fmt.Appendf(nil, `{"time":%q,"level":"WARN","msg":"log records dropped while stderr was not being read","dropped":%d}`+"\n", now.Format(time.RFC3339Nano), n)
+		return fmt.Appendf(nil, `{"time":%q,"level":"WARN","msg":"output dropped while %s was not being read","dropped":%d}`+"\n", now.Format(time.RFC3339Nano), s.name, n)
 	}
-	return fmt.Appendf(nil, "%s WRN log records dropped while stderr was not being read dropped=%d\n", now.Format(time.TimeOnly), n)
+	return fmt.Appendf(nil, "%s WRN output dropped while %s was not being read dropped=%d\n", now.Format(time.TimeOnly), s.name, n)
 }
 
 // Close writes out what is queued, waiting at most timeout for a stalled

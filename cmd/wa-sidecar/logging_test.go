@@ -303,7 +303,7 @@ func TestLogSinkWriteWaitGivesUpOnAStalledReader(t *testing.T) {
 	}
 	close(bw.release)
 	s.Close(10 * time.Second)
-	if !strings.Contains(bw.got.String(), "log records dropped") {
+	if !strings.Contains(bw.got.String(), "output dropped") {
 		t.Fatal("no drop notice after a stalled reader")
 	}
 }

@@ -259,7 +259,7 @@ func TestLogSinkOnAStalledPipe(t *testing.T) {
 	}
 	dropped := false
 	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
-		if strings.Contains(l, "log records dropped") {
+		if strings.Contains(l, "output dropped") {
 			dropped = true
 			continue
 		}
@@ -302,4 +302,45 @@ func TestReopenNonblockingLeavesOthersAlone(t *testing.T) {
 	if flags&unix.O_NONBLOCK != 0 {
 		t.Fatal("the pipe's own description was made non-blocking")
 	}
+}
+
+// TestStdoutAndStderrOnOnePipeShareASink: with 2>&1 both streams reach the
+// same pipe; one sink, one writer at a time, keeps their batches from
+// landing inside one another (a non-blocking write can stop part-way).
+func TestStdoutAndStderrOnOnePipeShareASink(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	fd, err := unix.Dup(int(w.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2 := os.NewFile(uintptr(fd), "w2")
+	other, ow, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	a, b, c := sinkFor(w, true), sinkFor(w2, true), sinkFor(ow, true)
+	if a != b {
+		t.Fatal("two files on one pipe got two sinks")
+	}
+	if a == c {
+		t.Fatal("two pipes got one sink")
+	}
+	// Out of the process-wide table, before a later pipe can reuse the
+	// inode numbers.
+	sinks.Delete(keyOf(w))
+	sinks.Delete(keyOf(ow))
+	for _, s := range []*logSink{a, c} {
+		s.Close(time.Second)
+		if s.nb != nil {
+			s.nb.Close()
+		}
+	}
+	w.Close()
+	w2.Close()
+	ow.Close()
 }
