@@ -2,6 +2,8 @@ package feed
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -49,50 +51,104 @@ func listenUnix(path string) (net.Listener, error) {
 	if path == "" {
 		return nil, errors.New("--listen unix: needs a path, e.g. unix:/run/wa-sidecar.sock")
 	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("--listen unix:%s: a %s is already there and it is not a socket; choose another path, or move it away", path, fileKind(fi.Mode()))
-		}
-		if c, derr := net.DialTimeout("unix", path, time.Second); derr == nil {
-			c.Close()
-			return nil, fmt.Errorf("--listen unix:%s: a server already answers there (another wa-sidecar?); choose another path", path)
-		}
-		// Nobody answers: a socket left over from a sidecar that died,
-		// which the rename below replaces.
-	}
 	// bind creates the socket file with the umask's permissions, so for a
-	// moment anyone the umask lets in could connect. It is bound instead
-	// in a directory only this user can enter, made 0600 there, and then
-	// renamed into place: at path it is never anything but 0600.
-	dir, err := os.MkdirTemp(filepath.Dir(path), ".wa-sidecar-")
+	// moment anyone the umask lets in could connect. The socket is bound
+	// instead in a directory only this user can enter, made 0600 there,
+	// and then linked into place: at path it is never anything but 0600.
+	// link, unlike rename, fails when something is already at path, so
+	// two sidecars starting at once cannot both think they have it.
+	dir, err := privateDir(filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("--listen unix:%s: %w (can this user create files in %s?)", path, err, filepath.Dir(path))
 	}
 	defer os.RemoveAll(dir)
-	tmp := filepath.Join(dir, "sock")
+	tmp := filepath.Join(dir, "s")
+	if longest := maxUnixPath - max(0, len(tmp)-len(path)); len(path) > longest {
+		return nil, fmt.Errorf("--listen unix:%s: the path is too long for a Unix socket (%d bytes, at most %d here); choose a shorter one", path, len(path), longest)
+	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("--listen unix:%s: %w", path, err)
 	}
 	ln.SetUnlinkOnClose(false)
-	if err := os.Chmod(tmp, 0o600); err != nil {
+	fail := func(err error) (net.Listener, error) {
 		ln.Close()
-		return nil, fmt.Errorf("--listen unix:%s: %w", path, err)
+		return nil, err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("--listen unix:%s: %w", path, err)
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return fail(fmt.Errorf("--listen unix:%s: %w", path, err))
+	}
+	err = os.Link(tmp, path)
+	if errors.Is(err, fs.ErrExist) {
+		if err := removeStaleSocket(path); err != nil {
+			return fail(err)
+		}
+		err = os.Link(tmp, path)
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return fail(fmt.Errorf("--listen unix:%s: another server took the path just now (another wa-sidecar starting?); choose another path", path))
+	}
+	if err != nil {
+		return fail(fmt.Errorf("--listen unix:%s: %w", path, err))
 	}
 	fi, err := os.Lstat(path)
 	if err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("--listen unix:%s: %w", path, err)
+		return fail(fmt.Errorf("--listen unix:%s: %w", path, err))
 	}
 	return &unixListener{UnixListener: ln, path: path, file: fi}, nil
 }
 
+// maxUnixPath is the longest path a Unix socket can be bound at on Linux
+// (sun_path holds 108 bytes with the terminating NUL).
+const maxUnixPath = 107
+
+// privateDir makes a directory only this user can enter, with a short name
+// so that a socket path in it is not much longer than one beside it.
+func privateDir(parent string) (string, error) {
+	for range 100 {
+		var b [4]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", err
+		}
+		dir := filepath.Join(parent, ".wa"+hex.EncodeToString(b[:]))
+		err := os.Mkdir(dir, 0o700)
+		if err == nil {
+			return dir, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return "", err
+		}
+	}
+	return "", errors.New("no free temporary name")
+}
+
+// removeStaleSocket clears path for a new socket: only a socket nobody
+// answers on, left over from a sidecar that died, is removed; a live one
+// or any other kind of file is left alone, and the error says what is
+// there.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("--listen unix:%s: %w", path, err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("--listen unix:%s: a %s is already there and it is not a socket; choose another path, or move it away", path, fileKind(fi.Mode()))
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("--listen unix:%s: a server already answers there (another wa-sidecar?); choose another path", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("--listen unix:%s: stale socket file: %w", path, err)
+	}
+	return nil
+}
+
 // unixListener is a Unix socket listener that was bound elsewhere and
-// moved to path: it reports path as its address, and on Close removes the
+// linked at path: it reports path as its address, and on Close removes the
 // socket file if it is still the one it put there.
 type unixListener struct {
 	*net.UnixListener

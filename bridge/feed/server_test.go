@@ -788,3 +788,49 @@ func TestPushModeReconnects(t *testing.T) {
 		}
 	}
 }
+
+// TestUnixListenOneWinner: two sidecars starting at once on one path; only
+// one may get it, the other must be told.
+func TestUnixListenOneWinner(t *testing.T) {
+	for round := range 30 {
+		path := filepath.Join(t.TempDir(), "feed.sock")
+		type res struct {
+			ln  net.Listener
+			err error
+		}
+		results := make(chan res, 2)
+		for range 2 {
+			go func() {
+				ln, err := Listen("unix:" + path)
+				results <- res{ln, err}
+			}()
+		}
+		a, b := <-results, <-results
+		won := 0
+		for _, r := range []res{a, b} {
+			if r.err == nil {
+				won++
+				r.ln.Close()
+			} else if !strings.Contains(r.err.Error(), "unix:"+path) {
+				t.Errorf("round %d: the error does not name the path: %v", round, r.err)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("round %d: %d listeners got %s (errors: %v, %v)", round, won, path, a.err, b.err)
+		}
+	}
+}
+
+// TestUnixListenPathTooLong: a path too long for a socket is refused with a
+// message about the user's path, not the temporary one.
+func TestUnixListenPathTooLong(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, strings.Repeat("s", max(1, 104-len(dir)))+".sock")
+	_, err := Listen("unix:" + path)
+	if err == nil || !strings.Contains(err.Error(), "too long") || strings.Contains(err.Error(), "/.wa") {
+		t.Fatalf("Listen on a %d-byte path: %v", len(path), err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("left behind: %v", ents)
+	}
+}
