@@ -18,6 +18,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"golang.org/x/sys/unix"
 
+	"github.com/wa-sidecar/wa-sidecar/bridge"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
@@ -119,10 +120,18 @@ const ansiCyan = "\x1b[36m"
 // the sidecar's own records have their level, so the bridge's lines stand
 // apart from the sidecar's at a glance and the QR code it draws stays in
 // one column.
+//
+// The rows of a QR code the bridge draws are left out: at a terminal the
+// sidecar draws the code itself, in one block under a line that says what
+// to do with it (bridge.Options.QRWriter), and the bridge's copy, each row
+// behind a gutter, only made the person scroll past it twice.
 func terminalLine(w io.Writer) func(procmon.Line) {
 	var mu sync.Mutex
 	var b []byte
 	return func(l procmon.Line) {
+		if bridge.ParseLine(l.Text).Kind == bridge.LineQRRow {
+			return
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		b = append(b[:0], ansiDim...)

@@ -307,3 +307,26 @@ func TestLogSinkWriteWaitGivesUpOnAStalledReader(t *testing.T) {
 		t.Fatal("no drop notice after a stalled reader")
 	}
 }
+
+// TestTerminalLineLeavesOutQRRows: at a terminal the sidecar draws the QR
+// code itself, so the bridge's own rows of it are not shown a second time;
+// every other line is.
+func TestTerminalLineLeavesOutQRRows(t *testing.T) {
+	var out bytes.Buffer
+	show := terminalLine(&out)
+	for _, text := range []string{
+		"📱 Scan this QR code with WhatsApp on your phone:",
+		"█▀▀▀▀▀▀▀██▀▀█▀▀▀█▀█▀▀██▀▀█▀▀▀▀▀▀▀█",
+		"█ █▀▀▀█ █▀█▀ █  █▀   ▄ ▀▀▀ █ █▀▀▀█ █",
+		"Waiting for scan...",
+	} {
+		show(procmon.Line{Stream: procmon.Stdout, Pid: 7, Text: []byte(text)})
+	}
+	got := out.String()
+	if strings.Contains(got, "█") {
+		t.Fatalf("a QR row was shown:\n%s", got)
+	}
+	if !strings.Contains(got, "Scan this QR code") || !strings.Contains(got, "Waiting for scan...") {
+		t.Fatalf("other lines are missing:\n%s", got)
+	}
+}
