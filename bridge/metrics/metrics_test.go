@@ -220,14 +220,7 @@ func TestMetricsFollowTheBridge(t *testing.T) {
 // TestParkedStatesAndSpawnFailures feeds events a monitor would emit for a
 // state a layer above parks the bridge in, and for a spawn that failed.
 func TestParkedStatesAndSpawnFailures(t *testing.T) {
-	m, err := procmon.New(procmon.Config{Command: []string{fakeBridge}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := New(m, Options{})
-	defer x.sub.Close()
-	srv := httptest.NewServer(x.Handler())
-	defer srv.Close()
+	x, srv := unstarted(t)
 
 	fams := scrape(t, srv)
 	if _, ok := value(fams, "wa_sidecar_bridge_last_exit_code"); ok {
@@ -321,14 +314,7 @@ func TestTypesAndFormat(t *testing.T) {
 // from after falling behind: the restarts it skipped are still counted,
 // under the class of the last exit.
 func TestResyncCountsSkippedRestarts(t *testing.T) {
-	m, err := procmon.New(procmon.Config{Command: []string{fakeBridge}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := New(m, Options{})
-	defer x.sub.Close()
-	srv := httptest.NewServer(x.Handler())
-	defer srv.Close()
+	x, srv := unstarted(t)
 
 	now := time.Now().Add(-time.Minute)
 	x.apply(procmon.Event{Status: procmon.Status{State: procmon.StateRunning, Ready: true, Restarts: 3, ConsecutiveFailures: 3,
@@ -369,4 +355,19 @@ func TestRunReturnsWhenCancelled(t *testing.T) {
 	if err := x.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// unstarted returns metrics over a monitor that never runs, to be fed
+// events by hand, and a server for scraping them.
+func unstarted(t *testing.T) (*Metrics, *httptest.Server) {
+	t.Helper()
+	m, err := procmon.New(procmon.Config{Command: []string{fakeBridge}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := New(m, Options{})
+	t.Cleanup(func() { x.sub.Close() })
+	srv := httptest.NewServer(x.Handler())
+	t.Cleanup(srv.Close)
+	return x, srv
 }

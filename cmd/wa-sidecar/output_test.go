@@ -211,17 +211,7 @@ func firstDiff(got, want string) string {
 // than a stall; what did not fit is written later, whole; later batches
 // are dropped and counted; and every line that arrives is whole.
 func TestLogSinkOnAStalledPipe(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
-	nb := reopenNonblocking(w)
-	if nb == nil {
-		t.Fatal("a pipe could not be opened again without blocking")
-	}
-	defer nb.Close()
+	r, w, nb := reopenedPipe(t)
 	s := &logSink{w: nb, nb: nb, direct: true, limit: 4096, json: true}
 	startLogSink(s)
 	s.stall = 50 * time.Millisecond
@@ -284,17 +274,7 @@ func TestReopenNonblockingLeavesOthersAlone(t *testing.T) {
 		nb.Close()
 		t.Fatal("a regular file was reopened")
 	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
-	nb := reopenNonblocking(w)
-	if nb == nil {
-		t.Fatal("a pipe could not be reopened")
-	}
-	defer nb.Close()
+	_, w, _ := reopenedPipe(t)
 	flags, err := unix.FcntlInt(w.Fd(), unix.F_GETFL, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -343,4 +323,21 @@ func TestStdoutAndStderrOnOnePipeShareASink(t *testing.T) {
 	w.Close()
 	w2.Close()
 	ow.Close()
+}
+
+// reopenedPipe returns a pipe's two ends and its write end opened again
+// without blocking, all closed when the test ends.
+func reopenedPipe(t *testing.T) (r, w, nb *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	nb = reopenNonblocking(w)
+	if nb == nil {
+		t.Fatal("a pipe could not be opened again without blocking")
+	}
+	t.Cleanup(func() { nb.Close() })
+	return r, w, nb
 }
