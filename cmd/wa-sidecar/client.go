@@ -200,15 +200,25 @@ func (s *clientConn) printJSON(v any) {
 	fmt.Fprintln(s.out, string(b))
 }
 
-func statusAction(c *cli.Context) error {
-	s, err := newSession(c, withToken)
+// withSession finds the sidecar (see newSession) and runs fn with a
+// context that ends after --timeout.
+func withSession(c *cli.Context, wantToken bool, fn func(ctx context.Context, s *clientConn) error) error {
+	s, err := newSession(c, wantToken)
 	if err != nil {
 		return err
 	}
 	defer s.client.Close()
-	s.noteGuess(c)
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 	defer cancel()
+	return fn(ctx, s)
+}
+
+func statusAction(c *cli.Context) error {
+	return withSession(c, withToken, func(ctx context.Context, s *clientConn) error { return status(ctx, c, s) })
+}
+
+func status(ctx context.Context, c *cli.Context, s *clientConn) error {
+	s.noteGuess(c)
 	resp, err := s.client.Get(ctx, "/v1/status")
 	if err != nil {
 		return clientError(err, s.client.Addr())
@@ -251,54 +261,52 @@ func httpError(resp *http.Response, body []byte) error {
 
 func opAction(op string) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		s, err := newSession(c, withToken)
-		if err != nil {
-			return err
-		}
-		defer s.client.Close()
-		ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
-		defer cancel()
-		if s.guessed {
-			return s.noTokenForGuess(ctx, op)
-		}
-		if !s.hasTok {
-			return cli.Exit(fmt.Sprintf("wa-sidecar: %s needs the sidecar's control token, and none was found (looked at %s); run as the user that started the sidecar, or pass --token-file", op, s.tokHint), exitDenied)
-		}
-		ws, err := s.client.Events(ctx)
+		return withSession(c, withToken, func(ctx context.Context, s *clientConn) error { return doOp(ctx, s, op) })
+	}
+}
+
+// doOp sends one control op over the websocket and reports its result.
+func doOp(ctx context.Context, s *clientConn, op string) error {
+	if s.guessed {
+		return s.noTokenForGuess(ctx, op)
+	}
+	if !s.hasTok {
+		return cli.Exit(fmt.Sprintf("wa-sidecar: %s needs the sidecar's control token, and none was found (looked at %s); run as the user that started the sidecar, or pass --token-file", op, s.tokHint), exitDenied)
+	}
+	ws, err := s.client.Events(ctx)
+	if err != nil {
+		return clientError(err, s.client.Addr())
+	}
+	defer ws.CloseNow()
+	id := fmt.Sprintf("cli-%d", os.Getpid())
+	req, _ := json.Marshal(map[string]string{"op": op, "id": id})
+	if err := ws.Write(ctx, websocket.MessageText, req); err != nil {
+		return clientError(err, s.client.Addr())
+	}
+	for {
+		_, b, err := ws.Read(ctx)
 		if err != nil {
 			return clientError(err, s.client.Addr())
 		}
-		defer ws.CloseNow()
-		id := fmt.Sprintf("cli-%d", os.Getpid())
-		req, _ := json.Marshal(map[string]string{"op": op, "id": id})
-		if err := ws.Write(ctx, websocket.MessageText, req); err != nil {
-			return clientError(err, s.client.Addr())
+		m, err := feed.DecodeMessage(b)
+		if err != nil || m.Type != feed.TypeResult || string(m.ID) != `"`+id+`"` {
+			continue
 		}
-		for {
-			_, b, err := ws.Read(ctx)
-			if err != nil {
-				return clientError(err, s.client.Addr())
-			}
-			m, err := feed.DecodeMessage(b)
-			if err != nil || m.Type != feed.TypeResult || string(m.ID) != `"`+id+`"` {
-				continue
-			}
-			ws.Close(websocket.StatusNormalClosure, "")
-			if s.json {
-				fmt.Fprintln(s.out, string(b))
-			}
-			if !m.OK {
-				code := exitError
-				if strings.Contains(m.Error, "token") {
-					code = exitDenied
-				}
-				return cli.Exit("wa-sidecar: "+op+": "+m.Error, code)
-			}
-			if !s.json && m.Status != nil {
-				fmt.Fprintf(s.out, "%s: done; %s\n", op, statusLine(*m.Status, time.Now(), s.colour))
-			}
-			return nil
+		ws.Close(websocket.StatusNormalClosure, "")
+		if s.json {
+			fmt.Fprintln(s.out, string(b))
 		}
+		if !m.OK {
+			code := exitError
+			if strings.Contains(m.Error, "token") {
+				code = exitDenied
+			}
+			return cli.Exit("wa-sidecar: "+op+": "+m.Error, code)
+		}
+		if !s.json && m.Status != nil {
+			fmt.Fprintf(s.out, "%s: done; %s\n", op, statusLine(*m.Status, time.Now(), s.colour))
+		}
+		return nil
 	}
 }
 
@@ -320,14 +328,11 @@ func (s *clientConn) noTokenForGuess(ctx context.Context, op string) error {
 }
 
 func healthcheckAction(c *cli.Context) error {
-	s, err := newSession(c, noToken)
-	if err != nil {
-		return err
-	}
-	defer s.client.Close()
+	return withSession(c, noToken, func(ctx context.Context, s *clientConn) error { return healthcheck(ctx, c, s) })
+}
+
+func healthcheck(ctx context.Context, c *cli.Context, s *clientConn) error {
 	s.noteGuess(c)
-	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
-	defer cancel()
 	path := "/healthz"
 	if c.Bool("ready") {
 		path = "/readyz"
