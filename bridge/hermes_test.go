@@ -88,11 +88,7 @@ func TestPairingFromJSONLines(t *testing.T) {
 }
 
 func TestLoggedOutParksUntilCredsChange(t *testing.T) {
-	c := simConfig(t)
-	pair(t, c.SessionDir)
-	c.CrashAfter = 200 * time.Millisecond
-	c.Crashes = []sim.Crash{sim.CrashLogout}
-	h := start(t, simCommand(c), testOptions(c))
+	c, h := startCrashing(t, 200*time.Millisecond, sim.CrashLogout)
 
 	first := h.next(procmon.EventStarted)
 	ex := h.nextUnless(procmon.EventExited, procmon.EventStarting)
@@ -140,11 +136,7 @@ func repair(t *testing.T, session string) {
 }
 
 func TestDeletingTheSessionResumesAPairing(t *testing.T) {
-	c := simConfig(t)
-	pair(t, c.SessionDir)
-	c.CrashAfter = 200 * time.Millisecond
-	c.Crashes = []sim.Crash{sim.CrashLogout}
-	h := start(t, simCommand(c), testOptions(c))
+	c, h := startCrashing(t, 200*time.Millisecond, sim.CrashLogout)
 	h.nextUnless(procmon.Kind(StateNeedsPairing), procmon.EventBackoff)
 	if err := os.RemoveAll(c.SessionDir); err != nil {
 		t.Fatal(err)
@@ -158,22 +150,14 @@ func TestDeletingTheSessionResumesAPairing(t *testing.T) {
 }
 
 func TestOtherExit1IsRespawned(t *testing.T) {
-	c := simConfig(t)
-	pair(t, c.SessionDir)
-	c.CrashAfter = 100 * time.Millisecond
-	c.Crashes = []sim.Crash{sim.CrashException}
-	h := start(t, simCommand(c), testOptions(c))
+	_, h := startCrashing(t, 100*time.Millisecond, sim.CrashException)
 	h.next(procmon.EventExited)
 	h.nextUnless(procmon.EventBackoff, procmon.Kind(StateNeedsPairing))
 	h.next(procmon.EventStarted)
 }
 
 func TestAbortIsASignalDeath(t *testing.T) {
-	c := simConfig(t)
-	pair(t, c.SessionDir)
-	c.CrashAfter = 100 * time.Millisecond
-	c.Crashes = []sim.Crash{sim.CrashAbort}
-	h := start(t, simCommand(c), testOptions(c))
+	_, h := startCrashing(t, 100*time.Millisecond, sim.CrashAbort)
 	ex := h.next(procmon.EventExited)
 	if ex.Exit.Signal == nil || *ex.Exit.Signal != "SIGABRT" || ex.Exit.Class != procmon.ClassFailure {
 		t.Fatalf("abort: %s", ex.Exit.Describe())
@@ -414,4 +398,15 @@ func TestExitTailsCarryNoQRCode(t *testing.T) {
 		}
 		h.shutdown()
 	}
+}
+
+// startCrashing runs a paired simulated bridge that crashes the given way
+// once it has been up for after.
+func startCrashing(t *testing.T, after time.Duration, crash sim.Crash) (sim.Config, *harness) {
+	t.Helper()
+	c := simConfig(t)
+	pair(t, c.SessionDir)
+	c.CrashAfter = after
+	c.Crashes = []sim.Crash{crash}
+	return c, start(t, simCommand(c), testOptions(c))
 }
