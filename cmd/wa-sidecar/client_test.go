@@ -125,10 +125,7 @@ func TestClientCommandsAgainstARealSidecar(t *testing.T) {
 	}
 	p.waitLog("bridge started")
 
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(); code != 0 {
-		t.Fatalf("sidecar exit %d", code)
-	}
+	p.stopOK()
 	done := make(chan error, 1)
 	go func() { done <- watch.Wait() }()
 	select {
@@ -243,10 +240,7 @@ func TestSecondRunOnOneStateDirExits75(t *testing.T) {
 	if _, stderr, code := cliRun(t, bin, env, "stop", "--state-dir", state); code != 0 {
 		t.Fatalf("stop after the second runs: exit %d, %q", code, stderr)
 	}
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(); code != 0 {
-		t.Fatalf("sidecar exit %d", code)
-	}
+	p.stopOK()
 	// Its lock went with it: the next sidecar on this state directory starts.
 	q := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--", fake, "-hang")
 	q.waitLog("bridge started") // its signal handlers are in place
@@ -435,10 +429,7 @@ func TestRunWarnsOfAReadableTokenFile(t *testing.T) {
 	if strings.Contains(p.logText(), "shared-token") {
 		t.Error("the log holds the token")
 	}
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(); code != 0 {
-		t.Fatalf("sidecar exit %d", code)
-	}
+	p.stopOK()
 }
 
 // TestHealthcheckWhileTheBridgeIsDown: a container's HEALTHCHECK (plain
@@ -457,8 +448,5 @@ func TestHealthcheckWhileTheBridgeIsDown(t *testing.T) {
 	if _, _, code := cliRun(t, bin, env, "healthcheck", "--ready", "--state-dir", state); code != 1 {
 		t.Fatalf("healthcheck --ready during backoff: exit %d", code)
 	}
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
+	p.stopOK()
 }

@@ -104,6 +104,27 @@ func startCmd(t *testing.T, cmd *exec.Cmd) *sidecarProc {
 	return p
 }
 
+// stopOK sends SIGTERM and expects the sidecar to exit 0.
+func (p *sidecarProc) stopOK() {
+	p.t.Helper()
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		p.t.Fatalf("sidecar exit code %d after SIGTERM", code)
+	}
+}
+
+// stopOK sends cmd SIGTERM and expects it to exit 0 with its bridge gone.
+func stopOK(t *testing.T, cmd *exec.Cmd, bridge int) {
+	t.Helper()
+	cmd.Process.Signal(syscall.SIGTERM)
+	if code := exitCode(t, cmd); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if proctest.Running(bridge) {
+		t.Fatal("bridge still running")
+	}
+}
+
 // waitLog waits for a record whose msg contains substr and returns it.
 func (p *sidecarProc) waitLog(substr string) map[string]any {
 	p.t.Helper()
@@ -290,10 +311,7 @@ func TestHangupRestartsAndUserSignalsAreForwarded(t *testing.T) {
 	if proctest.Running(first) {
 		t.Fatal("old bridge still running after SIGHUP")
 	}
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
+	p.stopOK()
 }
 
 func TestBridgeFailureNeverEndsTheSidecar(t *testing.T) {
@@ -303,10 +321,7 @@ func TestBridgeFailureNeverEndsTheSidecar(t *testing.T) {
 	// Parked, not exited: it still answers signals and restarts on SIGHUP.
 	p.signal(syscall.SIGHUP)
 	p.waitLog("bridge started")
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
+	p.stopOK()
 }
 
 func TestSubreaperReapsOrphans(t *testing.T) {
@@ -322,10 +337,7 @@ func TestSubreaperReapsOrphans(t *testing.T) {
 	if z := proctest.ZombieChildren(p.cmd.Process.Pid); len(z) > 0 {
 		t.Fatalf("zombies under the sidecar: %v", z)
 	}
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
+	p.stopOK()
 }
 
 // startWithStderr starts the sidecar with its stderr on a pipe whose read
@@ -429,13 +441,7 @@ func unreadPipeBlocksNothing(t *testing.T, stream string) {
 	w.Close()
 	waitFile(t, done)
 	bridge := proctest.WaitPids(t, pids, 1)[0]
-	cmd.Process.Signal(syscall.SIGTERM)
-	if code := exitCode(t, cmd); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
-	if proctest.Running(bridge) {
-		t.Fatal("bridge still running")
-	}
+	stopOK(t, cmd, bridge)
 }
 
 // TestClosedStderrIsNotFatal: the reader of the sidecar's stderr went away
@@ -447,13 +453,7 @@ func TestClosedStderrIsNotFatal(t *testing.T) {
 	cmd, r := startWithStderr(t, bin, "run", "--", fake, "-pidfile", pids, "-hang")
 	bridge := proctest.WaitPids(t, pids, 1)[0]
 	r.Close()
-	cmd.Process.Signal(syscall.SIGTERM)
-	if code := exitCode(t, cmd); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
-	if proctest.Running(bridge) {
-		t.Fatal("bridge still running")
-	}
+	stopOK(t, cmd, bridge)
 }
 
 // TestHermesHomeFromEnvironment: like every flag, --hermes-home can come

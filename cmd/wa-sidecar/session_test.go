@@ -65,10 +65,7 @@ func TestBridgeLogOff(t *testing.T) {
 	root := t.TempDir()
 	p := startSidecar(t, sidecar, "run", "--session-dir", filepath.Join(root, "session"), "--bridge-log", "off", "--", fake, "-say", "hi", "-hang")
 	p.waitLog("hi")
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(); code != 0 {
-		t.Fatalf("exit %d", code)
-	}
+	p.stopOK()
 	if _, err := os.Stat(filepath.Join(root, "bridge.log")); !os.IsNotExist(err) {
 		t.Fatalf("bridge.log written with --bridge-log off: %v", err)
 	}
@@ -120,8 +117,5 @@ func TestPortBusyNamesTheHolderOnTheWire(t *testing.T) {
 	if busy["holder_pid"] != me || busy["holder_name"] != signals.ProcessName(os.Getpid()) || busy["port"] != float64(ln.Addr().(*net.TCPAddr).Port) {
 		t.Fatalf("port_busy on the wire does not name this test (pid %v) as the holder: %v", me, busy)
 	}
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(); code != 0 {
-		t.Fatalf("sidecar exited %d", code)
-	}
+	p.stopOK()
 }
