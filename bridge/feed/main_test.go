@@ -151,16 +151,22 @@ func (p *peer) read() Message {
 	return m
 }
 
+// pop returns the next message: a held-back one first, else one read.
+func (p *peer) pop() Message {
+	p.t.Helper()
+	if len(p.backlog) > 0 {
+		m := p.backlog[0]
+		p.backlog = p.backlog[1:]
+		return m
+	}
+	return p.read()
+}
+
 // next reads until an event of one of kinds.
 func (p *peer) next(kinds ...procmon.Kind) Message {
 	p.t.Helper()
 	for {
-		var m Message
-		if len(p.backlog) > 0 {
-			m, p.backlog = p.backlog[0], p.backlog[1:]
-		} else {
-			m = p.read()
-		}
+		m := p.pop()
 		for _, k := range kinds {
 			if m.Type == TypeEvent && m.Event == k {
 				return m
@@ -176,12 +182,7 @@ func (p *peer) untilState(st procmon.State) Message {
 		return p.hello
 	}
 	for {
-		var m Message
-		if len(p.backlog) > 0 {
-			m, p.backlog = p.backlog[0], p.backlog[1:]
-		} else {
-			m = p.read()
-		}
+		m := p.pop()
 		if m.Type == TypeEvent && m.Status.State == st {
 			return m
 		}
