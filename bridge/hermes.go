@@ -166,12 +166,10 @@ func (h *Hermes) Configure(cfg *procmon.Config) {
 	}
 }
 
-// observe runs on the monitor's output readers, once per line: it must not
-// block, so it parses and queues.
+// observe runs on the monitor's output readers, for each line whose first
+// byte is in startBytes (the Output hook rules the others out): it must
+// not block, so it parses and queues.
 func (h *Hermes) observe(l procmon.Line) {
-	if len(l.Text) == 0 || !startBytes[l.Text[0]] {
-		return // ParseLine's own first check, without building a Line
-	}
 	p := ParseLine(l.Text)
 	if p.Kind == LineOther {
 		return

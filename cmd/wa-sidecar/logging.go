@@ -29,9 +29,8 @@ func newLogger(format, level string, w *os.File) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
 	}
-	tty := isatty.IsTerminal(w.Fd()) || isatty.IsCygwinTerminal(w.Fd())
-	json := strings.ToLower(format) == "json" || strings.ToLower(format) == "auto" && !tty
-	out := sinkFor(w, json)
+	tty := isTerminal(w)
+	out := sinkFor(w, jsonLog(format, w))
 	switch strings.ToLower(format) {
 	case "auto":
 		if tty {
@@ -45,6 +44,13 @@ func newLogger(format, level string, w *os.File) (*slog.Logger, error) {
 	default:
 		return nil, fmt.Errorf("--log-format %q: use auto, text or json", format)
 	}
+}
+
+// jsonLog reports whether the sidecar's log on w is JSON lines: asked for,
+// or --log-format auto away from a terminal.
+func jsonLog(format string, w *os.File) bool {
+	f := strings.ToLower(format)
+	return f == "json" || f == "auto" && !isTerminal(w)
 }
 
 func textHandler(w io.Writer, lv slog.Level, colour bool) slog.Handler {
@@ -87,8 +93,7 @@ func bridgeOutput(cfg *procmon.Config, logger *slog.Logger, mode, format string,
 	case bridgeOutputRaw:
 		// The notice of dropped output, the one line the sidecar adds,
 		// is worded in the log's format.
-		f := strings.ToLower(format)
-		json := f == "json" || f == "auto" && !isatty.IsTerminal(stderr.Fd())
+		json := jsonLog(format, stderr)
 		out, errOut := sinkFor(stdout, json), sinkFor(stderr, json)
 		cfg.OutputRaw = func(s procmon.Stream, b []byte) {
 			if s == procmon.Stderr {
@@ -102,7 +107,7 @@ func bridgeOutput(cfg *procmon.Config, logger *slog.Logger, mode, format string,
 	if !logger.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
-	tty := isatty.IsTerminal(stderr.Fd()) || isatty.IsCygwinTerminal(stderr.Fd())
+	tty := isTerminal(stderr)
 	format = strings.ToLower(format)
 	if format == "text" && tty || format == "auto" && tty {
 		cfg.Output = terminalLine(sinkFor(stderr, false))

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/mattn/go-isatty"
 	"github.com/urfave/cli/v2"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge"
@@ -73,7 +72,7 @@ func newHermes(c *cli.Context, t bridge.Target, logger *slog.Logger) (*bridge.He
 	if opts.HealthFailures < 1 { // 0 would silently mean the default
 		return nil, usageError("--health-failures must be at least 1 (got %d)", opts.HealthFailures)
 	}
-	if isatty.IsTerminal(os.Stderr.Fd()) {
+	if isTerminal(os.Stderr) {
 		// Through the log sink, in order with the log and never blocking.
 		opts.QRWriter = sinkFor(os.Stderr, false)
 	}
