@@ -35,9 +35,8 @@ func runToFiles(t *testing.T, args ...string) (stdout, stderr string) {
 	done := filepath.Join(dir, "done")
 	cmd := startOn(t, outF, errF, append(append([]string{bin}, args...), "-done-file", done, "-hang")...)
 	waitFile(t, done)
-	// The done file is written after the output; give the sidecar's
-	// readers the moment they need to take in the last of it.
-	time.Sleep(200 * time.Millisecond)
+	// Stopping must not lose what the bridge wrote: the readers drain its
+	// pipes to the end, and the sinks are written out, before the exit.
 	cmd.Process.Signal(syscall.SIGTERM)
 	if code := exitCode(t, cmd); code != 0 {
 		t.Fatalf("exit code %d", code)
