@@ -3,6 +3,7 @@ package procmon
 import (
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -163,5 +164,99 @@ func TestKeepInTailLeavesSecretsOut(t *testing.T) {
 	ex := h.next(EventExited)
 	if got := strings.Join(ex.Exit.Tail, "|"); got != "before|after" {
 		t.Fatalf("tail %q", got)
+	}
+}
+
+func TestHoldWaitsInStandbyWithoutCountingOrRestarting(t *testing.T) {
+	var holding atomic.Bool
+	holding.Store(true)
+	calls := atomic.Int32{}
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: fast, Hold: func() *Park {
+		calls.Add(1)
+		if holding.Load() {
+			return &Park{State: "yielded", Reason: "port_held", Message: "pid 42 holds the port", Recheck: 5 * time.Millisecond, Data: map[string]any{"holder_pid": 42}}
+		}
+		return nil
+	}})
+	ev := h.next(Kind("yielded"))
+	if ev.Status.State != "yielded" || ev.Reason != "port_held" || ev.Data["holder_pid"] != 42 || ev.Status.NextStartAt == nil {
+		t.Fatalf("standby event: %+v", ev)
+	}
+	// Several rechecks find the same situation: no new event, no failure,
+	// no restart counted.
+	for calls.Load() < 5 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := h.m.Status(); st.State != "yielded" || st.ConsecutiveFailures != 0 || st.Restarts != 0 || st.Pid != 0 {
+		t.Fatalf("status while held: %+v", st)
+	}
+	holding.Store(false)
+	started := h.nextUnless(EventStarted, Kind("yielded"), EventSpawnFailed, EventBackoff)
+	if started.Status.Restarts != 0 || started.Status.Message != "" {
+		t.Fatalf("after the hold: %+v", started.Status)
+	}
+	for _, k := range h.kinds() {
+		if k == EventStarting {
+			return // exactly one starting, for the spawn that happened
+		}
+	}
+	t.Fatal("no starting event before the spawn")
+}
+
+func TestHoldSituationChangeIsAnEvent(t *testing.T) {
+	n := atomic.Int32{}
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Hold: func() *Park {
+		switch n.Add(1) {
+		case 1:
+			return &Park{State: "yielded", Message: "pid 1 holds the port", Recheck: time.Millisecond}
+		case 2:
+			return &Park{State: "yielded", Message: "pid 2 holds the port", Recheck: time.Millisecond}
+		}
+		return nil
+	}})
+	if ev := h.next(Kind("yielded")); ev.Message != "pid 1 holds the port" {
+		t.Fatalf("first: %+v", ev)
+	}
+	if ev := h.next(Kind("yielded")); ev.Message != "pid 2 holds the port" {
+		t.Fatalf("second: %+v", ev)
+	}
+	h.next(EventStarted)
+}
+
+func TestStopAndStartFromStandby(t *testing.T) {
+	var holding atomic.Bool
+	holding.Store(true)
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Hold: func() *Park {
+		if holding.Load() {
+			return &Park{State: "yielded", Message: "held", Recheck: time.Hour}
+		}
+		return nil
+	}})
+	h.next(Kind("yielded"))
+	if err := h.m.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if ev := h.next(EventStopped); ev.Status.State != StateStopped || ev.Status.NextStartAt != nil {
+		t.Fatalf("stopped from standby: %+v", ev.Status)
+	}
+	holding.Store(false)
+	if err := h.m.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	h.next(EventStarted)
+}
+
+func TestOnExitStandbyIsNotAFailure(t *testing.T) {
+	h := start(t, Config{Command: []string{fakeBridge, "-say", "Error: listen EADDRINUSE", "-exit", "1"}, Backoff: fast,
+		OnExit: func(rec ExitRecord) *Park {
+			return &Park{State: "yielded", Reason: "port_taken", Message: "the port was taken", Recheck: time.Hour}
+		}})
+	ex := h.next(EventExited)
+	if ex.Exit.Reason != "port_taken" {
+		t.Fatalf("exit record: %+v", ex.Exit)
+	}
+	ev := h.nextUnless(Kind("yielded"), EventBackoff, EventCrashloop)
+	if ev.Status.ConsecutiveFailures != 0 || ev.Status.Crashloop {
+		t.Fatalf("counted as a failure: %+v", ev.Status)
 	}
 }

@@ -58,8 +58,16 @@ type Config struct {
 	AfterSpawn func(signals.Identity)
 	// OnExit, if set, may park the child instead of respawning it after a
 	// failure: it returns the state to enter (such as "needs_pairing") and a
-	// message telling the user what to do. nil keeps the normal policy.
+	// message telling the user what to do. nil keeps the normal policy. A
+	// Park with a Recheck is a standby: the exit is not counted as a
+	// failure, and the next attempt comes after Recheck.
 	OnExit func(ExitRecord) *Park
+	// Hold, if set, runs in the monitor goroutine before each spawn, before
+	// anything else: a non-nil Park with a positive Recheck holds the spawn
+	// in its state (such as "yielded": another program's bridge has the
+	// port) without counting a failure or a restart, and Hold is asked
+	// again after Recheck. It must return promptly.
+	Hold func() *Park
 
 	// ExternalReadiness makes readiness wait for SetReady instead of being
 	// implied by a successful spawn.
@@ -122,11 +130,19 @@ func (c *Config) applyDefaults() {
 	}
 }
 
-// Park is a state the child waits in until a start command, with a
-// message saying what the user should do.
+// Park is a state the child waits in, with a message saying why and what
+// the user should do. Without a Recheck it waits for a start command;
+// with one it is a standby that the monitor leaves by itself.
 type Park struct {
 	State   State
 	Message string
+	// Reason is a machine-readable cause, carried in the state's event.
+	Reason string
+	// Recheck, when positive, is how long the monitor waits before it tries
+	// again (through Hold, when set).
+	Recheck time.Duration
+	// Data is added to the state's event.
+	Data map[string]any
 }
 
 // Monitor supervises one child. Its state lives in one goroutine (Run);
@@ -325,6 +341,9 @@ type loop struct {
 	exiting bool
 
 	backoff, kill, reset *time.Timer
+	// held is the standby the child waits in, so that a recheck that finds
+	// the same situation adds no event.
+	held *Park
 }
 
 func timerC(t *time.Timer) <-chan time.Time {
@@ -485,6 +504,13 @@ func (l *loop) forgiveIfParked() {
 func (l *loop) spawn() {
 	stopTimer(&l.backoff)
 	l.after = stayDown
+	if l.cfg.Hold != nil {
+		if p := l.cfg.Hold(); p != nil && p.Recheck > 0 {
+			l.standby(p)
+			return
+		}
+	}
+	l.held = nil
 	l.setState(StateStarting)
 	l.st.Message = ""
 	l.emit(Event{Kind: EventStarting, Attempt: l.spawns + 1})
@@ -699,10 +725,21 @@ func (l *loop) exited(r *run) {
 		}
 	case ClassShutdown:
 		l.st.LastExit = &rec
+		// At once: whoever stopped it (a gateway freeing the port for a
+		// bridge of its own, an OOM kill) should find it back before
+		// anything else can take its port. Only a child killed again
+		// within Backoff.Initial of its start waits that long, so that
+		// something that keeps killing it cannot make a tight loop.
+		if uptime >= l.cfg.Backoff.Initial {
+			l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
+			l.log.Info("bridge was shut down from outside; starting it again at once", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
+			l.spawn()
+			return
+		}
 		delay := l.cfg.Backoff.Initial
 		l.enterBackoff(delay)
 		l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
-		l.log.Info("bridge was shut down from outside; starting it again", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
+		l.log.Info("bridge was shut down from outside right after it started; starting it again after a delay", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
 		l.emit(Event{Kind: EventBackoff, DelayMS: delay.Milliseconds(), Attempt: l.spawns + 1, Reason: string(ClassShutdown)})
 	default:
 		l.failed(&rec, EventExited, func() {
@@ -717,10 +754,25 @@ func (l *loop) exited(r *run) {
 // of the exit without waiting for the log to be written.
 func (l *loop) failed(rec *ExitRecord, kind Kind, announce func()) {
 	l.st.LastExit = rec
+	var park *Park
+	if l.cfg.OnExit != nil {
+		park = l.cfg.OnExit(*rec)
+	}
+	if park != nil && park.Recheck > 0 {
+		// Not the bridge's fault (its port was taken as it started): the
+		// exit is told, and the monitor waits in the standby.
+		if park.Reason != "" && rec.Reason == "" {
+			rec.Reason = park.Reason
+		}
+		l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
+		l.log.Info("bridge exited: "+park.Message, "pid", rec.Pid, "exit", rec.Describe())
+		l.standby(park)
+		return
+	}
 	l.st.ConsecutiveFailures++
 	n := l.st.ConsecutiveFailures
 	if l.cfg.OnExit != nil {
-		if p := l.cfg.OnExit(*rec); p != nil {
+		if p := park; p != nil {
 			l.setState(p.State)
 			l.st.Message = p.Message
 			l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
@@ -758,6 +810,27 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, announce func()) {
 	}
 	l.log.Info("restarting the bridge after a delay", "delay", delay.Round(time.Millisecond).String(), "failures", n)
 	l.emit(Event{Kind: EventBackoff, DelayMS: delay.Milliseconds(), Attempt: l.spawns + 1, Reason: string(ClassFailure)})
+}
+
+// standby waits in p's state and tries again after p.Recheck. Entering it,
+// or finding a different situation on a recheck, is an event; finding the
+// same one again is not.
+func (l *loop) standby(p *Park) {
+	same := l.held != nil && l.st.State == p.State && l.held.Message == p.Message && l.held.Reason == p.Reason
+	l.held = p
+	if !same {
+		l.setState(p.State)
+	}
+	l.st.Message = p.Message
+	next := time.Now().Add(p.Recheck)
+	l.st.NextStartAt = &next
+	stopTimer(&l.backoff)
+	l.backoff = time.NewTimer(p.Recheck)
+	if same {
+		return
+	}
+	l.log.Warn("bridge on standby", "state", p.State, "reason", p.Reason, "message", p.Message)
+	l.emit(Event{Kind: Kind(p.State), Reason: p.Reason, Message: p.Message, Data: p.Data})
 }
 
 func (l *loop) enterBackoff(d time.Duration) {

@@ -140,11 +140,29 @@ func TestLongRunResetsWithoutTimer(t *testing.T) {
 }
 
 func TestUnrequestedShutdownIsNotAFailure(t *testing.T) {
+	// Killed right after each start: Initial between respawns, so that
+	// something that keeps killing it makes no tight loop.
 	h := start(t, Config{Command: []string{fakeBridge, "-signal", "15"}, Backoff: Backoff{Initial: 30 * time.Millisecond, Max: time.Second, Multiplier: 2}})
 	for i := 0; i < 3; i++ {
 		ev := h.next(EventBackoff)
 		if ev.DelayMS != 30 || ev.Status.ConsecutiveFailures != 0 || ev.Reason != "shutdown" {
 			t.Fatalf("shutdown %d: %+v", i, ev)
+		}
+	}
+}
+
+func TestOutsideShutdownOfARunningBridgeRespawnsAtOnce(t *testing.T) {
+	// Up longer than Initial: a gateway that SIGTERMs the bridge to take its
+	// port must find it back before its own bridge starts a second later.
+	h := start(t, Config{Command: []string{fakeBridge, "-signal", "15", "-after", "60ms"}, Backoff: Backoff{Initial: 30 * time.Millisecond, Max: time.Second, Multiplier: 2}})
+	for i := 0; i < 2; i++ {
+		ex := h.next(EventExited)
+		if ex.Exit.Class != ClassShutdown {
+			t.Fatalf("exit %d: %+v", i, ex.Exit)
+		}
+		ev := h.nextUnless(EventStarting, EventBackoff)
+		if ev.Status.ConsecutiveFailures != 0 {
+			t.Fatalf("respawn %d: %+v", i, ev.Status)
 		}
 	}
 }
