@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"syscall"
@@ -98,4 +99,34 @@ func BecomeSubreaper() error {
 		return fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
 	}
 	return nil
+}
+
+// maxCmdline bounds what Cmdline reads: a command line is at most a few
+// pages, and a hostile one must not make the sidecar read without end.
+const maxCmdline = 128 << 10
+
+// Cmdline returns pid's argument vector from /proc/PID/cmdline. A process
+// that rewrote its own arguments into one string (as some do) comes back
+// as that one element.
+func Cmdline(pid int) ([]string, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make([]byte, maxCmdline)
+	n, err := io.ReadFull(f, b)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	b = bytes.TrimRight(b[:n], "\x00")
+	if len(b) == 0 {
+		return nil, nil // a kernel thread or a zombie
+	}
+	parts := bytes.Split(b, []byte{0})
+	out := make([]string, len(parts))
+	for i, p := range parts {
+		out[i] = string(p)
+	}
+	return out, nil
 }

@@ -152,3 +152,21 @@ func TestSignalGroupNeedsOwnGroup(t *testing.T) {
 		t.Fatalf("status %v", ws)
 	}
 }
+
+func TestCmdline(t *testing.T) {
+	args, err := Cmdline(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(args) != len(os.Args) {
+		t.Fatalf("Cmdline = %q, want %q", args, os.Args)
+	}
+	for i := range args {
+		if args[i] != os.Args[i] {
+			t.Fatalf("Cmdline = %q, want %q", args, os.Args)
+		}
+	}
+	if _, err := Cmdline(1 << 30); err == nil {
+		t.Fatal("no error for a pid that cannot exist")
+	}
+}
