@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +37,19 @@ const (
 	EventCredsMissing    procmon.Kind = "creds_missing"    // creds.json is gone but a good copy exists
 	EventLeftoverStopped procmon.Kind = "leftover_stopped" // a bridge left by an earlier sidecar was stopped
 )
+
+// StateYielded is where the monitor waits while another bridge on this
+// session holds the port: the gateway's own, spawned when it found no
+// bridge it could adopt. The sidecar never signals it, checks the port
+// about once a second, and starts its bridge as soon as the port is free.
+const StateYielded procmon.State = "yielded"
+
+// ReasonPortHeldByBridge is the yielded event's reason.
+const ReasonPortHeldByBridge = "port_held_by_bridge"
+
+// YieldRecheck is how often the port is checked while yielded, so that the
+// sidecar's bridge starts within two seconds of the port being freed.
+const YieldRecheck = time.Second
 
 // DetailsKey is the key of the Guard's part of the status details.
 const DetailsKey = "session"
@@ -303,12 +317,8 @@ func (g *Guard) AfterSpawn(id signals.Identity) {
 // parent-death signal reaches only the bridge itself, so a node under npm
 // or sh outlives it in its group.
 func (g *Guard) stopLeftover() {
-	data, err := os.ReadFile(g.recordPath())
-	if err != nil {
-		return
-	}
-	var rec spawnRecord
-	if json.Unmarshal(data, &rec) != nil || rec.Pid <= 0 || rec.BootID == "" || rec.BootID != bootID() {
+	rec, ok := g.readRecord()
+	if !ok {
 		return
 	}
 	procs := leftoverGroup(rec.Identity)
@@ -339,6 +349,97 @@ func (g *Guard) stopLeftover() {
 		Data: map[string]any{"bridge_pid": rec.Pid, "name": name, "processes": stopped}})
 }
 
+// Hold is the monitor's Hold hook: while another bridge on this session
+// (not one an earlier sidecar left, which BeforeSpawn stops) holds the
+// port, the spawn waits in yielded instead of failing. Any other holder is
+// left to BeforeSpawn, which reports port_busy and backs off.
+func (g *Guard) Hold() *procmon.Park {
+	if g.cfg.Port == 0 {
+		return nil
+	}
+	if free, err := portFree(g.cfg.Port); err != nil || free {
+		return nil
+	}
+	holders, err := PortHolders(g.cfg.Port)
+	if err != nil {
+		return nil
+	}
+	ours := g.leftovers()
+	for _, h := range holders {
+		if h.Pid == 0 || ours[h.Identity] || !g.bridgeOnSession(h.Pid) {
+			continue
+		}
+		msg := fmt.Sprintf("another bridge on this session, pid %d (%s), holds port %d: most likely the gateway's own, "+
+			"started when it found no bridge it could use. wa-sidecar does not signal it, and starts its bridge "+
+			"within 2 s once the port is free. To hand the bridge over, restart the gateway after wa-sidecar "+
+			"(for example: systemctl --user restart hermes-gateway)", h.Pid, h.Name, g.cfg.Port)
+		return &procmon.Park{
+			State: StateYielded, Reason: ReasonPortHeldByBridge, Message: msg, Recheck: YieldRecheck,
+			// Not "pid": that is the event's own field.
+			Data: map[string]any{"port": g.cfg.Port, "holder_pid": h.Pid, "holder_name": h.Name},
+		}
+	}
+	return nil
+}
+
+// leftovers lists the processes of the bridge an earlier sidecar of this
+// session recorded, which BeforeSpawn stops rather than yields to.
+func (g *Guard) leftovers() map[signals.Identity]bool {
+	rec, ok := g.readRecord()
+	if !ok {
+		return nil
+	}
+	out := map[signals.Identity]bool{}
+	for _, id := range leftoverGroup(rec.Identity) {
+		out[id] = true
+	}
+	return out
+}
+
+// bridgeOnSession says whether pid runs with this session as its
+// --session argument, as every Hermes bridge does.
+func (g *Guard) bridgeOnSession(pid int) bool {
+	args, err := signals.Cmdline(pid)
+	if err != nil {
+		return false
+	}
+	for i, a := range args {
+		var dir string
+		switch {
+		case a == "--session" && i+1 < len(args):
+			dir = args[i+1]
+		case strings.HasPrefix(a, "--session="):
+			dir = a[len("--session="):]
+		default:
+			continue
+		}
+		if sameDir(dir, g.cfg.SessionDir, pid) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameDir compares a session path as another process gave it with ours.
+// A relative path is its own working directory's business, so it is read
+// against /proc/PID/cwd; symlinks are resolved on both sides.
+func sameDir(theirs, ours string, pid int) bool {
+	if !filepath.IsAbs(theirs) {
+		cwd, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd")
+		if err != nil {
+			return false
+		}
+		theirs = filepath.Join(cwd, theirs)
+	}
+	theirs, ours = filepath.Clean(theirs), filepath.Clean(ours)
+	if theirs == ours {
+		return true
+	}
+	a, errA := filepath.EvalSymlinks(theirs)
+	b, errB := filepath.EvalSymlinks(ours)
+	return errA == nil && errB == nil && a == b
+}
+
 func (g *Guard) checkPort() error {
 	if g.cfg.Port == 0 {
 		return nil
@@ -364,6 +465,19 @@ func (g *Guard) checkPort() error {
 	}
 	g.out.put(procmon.Event{Kind: EventPortBusy, Message: busy.Error(), Data: data})
 	return busy
+}
+
+// readRecord reads the last spawn on this session, if it was in this boot.
+func (g *Guard) readRecord() (spawnRecord, bool) {
+	var rec spawnRecord
+	data, err := os.ReadFile(g.recordPath())
+	if err != nil {
+		return rec, false
+	}
+	if json.Unmarshal(data, &rec) != nil || rec.Pid <= 0 || rec.BootID == "" || rec.BootID != bootID() {
+		return rec, false
+	}
+	return rec, true
 }
 
 // bootID names this boot of the machine.

@@ -95,7 +95,14 @@ type helper struct {
 // startHelper starts a helper process and waits for its first line.
 func startHelper(t *testing.T, kind string, env ...string) *helper {
 	t.Helper()
-	cmd := exec.Command(os.Args[0])
+	return startHelperArgs(t, kind, nil, env...)
+}
+
+// startHelperArgs is startHelper with arguments on the helper's command
+// line, for a helper that must look like a bridge (--session DIR).
+func startHelperArgs(t *testing.T, kind string, args []string, env ...string) *helper {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(append(os.Environ(), helperEnv+"="+kind), env...)
 	// Its own session, as a bridge left behind by a dead sidecar would be.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

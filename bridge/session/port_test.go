@@ -378,3 +378,75 @@ func TestParseGroupAndStart(t *testing.T) {
 		}
 	}
 }
+
+func TestBridgeOnOurSessionIsYieldedTo(t *testing.T) {
+	dir := newSession(t, pairedCreds)
+	// The gateway's own bridge: another program, on this session, holding
+	// the port.
+	theirs := startHelperArgs(t, "listen", []string{"--port", "0", "--session", dir}, "HELPER_PORT=0")
+	port := theirs.port(t)
+	g := openGuard(t, Config{SessionDir: dir, Port: port})
+	h := startMonitor(t, g, procmon.Config{Command: []string{fakeBridge, "-hang"}, Hold: g.Hold})
+
+	y := h.next(procmon.Kind(StateYielded))
+	if y.Reason != ReasonPortHeldByBridge || y.Data["holder_pid"] != theirs.cmd.Process.Pid || y.Data["port"] != port {
+		t.Fatalf("yielded event: %+v", y)
+	}
+	if y.Status.State != StateYielded || y.Status.ConsecutiveFailures != 0 || !strings.Contains(y.Status.Message, "restart the gateway") {
+		t.Fatalf("yielded status: %+v", y.Status)
+	}
+	// Freed (the gateway stopped its bridge): the sidecar's bridge starts,
+	// with no failure on the way.
+	theirs.cmd.Process.Kill()
+	ws := theirs.wait(t)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("the other bridge ended with %v before the test killed it", ws)
+	}
+	if got := theirs.said(); len(got) > 0 {
+		t.Fatalf("the other bridge was signalled: %q", got)
+	}
+	st := h.next(procmon.EventStarted)
+	if st.Status.ConsecutiveFailures != 0 || st.Status.Restarts != 0 {
+		t.Fatalf("after yielding: %+v", st.Status)
+	}
+	for _, k := range h.kinds() {
+		if k == EventPortBusy || k == procmon.EventSpawnFailed || k == procmon.EventCrashloop {
+			t.Fatalf("yielding counted as a failure: %v", h.kinds())
+		}
+	}
+}
+
+func TestBridgeOnAnotherSessionIsPortBusy(t *testing.T) {
+	dir := newSession(t, pairedCreds)
+	other := t.TempDir()
+	theirs := startHelperArgs(t, "listen", []string{"--session", other}, "HELPER_PORT=0")
+	g := openGuard(t, Config{SessionDir: dir, Port: theirs.port(t)})
+	if p := g.Hold(); p != nil {
+		t.Fatalf("held for a bridge on another session: %+v", p)
+	}
+	if err := g.BeforeSpawn(); err == nil {
+		t.Fatal("spawn allowed onto a held port")
+	}
+}
+
+func TestSameDir(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	me := os.Getpid()
+	wd, _ := os.Getwd()
+	rel, err := filepath.Rel(wd, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		theirs string
+		want   bool
+	}{{dir, true}, {dir + "/", true}, {link, true}, {rel, true}, {t.TempDir(), false}, {"", false}} {
+		if got := sameDir(c.theirs, dir, me); got != c.want {
+			t.Errorf("sameDir(%q) = %v", c.theirs, got)
+		}
+	}
+}
