@@ -19,6 +19,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/urfave/cli/v2"
 
+	"github.com/wa-sidecar/wa-sidecar/bridge"
 	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
@@ -51,7 +52,9 @@ func clientCommands() []*cli.Command {
 		cmd("stop", "stop the bridge and keep it down", opAction(feed.OpStop)),
 		cmd("start", "start the bridge after a stop, or give it another try after given_up", opAction(feed.OpStart)),
 		cmd("healthcheck", "exit 0 if the sidecar answers (with --ready: if the bridge is ready), else 1; for a container HEALTHCHECK", healthcheckAction,
-			&cli.BoolFlag{Name: "ready", Usage: "require the bridge to be up and ready, not just the sidecar"}),
+			&cli.BoolFlag{Name: "ready", Usage: "require the bridge to be up and ready, not just the sidecar"},
+			&cli.DurationFlag{Name: "wait", DefaultText: "ask once", Usage: "keep asking, about every 500 ms, until the answer is healthy or this long has passed (each request then takes at most 2s, or --timeout); " +
+				"stops at once when the bridge needs pairing or the sidecar gave up, since waiting cannot help"}),
 	}
 	for _, c := range cmds {
 		c.Description = "Examples:\n" + clientExamples[c.Name]
@@ -328,35 +331,188 @@ func (s *clientConn) noTokenForGuess(ctx context.Context, op string) error {
 }
 
 func healthcheckAction(c *cli.Context) error {
+	if c.IsSet("wait") {
+		wait := c.Duration("wait")
+		if wait <= 0 {
+			return usageError("--wait must be a positive duration such as 90s (got %s); leave it out to ask once", wait)
+		}
+		return healthcheckWait(c, wait)
+	}
 	return withSession(c, noToken, func(ctx context.Context, s *clientConn) error { return healthcheck(ctx, c, s) })
+}
+
+func healthcheckPath(c *cli.Context) string {
+	if c.Bool("ready") {
+		return "/readyz"
+	}
+	return "/healthz"
 }
 
 func healthcheck(ctx context.Context, c *cli.Context, s *clientConn) error {
 	s.noteGuess(c)
-	path := "/healthz"
-	if c.Bool("ready") {
-		path = "/readyz"
-	}
-	resp, err := s.client.Get(ctx, path)
+	a, err := askHealth(ctx, s, healthcheckPath(c))
 	if err != nil {
 		var ec cli.ExitCoder
 		errors.As(clientError(err, s.client.Addr()), &ec)
 		return cli.Exit(ec.Error(), exitError)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if s.json {
-		fmt.Fprint(s.out, string(body))
+		fmt.Fprint(s.out, string(a.body))
 	}
-	if resp.StatusCode != http.StatusOK {
-		var r struct{ Reason, Error string }
-		json.Unmarshal(body, &r)
-		return cli.Exit(fmt.Sprintf("wa-sidecar: unhealthy: %s", strings.TrimSpace(r.Reason+r.Error)), exitError)
+	if !a.ok {
+		return cli.Exit(fmt.Sprintf("wa-sidecar: unhealthy: %s", a.reason), exitError)
 	}
 	if !s.json {
 		fmt.Fprintln(s.out, "healthy")
 	}
 	return nil
+}
+
+// healthAnswer is the sidecar's reply to one health check.
+type healthAnswer struct {
+	ok     bool // 200
+	body   []byte
+	status string // the HTTP status line's text, e.g. "503 Service Unavailable"
+	state  string // the bridge's state, in a /readyz refusal
+	reason string // why it is not ok, as the sidecar says it
+}
+
+func askHealth(ctx context.Context, s *clientConn, path string) (healthAnswer, error) {
+	resp, err := s.client.Get(ctx, path)
+	if err != nil {
+		return healthAnswer{}, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	a := healthAnswer{ok: resp.StatusCode == http.StatusOK, body: body, status: resp.Status}
+	if !a.ok {
+		var r struct{ Reason, Error, State string }
+		json.Unmarshal(body, &r)
+		a.state, a.reason = r.State, strings.TrimSpace(r.Reason+r.Error)
+	}
+	return a, nil
+}
+
+// How healthcheck --wait asks: a request about every waitEvery, each
+// allowed waitRequest unless --timeout says otherwise, and a line on a
+// terminal at most every waitProgress.
+const (
+	waitEvery    = 500 * time.Millisecond
+	waitRequest  = 2 * time.Second
+	waitProgress = 5 * time.Second
+)
+
+// hopeless names the /readyz states a bridge never leaves by itself: a
+// person has to pair the phone again, or fix the cause and send a start.
+// Waiting for them would only hold up whatever waits on the check.
+var hopeless = map[string]string{
+	string(bridge.StateNeedsPairing): "the bridge needs pairing",
+	string(procmon.StateGivenUp):     "the sidecar gave up on the bridge",
+}
+
+// healthcheckWait asks until the answer is healthy, waiting cannot help,
+// or wait has passed. No answer at all counts as "not yet", so a check
+// may start before the sidecar listens (a unit ordered after it, a
+// container started alongside it). Without --addr the address is looked up
+// again for every request, since a sidecar that starts meanwhile writes a
+// new sidecar.json. Progress goes to a terminal only; otherwise the final
+// line is all that is printed, as for a single check.
+func healthcheckWait(c *cli.Context, wait time.Duration) error {
+	path, goal := healthcheckPath(c), "the sidecar to answer"
+	if c.Bool("ready") {
+		goal = "the bridge to be adoptable"
+	}
+	perRequest := waitRequest
+	if c.IsSet("timeout") {
+		perRequest = c.Duration("timeout")
+	}
+	progress := isTerminal(os.Stderr)
+	start := time.Now()
+	deadline := start.Add(wait)
+	var (
+		last     healthAnswer // the last answer, if any came
+		answered bool         // whether the last attempt got one
+		nobody   bool         // whether nothing listened at the address
+		why      string       // why the last attempt was not healthy
+		guessed  bool
+		addr     string
+		jsonOut  bool
+		told     time.Time
+	)
+	for {
+		s, err := newSession(c, noToken)
+		if err != nil {
+			return err
+		}
+		guessed, addr, jsonOut = s.guessed, s.client.Addr(), s.json
+		sent := time.Now()
+		ctx, cancel := context.WithDeadline(c.Context, earliest(sent.Add(perRequest), deadline))
+		a, err := askHealth(ctx, s, path)
+		cancel()
+		s.client.Close()
+		now := time.Now()
+		switch {
+		case err == nil && a.ok:
+			if s.json {
+				fmt.Fprint(s.out, string(a.body))
+			} else {
+				fmt.Fprintln(s.out, "healthy")
+			}
+			return nil
+		case err == nil:
+			last, answered, nobody = a, true, false
+			why = a.reason
+			if why == "" {
+				why = "it answered " + a.status
+			}
+			if what, ok := hopeless[a.state]; ok {
+				if s.json {
+					fmt.Fprint(s.out, string(a.body))
+				}
+				return cli.Exit(fmt.Sprintf("wa-sidecar: not waiting: %s, which waiting cannot change: %s", what, why), exitError)
+			}
+		case errors.Is(err, feed.ErrUnreachable):
+			answered, nobody, why = false, true, fmt.Sprintf("no sidecar answers at %s yet", addr)
+		case errors.Is(err, context.DeadlineExceeded) && !now.Before(deadline) && why != "":
+			// Cut short by the end of the wait: the reason before it says more.
+		case errors.Is(err, context.DeadlineExceeded):
+			answered, nobody, why = false, false, fmt.Sprintf("the sidecar at %s did not answer within %s", addr, perRequest)
+		default:
+			answered, nobody, why = false, false, err.Error()
+		}
+		if !now.Before(deadline) {
+			break
+		}
+		if progress && (told.IsZero() || now.Sub(told) >= waitProgress) {
+			fmt.Fprintf(c.App.ErrWriter, "waiting for %s: %s (%s)\n", goal, why, now.Sub(start).Round(time.Second))
+			told = now
+		}
+		time.Sleep(time.Until(earliest(sent.Add(waitEvery), deadline)))
+	}
+	if answered {
+		if jsonOut {
+			fmt.Fprint(c.App.Writer, string(last.body))
+		}
+		if last.state != "" {
+			why += " (state " + last.state + ")"
+		}
+		return cli.Exit(fmt.Sprintf("wa-sidecar: still unhealthy after %s: %s", wait, why), exitError)
+	}
+	if nobody {
+		hint := "start one with 'wa-sidecar run' (or 'systemctl --user start wa-sidecar'), or pass --addr or --state-dir to reach another"
+		if guessed {
+			hint = "the state directory has no " + feed.DiscoveryFileName + ", so the default address was tried; " + hint
+		}
+		return cli.Exit(fmt.Sprintf("wa-sidecar: no answer after %s: no sidecar answered at %s; %s", wait, addr, hint), exitError)
+	}
+	return cli.Exit(fmt.Sprintf("wa-sidecar: no answer after %s: %s", wait, why), exitError)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 func watchAction(c *cli.Context) error {
