@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net"
 	"os"
 	"os/exec"
@@ -156,6 +158,28 @@ func TestUnitVerifiesWithSystemd(t *testing.T) {
 	}
 }
 
+// printedFiles splits the output of install-service --print into the
+// files it shows, by the comment line naming each one's path.
+func printedFiles(t *testing.T, out string) (paths, texts []string) {
+	t.Helper()
+	for _, part := range strings.SplitAfter(out, "\n") {
+		if p, ok := strings.CutPrefix(part, "# /"); ok && !strings.Contains(p, " ") {
+			paths = append(paths, "/"+strings.TrimSuffix(p, "\n"))
+			texts = append(texts, "")
+			continue
+		}
+		if len(texts) == 0 {
+			t.Fatalf("--print output does not start with a path comment:\n%s", out)
+		}
+		texts[len(texts)-1] += part
+	}
+	// A blank line separates the files.
+	for i := range len(texts) - 1 {
+		texts[i] = strings.TrimSuffix(texts[i], "\n")
+	}
+	return paths, texts
+}
+
 // TestInstallServiceCommand runs the real binary: it writes the unit where
 // systemd --user looks, prints the commands to run next, leaves an equal
 // file alone, refuses to overwrite a different one without --force, and
@@ -163,10 +187,11 @@ func TestUnitVerifiesWithSystemd(t *testing.T) {
 func TestInstallServiceCommand(t *testing.T) {
 	bin, _ := binaries(t)
 	cfg := t.TempDir()
+	home := t.TempDir()
 	run := func(args ...string) (string, int) {
 		t.Helper()
 		cmd := exec.Command(bin, append([]string{"install-service"}, args...)...)
-		cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+cfg, "HERMES_HOME=/srv/hermes home")
+		cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+cfg, "HERMES_HOME=/srv/hermes home")
 		out, err := cmd.CombinedOutput()
 		code := 0
 		if ee, ok := err.(*exec.ExitError); ok {
@@ -180,14 +205,22 @@ func TestInstallServiceCommand(t *testing.T) {
 		return string(out), code
 	}
 	unitFile := filepath.Join(cfg, "systemd", "user", "wa-sidecar.service")
+	// HERMES_HOME outside ~/.hermes is a root of its own to the gateway,
+	// so its unit has the plain name.
+	dropinFile := filepath.Join(cfg, "systemd", "user", "hermes-gateway.service.d", "wa-sidecar.conf")
 
-	printed, code := run("--print", "--", "--backoff-max", "30s")
+	out, code := run("--print", "--", "--backoff-max", "30s")
 	if code != 0 {
-		t.Fatalf("--print exit %d:\n%s", code, printed)
+		t.Fatalf("--print exit %d:\n%s", code, out)
 	}
-	if _, err := os.Stat(unitFile); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(cfg, "systemd")); !os.IsNotExist(err) {
 		t.Fatalf("--print wrote a file: %v", err)
 	}
+	paths, texts := printedFiles(t, out)
+	if len(paths) != 2 || paths[0] != unitFile || paths[1] != dropinFile {
+		t.Fatalf("--print shows %q; want the unit, then the drop-in:\n%s", paths, out)
+	}
+	printed, printedDropin := texts[0], texts[1]
 	u := parseUnit(t, printed)
 	if got := one(t, u, "Service", "ExecStart"); got != bin+" run --stop-timeout 10s --backoff-max 30s" {
 		t.Errorf("ExecStart = %q", got)
@@ -196,30 +229,60 @@ func TestInstallServiceCommand(t *testing.T) {
 		t.Errorf("Environment = %q; want PATH and HERMES_HOME", env)
 	}
 
-	out, code := run("--", "--backoff-max", "30s")
+	d := parseUnit(t, printedDropin)
+	if got := one(t, d, "Service", "ExecStartPre"); got != "-"+bin+" healthcheck --ready --wait 1m30s" {
+		t.Errorf("drop-in ExecStartPre = %q", got)
+	}
+
+	out, code = run("--", "--backoff-max", "30s")
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
-	written, err := os.ReadFile(unitFile)
-	if err != nil {
-		t.Fatal(err)
+	for path, want := range map[string]string{unitFile: printed, dropinFile: printedDropin} {
+		written, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(written) != want {
+			t.Errorf("written %s differs from --print:\n%s\nvs\n%s", path, written, want)
+		}
 	}
-	if string(written) != printed {
-		t.Errorf("written unit differs from --print:\n%s\nvs\n%s", written, printed)
-	}
+	// The commands to run next, in an order that works: the sidecar is
+	// running before the gateway restarts into its wait for the bridge.
+	last := -1
 	for _, want := range []string{
 		"Wrote " + unitFile,
+		"Wrote " + dropinFile,
 		"systemctl --user daemon-reload",
 		"systemctl --user enable --now wa-sidecar.service",
 		"loginctl enable-linger ",
+		"systemctl --user restart hermes-gateway.service",
 	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q:\n%s", want, out)
+		i := strings.Index(out, want)
+		if i < 0 || i < last {
+			t.Errorf("output lacks %q, or has it out of order:\n%s", want, out)
 		}
+		last = i
+	}
+	// No gateway unit is installed in this test's home: said, since the
+	// drop-in would then wait for a unit that never starts.
+	if !strings.Contains(out, "warning: no hermes-gateway.service found") {
+		t.Errorf("no warning about the missing gateway unit:\n%s", out)
+	}
+	if err := os.MkdirAll(filepath.Join(home, ".config", "systemd", "user"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, ".config", "systemd", "user", "hermes-gateway.service"), []byte("[Service]\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
 
-	if out, code = run("--", "--backoff-max", "30s"); code != 0 || !strings.Contains(out, "Unchanged") {
-		t.Errorf("same unit again: exit %d:\n%s", code, out)
+	if out, code = run("--", "--backoff-max", "30s"); code != 0 || strings.Count(out, "Unchanged") != 2 || strings.Contains(out, "found") {
+		t.Errorf("same unit again, with the gateway's unit in ~/.config: exit %d:\n%s", code, out)
+	}
+	// A drop-in that differs is not replaced without --force either, and
+	// then neither file is written.
+	if out, code = run("--gateway-wait", "2m", "--", "--backoff-max", "30s"); code != 1 || !strings.Contains(out, dropinFile+" exists and differs") {
+		t.Errorf("different drop-in without --force: exit %d, want 1 and a hint:\n%s", code, out)
 	}
 	if out, code = run("--stop-timeout", "30s"); code != 1 || !strings.Contains(out, "--force") {
 		t.Errorf("different unit without --force: exit %d, want 1 and a hint:\n%s", code, out)
@@ -231,7 +294,12 @@ func TestInstallServiceCommand(t *testing.T) {
 		t.Errorf("--force did not replace the unit:\n%s", b)
 	}
 
-	named, code := run("--name", "wa-sidecar-work.service", "--env", "WHATSAPP_MODE=bot")
+	// A second sidecar for the same gateway would replace the first one's
+	// drop-in: this one serves another gateway.
+	if out, code = run("--name", "wa-sidecar-work", "--env", "WHATSAPP_MODE=bot"); code != 1 || !strings.Contains(out, dropinFile+" exists and differs") {
+		t.Errorf("a second sidecar for the same gateway: exit %d, want 1 and a hint:\n%s", code, out)
+	}
+	named, code := run("--name", "wa-sidecar-work.service", "--gateway-unit", "hermes-gateway-work", "--env", "WHATSAPP_MODE=bot")
 	if code != 0 || !strings.Contains(named, "enable --now wa-sidecar-work.service") {
 		t.Errorf("--name: exit %d:\n%s", code, named)
 	}
@@ -243,9 +311,40 @@ func TestInstallServiceCommand(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(cfg, "systemd", "user", "wa-sidecar-work.service")); !strings.Contains(string(b), `Environment="WHATSAPP_MODE=bot"`) {
 		t.Errorf("--env not in the unit:\n%s", b)
 	}
-	own, code := run("--name", "wa-sidecar-work", "--force", "--env", "WA_SIDECAR_STATE_DIR=/srv/work", "--", "--listen", "127.0.0.1:7391")
+	own, code := run("--name", "wa-sidecar-work", "--gateway-unit", "hermes-gateway-work", "--force", "--env", "WA_SIDECAR_STATE_DIR=/srv/work", "--", "--listen", "127.0.0.1:7391")
 	if code != 0 || strings.Contains(own, "does not set both") {
 		t.Errorf("--name with its own --listen and state dir: exit %d:\n%s", code, own)
+	}
+
+	// The gateway's unit can be named, or left alone.
+	if out, code = run("--force", "--gateway-unit", "hermes-gateway-coder.service", "--gateway-wait", "2m"); code != 0 || !strings.Contains(out, "restart hermes-gateway-coder.service") {
+		t.Errorf("--gateway-unit: exit %d:\n%s", code, out)
+	}
+	b, _ := os.ReadFile(filepath.Join(cfg, "systemd", "user", "hermes-gateway-coder.service.d", "wa-sidecar.conf"))
+	if d := parseUnit(t, string(b)); one(t, d, "Service", "TimeoutStartSec") != "150" || one(t, d, "Unit", "After") != "wa-sidecar.service" {
+		t.Errorf("--gateway-unit, --gateway-wait 2m: drop-in\n%s", b)
+	}
+	if out, code = run("--print", "--no-gateway-dropin"); code != 0 || strings.Contains(out, "wa-sidecar.conf") || strings.Count(out, "[Service]") != 1 {
+		t.Errorf("--print --no-gateway-dropin: exit %d, want the unit alone:\n%s", code, out)
+	}
+	if out, code = run("--no-gateway-dropin", "--force"); code != 0 || strings.Contains(out, "restart hermes-gateway") || strings.Contains(out, "wa-sidecar.conf") {
+		t.Errorf("--no-gateway-dropin: exit %d, want nothing about the gateway:\n%s", code, out)
+	}
+	// The check in the drop-in reaches the sidecar where its unit puts it.
+	out, code = run("--print", "--name", "wa-sidecar-work", "--", "--listen", "127.0.0.1:7391", "--state-dir", "state dir/work", "--hermes-home", "/nonexistent-wa-sidecar-test/data/profiles/work")
+	if code != 0 {
+		t.Fatalf("--print with --listen, --state-dir and a profile's home: exit %d:\n%s", code, out)
+	}
+	paths, texts = printedFiles(t, out)
+	if len(paths) != 2 || paths[1] != filepath.Join(cfg, "systemd", "user", "hermes-gateway-work.service.d", "wa-sidecar.conf") {
+		t.Fatalf("profile work: files %q", paths)
+	}
+	d = parseUnit(t, texts[1])
+	if got, want := one(t, d, "Service", "ExecStartPre"), "-"+bin+` healthcheck --ready --wait 1m30s --state-dir "`+home+`/state dir/work" --addr 127.0.0.1:7391`; got != want {
+		t.Errorf("ExecStartPre = %q; want %q", got, want)
+	}
+	if got := one(t, d, "Unit", "Wants"); got != "wa-sidecar-work.service" {
+		t.Errorf("Wants = %q", got)
 	}
 
 	for _, bad := range []struct {
@@ -261,6 +360,10 @@ func TestInstallServiceCommand(t *testing.T) {
 		{[]string{"--stop-timeout", "0s"}, "--stop-timeout"},
 		{[]string{"--env", "WA_SIDECAR_TEST_SURELY_UNSET"}, "not set"},
 		{[]string{"--env", "=x"}, "--env"},
+		{[]string{"--gateway-wait", "0s"}, "--gateway-wait"},
+		{[]string{"--gateway-wait", "-1m"}, "--gateway-wait"},
+		{[]string{"--gateway-unit", "my gateway"}, "--gateway-unit"},
+		{[]string{"--gateway-unit", "wa-sidecar"}, "--gateway-unit"},
 	} {
 		out, code := run(bad.args...)
 		if code != exitUsage || !strings.Contains(out, bad.want) {
@@ -357,5 +460,227 @@ func TestDeployUnitIsCurrent(t *testing.T) {
 	}
 	if string(got) != want {
 		t.Errorf("%s is out of date; regenerate it with WA_SIDECAR_UPDATE_GOLDEN=1 go test -run TestDeployUnitIsCurrent ./cmd/wa-sidecar\ngot:\n%s\nwant:\n%s", path, got, want)
+	}
+}
+
+// TestUnitDropinContents: the gateway starts after the sidecar, waits
+// for the bridge with a check that may fail ('-'), and systemd gives that
+// wait room before it would fail the start.
+func TestUnitDropinContents(t *testing.T) {
+	for _, tc := range []struct {
+		wait      time.Duration
+		check     []string
+		wantPre   string
+		wantStart string
+	}{
+		{90 * time.Second, nil, "-/opt/wa-sidecar healthcheck --ready --wait 1m30s", "120"},
+		{1500 * time.Millisecond, []string{"--addr", "unix:/run/user/1000/wa.sock"}, "-/opt/wa-sidecar healthcheck --ready --wait 1.5s --addr unix:/run/user/1000/wa.sock", "32"},
+		{10 * time.Minute, []string{"--state-dir", "/home/a b/state", "--addr", "127.0.0.1:7391"},
+			`-/opt/wa-sidecar healthcheck --ready --wait 10m0s --state-dir "/home/a b/state" --addr 127.0.0.1:7391`, "630"},
+	} {
+		t.Run(tc.wait.String(), func(t *testing.T) {
+			text, err := dropinSpec{Executable: "/opt/wa-sidecar", Sidecar: "wa-sidecar-work", Wait: tc.wait, CheckArgs: tc.check}.render()
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := parseUnit(t, text)
+			checks := map[[2]string]string{
+				{"Unit", "After"}:              "wa-sidecar-work.service",
+				{"Unit", "Wants"}:              "wa-sidecar-work.service",
+				{"Service", "ExecStartPre"}:    tc.wantPre,
+				{"Service", "TimeoutStartSec"}: tc.wantStart,
+			}
+			for k, want := range checks {
+				if got := one(t, d, k[0], k[1]); got != want {
+					t.Errorf("[%s] %s = %q; want %q", k[0], k[1], got, want)
+				}
+			}
+			if len(d) != 2 || len(d["Unit"]) != 2 || len(d["Service"]) != 2 {
+				t.Errorf("the drop-in sets more than the order and the wait; anything else would change the gateway's own unit:\n%s", text)
+			}
+		})
+	}
+	if _, err := (dropinSpec{Executable: "wa-sidecar", Sidecar: "wa-sidecar", Wait: time.Second}).render(); err == nil {
+		t.Error("a relative executable must be refused")
+	}
+}
+
+// TestUnitDropinVerifiesWithSystemd has systemd's parser read a gateway
+// unit with the drop-in, the check's binary and state directory in paths
+// with spaces.
+func TestUnitDropinVerifiesWithSystemd(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed (Debian: apt-get install systemd)")
+	}
+	bin, _ := binaries(t)
+	dir := t.TempDir()
+	spaced := filepath.Join(dir, "my tools", "wa-sidecar")
+	if err := os.MkdirAll(filepath.Dir(spaced), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(bin, spaced); err != nil {
+		t.Fatal(err)
+	}
+	units := filepath.Join(dir, "units")
+	unit, err := unitSpec{Executable: spaced, StopTimeout: 10 * time.Second}.render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropin, err := dropinSpec{Executable: spaced, Sidecar: "wa-sidecar", Wait: 90 * time.Second,
+		CheckArgs: []string{"--state-dir", "/home/a b/100% state", "--addr", "127.0.0.1:7390"}}.render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(dropin, `ExecStartPre=-"`+spaced+`" healthcheck`) || !strings.Contains(dropin, `"/home/a b/100%% state"`) {
+		t.Errorf("ExecStartPre quoting:\n%s", dropin)
+	}
+	for path, text := range map[string]string{
+		"wa-sidecar.service": unit,
+		// The gateway's own unit, reduced to what verify needs.
+		"hermes-gateway.service":                   "[Service]\nType=simple\nExecStart=/bin/sleep infinity\nRestart=always\n",
+		"hermes-gateway.service.d/wa-sidecar.conf": dropin,
+	} {
+		path = filepath.Join(units, path)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime, err := os.MkdirTemp("", "rt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(runtime)
+	verify := func() {
+		t.Helper()
+		cmd := exec.Command(analyze, "--user", "verify", filepath.Join(units, "hermes-gateway.service"))
+		cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+runtime, "SYSTEMD_LOG_LEVEL=notice")
+		out, err := cmd.CombinedOutput()
+		if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+			t.Fatalf("systemd-analyze verify: %v\n%s\ndrop-in:\n%s", err, out, dropin)
+		}
+	}
+	verify()
+	// verify does not look for the program of a command that may fail;
+	// without the '-' it must find the binary behind the quoted path.
+	strict := strings.Replace(dropin, "ExecStartPre=-", "ExecStartPre=", 1)
+	if err := os.WriteFile(filepath.Join(units, "hermes-gateway.service.d", "wa-sidecar.conf"), []byte(strict), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	verify()
+}
+
+// TestUnitCheckArgs: the gateway's check reaches the sidecar the unit
+// runs, whichever way the unit sets its state directory and address.
+func TestUnitCheckArgs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  map[string]string
+		env  []string
+		want []string
+	}{
+		{"defaults", nil, []string{"PATH=/bin"}, nil},
+		{"flags", map[string]string{"listen": "127.0.0.1:7391", "state-dir": "/srv/state"}, nil,
+			[]string{"--state-dir", "/srv/state", "--addr", "127.0.0.1:7391"}},
+		{"variables", nil, []string{"WA_SIDECAR_LISTEN=127.0.0.1:7392", "WA_SIDECAR_STATE_DIR=/srv/s"},
+			[]string{"--state-dir", "/srv/s", "--addr", "127.0.0.1:7392"}},
+		{"a flag beats its variable", map[string]string{"listen": "127.0.0.1:7391"}, []string{"WA_SIDECAR_LISTEN=127.0.0.1:7392"},
+			[]string{"--addr", "127.0.0.1:7391"}},
+		{"relative to the home, as systemd runs user units", map[string]string{"state-dir": "state/wa", "listen": "unix:run/wa.sock"}, nil,
+			[]string{"--state-dir", "/home/ann/state/wa", "--addr", "unix:/home/ann/run/wa.sock"}},
+		{"port 0 is only in sidecar.json", map[string]string{"listen": "127.0.0.1:0", "state-dir": "/srv/s"}, nil,
+			[]string{"--state-dir", "/srv/s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := checkArgs(tc.set, tc.env, "/home/ann")
+			if err != nil || strings.Join(got, "|") != strings.Join(tc.want, "|") {
+				t.Errorf("checkArgs = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestUnitGatewayName checks the gateway's unit name for a Hermes home
+// against values worked out by hand from the gateway's rules, the hashes
+// with sha256sum (printf %s PATH | sha256sum | cut -c1-8). The paths do
+// not exist, so no symbolic link on this machine can change them.
+func TestUnitGatewayName(t *testing.T) {
+	const home = "/nonexistent-wa-sidecar-test/ann"
+	for _, tc := range []struct{ hermesHome, want string }{
+		{"", "hermes-gateway"},
+		{home + "/.hermes", "hermes-gateway"},
+		{home + "/.hermes/", "hermes-gateway"},
+		{home + "/.hermes/profiles/coder", "hermes-gateway-coder"},
+		{home + "/.hermes/profiles/./coder/", "hermes-gateway-coder"},
+		{home + "/.hermes/profiles/x/../coder", "hermes-gateway-coder"},
+		// Inside ~/.hermes but not a profile: a hash of the path.
+		{home + "/.hermes/work", "hermes-gateway-8fc3d733"},
+		{home + "/.hermes/profiles/Coder", "hermes-gateway-b05c95b2"},
+		{home + "/.hermes/a b", "hermes-gateway-92e20b1d"},
+		// Outside ~/.hermes, a home is a root of its own (as /opt/data
+		// in the gateway's image), and its profiles are profiles.
+		{"/nonexistent-wa-sidecar-test/data", "hermes-gateway"},
+		{"/nonexistent-wa-sidecar-test/data/profiles/coder", "hermes-gateway-coder"},
+		{"/nonexistent-wa-sidecar-test/data/profiles/Bad", "hermes-gateway-0e12d492"},
+		// Relative: from the working directory.
+		{"data/profiles/coder", "hermes-gateway-coder"},
+		{"../ann/.hermes/work", "hermes-gateway-8fc3d733"},
+	} {
+		if got := gatewayUnit(tc.hermesHome, home, home); got != tc.want {
+			t.Errorf("HERMES_HOME=%q: %s; want %s", tc.hermesHome, got, tc.want)
+		}
+	}
+
+	// Symbolic links are followed on both sides: a profile reached
+	// through a link to the home is still that profile, and a link's
+	// hash is its target's.
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real")
+	if err := os.MkdirAll(filepath.Join(real, ".hermes", "work"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if got := gatewayUnit(filepath.Join(dir, "link", ".hermes", "profiles", "coder"), real, "/"); got != "hermes-gateway-coder" {
+		t.Errorf("a profile through a link: %s", got)
+	}
+	sum := sha256.Sum256([]byte(filepath.Join(real, ".hermes", "work")))
+	if got, want := gatewayUnit(filepath.Join(dir, "link", ".hermes", "work"), filepath.Join(dir, "link"), "/"), "hermes-gateway-"+hex.EncodeToString(sum[:])[:8]; got != want {
+		t.Errorf("a home through a link: %s; want %s (the hash of the resolved path)", got, want)
+	}
+}
+
+// TestInstallServiceGatewayName runs the binary with a custom HERMES_HOME
+// and --hermes-home, and checks where the drop-in goes.
+func TestInstallServiceGatewayName(t *testing.T) {
+	bin, _ := binaries(t)
+	cfg := t.TempDir()
+	const home = "/nonexistent-wa-sidecar-test/ann"
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want string
+	}{
+		{"HERMES_HOME=" + home + "/.hermes/profiles/coder", nil, "hermes-gateway-coder"},
+		{"HERMES_HOME=" + home + "/.hermes/work", nil, "hermes-gateway-8fc3d733"},
+		// The sidecar's own --hermes-home beats the copied HERMES_HOME.
+		{"HERMES_HOME=" + home + "/.hermes/work", []string{"--", "--hermes-home", home + "/.hermes"}, "hermes-gateway"},
+		{"WA_SIDECAR_UNSET=1", []string{"--env", "HERMES_HOME=/nonexistent-wa-sidecar-test/data/profiles/Bad"}, "hermes-gateway-0e12d492"},
+	} {
+		cmd := exec.Command(bin, append([]string{"install-service", "--print"}, tc.args...)...)
+		cmd.Dir = "/"
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + home, "XDG_CONFIG_HOME=" + cfg, tc.env}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %q: %v\n%s", tc.env, tc.args, err, out)
+		}
+		paths, _ := printedFiles(t, string(out))
+		if want := filepath.Join(cfg, "systemd", "user", tc.want+".service.d", "wa-sidecar.conf"); len(paths) != 2 || paths[1] != want {
+			t.Errorf("%s %q: files %q; want the drop-in at %s", tc.env, tc.args, paths, want)
+		}
 	}
 }
