@@ -41,8 +41,13 @@ USER node
 WORKDIR /hermes
 
 STOPSIGNAL SIGTERM
-# /healthz answers while the sidecar runs, whatever the bridge does:
-# restarting the sidecar would not help a bridge that cannot connect.
+# Liveness: /healthz answers while the sidecar runs, whatever the bridge
+# does. Whatever acts on an unhealthy container (Swarm, an autoheal) would
+# restart the sidecar, which cannot help a bridge that cannot connect or a
+# phone that needs pairing, and would kill a pairing under way. Where health
+# decides start order, readiness is the check to use instead:
+# deploy/compose.yaml overrides this with 'wa-sidecar healthcheck --ready'
+# so the gateway starts only once the bridge is adoptable.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["wa-sidecar", "healthcheck"]
 
