@@ -344,6 +344,9 @@ type loop struct {
 	// held is the standby the child waits in, so that a recheck that finds
 	// the same situation adds no event.
 	held *Park
+	// quickKills counts outside shutdowns in a row that came within
+	// Backoff.Initial of the child's start.
+	quickKills int
 }
 
 func timerC(t *time.Timer) <-chan time.Time {
@@ -727,10 +730,16 @@ func (l *loop) exited(r *run) {
 		l.st.LastExit = &rec
 		// At once: whoever stopped it (a gateway freeing the port for a
 		// bridge of its own, an OOM kill) should find it back before
-		// anything else can take its port. Only a child killed again
-		// within Backoff.Initial of its start waits that long, so that
-		// something that keeps killing it cannot make a tight loop.
-		if uptime >= l.cfg.Backoff.Initial {
+		// anything else can take its port. Only when a child is killed
+		// within Backoff.Initial of its start twice in a row does the next
+		// one wait that long, so that something that keeps killing it
+		// cannot make a tight loop.
+		if uptime < l.cfg.Backoff.Initial {
+			l.quickKills++
+		} else {
+			l.quickKills = 0
+		}
+		if l.quickKills < 2 {
 			l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
 			l.log.Info("bridge was shut down from outside; starting it again at once", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
 			l.spawn()
@@ -739,7 +748,7 @@ func (l *loop) exited(r *run) {
 		delay := l.cfg.Backoff.Initial
 		l.enterBackoff(delay)
 		l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
-		l.log.Info("bridge was shut down from outside right after it started; starting it again after a delay", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
+		l.log.Info("bridge was shut down from outside right after it started, again; starting it again after a delay", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
 		l.emit(Event{Kind: EventBackoff, DelayMS: delay.Milliseconds(), Attempt: l.spawns + 1, Reason: string(ClassShutdown)})
 	default:
 		l.failed(&rec, EventExited, func() {
