@@ -64,3 +64,12 @@ func grow(size int64) func(*testing.T, string) {
 		}
 	}
 }
+
+// env is a sidecar environment for Options.Getenv.
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
