@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -135,5 +136,23 @@ func TestParseDotEnvSwallowedLines(t *testing.T) {
 	want := []lineProblem{{1, "cannot be read (there is text after the closing quote); it is skipped, and so is what follows it up to line 2"}}
 	if !reflect.DeepEqual(problems, want) {
 		t.Errorf("problems %+v, want %+v", problems, want)
+	}
+}
+
+func TestDotEnvInLoad(t *testing.T) {
+	home := t.TempDir()
+	layout(t, home, map[string]string{".env": "A=1\nnot a line\nB=2\n"})
+	in := loadHome(t, home)
+	onlyProblem(t, in, filepath.Join(home, ".env"), 2, "cannot be read")
+	if got := in.Problems[0].Error(); got != filepath.Join(home, ".env")+":2: cannot be read (the name is followed by text that is not an =); it is skipped" {
+		t.Errorf("problem %q", got)
+	}
+	for _, w := range []Var{{Name: "A", Value: "1", From: ".env line 1"}, {Name: "B", Value: "2", From: ".env line 3"}} {
+		if got, _ := envVar(in, w.Name); got != w {
+			t.Errorf("got %+v, want %+v", got, w)
+		}
+	}
+	if in.Env[0].Name != "A" || in.Env[1].Name != "B" {
+		t.Errorf(".env entries come first, in order: %+v", in.Env)
 	}
 }

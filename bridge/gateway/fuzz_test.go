@@ -36,3 +36,36 @@ func FuzzParseDotEnv(f *testing.F) {
 		}
 	})
 }
+
+func FuzzLoadConfig(f *testing.F) {
+	for _, seed := range []string{
+		"whatsapp:\n  dm_policy: Open\n  allow_from: [+1555, 0123, a]\n  mention_patterns: ['@x', {a: 1.5e+3}]\n",
+		"platforms:\n  whatsapp:\n    extra:\n      bridge_port: '3001'\n      bridge_script: b.js\n      session_path: s\n      send_read_receipts: yes\n",
+		"gateway:\n  platforms:\n    whatsapp:\n      extra: ~\n      require_mention: on\n",
+		"d: &d {dm_policy: x, <<: *d}\nwhatsapp:\n  <<: [*d, *d]\n  allow_from: *d\n",
+		"a: [b\n",
+		"- 1\n---\n- 2\n",
+		"whatsapp: !!str 12\nplatforms: {whatsapp: {extra: {allowFrom: 'a,b', reply_prefix: !!int '7'}}}\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l := newLoader(env())
+		l.in.Home = "/nonexistent/hermes-home"
+		l.cfg = parseConfig("config.yaml", data)
+		in := l.finish(Options{
+			Getenv:        env(),
+			SystemInstall: "/nonexistent/root-install",
+			writable:      func(string) bool { return false },
+		}.withDefaults())
+		lines := lineCount(data)
+		for _, p := range in.Problems {
+			if p.Line < 0 || p.Line > lines {
+				t.Errorf("problem on line %d of %d: %s", p.Line, lines, p.Error())
+			}
+		}
+		if in.Port < 1 || in.Port > 65535 || (in.Mode != "self-chat" && in.Mode != "bot") {
+			t.Errorf("port %d, mode %q", in.Port, in.Mode)
+		}
+	})
+}

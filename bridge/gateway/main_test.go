@@ -34,7 +34,16 @@ func layout(t *testing.T, dir string, files map[string]string) {
 	}
 }
 
-// symlinkTo, mkdir and grow turn a file into what a test needs.
+// chmod, symlinkTo, mkdir and grow turn a file into what a test needs.
+func chmod(mode os.FileMode) func(*testing.T, string) {
+	return func(t *testing.T, path string) {
+		t.Helper()
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func symlinkTo(t *testing.T, path string) {
 	t.Helper()
 	real := path + ".real"
@@ -72,4 +81,62 @@ func env(kv ...string) func(string) string {
 		m[kv[i]] = kv[i+1]
 	}
 	return func(k string) string { return m[k] }
+}
+
+// loadHome loads the Hermes home dir with no root install, a sidecar
+// environment of kv, and every install tree writable.
+func loadHome(t *testing.T, dir string, kv ...string) Install {
+	t.Helper()
+	return Load(Options{
+		HermesHome:    dir,
+		Getenv:        env(kv...),
+		SystemInstall: filepath.Join(t.TempDir(), "no-root-install"),
+		writable:      func(string) bool { return true },
+	})
+}
+
+// problemsText is every problem on its own line, for failure messages and
+// for matching.
+func problemsText(in Install) string {
+	var sb strings.Builder
+	for _, p := range in.Problems {
+		sb.WriteString(p.Error())
+		sb.WriteByte('\n')
+	}
+	return sb.String()
+}
+
+func noProblems(t *testing.T, in Install) {
+	t.Helper()
+	if len(in.Problems) > 0 {
+		t.Errorf("unexpected problems:\n%s", problemsText(in))
+	}
+}
+
+// onlyProblem checks that there is exactly one problem, in file at line,
+// whose message holds every part.
+func onlyProblem(t *testing.T, in Install, file string, line int, parts ...string) {
+	t.Helper()
+	if len(in.Problems) != 1 {
+		t.Fatalf("want one problem, got %d:\n%s", len(in.Problems), problemsText(in))
+	}
+	p := in.Problems[0]
+	if p.File != file || p.Line != line {
+		t.Errorf("problem at %s:%d, want %s:%d: %s", p.File, p.Line, file, line, p.Message)
+	}
+	for _, part := range parts {
+		if !strings.Contains(p.Message, part) {
+			t.Errorf("problem %q does not say %q", p.Message, part)
+		}
+	}
+}
+
+// envVar is the variable name of in.Env, or a zero Var.
+func envVar(in Install, name string) (Var, bool) {
+	for _, v := range in.Env {
+		if v.Name == name {
+			return v, true
+		}
+	}
+	return Var{}, false
 }
