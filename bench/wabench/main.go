@@ -37,11 +37,9 @@ type config struct {
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "supervisord-listener" {
-		if err := supervisordListener(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "wabench supervisord-listener:", err)
-			os.Exit(1)
-		}
-		return
+		// It returns only when supervisord goes away or fails.
+		fmt.Fprintln(os.Stderr, "wabench supervisord-listener:", supervisordListener(os.Args[2:]))
+		os.Exit(1)
 	}
 	var c config
 	var tools, only string

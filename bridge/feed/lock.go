@@ -76,7 +76,8 @@ func LockStateDir(dir string) (*StateLock, error) {
 		return nil, fmt.Errorf("read own identity: %w", err)
 	}
 	data, _ := json.Marshal(lockHolder{Pid: id.Pid, StartTime: id.StartTime, Since: time.Now().UTC()})
-	if err := f.Truncate(0); err == nil {
+	err = f.Truncate(0)
+	if err == nil {
 		_, err = f.WriteAt(append(data, '\n'), 0)
 	}
 	if err != nil {

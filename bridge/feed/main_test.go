@@ -32,7 +32,6 @@ var fast = procmon.Backoff{Initial: 10 * time.Millisecond, Max: 80 * time.Millis
 
 // rig is a monitor running the fake bridge with a server over it.
 type rig struct {
-	t      *testing.T
 	m      *procmon.Monitor
 	srv    *Server
 	cancel context.CancelFunc

@@ -33,9 +33,6 @@ const (
 
 var ops = []string{OpRestart, OpStop, OpStart, OpStatus, OpPing}
 
-// isControl reports whether op changes the bridge, and so needs the token.
-func isControl(op string) bool { return op == OpRestart || op == OpStop || op == OpStart }
-
 // maxIDBytes bounds the id a client may attach to an op; it is echoed back.
 const maxIDBytes = 128
 

@@ -54,7 +54,7 @@ func jsonLog(format string, w *os.File) bool {
 }
 
 func textHandler(w io.Writer, lv slog.Level, colour bool) slog.Handler {
-	return tint.NewHandler(w, &tint.Options{Level: lv, TimeFormat: time.TimeOnly, NoColor: !colour})
+	return tint.NewTextHandler(w, &tint.Options{Level: lv, TimeFormat: time.TimeOnly, NoColor: !colour})
 }
 
 // Where the bridge's output goes (--bridge-output).
