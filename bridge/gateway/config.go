@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -109,6 +110,12 @@ func (c *config) decode(data []byte) (root *yaml.Node, ok bool) {
 			root, ok = nil, false
 		}
 	}()
+	// The gateway reads the file as UTF-8 text and gives up on anything
+	// else; the YAML library would read UTF-16 too.
+	if !utf8.Valid(data) {
+		c.problem(0, "is not UTF-8 text; the gateway cannot read it, and it is ignored")
+		return nil, false
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {

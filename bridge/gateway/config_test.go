@@ -364,6 +364,7 @@ func TestWrongTypes(t *testing.T) {
 		{"allow_from item", "whatsapp:\n  allow_from:\n    - a\n    - [b]\n", 4, "whatsapp.allow_from holds a list, not a single value"},
 		{"dm_policy", "whatsapp:\n  dm_policy: [a]\n", 2, "whatsapp.dm_policy is a list, not a single value"},
 		{"merge", "whatsapp:\n  <<: 5\n", 2, "a merge key (<<) refers to a number"},
+		{"not UTF-8", "\xfe\xff\x00a\x00:\x00 \x001\n", 0, "is not UTF-8 text"},
 		{"two documents", "a: 1\n---\nb: 2\n", 2, "holds more than one YAML document"},
 		{"alias bomb", "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n" +
 			"c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n" +
