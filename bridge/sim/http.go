@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -16,6 +17,16 @@ var scriptHash = func() string {
 	sum := sha256.Sum256([]byte("wa-sidecar simulated bridge, contract of 2025"))
 	return hex.EncodeToString(sum[:8])
 }()
+
+// truthy is the real bridge's reading of a yes/no variable: 1, true, yes
+// or on, in any case; anything else (or unset) is no.
+func truthy(v string) bool {
+	switch strings.ToLower(v) {
+	case "1", "true", "yes", "on":
+		return true
+	}
+	return false
+}
 
 // Health is the body of GET /health, field for field the real bridge's.
 type Health struct {
@@ -70,8 +81,8 @@ func (b *bridge) health(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, Health{
 		Status:           status,
 		Uptime:           float64(time.Since(b.started).Milliseconds()) / 1000,
-		ScriptHash:       scriptHash,
-		SendReadReceipts: os.Getenv("WHATSAPP_SEND_READ_RECEIPTS") != "false",
+		ScriptHash:       b.scriptHash,
+		SendReadReceipts: truthy(os.Getenv("WHATSAPP_SEND_READ_RECEIPTS")),
 	})
 }
 

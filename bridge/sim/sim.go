@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
 	"github.com/wa-sidecar/wa-sidecar/bridge/qrcode"
 )
 
@@ -58,6 +59,13 @@ type Config struct {
 	CrashAfter     time.Duration // the process dies this long after start
 	Crashes        []Crash       // one is picked at random for each run
 	HealthHang     bool          // GET /health never answers, like a wedged event loop
+	// ScriptHashOf, if set, makes /health report the scriptHash of this
+	// bridge.js (16 hex digits, as Hermes 0.18 bridges do) instead of the
+	// simulator's own, so that a gateway's adoption check can pass.
+	ScriptHashOf string
+	// RuntimeHashOf, if set, reports the 64-hex hash of this bridge
+	// folder's runtime files, as newer bridges do.
+	RuntimeHashOf string
 }
 
 // Defaults are the timings of the real bridge, roughly: a QR every 20 s,
@@ -95,6 +103,12 @@ func (c Config) Args() []string {
 	if c.HealthHang {
 		a = append(a, "--health-hang")
 	}
+	if c.ScriptHashOf != "" {
+		a = append(a, "--script-hash-of", c.ScriptHashOf)
+	}
+	if c.RuntimeHashOf != "" {
+		a = append(a, "--runtime-hash-of", c.RuntimeHashOf)
+	}
 	return a
 }
 
@@ -116,6 +130,8 @@ func Parse(args []string, stderr io.Writer) (Config, error) {
 	fs.DurationVar(&c.CrashAfter, "crash-after", 0, "die this long after start (0: never)")
 	crashes := fs.String("crash", string(CrashException), "comma-separated ways to die, one picked per run: exception, abort, kill, logout")
 	fs.BoolVar(&c.HealthHang, "health-hang", false, "accept /health requests but never answer them")
+	fs.StringVar(&c.ScriptHashOf, "script-hash-of", "", "report the scriptHash of this bridge.js (16 hex digits, as Hermes 0.18 computes it)")
+	fs.StringVar(&c.RuntimeHashOf, "runtime-hash-of", "", "report the runtime hash of this bridge folder (64 hex digits, as newer Hermes computes it)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -168,14 +184,36 @@ type bridge struct {
 	out     io.Writer
 	outMu   sync.Mutex
 
+	scriptHash string // reported in /health, fixed for the run as in the real bridge
+
 	mu        sync.Mutex
 	connected bool
+}
+
+// reportedHash is what /health says of the bridge's own code. Like the
+// real bridge, a file it cannot read makes it report no hash at all.
+func reportedHash(cfg Config, stderr io.Writer) string {
+	var h string
+	var err error
+	switch {
+	case cfg.ScriptHashOf != "":
+		h, err = gateway.ScriptHash(cfg.ScriptHashOf)
+	case cfg.RuntimeHashOf != "":
+		h, err = gateway.RuntimeHash(cfg.RuntimeHashOf)
+	default:
+		return scriptHash
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "warning: no scriptHash: %v\n", err)
+		return ""
+	}
+	return h
 }
 
 // Run simulates one life of the bridge. It returns the exit code for the
 // ways the real bridge exits, and kills the process for the ways it dies.
 func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) int {
-	b := &bridge{cfg: cfg, started: time.Now(), out: stdout}
+	b := &bridge{cfg: cfg, started: time.Now(), out: stdout, scriptHash: reportedHash(cfg, stderr)}
 	if err := os.MkdirAll(cfg.SessionDir, 0o700); err != nil {
 		fmt.Fprintf(stderr, "Error: cannot create the session directory: %v\n", err)
 		return 1

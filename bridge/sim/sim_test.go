@@ -1,10 +1,14 @@
 package sim
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -20,6 +24,7 @@ func TestArgsRoundTrip(t *testing.T) {
 	c.SessionDir = "/tmp/s"
 	c.Port = 3456
 	c.PairJSON, c.HealthHang = true, true
+	c.ScriptHashOf, c.RuntimeHashOf = "/srv/bridge.js", "/srv"
 	c.PairAfter, c.FlipEvery, c.CrashAfter = time.Second, 2*time.Second, 3*time.Second
 	c.Crashes = []Crash{CrashAbort, CrashLogout}
 	got, err := Parse(c.Args(), io.Discard)
@@ -46,7 +51,7 @@ func TestParseErrorsNameTheFlag(t *testing.T) {
 }
 
 func TestHealthKeepsTheContract(t *testing.T) {
-	b := &bridge{cfg: Defaults(), started: time.Now(), out: io.Discard}
+	b := &bridge{cfg: Defaults(), started: time.Now(), out: io.Discard, scriptHash: scriptHash}
 	srv := httptest.NewServer(b.routes())
 	defer srv.Close()
 
@@ -92,5 +97,34 @@ func TestHealthKeepsTheContract(t *testing.T) {
 	}
 	if code, _ := get("/messages", ""); code != 200 {
 		t.Errorf("/messages while connected: %d", code)
+	}
+}
+
+func TestHealthReportsTheHashOfAGivenBridge(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "bridge.js")
+	if err := os.WriteFile(script, []byte("// bridge.js\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("// bridge.js\n"))
+	var errs strings.Builder
+	if got := reportedHash(Config{ScriptHashOf: script}, &errs); got != hex.EncodeToString(sum[:])[:16] {
+		t.Fatalf("scriptHash of %s = %q", script, got)
+	}
+	// Like the real bridge, an unreadable file means no hash at all.
+	if got := reportedHash(Config{ScriptHashOf: filepath.Join(dir, "gone.js")}, &errs); got != "" || !strings.Contains(errs.String(), "gone.js") {
+		t.Fatalf("hash of a missing file = %q (stderr %q)", got, errs.String())
+	}
+	// A folder without every runtime file has no runtime hash either.
+	if got := reportedHash(Config{RuntimeHashOf: dir}, &errs); got != "" {
+		t.Fatalf("runtime hash of an incomplete folder = %q", got)
+	}
+}
+
+func TestReadReceiptsFollowTheVariableLikeTheRealBridge(t *testing.T) {
+	for v, want := range map[string]bool{"": false, "false": false, "0": false, "no": false, "true": true, "1": true, "YES": true, "on": true, "maybe": false} {
+		if got := truthy(v); got != want {
+			t.Errorf("truthy(%q) = %v, want %v", v, got, want)
+		}
 	}
 }
