@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
 	"github.com/wa-sidecar/wa-sidecar/bridge/sim"
 )
 
@@ -26,6 +27,9 @@ type Target struct {
 	Dir        string // working directory for the command; empty keeps the sidecar's
 	Port       int    // the bridge's HTTP port; 0 when unknown
 	SessionDir string // holds creds.json; empty when unknown
+	// Script is the bridge.js whose hash the gateway compares; empty when
+	// unknown.
+	Script string
 	// Cleanup removes what the target made for itself (the demo's
 	// temporary session). nil when there is nothing to remove.
 	Cleanup func()
@@ -37,28 +41,35 @@ const (
 	DefaultMode = "self-chat"
 )
 
-// Where is what Discover is told; empty fields are looked up.
+// Where is what Discover is told: what the gateway would run (from
+// gateway.Load), and what the user's flags say instead. Empty fields take
+// the gateway's values.
 type Where struct {
-	HermesHome string // default $HERMES_HOME, else ~/.hermes
-	Script     string // default <home>/scripts/whatsapp-bridge/bridge.js
-	Node       string // default node (then nodejs) in PATH
-	SessionDir string // default <home>/platforms/whatsapp/session, or the legacy <home>/whatsapp/session
-	Port       int    // default 3000
-	Mode       string // default self-chat
+	Install    gateway.Install
+	Script     string // --bridge-script
+	Node       string // --node; default node (then nodejs) in PATH
+	SessionDir string // --session-dir
+	Port       int    // --port; 0: the gateway's
+	Mode       string // --mode; empty: the gateway's
 	// Getenv and LookPath default to os.Getenv and exec.LookPath; tests
 	// replace them to describe a machine.
 	Getenv   func(string) string
 	LookPath func(string) (string, error)
 }
 
-// Discover finds the bridge the way the Hermes gateway starts it. Its
-// errors list every place it looked and the flag that points elsewhere.
+// Discover finds the bridge the way the Hermes gateway starts it: the
+// same script, port, session and mode, flags winning. Its errors list
+// every place it looked and the flag that points elsewhere.
 func Discover(w Where) (Target, error) {
 	if w.Getenv == nil {
 		w.Getenv = os.Getenv
 	}
 	if w.LookPath == nil {
 		w.LookPath = exec.LookPath
+	}
+	in := w.Install
+	if w.Port == 0 {
+		w.Port = in.Port
 	}
 	if w.Port == 0 {
 		w.Port = DefaultPort
@@ -67,25 +78,27 @@ func Discover(w Where) (Target, error) {
 		return Target{}, fmt.Errorf("--port must be between 1 and 65535 (got %d)", w.Port)
 	}
 	if w.Mode == "" {
+		w.Mode = in.Mode
+	}
+	if w.Mode == "" {
 		w.Mode = DefaultMode
 	}
 	if w.Mode != "self-chat" && w.Mode != "bot" {
 		return Target{}, fmt.Errorf("--mode must be self-chat or bot (got %q)", w.Mode)
 	}
-
-	home, homeFrom, err := hermesHome(w)
-	if err != nil {
-		return Target{}, err
-	}
 	script := w.Script
 	if script == "" {
-		script = filepath.Join(home, "scripts", "whatsapp-bridge", "bridge.js")
-		if !isFile(script) {
-			return Target{}, fmt.Errorf("no WhatsApp bridge found: looked for %s (Hermes home %s, from %s); "+
-				"install the Hermes agent, set HERMES_HOME, pass --bridge-script PATH, "+
-				"put your own bridge command after --, or try --demo", script, home, homeFrom)
+		if in.Home == "" {
+			return Target{}, errors.New("cannot find the Hermes home: neither HERMES_HOME nor HOME is set; set HERMES_HOME or pass --hermes-home")
 		}
-	} else if !isFile(script) {
+		script = in.Script
+		if script == "" {
+			return Target{}, fmt.Errorf("no WhatsApp bridge found in the Hermes home %s (from %s); looked at:\n%s\n"+
+				"install the Hermes agent, set HERMES_HOME, pass --bridge-script PATH, "+
+				"put your own bridge command after --, or try --demo", in.Home, in.HomeFrom, lookedList(in.Looked))
+		}
+	}
+	if !isFile(script) {
 		return Target{}, fmt.Errorf("--bridge-script %s: no such file; give the path of bridge.js", script)
 	}
 	script, _ = filepath.Abs(script)
@@ -96,7 +109,10 @@ func Discover(w Where) (Target, error) {
 	}
 	session := w.SessionDir
 	if session == "" {
-		session = sessionDir(home)
+		session = in.SessionDir
+	}
+	if session == "" {
+		return Target{}, errors.New("no session directory: pass --session-dir")
 	}
 	session, _ = filepath.Abs(session)
 
@@ -105,42 +121,16 @@ func Discover(w Where) (Target, error) {
 		Dir:        filepath.Dir(script),
 		Port:       w.Port,
 		SessionDir: session,
+		Script:     script,
 	}, nil
 }
 
-func hermesHome(w Where) (home, from string, err error) {
-	if w.HermesHome != "" {
-		return w.HermesHome, "--hermes-home", nil
+func lookedList(looked []gateway.Looked) string {
+	var b strings.Builder
+	for _, l := range looked {
+		fmt.Fprintf(&b, "  %s: %s\n", l.Path, l.Verdict)
 	}
-	if h := w.Getenv("HERMES_HOME"); h != "" {
-		return h, "$HERMES_HOME", nil
-	}
-	user := w.Getenv("HOME")
-	if user == "" {
-		return "", "", errors.New("cannot find the Hermes home: neither HERMES_HOME nor HOME is set; set HERMES_HOME or pass --hermes-home")
-	}
-	return filepath.Join(user, ".hermes"), "the default ~/.hermes", nil
-}
-
-// sessionDir prefers a session that is paired, then one that exists, in
-// the gateway's order: the current location before the legacy one. With
-// neither, the current location is used and the bridge will ask to pair.
-func sessionDir(home string) string {
-	candidates := []string{
-		filepath.Join(home, "platforms", "whatsapp", "session"),
-		filepath.Join(home, "whatsapp", "session"),
-	}
-	for _, c := range candidates {
-		if Paired(c) {
-			return c
-		}
-	}
-	for _, c := range candidates {
-		if st, err := os.Stat(c); err == nil && st.IsDir() {
-			return c
-		}
-	}
-	return candidates[0]
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 func findNode(w Where) (string, error) {
@@ -158,7 +148,7 @@ func findNode(w Where) (string, error) {
 		}
 		tried = append(tried, name)
 	}
-	return "", fmt.Errorf("Node.js not found: looked for %s in PATH (%s); install Node.js 18 or later, or pass --node PATH",
+	return "", fmt.Errorf("no Node.js found: looked for %s in PATH (%s); install Node.js 18 or later, or pass --node PATH",
 		strings.Join(tried, " and "), w.Getenv("PATH"))
 }
 

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
 )
 
 // machine describes a computer to Discover: its environment and which
@@ -33,52 +35,62 @@ func touch(t *testing.T, path, content string) {
 	}
 }
 
+// load reads a Hermes home as the gateway would, on a machine without
+// the root install.
+func load(t *testing.T, home string) gateway.Install {
+	t.Helper()
+	return gateway.Load(gateway.Options{HermesHome: home, SystemInstall: filepath.Join(t.TempDir(), "none"),
+		Getenv: func(string) string { return "" }})
+}
+
 func TestDiscoverFindsTheGatewaysBridge(t *testing.T) {
 	home := t.TempDir()
-	script := filepath.Join(home, "scripts", "whatsapp-bridge", "bridge.js")
+	// Where the installer puts the code, and so the bridge.
+	script := filepath.Join(home, "hermes-agent", "scripts", "whatsapp-bridge", "bridge.js")
 	touch(t, script, "// bridge")
-	getenv, look := machine(map[string]string{"HERMES_HOME": home}, "/usr/bin/node")
-	tg, err := Discover(Where{Getenv: getenv, LookPath: look})
+	getenv, look := machine(nil, "/usr/bin/node")
+	tg, err := Discover(Where{Install: load(t, home), Getenv: getenv, LookPath: look})
 	if err != nil {
 		t.Fatal(err)
 	}
 	session := filepath.Join(home, "platforms", "whatsapp", "session")
 	want := []string{"/usr/bin/node", script, "--port", "3000", "--session", session, "--mode", "self-chat"}
-	if strings.Join(tg.Command, " ") != strings.Join(want, " ") || tg.Port != 3000 || tg.SessionDir != session || tg.Dir != filepath.Dir(script) {
+	if strings.Join(tg.Command, " ") != strings.Join(want, " ") || tg.Port != 3000 || tg.SessionDir != session || tg.Dir != filepath.Dir(script) || tg.Script != script {
 		t.Fatalf("target %+v\nwant command %v", tg, want)
 	}
 }
 
-func TestDiscoverPrefersAPairedLegacySession(t *testing.T) {
+func TestDiscoverTakesTheGatewaysSettingsAndFlagsWin(t *testing.T) {
 	home := t.TempDir()
 	touch(t, filepath.Join(home, "scripts", "whatsapp-bridge", "bridge.js"), "")
-	if err := os.MkdirAll(filepath.Join(home, "platforms", "whatsapp", "session"), 0o700); err != nil {
-		t.Fatal(err)
-	}
+	touch(t, filepath.Join(home, "config.yaml"), "platforms:\n  whatsapp:\n    extra:\n      bridge_port: 3007\n")
+	touch(t, filepath.Join(home, ".env"), "WHATSAPP_MODE=bot\n")
 	legacy := filepath.Join(home, "whatsapp", "session")
 	touch(t, filepath.Join(legacy, "creds.json"), `{"me":{}}`)
-	getenv, look := machine(map[string]string{"HOME": "/nowhere"}, "/opt/node/bin/nodejs")
-	tg, err := Discover(Where{HermesHome: home, Port: 3005, Mode: "bot", Getenv: getenv, LookPath: look})
+	getenv, look := machine(nil, "/opt/node/bin/nodejs")
+	tg, err := Discover(Where{Install: load(t, home), Getenv: getenv, LookPath: look})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tg.SessionDir != legacy || tg.Port != 3005 || tg.Command[0] != "/opt/node/bin/nodejs" || tg.Command[len(tg.Command)-1] != "bot" {
+	// The legacy session has content, so the gateway uses it.
+	if tg.SessionDir != legacy || tg.Port != 3007 || tg.Command[0] != "/opt/node/bin/nodejs" || tg.Command[len(tg.Command)-1] != "bot" {
 		t.Fatalf("target %+v", tg)
 	}
-
-	// A 0-byte creds.json is not a pairing: the current location wins.
-	touch(t, filepath.Join(legacy, "creds.json"), "")
-	tg, err = Discover(Where{HermesHome: home, Getenv: getenv, LookPath: look})
-	if err != nil || tg.SessionDir != filepath.Join(home, "platforms", "whatsapp", "session") {
-		t.Fatalf("with an empty legacy creds.json: %+v, %v", tg, err)
+	tg, err = Discover(Where{Install: load(t, home), Port: 3005, Mode: "self-chat", SessionDir: home, Getenv: getenv, LookPath: look})
+	if err != nil || tg.Port != 3005 || tg.SessionDir != home || tg.Command[len(tg.Command)-1] != "self-chat" {
+		t.Fatalf("flags did not win: %+v, %v", tg, err)
 	}
 }
 
 func TestDiscoverErrorsSayWhatWasLookedFor(t *testing.T) {
 	home := t.TempDir()
-	getenv, look := machine(map[string]string{"HOME": home}, "/usr/bin/node")
-	_, err := Discover(Where{Getenv: getenv, LookPath: look})
-	for _, want := range []string{filepath.Join(home, ".hermes", "scripts", "whatsapp-bridge", "bridge.js"), "~/.hermes", "HERMES_HOME", "--bridge-script", "--demo"} {
+	getenv, look := machine(nil, "/usr/bin/node")
+	_, err := Discover(Where{Install: load(t, home), Getenv: getenv, LookPath: look})
+	for _, want := range []string{
+		filepath.Join(home, "hermes-agent", "scripts", "whatsapp-bridge", "bridge.js"),
+		filepath.Join(home, "scripts", "whatsapp-bridge", "bridge.js"),
+		"HERMES_HOME", "--bridge-script", "--demo",
+	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("no bridge: error %v does not mention %q", err, want)
 		}
@@ -86,7 +98,7 @@ func TestDiscoverErrorsSayWhatWasLookedFor(t *testing.T) {
 
 	touch(t, filepath.Join(home, "b.js"), "")
 	getenv, look = machine(map[string]string{"HOME": home, "PATH": "/usr/bin:/bin"})
-	_, err = Discover(Where{Script: filepath.Join(home, "b.js"), Getenv: getenv, LookPath: look})
+	_, err = Discover(Where{Install: load(t, home), Script: filepath.Join(home, "b.js"), Getenv: getenv, LookPath: look})
 	for _, want := range []string{"node and nodejs", "/usr/bin:/bin", "--node"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("no node: error %v does not mention %q", err, want)
@@ -103,6 +115,7 @@ func TestDiscoverErrorsSayWhatWasLookedFor(t *testing.T) {
 		{Where{Script: filepath.Join(home, "b.js"), Node: "nonode"}, "--node"},
 	}
 	for _, c := range cases {
+		c.w.Install = load(t, home)
 		c.w.Getenv, c.w.LookPath = machine(map[string]string{"HOME": home}, "/usr/bin/node")
 		if _, err := Discover(c.w); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Discover(%+v): %v, want an error naming %s", c.w, err, c.want)
