@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/wa-sidecar/wa-sidecar/bridge/session"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
@@ -51,6 +53,11 @@ type Options struct {
 	FlapLimit      int           // more flips than this in FlapWindow raise flapping [5]
 	FlapWindow     time.Duration // [60 s]
 	CredsPoll      time.Duration // how often creds.json is checked while parked [1 s]
+
+	// Expect, if set, is what the gateway checks before it adopts the
+	// bridge: readiness then means adoptable, and details.whatsapp carries
+	// the verdict with its reasons.
+	Expect *Expect
 
 	// QRWriter, if set, receives each pairing QR code drawn for a person
 	// to scan (the sidecar passes its terminal).
@@ -105,6 +112,9 @@ type Hermes struct {
 	lines     chan seenLine
 	dropped   atomic.Int64
 	loggedOut atomic.Int64 // pid of the child that said it was logged out
+	// portTaken counts exits by EADDRINUSE since a bridge last answered
+	// /health or the guard last yielded to another bridge.
+	portTaken atomic.Int32
 	// parkedCreds is creds.json as it was when the bridge was parked, taken
 	// in OnExit so that a change made right after the park is not missed.
 	parkedCreds atomic.Pointer[fingerprint]
@@ -188,12 +198,42 @@ func (h *Hermes) observe(l procmon.Line) {
 // by observe before the exit was reported: the monitor reads all of a
 // child's output before it handles its exit.
 func (h *Hermes) onExit(rec procmon.ExitRecord) *procmon.Park {
+	if portTakenAtStart(rec) && h.portTaken.Add(1) == 1 {
+		// Someone bound the port between the sidecar's check and the
+		// bridge's listen: most likely the gateway's own bridge. Not a
+		// crash: the session guard's Hold finds out who it is. Only once
+		// in a row: without a guard to find the holder, or when the
+		// holder is a stranger, the next one counts as the failure it is,
+		// so a port conflict cannot respawn the bridge without end.
+		return &procmon.Park{State: session.StateYielded, Reason: ReasonPortTaken, Recheck: portTakenRecheck,
+			Message: "the bridge's port was taken as it started (EADDRINUSE); checking who holds it"}
+	}
 	if rec.Code == nil || *rec.Code != 1 || rec.Pid == 0 || h.loggedOut.Load() != int64(rec.Pid) {
 		return nil
 	}
 	fp := credsFingerprint(h.opts.SessionDir)
 	h.parkedCreds.Store(&fp)
 	return &procmon.Park{State: StateNeedsPairing, Message: needsPairingMessage(h.opts.SessionDir)}
+}
+
+// ReasonPortTaken is the reason of an exit by EADDRINUSE at start.
+const ReasonPortTaken = "port_taken_at_start"
+
+// portTakenRecheck is how soon the port is looked at after such an exit.
+const portTakenRecheck = 100 * time.Millisecond
+
+// portTakenAtStart says the bridge died of EADDRINUSE, as Node does when
+// its listen fails: exit 1 with the error in its last lines.
+func portTakenAtStart(rec procmon.ExitRecord) bool {
+	if rec.Code == nil || *rec.Code != 1 || rec.Pid == 0 {
+		return false
+	}
+	for _, l := range rec.Tail {
+		if strings.Contains(l, "EADDRINUSE") {
+			return true
+		}
+	}
+	return false
 }
 
 func needsPairingMessage(session string) string {
@@ -239,6 +279,9 @@ type Details struct {
 	QRCodes          int    `json:"qr_codes,omitempty"` // shown in this run of the bridge
 	User             *User  `json:"user,omitempty"`
 	Port             int    `json:"port,omitempty"`
+	// Adoption is whether the gateway would use this bridge if it
+	// connected now; absent when the gateway's checks are not known.
+	Adoption *Adoption `json:"adoption,omitempty"`
 }
 
 // User is the WhatsApp account the bridge is connected as, when it says.
@@ -282,6 +325,11 @@ type watcher struct {
 	connect *time.Timer
 	creds   *time.Ticker
 	credsFP fingerprint
+
+	files    bridgeFiles
+	ready    bool // readiness as last set for this child
+	matched  bool // this child's scriptHash has matched the files
+	updating bool // a restart for changed files was asked for
 }
 
 func newWatcher(h *Hermes, m *procmon.Monitor) *watcher {
@@ -400,6 +448,10 @@ func (w *watcher) event(ev procmon.Event) {
 		w.stopTimers()
 	case procmon.Kind(StateNeedsPairing):
 		w.startCredsWatch()
+	case procmon.Kind(session.StateYielded):
+		if ev.Reason == session.ReasonPortHeldByBridge {
+			w.h.portTaken.Store(0) // the next lost race is a new one
+		}
 	}
 }
 
@@ -415,6 +467,7 @@ func (w *watcher) begin(pid int) {
 	w.pid = pid
 	w.restarted, w.collecting, w.qrRows, w.messageSet, w.closeReason, w.qrShown = false, false, nil, false, "", false
 	w.answered, w.began = false, time.Now()
+	w.ready, w.matched, w.updating = false, false, false
 	w.det.Connection, w.det.QRCodes, w.det.User = "unknown", 0, nil
 	w.det.HealthFailures, w.det.HealthError = 0, ""
 	if w.h.opts.Port > 0 {
@@ -440,6 +493,7 @@ func (w *watcher) end(why string, requested bool) {
 		w.det.Health = "unknown"
 	}
 	w.det.HealthFailures, w.det.HealthError = 0, ""
+	w.det.Adoption = w.assess()
 	if wasConnected {
 		// The event's own pid is the monitor's current child, by now not
 		// this one ("pid" is reserved on the wire).
@@ -558,11 +612,6 @@ func (w *watcher) setConnection(connected bool, reason string) {
 	}
 	if !connected && w.det.Connection == "pairing" {
 		return // still waiting for the scan; nothing changed
-	}
-	if w.h.opts.Port > 0 && w.pid != 0 {
-		if err := w.m.SetReady(w.ctx, w.pid, connected); err != nil && !errors.Is(err, procmon.ErrNotRunning) {
-			w.log.Warn("could not set readiness", "error", err)
-		}
 	}
 	if !connected {
 		w.det.Connection = "disconnected"
@@ -711,6 +760,7 @@ func (w *watcher) result(r probeResult) {
 		return
 	}
 	w.answered = true
+	w.h.portTaken.Store(0)
 	q, rr := r.health.QueueLength, r.health.SendReadReceipts
 	w.det.Health, w.det.HealthFailures, w.det.HealthError = "ok", 0, ""
 	w.det.QueueLength, w.det.ScriptHash, w.det.SendReadReceipts = &q, r.health.ScriptHash, &rr
@@ -719,6 +769,7 @@ func (w *watcher) result(r probeResult) {
 		reason = "GET /health says disconnected"
 	}
 	w.setConnection(r.health.Status == "connected", reason)
+	w.reassess()
 	w.postIfChanged()
 }
 
@@ -768,7 +819,7 @@ func (d Details) equal(o Details) bool {
 	return d.Connection == o.Connection && d.Health == o.Health && d.HealthFailures == o.HealthFailures &&
 		d.HealthError == o.HealthError && intEq(d.QueueLength, o.QueueLength) && d.ScriptHash == o.ScriptHash &&
 		boolEq(d.SendReadReceipts, o.SendReadReceipts) && d.Flapping == o.Flapping && d.QRCodes == o.QRCodes &&
-		userEq && d.Port == o.Port
+		userEq && d.Port == o.Port && d.Adoption.equal(o.Adoption)
 }
 
 // logEvent tells the person watching the sidecar's log what the bridge

@@ -50,16 +50,17 @@ func TestPairingFromTheQRBlockThenConnected(t *testing.T) {
 		t.Fatalf("connection while showing a QR code: %q", d.Connection)
 	}
 
+	// Connected first, then ready: the cause before its effect.
+	conn := h.nextUnless(EventConnected, procmon.EventReady, procmon.EventExited)
+	h.nextUnless(EventPaired, procmon.EventReady)
 	ready := h.nextUnless(procmon.EventReady, procmon.EventExited)
 	if ready.Ready == nil || !*ready.Ready {
 		t.Fatalf("ready event says %v", ready.Ready)
 	}
-	conn := h.next(EventConnected)
 	d := details(t, conn)
 	if d.Connection != "connected" || d.Health != "ok" || len(d.ScriptHash) != 16 || d.QueueLength == nil {
 		t.Fatalf("details after connecting: %+v", d)
 	}
-	h.next(EventPaired)
 	if !Paired(c.SessionDir) {
 		t.Fatal("the simulator did not save credentials")
 	}

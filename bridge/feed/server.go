@@ -418,8 +418,21 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusServiceUnavailable, rd)
 }
 
+// notReady is a layer's part of the status details that knows why a
+// running bridge is not ready.
+type notReady interface{ NotReadyReason() string }
+
 // notReadyReason says in a sentence why the bridge is not ready.
 func notReadyReason(st procmon.Status, now time.Time) string {
+	if st.State == procmon.StateRunning {
+		for _, d := range st.Details {
+			if r, ok := d.(notReady); ok {
+				if why := r.NotReadyReason(); why != "" {
+					return why
+				}
+			}
+		}
+	}
 	if st.Message != "" {
 		return st.Message
 	}

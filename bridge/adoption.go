@@ -1,0 +1,261 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+)
+
+// Expect is what the Hermes gateway checks, each time it connects, before
+// it uses a bridge that is already running instead of killing it and
+// starting its own.
+type Expect struct {
+	// Script is the bridge.js the gateway is configured with: the running
+	// bridge's scriptHash must be that file's (or, for newer bridges, its
+	// folder's runtime files'), and the folder's npm stamp must be fresh.
+	// Empty skips both checks.
+	Script string
+	// SendReadReceipts is the gateway's send_read_receipts setting, which
+	// newer gateways compare with the bridge's sendReadReceipts.
+	SendReadReceipts bool
+}
+
+// EventAdoption says the gateway would now adopt the bridge, or no longer
+// would, with the reasons (details.whatsapp.adoption).
+const EventAdoption procmon.Kind = "adoption"
+
+// EventBridgeUpdated says the bridge's files changed on disk while it ran
+// (a `hermes update`), so it is restarted to serve them.
+const EventBridgeUpdated procmon.Kind = "bridge_updated"
+
+// The reasons the gateway would not adopt the bridge.
+const (
+	ReasonNotRunning         = "not_running"
+	ReasonNotConnected       = "not_connected"
+	ReasonNoCreds            = "no_creds"
+	ReasonScriptHashDiffers  = "script_hash_differs"
+	ReasonReadReceiptsDiffer = "read_receipts_differ"
+	ReasonNPMStampDiffers    = "npm_stamp_differs"
+)
+
+// Adoption is whether the gateway would use the running bridge if it
+// connected now, and why not.
+type Adoption struct {
+	Adoptable bool           `json:"adoptable"`
+	Reasons   []AdoptionNote `json:"reasons"`
+	// DiskHash is the hash the gateway would compute from the files.
+	DiskHash string `json:"disk_hash,omitempty"`
+}
+
+// AdoptionNote is one reason, machine-readable and in words.
+type AdoptionNote struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (a *Adoption) equal(o *Adoption) bool {
+	if (a == nil) != (o == nil) {
+		return false
+	}
+	if a == nil {
+		return true
+	}
+	if a.Adoptable != o.Adoptable || a.DiskHash != o.DiskHash || len(a.Reasons) != len(o.Reasons) {
+		return false
+	}
+	for i := range a.Reasons {
+		if a.Reasons[i] != o.Reasons[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (a *Adoption) codes() string {
+	c := make([]string, len(a.Reasons))
+	for i, r := range a.Reasons {
+		c[i] = r.Code
+	}
+	return strings.Join(c, ",")
+}
+
+// bridgeFiles remembers the bridge files' state, so that hashes are only
+// computed again when a file changed.
+type bridgeFiles struct {
+	sig      string
+	reported string // the scriptHash these results are for
+	disk     string
+	match    bool
+	stamp    gateway.Stamp
+}
+
+// signature is cheap: a stat of each file the gateway hashes.
+func signature(script string) string {
+	dir := filepath.Dir(script)
+	var b strings.Builder
+	names := append([]string{filepath.Base(script)}, gateway.RuntimeInputs...)
+	names = append(names, filepath.Join("node_modules", ".hermes-pkg-hash"))
+	for _, n := range names {
+		st, err := os.Lstat(filepath.Join(dir, n))
+		if err != nil {
+			b.WriteString("-;")
+			continue
+		}
+		fmt.Fprintf(&b, "%d:%d:%d;", st.Size(), st.ModTime().UnixNano(), st.Mode())
+	}
+	return b.String()
+}
+
+// check returns the script's hash comparison and npm stamp, computing them
+// again only when a file changed or the bridge reports another hash.
+func (f *bridgeFiles) check(script, reported string) (disk string, match bool, stamp gateway.Stamp) {
+	sig := signature(script)
+	if sig != f.sig || reported != f.reported {
+		f.sig, f.reported = sig, reported
+		f.disk, f.match = gateway.MatchScriptHash(reported, script)
+		f.stamp = gateway.CheckStamp(filepath.Dir(script))
+	}
+	return f.disk, f.match, f.stamp
+}
+
+// assess works out whether the gateway would adopt the bridge now. It is
+// nil without expectations.
+func (w *watcher) assess() *Adoption {
+	ex := w.h.opts.Expect
+	if ex == nil {
+		return nil
+	}
+	a := &Adoption{Reasons: []AdoptionNote{}}
+	add := func(code, format string, args ...any) {
+		a.Reasons = append(a.Reasons, AdoptionNote{Code: code, Message: fmt.Sprintf(format, args...)})
+	}
+	running := w.pid != 0 && w.answered
+	switch {
+	case w.pid == 0:
+		add(ReasonNotRunning, "the bridge is not running (state %s)", w.state)
+	case w.det.Connection != "connected":
+		add(ReasonNotConnected, "the bridge is not connected to WhatsApp (%s); the gateway would stop it and start its own", w.det.Connection)
+	}
+	if s := w.h.opts.SessionDir; s != "" {
+		if _, err := os.Stat(filepath.Join(s, "creds.json")); err != nil {
+			add(ReasonNoCreds, "there is no creds.json in %s: the gateway refuses to start WhatsApp until it is paired", s)
+		}
+	}
+	if ex.Script != "" && running {
+		disk, match, stamp := w.files.check(ex.Script, w.det.ScriptHash)
+		a.DiskHash = disk
+		if !match {
+			reported := w.det.ScriptHash
+			if reported == "" {
+				reported = "none"
+			}
+			add(ReasonScriptHashDiffers, "the bridge reports scriptHash %s, but the gateway computes %s from %s: it would take the bridge for a stale one and replace it",
+				reported, orNone(disk), ex.Script)
+		}
+		if !stamp.Fresh {
+			add(ReasonNPMStampDiffers, "the npm stamp %s does not match package.json (%s): the gateway would run npm install in %s first",
+				stamp.Path, orNone(stamp.Problem), filepath.Dir(ex.Script))
+		}
+	}
+	if running {
+		rr := w.det.SendReadReceipts != nil && *w.det.SendReadReceipts
+		if rr != ex.SendReadReceipts {
+			add(ReasonReadReceiptsDiffer, "the bridge sends read receipts: %v, the gateway's send_read_receipts is %v; set WHATSAPP_SEND_READ_RECEIPTS to match, or change the setting",
+				rr, ex.SendReadReceipts)
+		}
+	}
+	a.Adoptable = len(a.Reasons) == 0
+	return a
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// reassess updates the adoption details and readiness, posts an adoption
+// event when the verdict or its reasons changed, and restarts a bridge
+// whose files were updated under it.
+func (w *watcher) reassess() {
+	a := w.assess()
+	if a == nil {
+		w.setReady(w.det.Connection == "connected")
+		return
+	}
+	prev := w.det.Adoption
+	w.det.Adoption = a
+	// The verdict first, then what follows from it: readiness, a restart.
+	if prev == nil || prev.Adoptable != a.Adoptable || prev.codes() != a.codes() {
+		ev := procmon.Event{Kind: EventAdoption, Reason: a.codes(), Data: map[string]any{"adoptable": a.Adoptable}}
+		if a.Adoptable {
+			ev.Message = "the gateway would use this bridge as it is"
+		} else if prev != nil && prev.Adoptable {
+			ev.Message = "the gateway would no longer use this bridge: " + a.Reasons[0].Message
+		}
+		w.post(ev)
+	}
+	w.setReady(w.det.Connection == "connected" && a.Adoptable)
+	w.restartIfUpdated(a)
+}
+
+// restartIfUpdated restarts the bridge once when its files changed on disk
+// after it had matched them (a `hermes update` under a running bridge),
+// at a moment when no message waits in its queue, so the gateway can adopt
+// it again. A bridge that never matched is left alone: restarting could
+// not help it, and would never end.
+func (w *watcher) restartIfUpdated(a *Adoption) {
+	hashOK := true
+	for _, r := range a.Reasons {
+		if r.Code == ReasonScriptHashDiffers {
+			hashOK = false
+		}
+	}
+	if hashOK {
+		if w.det.ScriptHash != "" {
+			w.matched = true
+		}
+		return
+	}
+	if !w.matched || w.updating || w.state != procmon.StateRunning {
+		return
+	}
+	if w.det.QueueLength != nil && *w.det.QueueLength > 0 {
+		return // messages wait for the gateway; try again at the next probe
+	}
+	w.updating = true
+	msg := fmt.Sprintf("the bridge's files changed on disk (hermes update?): it serves %s, the files hash to %s; restarting it so that they agree again",
+		w.det.ScriptHash, orNone(a.DiskHash))
+	w.messageSet = true
+	w.post(procmon.Event{Kind: EventBridgeUpdated, Message: msg, Data: map[string]any{"running_hash": w.det.ScriptHash, "disk_hash": a.DiskHash}})
+	if err := w.m.Restart(w.ctx); err != nil && w.ctx.Err() == nil {
+		w.log.Warn("could not restart the updated bridge", "error", err)
+	}
+}
+
+// setReady keeps the monitor's readiness in line with what the gateway
+// needs: connected, and adoptable when the gateway's checks are known.
+func (w *watcher) setReady(ready bool) {
+	if w.h.opts.Port == 0 || w.pid == 0 || ready == w.ready {
+		return
+	}
+	w.ready = ready
+	if err := w.m.SetReady(w.ctx, w.pid, ready); err != nil && w.ctx.Err() == nil && !errors.Is(err, procmon.ErrNotRunning) {
+		w.log.Warn("could not set readiness", "error", err)
+	}
+}
+
+// NotReadyReason says why a running bridge is not ready: the first reason
+// the gateway would not adopt it. The status server's /readyz answers it.
+func (d Details) NotReadyReason() string {
+	if d.Adoption == nil || d.Adoption.Adoptable || len(d.Adoption.Reasons) == 0 {
+		return ""
+	}
+	return "the gateway would not use this bridge yet: " + d.Adoption.Reasons[0].Message
+}
