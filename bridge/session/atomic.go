@@ -55,3 +55,9 @@ func syncDir(dir string) error {
 	}
 	return nil
 }
+
+// WriteFile replaces path with data atomically, as writeFileAtomic does:
+// a link at path is replaced, never written through.
+func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return writeFileAtomic(path, data, perm)
+}

@@ -76,7 +76,8 @@ var clientExamples = map[string]string{
 	"start": "   wa-sidecar start\n" +
 		"   wa-sidecar start --token-file ~/.local/state/wa-sidecar/token",
 	"healthcheck": "   wa-sidecar healthcheck            # Docker HEALTHCHECK: is the sidecar up?\n" +
-		"   wa-sidecar healthcheck --ready    # is the bridge up and connected?\n" +
+		"   wa-sidecar healthcheck --ready    # would the gateway adopt the bridge now?\n" +
+		"   wa-sidecar healthcheck --ready --wait 90s   # wait until it would (a gateway's ExecStartPre)\n" +
 		"   wa-sidecar healthcheck --addr unix:/run/wa-sidecar.sock",
 }
 
@@ -196,11 +197,6 @@ func clientError(err error, addr string) error {
 		return cli.Exit(fmt.Sprintf("wa-sidecar: the sidecar at %s did not answer in time (--timeout)", addr), exitError)
 	}
 	return cli.Exit("wa-sidecar: "+err.Error(), exitError)
-}
-
-func (s *clientConn) printJSON(v any) {
-	b, _ := json.Marshal(v)
-	fmt.Fprintln(s.out, string(b))
 }
 
 // withSession finds the sidecar (see newSession) and runs fn with a

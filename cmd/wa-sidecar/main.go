@@ -66,6 +66,8 @@ func commands() []*cli.Command {
 		runCommand(),
 		simulateBridgeCommand(),
 		installServiceCommand(),
+		doctorCommand(),
+		prepareBridgeCommand(),
 	}, clientCommands()...)
 }
 

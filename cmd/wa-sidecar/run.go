@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge"
+	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 	"github.com/wa-sidecar/wa-sidecar/signals"
 )
@@ -133,7 +134,8 @@ func runAction(c *cli.Context) error {
 	if err := checkFlags(c); err != nil {
 		return err
 	}
-	target, err := bridgeTarget(c)
+	in := loadInstall(c, logger)
+	target, err := bridgeTarget(c, in)
 	if err != nil {
 		return err
 	}
@@ -145,6 +147,11 @@ func runAction(c *cli.Context) error {
 		return err
 	}
 	cfg.Logger = logger
+	cfg.Env = in.BridgeEnv(os.Environ())
+	if target.Script != "" && !c.Bool("demo") {
+		logger.Info("running the bridge as the gateway would", "script", target.Script, "port", target.Port,
+			"session", target.SessionDir, "mode", in.Mode, "read_receipts", in.SendReadReceipts)
+	}
 	mode, err := checkBridgeOutput(c.String("bridge-output"))
 	if err != nil {
 		return usageError("%v", err)
@@ -181,7 +188,7 @@ func runAction(c *cli.Context) error {
 		defer guard.Close()
 	}
 
-	hermes, err := newHermes(c, target, logger)
+	hermes, err := newHermes(c, target, &bridge.Expect{Script: target.Script, SendReadReceipts: in.SendReadReceipts}, logger)
 	if err != nil {
 		return err
 	}
@@ -216,6 +223,24 @@ func runAction(c *cli.Context) error {
 		logger.Info("reaping orphaned processes", "pid1", os.Getpid() == 1)
 	}
 	return supervise(m, logger)
+}
+
+// loadInstall reads what the gateway would do from the Hermes home
+// (config.yaml, .env, the install tree), except for --demo, which runs
+// in a world of its own. What cannot be read is logged with its file and
+// line, and the defaults apply: supervising goes on.
+func loadInstall(c *cli.Context, logger *slog.Logger) gateway.Install {
+	if c.Bool("demo") {
+		return gateway.Install{}
+	}
+	in := gateway.Load(gateway.Options{HermesHome: c.String("hermes-home")})
+	for _, p := range in.Problems {
+		logger.Warn("Hermes configuration: "+p.Error()+"; the gateway's default is used instead", "file", p.File, "line", p.Line)
+	}
+	if err := in.MakeCacheDirs(); err != nil {
+		logger.Warn("could not create the gateway's media cache directories; the bridge may fail to save media", "error", err)
+	}
+	return in
 }
 
 // supervise runs the monitor and turns the sidecar's own signals into

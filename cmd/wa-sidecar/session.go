@@ -61,6 +61,7 @@ func protectSession(c *cli.Context, target bridge.Target, cfg *procmon.Config, l
 		if err != nil {
 			return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitError)
 		}
+		cfg.Hold = g.Hold
 		cfg.BeforeSpawn = chainBefore(cfg.BeforeSpawn, g.BeforeSpawn)
 		cfg.AfterSpawn = chainAfter(cfg.AfterSpawn, g.AfterSpawn)
 	}

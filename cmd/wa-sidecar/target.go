@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge"
+	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
 )
 
 // exitConfig is EX_CONFIG: the Hermes systemd unit never restarts it, which
@@ -18,14 +19,26 @@ import (
 const exitConfig = 78
 
 func targetFlags() []cli.Flag {
-	return []cli.Flag{
+	return append(append([]cli.Flag{
 		&cli.BoolFlag{Name: "demo", Usage: "supervise a built-in simulated bridge in a temporary session (no Node.js or phone needed)", EnvVars: envs("DEMO")},
-		&cli.StringFlag{Name: "hermes-home", Usage: "Hermes home to find the bridge in (default $HERMES_HOME, else ~/.hermes)", EnvVars: envs("HERMES_HOME")},
-		&cli.StringFlag{Name: "bridge-script", Usage: "the bridge's bridge.js (default <hermes home>/scripts/whatsapp-bridge/bridge.js)", EnvVars: envs("BRIDGE_SCRIPT")},
+	}, discoveryFlags()...), healthFlags()...)
+}
+
+// discoveryFlags say where the bridge is, when it is not what the
+// gateway would run; run and doctor share them.
+func discoveryFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "hermes-home", Usage: "Hermes home to find the bridge, config.yaml and .env in (default $HERMES_HOME, else ~/.hermes)", EnvVars: envs("HERMES_HOME")},
+		&cli.StringFlag{Name: "bridge-script", Usage: "the bridge's bridge.js (default: what the gateway runs: config.yaml's bridge_script, else <hermes home>/hermes-agent/scripts/whatsapp-bridge/bridge.js, /usr/local/lib/hermes-agent/…, or the mirror <hermes home>/scripts/whatsapp-bridge/); with a command after --, the file whose hash the gateway compares", EnvVars: envs("BRIDGE_SCRIPT")},
 		&cli.StringFlag{Name: "node", Usage: "the Node.js binary (default node in PATH)", EnvVars: envs("NODE")},
-		&cli.IntFlag{Name: "port", Value: bridge.DefaultPort, Usage: "the bridge's HTTP port, passed to it and probed on 127.0.0.1", EnvVars: envs("PORT")},
-		&cli.StringFlag{Name: "session-dir", Usage: "the bridge's session directory (default <hermes home>/platforms/whatsapp/session, or the legacy whatsapp/session)", EnvVars: envs("SESSION_DIR")},
-		&cli.StringFlag{Name: "mode", Value: bridge.DefaultMode, Usage: "the bridge's mode: self-chat or bot", EnvVars: envs("MODE")},
+		&cli.IntFlag{Name: "port", Value: bridge.DefaultPort, Usage: "the bridge's HTTP port, passed to it and probed on 127.0.0.1 (default: config.yaml's bridge_port, else 3000)", EnvVars: envs("PORT")},
+		&cli.StringFlag{Name: "session-dir", Usage: "the bridge's session directory (default: config.yaml's session_path, else <hermes home>/platforms/whatsapp/session, or the legacy whatsapp/session when it has content)", EnvVars: envs("SESSION_DIR")},
+		&cli.StringFlag{Name: "mode", Usage: "the bridge's mode: self-chat or bot (default $WHATSAPP_MODE, from the environment or the Hermes .env, else self-chat)", EnvVars: envs("MODE")},
+	}
+}
+
+func healthFlags() []cli.Flag {
+	return []cli.Flag{
 		&cli.DurationFlag{Name: "health-period", Value: 10 * time.Second, Usage: "how often GET /health is asked", EnvVars: envs("HEALTH_PERIOD")},
 		&cli.DurationFlag{Name: "health-timeout", Value: 2 * time.Second, Usage: "how long one GET /health may take", EnvVars: envs("HEALTH_TIMEOUT")},
 		&cli.IntFlag{Name: "health-failures", Value: 3, Usage: "failed GET /health in a row after which a live bridge is unresponsive and restarted", EnvVars: envs("HEALTH_FAILURES")},
@@ -41,10 +54,10 @@ func checkFlags(c *cli.Context) error {
 	if p := c.Int("port"); p < 1 || p > 65535 {
 		return usageError("--port must be between 1 and 65535 (got %d)", p)
 	}
-	if m := c.String("mode"); m != "self-chat" && m != "bot" {
+	if m := c.String("mode"); m != "" && m != "self-chat" && m != "bot" {
 		return usageError("--mode must be self-chat or bot (got %q)", m)
 	}
-	if _, err := newHermes(c, bridge.Target{Port: c.Int("port")}, nil); err != nil {
+	if _, err := newHermes(c, bridge.Target{Port: c.Int("port")}, nil, nil); err != nil {
 		return err
 	}
 	if err := checkSessionFlags(c); err != nil {
@@ -56,10 +69,11 @@ func checkFlags(c *cli.Context) error {
 
 // newHermes builds the layer that reads the bridge's output and health.
 // Pairing QR codes are drawn on the sidecar's terminal, when it has one.
-func newHermes(c *cli.Context, t bridge.Target, logger *slog.Logger) (*bridge.Hermes, error) {
+func newHermes(c *cli.Context, t bridge.Target, expect *bridge.Expect, logger *slog.Logger) (*bridge.Hermes, error) {
 	opts := bridge.Options{
 		Port:           t.Port,
 		SessionDir:     t.SessionDir,
+		Expect:         expect,
 		HealthPeriod:   c.Duration("health-period"),
 		HealthTimeout:  c.Duration("health-timeout"),
 		HealthFailures: c.Int("health-failures"),
@@ -84,9 +98,9 @@ func newHermes(c *cli.Context, t bridge.Target, logger *slog.Logger) (*bridge.He
 }
 
 // bridgeTarget decides what to run: the simulated bridge with --demo, the
-// command after --, or the bridge of the Hermes install found on this
-// machine.
-func bridgeTarget(c *cli.Context) (bridge.Target, error) {
+// command after --, or the bridge the gateway would run from the Hermes
+// install found on this machine. in is what the gateway would do.
+func bridgeTarget(c *cli.Context, in gateway.Install) (bridge.Target, error) {
 	args := c.Args().Slice()
 	switch {
 	case c.Bool("demo") && len(args) > 0:
@@ -110,27 +124,38 @@ func bridgeTarget(c *cli.Context) (bridge.Target, error) {
 		}
 		return t, nil
 	case len(args) > 0:
-		t := bridge.Target{Command: args, Port: portArg(args), SessionDir: flagArg(args, "--session")}
+		t := bridge.Target{Command: args, Port: portArg(args), SessionDir: flagArg(args, "--session"), Script: scriptArg(args)}
 		if c.IsSet("port") {
 			t.Port = c.Int("port")
 		}
 		if c.IsSet("session-dir") {
 			t.SessionDir = c.String("session-dir")
 		}
+		if c.IsSet("bridge-script") {
+			t.Script = c.String("bridge-script")
+		}
 		return t, nil
 	}
-	t, err := bridge.Discover(bridge.Where{
-		HermesHome: c.String("hermes-home"),
-		Script:     c.String("bridge-script"),
-		Node:       c.String("node"),
-		SessionDir: c.String("session-dir"),
-		Port:       c.Int("port"),
-		Mode:       c.String("mode"),
-	})
+	w := bridge.Where{Install: in, Script: c.String("bridge-script"), Node: c.String("node"), SessionDir: c.String("session-dir"), Mode: c.String("mode")}
+	if c.IsSet("port") {
+		w.Port = c.Int("port")
+	}
+	t, err := bridge.Discover(w)
 	if err != nil {
 		return t, cli.Exit("wa-sidecar: "+err.Error(), exitConfig)
 	}
 	return t, nil
+}
+
+// scriptArg finds the bridge.js in a command given after --, whose hash
+// the gateway compares before adopting.
+func scriptArg(args []string) string {
+	for _, a := range args {
+		if filepath.Base(a) == "bridge.js" {
+			return a
+		}
+	}
+	return ""
 }
 
 // portArg reads the real bridge's --port from a command given after --, so
