@@ -849,6 +849,10 @@ func (w *watcher) logEvent(ev procmon.Event) {
 		msg = "WhatsApp paired: this device is now linked"
 	case EventDisconnected:
 		msg = "WhatsApp disconnected"
+	case EventAdoption:
+		if a := w.det.Adoption; msg == "" && a != nil && len(a.Reasons) > 0 {
+			msg = "the gateway would not use this bridge yet: " + a.Reasons[0].Message
+		}
 	}
 	w.log.Info(msg, attrs...)
 }
