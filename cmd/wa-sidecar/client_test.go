@@ -177,6 +177,16 @@ func TestStatusLine(t *testing.T) {
 	if line != want {
 		t.Fatalf("statusLine =\n %q\nwant\n %q", line, want)
 	}
+	st.Details = map[string]any{"whatsapp": map[string]any{"adoption": map[string]any{"adoptable": true, "reasons": []any{}}}}
+	if line := statusLine(st, now, false); !strings.Contains(line, "up 3m12s, adoptable, 4 restarts") {
+		t.Fatalf("adoptable: %q", line)
+	}
+	st.Ready = false
+	st.Details = map[string]any{"whatsapp": map[string]any{"adoption": map[string]any{"adoptable": false,
+		"reasons": []any{map[string]any{"code": "not_connected"}, map[string]any{"code": "no_creds"}}}}}
+	if line := statusLine(st, now, false); !strings.Contains(line, "not ready: the gateway would not adopt it (not_connected, no_creds)") {
+		t.Fatalf("not adoptable: %q", line)
+	}
 	for d, want := range map[time.Duration]string{
 		850 * time.Millisecond: "850ms", 42 * time.Second: "42s", 5*time.Hour + 3*time.Minute: "5h3m", 52 * time.Hour: "2d4h",
 	} {

@@ -52,7 +52,13 @@ func statusLine(st procmon.Status, now time.Time, colour bool) string {
 	case st.State == procmon.StateRunning && st.StartedAt != nil:
 		parts = append(parts, "up "+ago(now.Sub(*st.StartedAt)))
 		if !st.Ready {
-			parts = append(parts, "not ready")
+			if why := notAdoptable(st); why != "" {
+				parts = append(parts, "not ready: the gateway would not adopt it ("+why+")")
+			} else {
+				parts = append(parts, "not ready")
+			}
+		} else if adoptableNow(st) {
+			parts = append(parts, "adoptable")
 		}
 	case st.State == procmon.StateBackoff && st.NextStartAt != nil:
 		parts = append(parts, "next start in "+ago(st.NextStartAt.Sub(now)))
@@ -70,6 +76,30 @@ func statusLine(st procmon.Status, now time.Time, colour bool) string {
 		parts = append(parts, "last exit: "+x.Describe()+" "+ago(now.Sub(x.At))+" ago")
 	}
 	return strings.Join(parts, ", ")
+}
+
+// adoption is details.whatsapp.adoption of a status read from the wire,
+// or nil.
+func adoption(st procmon.Status) map[string]any {
+	w, _ := st.Details["whatsapp"].(map[string]any)
+	a, _ := w["adoption"].(map[string]any)
+	return a
+}
+
+func adoptableNow(st procmon.Status) bool { return adoption(st)["adoptable"] == true }
+
+// notAdoptable lists the reason codes the gateway would not adopt for.
+func notAdoptable(st procmon.Status) string {
+	reasons, _ := adoption(st)["reasons"].([]any)
+	var codes []string
+	for _, r := range reasons {
+		if m, ok := r.(map[string]any); ok {
+			if c, ok := m["code"].(string); ok {
+				codes = append(codes, c)
+			}
+		}
+	}
+	return strings.Join(codes, ", ")
 }
 
 func plural(n int, word string) string {
