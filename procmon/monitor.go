@@ -698,6 +698,14 @@ func (l *loop) exited(r *run) {
 	rec.UptimeMS = uptime.Milliseconds()
 	rec.Tail = r.tail.snapshot()
 
+	// Outside kills within Backoff.Initial of the start, in a row: any
+	// other end, or a child that lived longer, starts the count again.
+	if class == ClassShutdown && uptime < l.cfg.Backoff.Initial {
+		l.quickKills++
+	} else {
+		l.quickKills = 0
+	}
+
 	l.cur = nil
 	stopTimer(&l.kill)
 	stopTimer(&l.reset)
@@ -734,18 +742,15 @@ func (l *loop) exited(r *run) {
 		// within Backoff.Initial of its start twice in a row does the next
 		// one wait that long, so that something that keeps killing it
 		// cannot make a tight loop.
-		if uptime < l.cfg.Backoff.Initial {
-			l.quickKills++
-		} else {
-			l.quickKills = 0
-		}
 		if l.quickKills < 2 {
 			l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
 			l.log.Info("bridge was shut down from outside; starting it again at once", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
 			l.spawn()
 			return
 		}
-		delay := l.cfg.Backoff.Initial
+		// Jittered: the gateway spawns its own bridge exactly 1 s after
+		// its kill, and the default Initial is 1 s too.
+		delay := l.cfg.Backoff.Delay(1)
 		l.enterBackoff(delay)
 		l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
 		l.log.Info("bridge was shut down from outside right after it started, again; starting it again after a delay", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())

@@ -176,6 +176,37 @@ func TestOutsideShutdownOfARunningBridgeRespawnsAtOnce(t *testing.T) {
 	}
 }
 
+func TestQuickKillCountStartsAgainAfterAnyOtherEnd(t *testing.T) {
+	// A quick kill, a restart by the sidecar, a quick kill again: not
+	// twice in a row, so the second is respawned at once too.
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2}})
+	kill := func() Event {
+		t.Helper()
+		pid := h.next(EventStarted).Pid
+		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		return h.next(EventExited)
+	}
+	kill()
+	h.nextUnless(EventStarting, EventBackoff)
+	// A requested restart in between ends the run of quick kills.
+	pid := h.next(EventStarted).Pid
+	if err := h.m.Restart(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if ex := h.next(EventExited); ex.Pid != pid || ex.Exit.Class != ClassRequested {
+		t.Fatalf("restart: %+v", ex.Exit)
+	}
+	kill()
+	h.nextUnless(EventStarting, EventBackoff)
+	// Two in a row now: the next waits.
+	kill()
+	if bo := h.nextUnless(EventBackoff, EventStarting); bo.Reason != string(ClassShutdown) {
+		t.Fatalf("backoff after two quick kills in a row: %+v", bo)
+	}
+}
+
 func TestMaxRestartsGivesUpAndStartResumes(t *testing.T) {
 	h := start(t, Config{Command: []string{fakeBridge, "-exit", "2"}, MaxRestarts: 2, Backoff: fast})
 	h.next(EventGivenUp)
