@@ -97,7 +97,7 @@ func (s *adoptionSetup) bridge(connectAfter time.Duration) []string {
 // sidecar starts wa-sidecar over a simulated bridge of the install.
 func (s *adoptionSetup) sidecar(connectAfter time.Duration) *sidecarProc {
 	args := append([]string{"run", "--listen", s.listen, "--state-dir", s.t.TempDir(),
-		"--bridge-script", s.in.script, "--health-period", "300ms", "--health-timeout", "250ms", "--"}, s.bridge(connectAfter)...)
+		"--bridge-script", s.in.script, "--health-period", "300ms", "--"}, s.bridge(connectAfter)...)
 	cmd := exec.Command(s.bin, args...)
 	cmd.Env = append(os.Environ(), "HERMES_HOME="+s.in.home)
 	return startCmd(s.t, cmd)
@@ -314,7 +314,7 @@ func TestABridgeServingOtherFilesIsNotReady(t *testing.T) {
 	s := newAdoptionSetup(t)
 	// The simulator's own scriptHash: not the hash of the gateway's bridge.js.
 	cmd := exec.Command(s.bin, "run", "--listen", s.listen, "--state-dir", t.TempDir(), "--bridge-script", s.in.script,
-		"--health-period", "300ms", "--health-timeout", "250ms", "--",
+		"--health-period", "300ms", "--",
 		s.bin, "simulate-bridge", "--port", strconv.Itoa(s.port), "--session", s.in.session, "--connect-after", "100ms")
 	cmd.Env = append(os.Environ(), "HERMES_HOME="+s.in.home)
 	sc := startCmd(t, cmd)

@@ -224,6 +224,9 @@ func TestBadFlagsExit64(t *testing.T) {
 		{[]string{"run", "--hermes-home", "/nonexistent", "--mode", "foo"}, "", "--mode"},
 		{[]string{"run", "--hermes-home", "/nonexistent", "--normal-signals", "FOO"}, "", "--normal-signals"},
 		{[]string{"run", "--hermes-home", "/nonexistent", "--health-failures", "0"}, "", "--health-failures"},
+		// Both given, and overlapping: the one case left to report (a short
+		// --health-period alone takes the timeout down with it).
+		{[]string{"run", "--hermes-home", "/nonexistent", "--health-period", "1s", "--health-timeout", "2s"}, "", "--health-timeout"},
 		{[]string{"run", "--hermes-home", "/nonexistent", "--bridge-log-max-size", "99999999"}, "", "--bridge-log-max-size"},
 		{[]string{"run", "--bridge-log-max-size", "99999999", "--", fake}, "", "--bridge-log-max-size"},
 	}

@@ -80,6 +80,11 @@ func newHermes(c *cli.Context, t bridge.Target, expect *bridge.Expect, logger *s
 		ConnectGrace:   c.Duration("connect-grace"),
 		Logger:         logger,
 	}
+	if !c.IsSet("health-timeout") && opts.HealthTimeout > opts.HealthPeriod {
+		// A short --health-period alone: the default timeout follows it
+		// down rather than making the user set both.
+		opts.HealthTimeout = opts.HealthPeriod
+	}
 	if opts.HealthPeriod <= 0 || opts.HealthTimeout <= 0 || opts.ConnectGrace <= 0 {
 		return nil, usageError("--health-period, --health-timeout and --connect-grace must be positive")
 	}
