@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
@@ -23,6 +24,11 @@ type Expect struct {
 	// SendReadReceipts is the gateway's send_read_receipts setting, which
 	// newer gateways compare with the bridge's sendReadReceipts.
 	SendReadReceipts bool
+	// Port and SessionDir are the gateway's bridge_port and session, when
+	// known: a bridge elsewhere is not the one it looks at, or fights its
+	// own for the session. 0 and empty skip the checks.
+	Port       int
+	SessionDir string
 }
 
 // EventAdoption says the gateway would now adopt the bridge, or no longer
@@ -40,7 +46,11 @@ const (
 	ReasonNoCreds            = "no_creds"
 	ReasonScriptHashDiffers  = "script_hash_differs"
 	ReasonReadReceiptsDiffer = "read_receipts_differ"
-	ReasonNPMStampDiffers    = "npm_stamp_differs"
+	ReasonPortDiffers        = "port_differs"
+	ReasonSessionDiffers     = "session_differs"
+	// ReasonNPMStampDiffers is a warning, not a reason: the gateway runs
+	// npm install first, then adopts the bridge all the same.
+	ReasonNPMStampDiffers = "npm_stamp_differs"
 )
 
 // Adoption is whether the gateway would use the running bridge if it
@@ -48,6 +58,9 @@ const (
 type Adoption struct {
 	Adoptable bool           `json:"adoptable"`
 	Reasons   []AdoptionNote `json:"reasons"`
+	// Warnings do not stop the gateway adopting the bridge, but it would
+	// do something first that a person should know of.
+	Warnings []AdoptionNote `json:"warnings,omitempty"`
 	// DiskHash is the hash the gateway would compute from the files.
 	DiskHash string `json:"disk_hash,omitempty"`
 }
@@ -65,11 +78,15 @@ func (a *Adoption) equal(o *Adoption) bool {
 	if a == nil {
 		return true
 	}
-	if a.Adoptable != o.Adoptable || a.DiskHash != o.DiskHash || len(a.Reasons) != len(o.Reasons) {
+	return a.Adoptable == o.Adoptable && a.DiskHash == o.DiskHash && notesEqual(a.Reasons, o.Reasons) && notesEqual(a.Warnings, o.Warnings)
+}
+
+func notesEqual(a, b []AdoptionNote) bool {
+	if len(a) != len(b) {
 		return false
 	}
-	for i := range a.Reasons {
-		if a.Reasons[i] != o.Reasons[i] {
+	for i := range a {
+		if a[i] != b[i] {
 			return false
 		}
 	}
@@ -141,6 +158,12 @@ func (w *watcher) assess() *Adoption {
 	case w.det.Connection != "connected":
 		add(ReasonNotConnected, "the bridge is not connected to WhatsApp (%s); the gateway would stop it and start its own", w.det.Connection)
 	}
+	if ex.Port != 0 && w.h.opts.Port != ex.Port {
+		add(ReasonPortDiffers, "the bridge listens on port %d, but the gateway looks on %d (its bridge_port): it would start a bridge of its own there", w.h.opts.Port, ex.Port)
+	}
+	if ex.SessionDir != "" && w.h.opts.SessionDir != "" && !sameSession(w.h.opts.SessionDir, ex.SessionDir) {
+		add(ReasonSessionDiffers, "the bridge uses the session %s, but the gateway's is %s: the two would fight for the WhatsApp account", w.h.opts.SessionDir, ex.SessionDir)
+	}
 	if s := w.h.opts.SessionDir; s != "" {
 		if _, err := os.Stat(filepath.Join(s, "creds.json")); err != nil {
 			add(ReasonNoCreds, "there is no creds.json in %s: the gateway refuses to start WhatsApp until it is paired", s)
@@ -158,8 +181,9 @@ func (w *watcher) assess() *Adoption {
 				reported, orNone(disk), ex.Script)
 		}
 		if !stamp.Fresh {
-			add(ReasonNPMStampDiffers, "the npm stamp %s does not match package.json (%s): the gateway would run npm install in %s first",
-				stamp.Path, orNone(stamp.Problem), filepath.Dir(ex.Script))
+			a.Warnings = append(a.Warnings, AdoptionNote{Code: ReasonNPMStampDiffers, Message: fmt.Sprintf(
+				"the npm stamp %s does not match package.json (%s): the gateway would run npm install in %s, under the running bridge, before it adopts it; wa-sidecar prepare-bridge %s writes the stamp",
+				stamp.Path, orNone(stamp.Problem), filepath.Dir(ex.Script), filepath.Dir(ex.Script))})
 		}
 	}
 	if running {
@@ -171,6 +195,16 @@ func (w *watcher) assess() *Adoption {
 	}
 	a.Adoptable = len(a.Reasons) == 0
 	return a
+}
+
+// sameSession compares two session paths, symlinks resolved.
+func sameSession(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	ra, errA := filepath.EvalSymlinks(a)
+	rb, errB := filepath.EvalSymlinks(b)
+	return errA == nil && errB == nil && ra == rb
 }
 
 func orNone(s string) string {
@@ -192,17 +226,24 @@ func (w *watcher) reassess() {
 	prev := w.det.Adoption
 	w.det.Adoption = a
 	// The verdict first, then what follows from it: readiness, a restart.
-	if prev == nil || prev.Adoptable != a.Adoptable || prev.codes() != a.codes() {
-		ev := procmon.Event{Kind: EventAdoption, Reason: a.codes(), Data: map[string]any{"adoptable": a.Adoptable}}
-		if a.Adoptable {
-			ev.Message = "the gateway would use this bridge as it is"
-		} else if prev != nil && prev.Adoptable {
-			ev.Message = "the gateway would no longer use this bridge: " + a.Reasons[0].Message
-		}
-		w.post(ev)
-	}
+	w.announceAdoption(prev, a)
 	w.setReady(w.det.Connection == "connected" && a.Adoptable)
 	w.restartIfUpdated(a)
+}
+
+// announceAdoption posts an adoption event when the verdict or its reasons
+// changed from prev to a (already in the details).
+func (w *watcher) announceAdoption(prev, a *Adoption) {
+	if a == nil || prev != nil && prev.Adoptable == a.Adoptable && prev.codes() == a.codes() {
+		return
+	}
+	ev := procmon.Event{Kind: EventAdoption, Reason: a.codes(), Data: map[string]any{"adoptable": a.Adoptable}}
+	if a.Adoptable {
+		ev.Message = "the gateway would use this bridge as it is"
+	} else if prev != nil && prev.Adoptable {
+		ev.Message = "the gateway would no longer use this bridge: " + a.Reasons[0].Message
+	}
+	w.post(ev)
 }
 
 // restartIfUpdated restarts the bridge once when its files changed on disk
@@ -221,12 +262,16 @@ func (w *watcher) restartIfUpdated(a *Adoption) {
 		if w.det.ScriptHash != "" {
 			w.matched = true
 		}
+		w.staleSince = time.Time{}
 		return
 	}
-	if !w.matched || w.updating || w.state != procmon.StateRunning {
-		return
+	if !w.matched || w.updating || w.state != procmon.StateRunning || w.det.Connection == "pairing" {
+		return // a pairing in progress would have to start again
 	}
-	if w.det.QueueLength != nil && *w.det.QueueLength > 0 {
+	if w.staleSince.IsZero() {
+		w.staleSince = time.Now()
+	}
+	if w.det.QueueLength != nil && *w.det.QueueLength > 0 && time.Since(w.staleSince) < staleQueueWait {
 		return // messages wait for the gateway; try again at the next probe
 	}
 	w.updating = true
@@ -238,6 +283,12 @@ func (w *watcher) restartIfUpdated(a *Adoption) {
 		w.log.Warn("could not restart the updated bridge", "error", err)
 	}
 }
+
+// staleQueueWait is how long a restart for changed files waits for the
+// bridge's queue to empty: with the gateway away, nobody takes the
+// messages, and a stale bridge would only be killed by it later, queue and
+// all.
+const staleQueueWait = time.Minute
 
 // setReady keeps the monitor's readiness in line with what the gateway
 // needs: connected, and adoptable when the gateway's checks are known.

@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -199,5 +201,61 @@ func TestPortTakenAtStartIsAStandbyOnce(t *testing.T) {
 	bo := h.nextUnless(procmon.EventBackoff, procmon.Kind(session.StateYielded))
 	if bo.Status.ConsecutiveFailures != 1 {
 		t.Fatalf("the second EADDRINUSE in a row is not a failure: %+v", bo.Status)
+	}
+}
+
+func TestAStaleNPMStampWarnsButStaysAdoptable(t *testing.T) {
+	script := bridgeDir(t)
+	// As after `hermes whatsapp`: dependencies installed, no stamp.
+	if err := os.Remove(filepath.Join(filepath.Dir(script), "node_modules", ".hermes-pkg-hash")); err != nil {
+		t.Fatal(err)
+	}
+	c := simConfig(t)
+	pair(t, c.SessionDir)
+	c.ScriptHashOf = script
+	opts := testOptions(c)
+	opts.Expect = &Expect{Script: script}
+	h := start(t, simCommand(c), opts)
+	var a *Adoption
+	for a == nil || !a.Adoptable {
+		_, a = adoption(t, h)
+	}
+	if len(a.Warnings) != 1 || a.Warnings[0].Code != ReasonNPMStampDiffers || !strings.Contains(a.Warnings[0].Message, "prepare-bridge") {
+		t.Fatalf("warnings: %+v", a.Warnings)
+	}
+}
+
+func TestABridgeOnAnotherPortOrSessionIsNotTheGatewaysOne(t *testing.T) {
+	c := simConfig(t)
+	pair(t, c.SessionDir)
+	opts := testOptions(c)
+	opts.Expect = &Expect{Port: c.Port + 1, SessionDir: t.TempDir()}
+	h := start(t, simCommand(c), opts)
+	h.next(EventConnected)
+	var a *Adoption
+	for a == nil || hasReason(a, ReasonNotConnected) {
+		_, a = adoption(t, h)
+	}
+	if a.Adoptable || !hasReason(a, ReasonPortDiffers) || !hasReason(a, ReasonSessionDiffers) {
+		t.Fatalf("verdict: %+v", a)
+	}
+}
+
+func TestTheVerdictChangesWhenTheBridgeStops(t *testing.T) {
+	c := simConfig(t)
+	pair(t, c.SessionDir)
+	opts := testOptions(c)
+	opts.Expect = &Expect{}
+	h := start(t, simCommand(c), opts)
+	var a *Adoption
+	for a == nil || !a.Adoptable {
+		_, a = adoption(t, h)
+	}
+	if err := h.m.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	h.next(procmon.EventExited)
+	if _, a := adoption(t, h); a.Adoptable || !hasReason(a, ReasonNotRunning) {
+		t.Fatalf("after the stop: %+v", a)
 	}
 }

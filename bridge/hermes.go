@@ -326,10 +326,11 @@ type watcher struct {
 	creds   *time.Ticker
 	credsFP fingerprint
 
-	files    bridgeFiles
-	ready    bool // readiness as last set for this child
-	matched  bool // this child's scriptHash has matched the files
-	updating bool // a restart for changed files was asked for
+	files      bridgeFiles
+	ready      bool      // readiness as last set for this child
+	matched    bool      // this child's scriptHash has matched the files
+	updating   bool      // a restart for changed files was asked for
+	staleSince time.Time // when the files were first seen changed under it
 }
 
 func newWatcher(h *Hermes, m *procmon.Monitor) *watcher {
@@ -467,7 +468,7 @@ func (w *watcher) begin(pid int) {
 	w.pid = pid
 	w.restarted, w.collecting, w.qrRows, w.messageSet, w.closeReason, w.qrShown = false, false, nil, false, "", false
 	w.answered, w.began = false, time.Now()
-	w.ready, w.matched, w.updating = false, false, false
+	w.ready, w.matched, w.updating, w.staleSince = false, false, false, time.Time{}
 	w.det.Connection, w.det.QRCodes, w.det.User = "unknown", 0, nil
 	w.det.HealthFailures, w.det.HealthError = 0, ""
 	if w.h.opts.Port > 0 {
@@ -493,6 +494,7 @@ func (w *watcher) end(why string, requested bool) {
 		w.det.Health = "unknown"
 	}
 	w.det.HealthFailures, w.det.HealthError = 0, ""
+	prev := w.det.Adoption
 	w.det.Adoption = w.assess()
 	if wasConnected {
 		// The event's own pid is the monitor's current child, by now not
@@ -501,9 +503,10 @@ func (w *watcher) end(why string, requested bool) {
 		if !requested {
 			w.flip()
 		}
-		return
+	} else {
+		w.postIfChanged()
 	}
-	w.postIfChanged()
+	w.announceAdoption(prev, w.det.Adoption)
 }
 
 func (w *watcher) stopTimers() {
