@@ -84,7 +84,10 @@ type adoptionSetup struct {
 
 func newAdoptionSetup(t *testing.T) *adoptionSetup {
 	bin, _ := binaries(t)
-	return &adoptionSetup{t: t, bin: bin, in: newHermesInstall(t), port: freeTCPPort(t), listen: "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))}
+	s := &adoptionSetup{t: t, bin: bin, in: newHermesInstall(t), port: freeTCPPort(t), listen: "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))}
+	// The gateway's bridge_port, as a user sets it.
+	writeTestFile(t, filepath.Join(s.in.home, "config.yaml"), "platforms:\n  whatsapp:\n    extra:\n      bridge_port: "+strconv.Itoa(s.port)+"\n")
+	return s
 }
 
 // bridge is the command of a simulated bridge of this install, taking
@@ -344,4 +347,42 @@ func TestABridgeServingOtherFilesIsNotReady(t *testing.T) {
 		t.Fatalf("/readyz: %d %v", resp.StatusCode, rd)
 	}
 	sc.stopOK()
+}
+
+func TestABridgeOffTheGatewaysPortIsNotAdoptable(t *testing.T) {
+	s := newAdoptionSetup(t)
+	other := freeTCPPort(t)
+	cmd := exec.Command(s.bin, "run", "--listen", s.listen, "--state-dir", t.TempDir(), "--port", strconv.Itoa(other), "--health-period", "300ms", "--",
+		s.bin, "simulate-bridge", "--port", strconv.Itoa(other), "--session", s.in.session, "--script-hash-of", s.in.script, "--connect-after", "100ms")
+	cmd.Env = append(os.Environ(), "HERMES_HOME="+s.in.home)
+	sc := startCmd(t, cmd)
+	st := s.waitStatus("judged", func(st map[string]any) bool {
+		reasons, _ := adoptionOf(st)["reasons"].([]any)
+		for _, r := range reasons {
+			if m, _ := r.(map[string]any); m["code"] == "port_differs" {
+				return whatsapp(st)["connection"] == "connected"
+			}
+		}
+		return false
+	})
+	if st["ready"] == true {
+		t.Fatalf("ready on a port the gateway never looks at: %v", st)
+	}
+	sc.stopOK()
+}
+
+func TestMissingNodeModulesIsSaid(t *testing.T) {
+	bin, fake := binaries(t)
+	in := newHermesInstall(t)
+	if err := os.RemoveAll(filepath.Join(filepath.Dir(in.script), "node_modules")); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "--node", fake)
+	cmd.Env = append(os.Environ(), "HERMES_HOME="+in.home, "WA_SIDECAR_LISTEN=127.0.0.1:0", "WA_SIDECAR_STATE_DIR="+t.TempDir())
+	p := startCmd(t, cmd)
+	rec := p.waitLog("dependencies are not installed")
+	if msg, _ := rec["msg"].(string); !strings.Contains(msg, "prepare-bridge "+filepath.Dir(in.script)) {
+		t.Fatalf("no way out named: %v", rec)
+	}
+	p.stopOK()
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -120,6 +121,11 @@ func runConfig(c *cli.Context, target bridge.Target) (procmon.Config, error) {
 }
 
 func runAction(c *cli.Context) error {
+	// First of all: a SIGTERM during the set-up (a quick systemctl stop)
+	// then waits for supervise instead of killing the sidecar outright.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
 	logger, err := newLogger(c.String("log-format"), c.String("log-level"), os.Stderr)
 	if err != nil {
 		return usageError("%v", err)
@@ -151,6 +157,10 @@ func runAction(c *cli.Context) error {
 	if target.Script != "" && !c.Bool("demo") {
 		logger.Info("running the bridge as the gateway would", "script", target.Script, "port", target.Port,
 			"session", target.SessionDir, "mode", in.Mode, "read_receipts", in.SendReadReceipts)
+		if dir := filepath.Dir(target.Script); !isDir(filepath.Join(dir, "node_modules")) {
+			logger.Error("the bridge's dependencies are not installed, so it cannot start: run 'wa-sidecar prepare-bridge "+dir+"' (or 'hermes whatsapp'), then 'wa-sidecar start'",
+				"dir", dir)
+		}
 	}
 	mode, err := checkBridgeOutput(c.String("bridge-output"))
 	if err != nil {
@@ -188,7 +198,7 @@ func runAction(c *cli.Context) error {
 		defer guard.Close()
 	}
 
-	hermes, err := newHermes(c, target, &bridge.Expect{Script: target.Script, SendReadReceipts: in.SendReadReceipts}, logger)
+	hermes, err := newHermes(c, target, expectation(in, target), logger)
 	if err != nil {
 		return err
 	}
@@ -222,7 +232,27 @@ func runAction(c *cli.Context) error {
 	if reapAll {
 		logger.Info("reaping orphaned processes", "pid1", os.Getpid() == 1)
 	}
-	return supervise(m, logger)
+	return supervise(m, sigs, logger)
+}
+
+// expectation is what the gateway checks before it adopts the bridge:
+// its own bridge files, port and session when a Hermes install was found,
+// else those of the bridge the sidecar runs.
+func expectation(in gateway.Install, t bridge.Target) *bridge.Expect {
+	ex := &bridge.Expect{Script: t.Script, SendReadReceipts: in.SendReadReceipts}
+	if in.Home == "" {
+		return ex // --demo, or no Hermes home
+	}
+	if in.Script != "" {
+		ex.Script = in.Script
+	}
+	ex.Port, ex.SessionDir = in.Port, in.SessionDir
+	return ex
+}
+
+func isDir(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.IsDir()
 }
 
 // loadInstall reads what the gateway would do from the Hermes home
@@ -246,10 +276,7 @@ func loadInstall(c *cli.Context, logger *slog.Logger) gateway.Install {
 // supervise runs the monitor and turns the sidecar's own signals into
 // commands: the first TERM or INT stops gracefully, a second INT forces,
 // HUP restarts the bridge, USR1 and USR2 are passed on.
-func supervise(m *procmon.Monitor, logger *slog.Logger) error {
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
-	defer signal.Stop(sigs)
+func supervise(m *procmon.Monitor, sigs <-chan os.Signal, logger *slog.Logger) error {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
