@@ -100,6 +100,7 @@ type Guard struct {
 	mu         sync.Mutex // orders BeforeSpawn against checkpoints from Run
 	lock       *fileLock
 	restoredAt *time.Time
+	yieldedTo  *Holder // the bridge Hold last yielded to; the monitor's goroutine alone uses it
 }
 
 // Open takes the session's lock and returns its Guard. If another process
@@ -360,26 +361,63 @@ func (g *Guard) Hold() *procmon.Park {
 	if free, err := portFree(g.cfg.Port); err != nil || free {
 		return nil
 	}
+	if h := g.yieldedTo; h != nil && h.Pid != 0 && h.Alive() {
+		// Still the one yielded to, and the port still busy: no need to
+		// walk /proc again, once a second, for as long as it runs.
+		return g.yieldPark(*h)
+	}
+	g.yieldedTo = nil
 	holders, err := PortHolders(g.cfg.Port)
 	if err != nil {
 		return nil
 	}
 	ours := g.leftovers()
 	for _, h := range holders {
-		if h.Pid == 0 || ours[h.Identity] || !g.bridgeOnSession(h.Pid) {
+		if h.Pid == 0 {
+			if g.gatewayStartedABridge() {
+				return g.yieldPark(h)
+			}
 			continue
 		}
-		msg := fmt.Sprintf("another bridge on this session, pid %d (%s), holds port %d: most likely the gateway's own, "+
-			"started when it found no bridge it could use. wa-sidecar does not signal it, and starts its bridge "+
-			"within 2 s once the port is free. To hand the bridge over, restart the gateway after wa-sidecar "+
-			"(for example: systemctl --user restart hermes-gateway)", h.Pid, h.Name, g.cfg.Port)
-		return &procmon.Park{
-			State: StateYielded, Reason: ReasonPortHeldByBridge, Message: msg, Recheck: YieldRecheck,
-			// Not "pid": that is the event's own field.
-			Data: map[string]any{"port": g.cfg.Port, "holder_pid": h.Pid, "holder_name": h.Name},
+		if ours[h.Identity] || !g.bridgeOnSession(h.Pid) {
+			continue
 		}
+		g.yieldedTo = &h
+		return g.yieldPark(h)
 	}
 	return nil
+}
+
+// gatewayStartedABridge says the gateway's bridge.pid in the session was
+// written after the sidecar last spawned a bridge there: a holder of the
+// port that the sidecar cannot see (in another PID namespace, as in a
+// compose or Kubernetes pod without a shared one, or of another user) is
+// then most likely that bridge. The gateway removes the file when it stops
+// its bridge.
+func (g *Guard) gatewayStartedABridge() bool {
+	st, err := os.Lstat(filepath.Join(g.cfg.SessionDir, "bridge.pid"))
+	if err != nil || !st.Mode().IsRegular() {
+		return false
+	}
+	rec, ok := g.readRecord()
+	return !ok || st.ModTime().After(rec.At)
+}
+
+// yieldPark is the standby for a bridge on this session holding the port.
+func (g *Guard) yieldPark(h Holder) *procmon.Park {
+	who := fmt.Sprintf("pid %d (%s),", h.Pid, h.Name)
+	if h.Pid == 0 {
+		who = fmt.Sprintf("a process of uid %d that wa-sidecar cannot see (another PID namespace?), started by the gateway as its bridge.pid says,", h.UID)
+	}
+	msg := fmt.Sprintf("another bridge on this session, %s holds port %d: most likely the gateway's own, "+
+		"started when it found no bridge it could use. wa-sidecar does not signal it, and starts its bridge "+
+		"within 2 s once the port is free. To hand the bridge over, restart the gateway after wa-sidecar "+
+		"(for example: systemctl --user restart hermes-gateway)", who, g.cfg.Port)
+	return &procmon.Park{
+		State: StateYielded, Reason: ReasonPortHeldByBridge, Message: msg, Recheck: YieldRecheck,
+		// Not "pid": that is the event's own field.
+		Data: map[string]any{"port": g.cfg.Port, "holder_pid": h.Pid, "holder_name": h.Name},
+	}
 }
 
 // leftovers lists the processes of the bridge an earlier sidecar of this

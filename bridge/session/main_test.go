@@ -68,6 +68,20 @@ func runHelper(kind string) int {
 				syscall.Kill(os.Getpid(), syscall.SIGTERM)
 			}
 		}
+	case "hold":
+		// Asks Hold once, from wherever it runs (another PID namespace).
+		port, _ := strconv.Atoi(os.Getenv("HELPER_PORT"))
+		g, err := Open(Config{SessionDir: os.Getenv("HELPER_SESSION"), Port: port})
+		if err != nil {
+			fmt.Println("error", err)
+			return 1
+		}
+		defer g.Close()
+		if p := g.Hold(); p != nil {
+			fmt.Println("held", p.Reason, p.Data["holder_pid"])
+		} else {
+			fmt.Println("free")
+		}
 	case "lock":
 		g, err := Open(Config{SessionDir: os.Getenv("HELPER_SESSION")})
 		if err != nil {

@@ -450,3 +450,47 @@ func TestSameDir(t *testing.T) {
 		}
 	}
 }
+
+func TestInvisibleHolderIsYieldedToWhenTheGatewayStartedABridge(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for unshare --pid")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare not installed")
+	}
+	dir := newSession(t, pairedCreds)
+	// The gateway's bridge, in a PID namespace the guard below cannot see
+	// into (as across two containers that share only the network).
+	theirs := startHelperArgs(t, "listen", []string{"--session", dir}, "HELPER_PORT=0")
+	port := theirs.port(t)
+	ask := func() string {
+		t.Helper()
+		cmd := exec.Command("unshare", "--pid", "--fork", "--mount-proc", os.Args[0])
+		cmd.Env = append(os.Environ(), helperEnv+"=hold", "HELPER_SESSION="+dir, "HELPER_PORT="+strconv.Itoa(port))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Skipf("cannot run in a new PID namespace here: %v\n%s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	// Nobody says it is the gateway's: a stranger, left to port_busy.
+	if got := ask(); got != "free" {
+		t.Fatalf("without bridge.pid: %q", got)
+	}
+	// The gateway wrote bridge.pid for the bridge it started.
+	if err := os.WriteFile(filepath.Join(dir, "bridge.pid"), []byte("4242\n123456\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := ask(); got != "held "+ReasonPortHeldByBridge+" 0" {
+		t.Fatalf("with the gateway's bridge.pid: %q", got)
+	}
+	// A bridge.pid older than the sidecar's own last spawn is a leftover.
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, "bridge.pid"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	writeRecord(t, dir, signals.Identity{Pid: 1, StartTime: 1})
+	if got := ask(); got != "free" {
+		t.Fatalf("with a stale bridge.pid: %q", got)
+	}
+}
