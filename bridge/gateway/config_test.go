@@ -390,8 +390,12 @@ func TestUnsafeFiles(t *testing.T) {
 	}{
 		{"world-writable config.yaml", "config.yaml", chmod(0o666), "is writable by every user, so it is not read; fix it with chmod o-w "},
 		{"world-writable .env", ".env", chmod(0o646), "is writable by every user, so it is not read; fix it with chmod o-w "},
-		{"symlinked config.yaml", "config.yaml", symlinkTo, "is a symbolic link"},
-		{"symlinked .env", ".env", symlinkTo, "is a symbolic link"},
+		{"config.yaml links to a world-writable file", "config.yaml", linkTo(chmod(0o666)), "is writable by every user, so it is not read; fix it with chmod o-w "},
+		{".env links to a world-writable file", ".env", linkTo(chmod(0o662)), "is writable by every user, so it is not read; fix it with chmod o-w "},
+		{"config.yaml links to a directory", "config.yaml", linkTo(mkdir), "is not a regular file (a directory)"},
+		{".env links to a named pipe", ".env", linkTo(mkfifo), "is not a regular file (a named pipe)"},
+		{"config.yaml links to a file too large", "config.yaml", linkTo(grow(configLimit + 1)), "is larger than 1 MiB"},
+		{"config.yaml is a loop of links", "config.yaml", linkLoop, "symbolic links that loop"},
 		{"config.yaml is a directory", "config.yaml", mkdir, "is not a regular file (a directory)"},
 		{"config.yaml is too large", "config.yaml", grow(configLimit + 1), "is larger than 1 MiB"},
 	}
@@ -415,6 +419,44 @@ func TestUnsafeFiles(t *testing.T) {
 				t.Errorf("the refused file was used: port %d, mode %q", in.Port, in.Mode)
 			}
 		})
+	}
+}
+
+// TestFollowsLinks: the gateway opens config.yaml and .env with Python's
+// open, which follows a symbolic link (a dotfiles manager's, say); so does
+// the sidecar, or the two would disagree on the port and the policy.
+func TestFollowsLinks(t *testing.T) {
+	home := t.TempDir()
+	dotfiles := t.TempDir()
+	layout(t, dotfiles, map[string]string{
+		"hermes/config.yaml": "platforms:\n  whatsapp:\n    extra:\n      bridge_port: 3111\n",
+		"hermes/env":         "WHATSAPP_MODE=bot\n",
+	})
+	for name, target := range map[string]string{"config.yaml": "hermes/config.yaml", ".env": "hermes/env"} {
+		if err := os.Symlink(filepath.Join(dotfiles, target), filepath.Join(home, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := loadHome(t, home)
+	noProblems(t, in)
+	if in.Port != 3111 || in.PortFrom != "config.yaml line 4 (platforms.whatsapp.extra.bridge_port)" {
+		t.Errorf("port %d from %q: config.yaml's link was not followed", in.Port, in.PortFrom)
+	}
+	if in.Mode != "bot" || in.ModeFrom != ".env line 1" {
+		t.Errorf("mode %q from %q: .env's link was not followed", in.Mode, in.ModeFrom)
+	}
+
+	// A link that leads nowhere is a missing file, as Path.exists says.
+	dangling := t.TempDir()
+	for _, name := range []string{"config.yaml", ".env"} {
+		if err := os.Symlink(filepath.Join(dangling, "gone", name), filepath.Join(dangling, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in = loadHome(t, dangling)
+	noProblems(t, in)
+	if in.Port != 3000 || in.Mode != "self-chat" {
+		t.Errorf("dangling links: port %d, mode %q", in.Port, in.Mode)
 	}
 }
 

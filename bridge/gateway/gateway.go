@@ -199,7 +199,7 @@ func (l *loader) findHome(o Options) bool {
 
 func (l *loader) readDotEnv() {
 	l.envFile = filepath.Join(l.in.Home, ".env")
-	data, err := readRegular(l.envFile, configLimit, true)
+	data, err := readRegular(l.envFile, configLimit, followLinks|private)
 	if errors.Is(err, fs.ErrNotExist) {
 		return
 	}
@@ -216,7 +216,7 @@ func (l *loader) readDotEnv() {
 
 func (l *loader) readConfig() {
 	file := filepath.Join(l.in.Home, "config.yaml")
-	data, err := readRegular(file, configLimit, true)
+	data, err := readRegular(file, configLimit, followLinks|private)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		l.cfg.file = file

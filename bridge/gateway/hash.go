@@ -35,9 +35,12 @@ var stampFile = filepath.Join("node_modules", ".hermes-pkg-hash")
 
 // ScriptHash is the bridge's older fingerprint of one file, as it reports
 // it in /health as scriptHash: the first 16 hex digits of the SHA-256 of
-// the file's bytes.
+// the file's bytes. It follows a symbolic link, as the gateway's read_bytes
+// does, and as the bridge does when it hashes the file its import.meta.url
+// names (Node resolves the links of the script it runs); what the link
+// leads to must be a regular file of at most 4 MiB.
 func ScriptHash(path string) (string, error) {
-	data, err := readRegular(path, inputLimit, false)
+	data, err := readRegular(path, inputLimit, followLinks)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
@@ -52,8 +55,9 @@ func ScriptHash(path string) (string, error) {
 // A missing file is hashed as the bytes "HERMES-BRIDGE-MISSING-v1", the way
 // the bridge itself hashes it; RuntimeHash then returns that digest with an
 // error, because the gateway counts an incomplete set as having no hash.
-// A file that is a symbolic link, is not a regular file, or is larger than
-// 4 MiB is an error, and the digest is "".
+// A file that is a symbolic link (newer gateways refuse one here, unlike
+// ScriptHash), is not a regular file, or is larger than 4 MiB is an error,
+// and the digest is "".
 func RuntimeHash(dir string) (string, error) {
 	return compositeHash(dir, RuntimeInputs)
 }
@@ -67,7 +71,7 @@ func compositeHash(dir string, names []string) (string, error) {
 	var missing []string
 	for _, name := range names {
 		path := filepath.Join(dir, name)
-		data, err := readRegular(path, inputLimit, false)
+		data, err := readRegular(path, inputLimit, 0)
 		if errors.Is(err, fs.ErrNotExist) {
 			missing = append(missing, name)
 			data = []byte(missingMarker)
@@ -155,7 +159,7 @@ func CheckStamp(bridgeDir string) Stamp {
 	case !st.IsDir():
 		problems = append(problems, "node_modules is not a directory")
 	}
-	data, err := readRegular(s.Path, stampLimit, false)
+	data, err := readRegular(s.Path, stampLimit, 0)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		problems = append(problems, "there is no install stamp")

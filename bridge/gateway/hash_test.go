@@ -71,8 +71,33 @@ func TestScriptHash(t *testing.T) {
 	if err := os.Symlink(path, link); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ScriptHash(link); err == nil || !strings.Contains(err.Error(), "symbolic link") {
-		t.Errorf("symbolic link: %v", err)
+	// The gateway reads bridge.js with read_bytes and the bridge hashes
+	// the file import.meta.url names, resolved: both follow a link.
+	if got, err := ScriptHash(link); err != nil || got != sha(content)[:16] {
+		t.Errorf("symbolic link: %q, %v; want the target's hash %s", got, err, sha(content)[:16])
+	}
+	for name, prepare := range map[string]func(*testing.T, string){
+		"a link to a directory":  linkTo(mkdir),
+		"a link to a named pipe": linkTo(mkfifo),
+		"a link to a large file": linkTo(grow(inputLimit + 1)),
+		"a loop of links":        linkLoop,
+		"a link that leads nowhere": func(t *testing.T, path string) {
+			symlinkTo(t, path)
+			if err := os.Remove(path + ".real"); err != nil {
+				t.Fatal(err)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "bridge.js")
+			if err := os.WriteFile(path, content, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			prepare(t, path)
+			if got, err := ScriptHash(path); err == nil || got != "" {
+				t.Errorf("got %q, %v; want an error", got, err)
+			}
+		})
 	}
 }
 
@@ -209,6 +234,18 @@ func TestCheckStamp(t *testing.T) {
 				t.Errorf("Found %q", s.Found)
 			}
 		})
+	}
+}
+
+// TestStampLink: newer gateways do not follow a link as the npm stamp;
+// neither does CheckStamp.
+func TestStampLink(t *testing.T) {
+	pkg := `{"name":"whatsapp-bridge"}`
+	dir := t.TempDir()
+	layout(t, dir, map[string]string{"package.json": pkg, "node_modules/.hermes-pkg-hash": sha([]byte(pkg))[:16]})
+	symlinkTo(t, filepath.Join(dir, "node_modules", ".hermes-pkg-hash"))
+	if s := CheckStamp(dir); s.Fresh || s.Found != "" || !strings.Contains(s.Problem, "is a symbolic link") {
+		t.Errorf("a linked stamp: %+v", s)
 	}
 }
 

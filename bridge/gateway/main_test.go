@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -51,6 +52,39 @@ func symlinkTo(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	if err := os.Symlink(real, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// linkTo makes path a symbolic link to a file beside it, which prepare
+// then turns into what the test needs.
+func linkTo(prepare func(*testing.T, string)) func(*testing.T, string) {
+	return func(t *testing.T, path string) {
+		t.Helper()
+		symlinkTo(t, path)
+		prepare(t, path+".real")
+	}
+}
+
+// linkLoop makes path a symbolic link to itself.
+func linkLoop(t *testing.T, path string) {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Base(path), path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// mkfifo replaces the file with a named pipe, which nothing writes to:
+// an open that waited for a writer would hang the test.
+func mkfifo(t *testing.T, path string) {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

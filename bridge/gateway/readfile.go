@@ -18,19 +18,39 @@ const (
 	stampLimit  = 4 << 10 // node_modules/.hermes-pkg-hash
 )
 
-// readRegular reads a regular file of at most limit bytes without following
-// a symbolic link in its last component. With private set, a file that
-// every user may write is refused: its content could come from anyone. A
-// missing file is fs.ErrNotExist, which callers judge for themselves.
-func readRegular(path string, limit int64, private bool) ([]byte, error) {
+// readFlags say how readRegular treats a file.
+type readFlags uint8
+
+const (
+	// followLinks opens what a symbolic link leads to, as Python's open
+	// does. Without it a link is refused, as newer gateways refuse one
+	// among the bridge's hashed files and its npm stamp.
+	followLinks readFlags = 1 << iota
+	// private refuses a file that every user may write: its content
+	// could come from anyone.
+	private
+)
+
+// readRegular reads a regular file of at most limit bytes. What is judged
+// is the file finally opened (through the link, with followLinks): its
+// kind, its size and, with private, its mode. A missing file, or a link
+// that leads nowhere, is fs.ErrNotExist, which callers judge for
+// themselves.
+func readRegular(path string, limit int64, flags readFlags) ([]byte, error) {
 	// O_NONBLOCK keeps the open from waiting on a FIFO; it is refused
 	// below as not a regular file anyway.
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	oflags := unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NONBLOCK
+	if flags&followLinks == 0 {
+		oflags |= unix.O_NOFOLLOW
+	}
+	fd, err := unix.Open(path, oflags, 0)
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return nil, fs.ErrNotExist
+	case errors.Is(err, unix.ELOOP) && flags&followLinks != 0:
+		return nil, errors.New("cannot be opened: it leads through symbolic links that loop, or through too many of them")
 	case errors.Is(err, unix.ELOOP):
-		return nil, errors.New("is a symbolic link, which is not followed here (it could lead anywhere); put the file itself in its place")
+		return nil, errors.New("is a symbolic link, which newer gateways refuse here; put the file itself in its place")
 	case err != nil:
 		return nil, fmt.Errorf("cannot be opened: %w", err)
 	}
@@ -43,7 +63,8 @@ func readRegular(path string, limit int64, private bool) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("is not a regular file (%s)", fileKind(st.Mode()))
 	}
-	if private && st.Mode().Perm()&0o002 != 0 {
+	// The mode is that of the opened file (fstat), not of a link to it.
+	if flags&private != 0 && st.Mode().Perm()&0o002 != 0 {
 		return nil, fmt.Errorf("is writable by every user, so it is not read; fix it with chmod o-w %s", path)
 	}
 	if st.Size() > limit {
