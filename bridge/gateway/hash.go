@@ -124,9 +124,11 @@ func isHex(s string) bool {
 
 // Stamp is what the npm install stamp of a bridge directory says.
 type Stamp struct {
-	Path  string   // <bridge dir>/node_modules/.hermes-pkg-hash
-	Found string   // its content, trimmed; "" when absent or unreadable
-	Want  []string // the values that count as fresh: the older, then the newer
+	Path  string // <bridge dir>/node_modules/.hermes-pkg-hash
+	Found string // its content, trimmed; "" when absent or unreadable
+	// Want lists exactly the values that count as fresh, the older before
+	// the newer; see CheckStamp.
+	Want []string
 	// Fresh: node_modules is a directory and Found is one of Want. When it
 	// is not, the gateway runs npm install in the bridge directory before
 	// it starts or adopts a bridge.
@@ -134,21 +136,35 @@ type Stamp struct {
 	Problem string // why it is not fresh; "" when it is
 }
 
-// CheckStamp reads the npm install stamp of bridgeDir. Two values count as
-// fresh: the older one, the first 16 hex digits of the SHA-256 of
+// CheckStamp reads the npm install stamp of bridgeDir. There are two
+// values: the older one, the first 16 hex digits of the SHA-256 of
 // package.json, and the newer one, the RuntimeHash record format over
 // package.json and package-lock.json (only when both are there).
+//
+// Which count depends on the directory, as for WantStamp. One with every
+// file of RuntimeInputs is a newer bridge, and newer gateways accept only
+// the newer value there. One without is an older bridge, but the gateway
+// that meets it may be of either kind: Hermes 0.18.2 runs bridge_script
+// wherever it points and reuses a mirror of a read-only install that it
+// finds already made, never refreshing it, so bridge and gateway can come
+// from different versions. There both values count.
 func CheckStamp(bridgeDir string) Stamp {
 	s := Stamp{Path: filepath.Join(bridgeDir, stampFile)}
 	var problems []string
-	legacy, err := ScriptHash(filepath.Join(bridgeDir, "package.json"))
-	if err != nil {
-		problems = append(problems, err.Error())
-	} else {
-		s.Want = append(s.Want, legacy)
+	newerBridge := hasRuntimeInputs(bridgeDir)
+	if !newerBridge {
+		legacy, err := ScriptHash(filepath.Join(bridgeDir, "package.json"))
+		if err != nil {
+			problems = append(problems, err.Error())
+		} else {
+			s.Want = append(s.Want, legacy)
+		}
 	}
-	if newer, err := packageHash(bridgeDir); err == nil {
+	switch newer, err := packageHash(bridgeDir); {
+	case err == nil:
 		s.Want = append(s.Want, newer)
+	case newerBridge:
+		problems = append(problems, err.Error())
 	}
 	st, err := os.Stat(filepath.Join(bridgeDir, "node_modules"))
 	switch {
@@ -167,7 +183,13 @@ func CheckStamp(bridgeDir string) Stamp {
 		problems = append(problems, fmt.Sprintf("the install stamp %s", err))
 	default:
 		s.Found = strings.TrimSpace(string(data))
-		if len(s.Want) > 0 && !slices.Contains(s.Want, s.Found) {
+		switch {
+		case len(s.Want) == 0 || slices.Contains(s.Want, s.Found):
+		case newerBridge:
+			problems = append(problems, "the install stamp is not the newer value, the only one newer gateways accept for a bridge with every runtime file")
+		case len(s.Want) == 1:
+			problems = append(problems, "the install stamp is not the older value, the only one that can be computed here")
+		default:
 			problems = append(problems, "the install stamp matches neither the older nor the newer value")
 		}
 	}
@@ -180,14 +202,25 @@ func CheckStamp(bridgeDir string) Stamp {
 
 // WantStamp is the stamp a fresh npm install in bridgeDir should leave: the
 // newer value when bridgeDir has every file of RuntimeInputs (the newer
-// bridge, which comes with newer gateways), else the older one.
+// bridge, which comes with newer gateways), else the older one, which the
+// gateway of an older bridge most likely is (see CheckStamp). CheckStamp
+// accepts it either way.
 func WantStamp(bridgeDir string) (string, error) {
-	for _, name := range RuntimeInputs {
-		if _, err := os.Lstat(filepath.Join(bridgeDir, name)); err != nil {
-			return ScriptHash(filepath.Join(bridgeDir, "package.json"))
-		}
+	if !hasRuntimeInputs(bridgeDir) {
+		return ScriptHash(filepath.Join(bridgeDir, "package.json"))
 	}
 	return packageHash(bridgeDir)
+}
+
+// hasRuntimeInputs says whether every file of RuntimeInputs is in dir:
+// whether it holds a newer bridge. A link counts as there.
+func hasRuntimeInputs(dir string) bool {
+	for _, name := range RuntimeInputs {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func packageHash(bridgeDir string) (string, error) {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -234,6 +235,52 @@ func TestCheckStamp(t *testing.T) {
 				t.Errorf("Found %q", s.Found)
 			}
 		})
+	}
+}
+
+// TestCheckStampNewerBridge: a bridge directory with every runtime input
+// comes with a newer gateway, which accepts only the newer stamp there.
+func TestCheckStampNewerBridge(t *testing.T) {
+	files := runtimeFiles()
+	legacy := sha([]byte(files["package.json"]))[:16]
+	newer := records(map[string]*string{"package.json": ptr(files["package.json"]), "package-lock.json": ptr(files["package-lock.json"])})
+	for _, tt := range []struct {
+		name, stamp string
+		fresh       bool
+		problem     string
+	}{
+		{"the newer stamp", newer, true, ""},
+		{"the older stamp", legacy, false, "the install stamp is not the newer value, the only one newer gateways accept for a bridge with every runtime file"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			layout(t, dir, files)
+			layout(t, dir, map[string]string{"node_modules/.hermes-pkg-hash": tt.stamp + "\n"})
+			s := CheckStamp(dir)
+			if s.Fresh != tt.fresh || strings.Join(s.Want, ",") != newer || s.Found != tt.stamp {
+				t.Errorf("Fresh %t Want %q Found %q; want %t %q %q (%s)", s.Fresh, s.Want, s.Found, tt.fresh, newer, tt.stamp, s.Problem)
+			}
+			if tt.problem == "" && s.Problem != "" || !strings.Contains(s.Problem, tt.problem) {
+				t.Errorf("Problem %q, want it to say %q", s.Problem, tt.problem)
+			}
+			// What prepare-bridge writes is what CheckStamp accepts.
+			if want, err := WantStamp(dir); err != nil || !slices.Contains(s.Want, want) {
+				t.Errorf("WantStamp %q, %v is not among %q", want, err, s.Want)
+			}
+		})
+	}
+
+	// Without one of the newer inputs the gateway may be of either kind
+	// (0.18.2 reuses a mirror it did not make, and runs bridge_script
+	// wherever it points): both values count.
+	dir := t.TempDir()
+	layout(t, dir, files)
+	layout(t, dir, map[string]string{"node_modules/.hermes-pkg-hash": legacy})
+	if err := os.Remove(filepath.Join(dir, "connection_close.js")); err != nil {
+		t.Fatal(err)
+	}
+	if s := CheckStamp(dir); !s.Fresh || strings.Join(s.Want, ",") != legacy+","+newer {
+		t.Errorf("an older bridge: Fresh %t Want %q (%s)", s.Fresh, s.Want, s.Problem)
 	}
 }
 
