@@ -331,6 +331,32 @@ func TestSecrets(t *testing.T) {
 	}
 }
 
+// TestShown: doctor prints a value only when it is the bridge's own
+// setting and not a credential; any other .env variable may hold one in a
+// URL (DATABASE_URL=postgres://user:password@host/db).
+func TestShown(t *testing.T) {
+	home := t.TempDir()
+	layout(t, home, map[string]string{".env": "DATABASE_URL=postgres://u:pw@db/x\nHTTP_PROXY=http://proxy:3128\n" +
+		"WHATSAPP_MODE=bot\nHERMES_AUDIO_CACHE_DIR=/srv/audio\nWHATSAPP_CLOUD_ACCESS_TOKEN=t\nHERMES_API_KEY=k\n" +
+		"whatsapp_mode=lower\nWHATSAPP_PROXY=socks5://u:pw@proxy:1080\nHERMES_HOME_X=1\n" +
+		"HERMES_GIT=see https://ghp_x@github.com/a\nHERMES_CONTACT=a@b.c, https://example.com/@me\n"})
+	in := loadHome(t, home)
+	want := map[string]bool{"WHATSAPP_MODE": true, "HERMES_HOME_X": true, "WHATSAPP_SEND_READ_RECEIPTS": true,
+		"WHATSAPP_DM_POLICY": true, "HERMES_CONTACT": true, "HERMES_IMAGE_CACHE_DIR": true, "HERMES_AUDIO_CACHE_DIR": true, "HERMES_DOCUMENT_CACHE_DIR": true}
+	seen := map[string]bool{}
+	for _, v := range in.Env {
+		seen[v.Name] = true
+		if v.Shown() != want[v.Name] {
+			t.Errorf("%s: Shown %t", v.Name, v.Shown())
+		}
+	}
+	for _, name := range []string{"DATABASE_URL", "HTTP_PROXY", "WHATSAPP_CLOUD_ACCESS_TOKEN", "HERMES_API_KEY", "whatsapp_mode", "WHATSAPP_PROXY", "HERMES_GIT"} {
+		if !seen[name] {
+			t.Errorf("%s missing from Env", name)
+		}
+	}
+}
+
 func TestBadYAML(t *testing.T) {
 	home := t.TempDir()
 	layout(t, home, map[string]string{"config.yaml": "platforms:\n  whatsapp:\n    extra:\n      bridge_port: 3005\n" +

@@ -76,6 +76,40 @@ type Var struct {
 	Secret bool
 }
 
+// Shown says whether the value may be printed, as wa-sidecar doctor
+// does: only for the bridge's own settings, whose names start with
+// WHATSAPP_ or HERMES_, and then neither for a Secret nor for a value
+// with a URL that names a user (socks5://user:password@host, or a token
+// in the user's place). Any other
+// variable of .env is the gateway's business and may hold a credential
+// under a name that does not say so, such as DATABASE_URL; its name and
+// From may be shown, its value not.
+func (v Var) Shown() bool {
+	if !strings.HasPrefix(v.Name, "WHATSAPP_") && !strings.HasPrefix(v.Name, "HERMES_") {
+		return false
+	}
+	return !v.Secret && !hasURLUser(v.Value)
+}
+
+// hasURLUser says whether s holds a URL with user information (what comes
+// before an @ in its authority), where credentials go.
+func hasURLUser(s string) bool {
+	for {
+		i := strings.Index(s, "://")
+		if i < 0 {
+			return false
+		}
+		s = s[i+3:]
+		authority := s
+		if end := strings.IndexAny(s, "/?# \t\n,;"); end >= 0 {
+			authority = s[:end]
+		}
+		if strings.Contains(authority, "@") {
+			return true
+		}
+	}
+}
+
 // Install is what the gateway would do with its WhatsApp bridge. Each
 // value has a ...From field that says where it comes from.
 type Install struct {
@@ -103,7 +137,9 @@ type Install struct {
 	// Env is what the gateway's bridge would have in its environment
 	// beyond the sidecar's own: the .env entries, the variables made of
 	// config.yaml, and what the gateway adds itself, in that order. Names
-	// set in the sidecar's environment are left out: they win.
+	// set in the sidecar's environment are left out: they win. It holds
+	// every variable of .env, whatever it is for: print a value only when
+	// Var.Shown says so.
 	Env []Var
 
 	Problems []Problem
