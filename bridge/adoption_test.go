@@ -48,14 +48,22 @@ func hasReason(a *Adoption, code string) bool {
 	return false
 }
 
-func TestAdoptableOnceConnectedWithTheGatewaysFiles(t *testing.T) {
-	script := bridgeDir(t)
+// startServing runs a paired simulated bridge that reports the hash of
+// script (or its own, with script empty) under the Hermes layer, expecting
+// ex with ex.Script set to script.
+func startServing(t *testing.T, script string, ex Expect) *harness {
+	t.Helper()
 	c := simConfig(t)
 	pair(t, c.SessionDir)
 	c.ScriptHashOf = script
 	opts := testOptions(c)
-	opts.Expect = &Expect{Script: script}
-	h := start(t, simCommand(c), opts)
+	opts.Expect = &ex
+	return start(t, simCommand(c), opts)
+}
+
+func TestAdoptableOnceConnectedWithTheGatewaysFiles(t *testing.T) {
+	script := bridgeDir(t)
+	h := startServing(t, script, Expect{Script: script})
 
 	// Connected comes first, then the verdict, then readiness: each cause
 	// before its effect.
@@ -74,12 +82,8 @@ func TestAdoptableOnceConnectedWithTheGatewaysFiles(t *testing.T) {
 
 func TestNotAdoptableWhileTheHashDiffersAndNeverRestartedForIt(t *testing.T) {
 	script := bridgeDir(t)
-	c := simConfig(t)
-	pair(t, c.SessionDir)
 	// The simulator's own hash: a bridge.js other than the gateway's.
-	opts := testOptions(c)
-	opts.Expect = &Expect{Script: script}
-	h := start(t, simCommand(c), opts)
+	h := startServing(t, "", Expect{Script: script})
 	h.next(EventConnected)
 	var a *Adoption
 	for a == nil || !hasReason(a, ReasonScriptHashDiffers) {
@@ -104,12 +108,7 @@ func TestNotAdoptableWhileTheHashDiffersAndNeverRestartedForIt(t *testing.T) {
 
 func TestUpdatedFilesRestartTheBridgeSoHashesAgreeAgain(t *testing.T) {
 	script := bridgeDir(t)
-	c := simConfig(t)
-	pair(t, c.SessionDir)
-	c.ScriptHashOf = script
-	opts := testOptions(c)
-	opts.Expect = &Expect{Script: script}
-	h := start(t, simCommand(c), opts)
+	h := startServing(t, script, Expect{Script: script})
 	first := h.next(procmon.EventStarted)
 	for {
 		_, a := adoption(t, h)
@@ -143,14 +142,9 @@ func TestUpdatedFilesRestartTheBridgeSoHashesAgreeAgain(t *testing.T) {
 
 func TestReadReceiptsAndCredsAreChecked(t *testing.T) {
 	script := bridgeDir(t)
-	c := simConfig(t)
-	pair(t, c.SessionDir)
-	c.ScriptHashOf = script
-	opts := testOptions(c)
 	// The gateway sends read receipts; the bridge (WHATSAPP_SEND_READ_RECEIPTS
 	// unset) does not.
-	opts.Expect = &Expect{Script: script, SendReadReceipts: true}
-	h := start(t, simCommand(c), opts)
+	h := startServing(t, script, Expect{Script: script, SendReadReceipts: true})
 	h.next(EventConnected)
 	var a *Adoption
 	for a == nil || !hasReason(a, ReasonReadReceiptsDiffer) {
@@ -210,12 +204,7 @@ func TestAStaleNPMStampWarnsButStaysAdoptable(t *testing.T) {
 	if err := os.Remove(filepath.Join(filepath.Dir(script), "node_modules", ".hermes-pkg-hash")); err != nil {
 		t.Fatal(err)
 	}
-	c := simConfig(t)
-	pair(t, c.SessionDir)
-	c.ScriptHashOf = script
-	opts := testOptions(c)
-	opts.Expect = &Expect{Script: script}
-	h := start(t, simCommand(c), opts)
+	h := startServing(t, script, Expect{Script: script})
 	var a *Adoption
 	for a == nil || !a.Adoptable {
 		_, a = adoption(t, h)

@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -36,22 +35,12 @@ func simCommand(cfg sim.Config) []string {
 // timings short enough for tests.
 func simConfig(t *testing.T) sim.Config {
 	c := sim.Defaults()
-	c.Port = freeTestPort(t)
+	c.Port = proctest.FreePort(t)
 	c.SessionDir = filepath.Join(t.TempDir(), "session")
 	c.QREvery = 100 * time.Millisecond
 	c.ConnectAfter = 10 * time.Millisecond
 	c.ReconnectAfter = 50 * time.Millisecond
 	return c
-}
-
-func freeTestPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // pair writes credentials, as a finished pairing would.

@@ -62,16 +62,6 @@ func writeTestFile(t *testing.T, path, content string) {
 	}
 }
 
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // adoptionSetup is one Hermes install, one bridge port, and the command
 // that runs a simulated bridge on them, for both sides.
 type adoptionSetup struct {
@@ -84,7 +74,7 @@ type adoptionSetup struct {
 
 func newAdoptionSetup(t *testing.T) *adoptionSetup {
 	bin, _ := binaries(t)
-	s := &adoptionSetup{t: t, bin: bin, in: newHermesInstall(t), port: freeTCPPort(t), listen: "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))}
+	s := &adoptionSetup{t: t, bin: bin, in: newHermesInstall(t), port: proctest.FreePort(t), listen: "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))}
 	// The gateway's bridge_port, as a user sets it.
 	writeTestFile(t, filepath.Join(s.in.home, "config.yaml"), "platforms:\n  whatsapp:\n    extra:\n      bridge_port: "+strconv.Itoa(s.port)+"\n")
 	return s
@@ -351,7 +341,7 @@ func TestABridgeServingOtherFilesIsNotReady(t *testing.T) {
 
 func TestABridgeOffTheGatewaysPortIsNotAdoptable(t *testing.T) {
 	s := newAdoptionSetup(t)
-	other := freeTCPPort(t)
+	other := proctest.FreePort(t)
 	cmd := exec.Command(s.bin, "run", "--listen", s.listen, "--state-dir", t.TempDir(), "--port", strconv.Itoa(other), "--health-period", "300ms", "--",
 		s.bin, "simulate-bridge", "--port", strconv.Itoa(other), "--session", s.in.session, "--script-hash-of", s.in.script, "--connect-after", "100ms")
 	cmd.Env = append(os.Environ(), "HERMES_HOME="+s.in.home)

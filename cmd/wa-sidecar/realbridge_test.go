@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 )
 
 // realBridgeEnv names a folder holding the real Hermes bridge (bridge.js
@@ -56,7 +58,7 @@ func BenchmarkRealBridge(b *testing.B) {
 	var floor, start, respawn, stop, rss float64
 	for i := 0; i < b.N; i++ {
 		// The floor, in the same run: node alone, from exec to /health.
-		fport := freeBenchPort(b)
+		fport := proctest.FreePort(b)
 		alone := exec.Command(node, script, "--port", strconv.Itoa(fport), "--session", b.TempDir())
 		tf := time.Now()
 		if err := alone.Start(); err != nil {
@@ -68,8 +70,8 @@ func BenchmarkRealBridge(b *testing.B) {
 		alone.Wait()
 
 		home := b.TempDir()
-		port := freeBenchPort(b)
-		listen := "127.0.0.1:" + strconv.Itoa(freeBenchPort(b))
+		port := proctest.FreePort(b)
+		listen := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(b))
 		cmd := exec.Command(bin, "run", "--bridge-script", script, "--port", strconv.Itoa(port), "--listen", listen,
 			"--state-dir", b.TempDir(), "--bridge-output", "off", "--log-format", "json")
 		cmd.Env = append(os.Environ(), "HERMES_HOME="+home)
@@ -101,15 +103,6 @@ func BenchmarkRealBridge(b *testing.B) {
 	b.ReportMetric(respawn/n, "respawn-ms")
 	b.ReportMetric(rss/n, "node-rss-MiB")
 	b.ReportMetric(stop/n, "stop-ms")
-}
-
-func freeBenchPort(b *testing.B) int {
-	t := &testing.T{}
-	p := freeTCPPort(t)
-	if t.Failed() {
-		b.Fatal("no free port")
-	}
-	return p
 }
 
 // waitHealth waits until a bridge other than not answers GET /health on

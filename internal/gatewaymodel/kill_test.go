@@ -46,7 +46,7 @@ func TestKillByPidfile(t *testing.T) {
 			if session == "" {
 				session = s.session
 			}
-			f := startFake(t, exe, freePort(t), "--session", session)
+			f := startFake(t, exe, proctest.FreePort(t), "--session", session)
 			if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", f.pid())); !tc.node && bytes.Contains(cmdline, []byte("node")) {
 				t.Fatalf("the target's command line %q holds \"node\"; the test needs one that does not", cmdline)
 			}
@@ -91,7 +91,7 @@ func TestKillByPidfileSparesZombie(t *testing.T) {
 }
 
 func TestListenerPIDs(t *testing.T) {
-	port := freePort(t)
+	port := proctest.FreePort(t)
 	f := startFake(t, testBinary(t), port)
 	// A client of the port is not a listener.
 	conn, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))

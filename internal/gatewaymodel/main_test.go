@@ -240,16 +240,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // requireOurs fails the test unless every listener on port is a child of
 // this test, so the model can never signal a stranger.
 func requireOurs(t *testing.T, port int) {
@@ -273,7 +263,7 @@ func newSetup(t *testing.T) *setup {
 	s := &setup{
 		script:  filepath.Join(dir, "bridge", "bridge.js"),
 		session: filepath.Join(dir, "platforms", "whatsapp", "session"),
-		port:    freePort(t),
+		port:    proctest.FreePort(t),
 	}
 	for _, d := range []string{filepath.Dir(s.script), s.session} {
 		if err := os.MkdirAll(d, 0o700); err != nil {

@@ -10,6 +10,7 @@ package proctest
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -158,4 +159,17 @@ func WaitPids(t testing.TB, path string, n int) []int {
 	}
 	t.Fatalf("pid file %s never listed %d pids", path, n)
 	return nil
+}
+
+// FreePort asks the kernel for a loopback TCP port nobody uses right now.
+// Another program could take it before the test binds it; tests on one
+// machine do not.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
