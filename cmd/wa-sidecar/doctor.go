@@ -62,8 +62,12 @@ type doctorVar struct {
 	Name  string `json:"name"`
 	Value string `json:"value,omitempty"`
 	From  string `json:"from"`
-	// Secret says the value is withheld.
+	// Secret says the name is a secret's; Hidden that the value is
+	// withheld. Only WHATSAPP_* and HERMES_* values are shown: another
+	// .env variable may hold a password, say in a database URL, and
+	// doctor's output gets pasted into bug reports.
 	Secret bool `json:"secret,omitempty"`
+	Hidden bool `json:"hidden,omitempty"`
 }
 
 func doctorAction(c *cli.Context) error {
@@ -120,8 +124,8 @@ func doctorAction(c *cli.Context) error {
 		}
 	}
 	for _, v := range in.Env {
-		dv := doctorVar{Name: v.Name, From: v.From, Secret: v.Secret}
-		if !v.Secret {
+		dv := doctorVar{Name: v.Name, From: v.From, Secret: v.Secret, Hidden: !v.Shown()}
+		if v.Shown() {
 			dv.Value = v.Value
 		}
 		r.Env = append(r.Env, dv)
@@ -194,8 +198,11 @@ func (r doctorReport) print(w io.Writer) {
 		fmt.Fprintf(w, "Environment the gateway would give the bridge (the sidecar's own environment wins):\n")
 		for _, v := range r.Env {
 			val := v.Value
-			if v.Secret {
+			switch {
+			case v.Secret:
 				val = "(secret, not shown)"
+			case v.Hidden:
+				val = "(not shown)"
 			}
 			fmt.Fprintf(w, "  %s=%s  (%s)\n", v.Name, val, v.From)
 		}

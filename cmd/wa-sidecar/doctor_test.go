@@ -44,7 +44,7 @@ func TestRunGivesTheBridgeTheGatewaysEnvironment(t *testing.T) {
 func TestDoctorShowsWhatTheGatewayWouldRun(t *testing.T) {
 	bin, _ := binaries(t)
 	in := newHermesInstall(t)
-	writeTestFile(t, filepath.Join(in.home, ".env"), "OPENAI_API_KEY=sk-test-secret\nWHATSAPP_MODE=bot\n")
+	writeTestFile(t, filepath.Join(in.home, ".env"), "OPENAI_API_KEY=sk-test-secret\nDATABASE_URL=postgres://u:hunter2@db/x\nWHATSAPP_MODE=bot\n")
 	writeTestFile(t, filepath.Join(in.home, "config.yaml"), "whatsapp:\n  allow_from: [\"111\", \"222\"]\nplatforms: [oops\n")
 	cmd := exec.Command(bin, "doctor", "--json")
 	cmd.Env = append(os.Environ(), "HERMES_HOME="+in.home)
@@ -52,7 +52,7 @@ func TestDoctorShowsWhatTheGatewayWouldRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("doctor: %v\n%s", err, out)
 	}
-	if strings.Contains(string(out), "sk-test-secret") {
+	if strings.Contains(string(out), "sk-test-secret") || strings.Contains(string(out), "hunter2") {
 		t.Fatal("doctor printed a secret")
 	}
 	var r doctorReport
