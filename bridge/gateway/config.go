@@ -512,16 +512,28 @@ func (c *config) allowList() ([]string, setting, bool) {
 			return nil, s, false
 		}
 		if !isList {
-			items = strings.Split(items[0], ",")
+			return splitList(items[0]), s, true
 		}
-		var out []string
-		for _, it := range items {
-			if it = strings.TrimSpace(it); it != "" && !slices.Contains(out, it) {
-				out = append(out, it)
-			}
-		}
-		slices.Sort(out)
-		return out, s, true
+		return cleanList(items), s, true
 	}
 	return nil, setting{}, false
+}
+
+// splitList is an allow list written as text: comma-separated entries,
+// cleaned as cleanList does.
+func splitList(s string) []string {
+	return cleanList(strings.Split(s, ","))
+}
+
+// cleanList is a set of entries as the adapter makes it: trimmed, without
+// empty or repeated ones, sorted.
+func cleanList(items []string) []string {
+	var out []string
+	for _, it := range items {
+		if it = strings.TrimSpace(it); it != "" && !slices.Contains(out, it) {
+			out = append(out, it)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -23,15 +24,17 @@ func TestConfigVariables(t *testing.T) {
 			want:   []Var{{Name: "WHATSAPP_DM_POLICY", Value: "allowlist", From: "config.yaml line 2 (whatsapp.dm_policy)"}},
 		},
 		{
-			name: "allow_from: a list is joined as written, typed as PyYAML types it",
+			// The gateway copies allow_from into the platform's settings,
+			// and its allow list, sorted, goes over the mapping's.
+			name: "allow_from: a list, typed as PyYAML types it, becomes the gateway's sorted allow list",
 			// +1555... is an int to PyYAML (the + goes), 0123 an octal.
 			config: "whatsapp:\n  allow_from:\n    - +15551234567\n    - '0123'\n    - 0123\n    - b@s.whatsapp.net\n",
-			want:   []Var{{Name: "WHATSAPP_ALLOWED_USERS", Value: "15551234567,0123,83,b@s.whatsapp.net", From: "config.yaml line 2 (whatsapp.allow_from)"}},
+			want:   []Var{{Name: "WHATSAPP_ALLOWED_USERS", Value: "0123,15551234567,83,b@s.whatsapp.net", From: "config.yaml line 2 (whatsapp.allow_from)"}},
 		},
 		{
-			name:   "allow_from: a string is taken as it is",
+			name:   "allow_from: a string is split at commas",
 			config: "whatsapp:\n  allow_from: 'b, a'\n",
-			want:   []Var{{Name: "WHATSAPP_ALLOWED_USERS", Value: "b, a", From: "config.yaml line 2 (whatsapp.allow_from)"}},
+			want:   []Var{{Name: "WHATSAPP_ALLOWED_USERS", Value: "a,b", From: "config.yaml line 2 (whatsapp.allow_from)"}},
 		},
 		{
 			name:   "group_policy",
@@ -186,8 +189,9 @@ func TestLegacyCacheDirs(t *testing.T) {
 	}
 }
 
-// TestPrecedence: the sidecar's environment, then .env, then config.yaml,
-// then the gateway's defaults.
+// TestPrecedence: the sidecar's environment, then .env, then the
+// whatsapp: mappings of config.yaml, then the gateway's defaults (see
+// TestGatewaySetsOverDotEnv for what the gateway sets over .env).
 func TestPrecedence(t *testing.T) {
 	home := t.TempDir()
 	layout(t, home, map[string]string{
@@ -293,16 +297,130 @@ func TestSendReadReceipts(t *testing.T) {
 	}
 }
 
-// TestReadReceiptsVariable: a variable that contradicts the setting makes
-// the bridge report something the gateway will not adopt.
+// TestReadReceiptsVariable: the gateway gives its bridge its setting,
+// whatever its environment says; so .env cannot make the bridge report
+// another value, but the sidecar's own environment, which wins, can.
 func TestReadReceiptsVariable(t *testing.T) {
+	for _, tt := range []struct {
+		name, config string
+		value, from  string
+	}{
+		{"set in config.yaml", "platforms:\n  whatsapp:\n    extra:\n      send_read_receipts: true\n",
+			"true", "config.yaml line 4 (platforms.whatsapp.extra.send_read_receipts)"},
+		{"the default", "", "false", "default"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			home := t.TempDir()
+			other := "yes"
+			if tt.value == "true" {
+				other = "no"
+			}
+			layout(t, home, map[string]string{".env": "WHATSAPP_SEND_READ_RECEIPTS=" + other + "\n", "config.yaml": tt.config})
+			in := loadHome(t, home)
+			noProblems(t, in)
+			want := Var{Name: "WHATSAPP_SEND_READ_RECEIPTS", Value: tt.value, From: tt.from}
+			if got, _ := envVar(in, want.Name); got != want {
+				t.Errorf("got  %+v\nwant %+v", got, want)
+			}
+
+			in = loadHome(t, home, "WHATSAPP_SEND_READ_RECEIPTS", other)
+			onlyProblem(t, in, "", 0, "WHATSAPP_SEND_READ_RECEIPTS (from the sidecar's environment) makes the bridge report sendReadReceipts "+
+				strconv.FormatBool(!truthyText(tt.value)), "send_read_receipts is "+tt.value, "would not adopt")
+			if v, ok := envVar(in, want.Name); ok {
+				t.Errorf("the sidecar's variable must win: %+v", v)
+			}
+		})
+	}
+}
+
+// TestGatewaySetsOverDotEnv: what the gateway sets for its bridge from its
+// platform settings and its layout goes over its environment, .env
+// included; the whatsapp: mappings go only where the variable is unset.
+func TestGatewaySetsOverDotEnv(t *testing.T) {
 	home := t.TempDir()
 	layout(t, home, map[string]string{
-		".env":        "WHATSAPP_SEND_READ_RECEIPTS=no\n",
-		"config.yaml": "platforms:\n  whatsapp:\n    extra:\n      send_read_receipts: true\n",
+		".env": "WHATSAPP_REPLY_PREFIX=from-env\nWHATSAPP_DM_POLICY=open\nWHATSAPP_ALLOWED_USERS=z\n" +
+			"WHATSAPP_SEND_READ_RECEIPTS=true\nHERMES_IMAGE_CACHE_DIR=/elsewhere\nWHATSAPP_GROUP_POLICY=open\nWHATSAPP_MODE=bot\n",
+		"config.yaml": "platforms:\n  whatsapp:\n    extra:\n      reply_prefix: '> '\n      dm_policy: Allowlist\n" +
+			"      allow_from: [b, a]\n      send_read_receipts: false\nwhatsapp:\n  group_policy: disabled\n",
 	})
 	in := loadHome(t, home)
-	onlyProblem(t, in, filepath.Join(home, ".env"), 1, "sendReadReceipts false", "send_read_receipts is true", "would not adopt")
+	noProblems(t, in)
+	for _, w := range []Var{
+		{Name: "WHATSAPP_REPLY_PREFIX", Value: "> ", From: "config.yaml line 4 (platforms.whatsapp.extra.reply_prefix)"},
+		{Name: "WHATSAPP_DM_POLICY", Value: "allowlist", From: "config.yaml line 5 (platforms.whatsapp.extra.dm_policy)"},
+		{Name: "WHATSAPP_ALLOWED_USERS", Value: "a,b", From: "config.yaml line 6 (platforms.whatsapp.extra.allow_from)"},
+		{Name: "WHATSAPP_SEND_READ_RECEIPTS", Value: "false", From: "config.yaml line 7 (platforms.whatsapp.extra.send_read_receipts)"},
+		{Name: "HERMES_IMAGE_CACHE_DIR", Value: filepath.Join(home, "cache", "images"), From: "default"},
+		{Name: "WHATSAPP_GROUP_POLICY", Value: "open", From: ".env line 6"},
+		{Name: "WHATSAPP_MODE", Value: "bot", From: ".env line 7"},
+	} {
+		if got, _ := envVar(in, w.Name); got != w {
+			t.Errorf("got  %+v\nwant %+v", got, w)
+		}
+	}
+	names := map[string]bool{}
+	for _, v := range in.Env {
+		if names[v.Name] {
+			t.Errorf("%s twice in Env", v.Name)
+		}
+		names[v.Name] = true
+	}
+}
+
+// TestGatewayReadsItsEnvironment: without a platform setting the gateway
+// takes the dm policy and the allow list from its environment, and gives
+// its bridge what it made of them.
+func TestGatewayReadsItsEnvironment(t *testing.T) {
+	for _, tt := range []struct {
+		name, dotenv, config string
+		want                 []Var
+		absent               []string
+	}{
+		{name: ".env, as the gateway normalizes it",
+			dotenv: "WHATSAPP_DM_POLICY=' Open '\nWHATSAPP_ALLOWED_USERS=' c, a,,b,a '\n",
+			want: []Var{{Name: "WHATSAPP_DM_POLICY", Value: "open", From: ".env line 1"},
+				{Name: "WHATSAPP_ALLOWED_USERS", Value: "a,b,c", From: ".env line 2"}}},
+		{name: "an allow list of nothing is removed",
+			dotenv: "WHATSAPP_ALLOWED_USERS=' , '\n", absent: []string{"WHATSAPP_ALLOWED_USERS"}},
+		{name: "an empty allow list is removed",
+			dotenv: "WHATSAPP_ALLOWED_USERS=\n", absent: []string{"WHATSAPP_ALLOWED_USERS"}},
+		{name: "an empty list in the whatsapp: block is removed",
+			config: "whatsapp:\n  allow_from: []\n", absent: []string{"WHATSAPP_ALLOWED_USERS"}},
+		{name: "an empty dm policy is not the default",
+			dotenv: "WHATSAPP_DM_POLICY=\n",
+			want:   []Var{{Name: "WHATSAPP_DM_POLICY", Value: "", From: ".env line 1"}}},
+		{name: "a mapping of a value the gateway does not take as a setting",
+			config: "whatsapp:\n  dm_policy: false\n  allow_from: 0\n",
+			want: []Var{{Name: "WHATSAPP_DM_POLICY", Value: "false", From: "config.yaml line 2 (whatsapp.dm_policy)"},
+				{Name: "WHATSAPP_ALLOWED_USERS", Value: "0", From: "config.yaml line 3 (whatsapp.allow_from)"}}},
+		{name: ".env wins over a mapping",
+			dotenv: "WHATSAPP_DM_POLICY=Open\n", config: "whatsapp:\n  dm_policy: false\n",
+			want: []Var{{Name: "WHATSAPP_DM_POLICY", Value: "open", From: ".env line 1"}}},
+		{name: "an empty reply prefix is set all the same",
+			dotenv: "WHATSAPP_REPLY_PREFIX=from-env\n", config: "whatsapp:\n  reply_prefix: ''\n",
+			want: []Var{{Name: "WHATSAPP_REPLY_PREFIX", Value: "", From: "config.yaml line 2 (whatsapp.reply_prefix)"}}},
+		{name: "a null reply prefix is not set",
+			dotenv: "WHATSAPP_REPLY_PREFIX=from-env\n", config: "whatsapp:\n  reply_prefix:\n",
+			want: []Var{{Name: "WHATSAPP_REPLY_PREFIX", Value: "from-env", From: ".env line 1"}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			home := t.TempDir()
+			layout(t, home, map[string]string{".env": tt.dotenv, "config.yaml": tt.config})
+			in := loadHome(t, home)
+			noProblems(t, in)
+			for _, w := range tt.want {
+				if got, ok := envVar(in, w.Name); !ok || got != w {
+					t.Errorf("got  %+v (%t)\nwant %+v", got, ok, w)
+				}
+			}
+			for _, name := range tt.absent {
+				if v, ok := envVar(in, name); ok {
+					t.Errorf("%s should not be set: %+v", name, v)
+				}
+			}
+		})
+	}
 }
 
 func TestSecrets(t *testing.T) {

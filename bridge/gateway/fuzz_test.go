@@ -67,5 +67,12 @@ func FuzzLoadConfig(f *testing.F) {
 		if in.Port < 1 || in.Port > 65535 || (in.Mode != "self-chat" && in.Mode != "bot") {
 			t.Errorf("port %d, mode %q", in.Port, in.Mode)
 		}
+		seen := map[string]bool{}
+		for _, v := range in.Env {
+			if seen[v.Name] {
+				t.Errorf("%s twice in Env", v.Name)
+			}
+			seen[v.Name] = true
+		}
 	})
 }

@@ -135,9 +135,15 @@ type Install struct {
 	ReadReceiptsFrom string
 
 	// Env is what the gateway's bridge would have in its environment
-	// beyond the sidecar's own: the .env entries, the variables made of
-	// config.yaml, and what the gateway adds itself, in that order. Names
-	// set in the sidecar's environment are left out: they win. It holds
+	// beyond the sidecar's own. Names set in the sidecar's environment are
+	// left out: they win. Then what the gateway sets for its bridge from
+	// its platform settings in config.yaml (the reply prefix, the dm
+	// policy, the allow list, the read receipts setting) and its media
+	// directories win over .env; then come the .env entries; then the
+	// variables the gateway makes of the whatsapp: block where they are
+	// still unset; then the gateway's defaults. A dm policy or an allow
+	// list taken from .env is normalized as the gateway does, and an
+	// allow list with no entries is left out. It holds
 	// every variable of .env, whatever it is for: print a value only when
 	// Var.Shown says so.
 	Env []Var
@@ -386,12 +392,13 @@ func (l *loader) readReceipts() {
 		}
 	}
 	// The bridge reports what the variable says, and the gateway adopts a
-	// bridge only when that equals its setting.
-	if v, from, at := l.effective("WHATSAPP_SEND_READ_RECEIPTS"); v != "" && truthyText(v) != in.SendReadReceipts {
-		at.Message = fmt.Sprintf("WHATSAPP_SEND_READ_RECEIPTS (from %s) makes the bridge report sendReadReceipts %t, "+
+	// bridge only when that equals its setting. The gateway gives its own
+	// bridge the setting over whatever its environment says, .env
+	// included, and so does Env; but the sidecar's environment wins.
+	if v := l.getenv("WHATSAPP_SEND_READ_RECEIPTS"); v != "" && truthyText(v) != in.SendReadReceipts {
+		in.problem(Problem{Message: fmt.Sprintf("WHATSAPP_SEND_READ_RECEIPTS (from %s) makes the bridge report sendReadReceipts %t, "+
 			"but the gateway's send_read_receipts is %t (%s): the gateway would not adopt the bridge; "+
-			"remove the variable or change the setting", from, truthyText(v), in.SendReadReceipts, in.ReadReceiptsFrom)
-		in.problem(at)
+			"remove the variable or change the setting", fromSidecar, truthyText(v), in.SendReadReceipts, in.ReadReceiptsFrom)})
 	}
 }
 
@@ -411,6 +418,14 @@ var cacheDirs = []struct{ name, current, legacy string }{
 	{"HERMES_DOCUMENT_CACHE_DIR", filepath.Join("cache", "documents"), "document_cache"},
 }
 
+// env works out the bridge's environment in two steps, as the gateway
+// does. First the gateway's own environment: .env, then the variables
+// made of the whatsapp: block where they are still unset. Then what the
+// gateway sets for its bridge over that environment: the dm policy and
+// the allow list when the platform's settings have them (else it
+// normalizes what the environment says), the reply prefix, the read
+// receipts setting and the media directories. The sidecar's environment
+// wins over all of it.
 func (l *loader) env() {
 	in, cfg := &l.in, l.cfg
 	b := envBuilder{getenv: l.getenv, index: map[string]int{}}
@@ -422,37 +437,79 @@ func (l *loader) env() {
 	for _, v := range cfg.blockVars() {
 		b.add(v)
 	}
+
+	// The gateway passes the mode as --mode, from its environment.
 	b.add(Var{Name: "WHATSAPP_MODE", Value: in.Mode, From: in.ModeFrom})
-	b.add(Var{Name: "WHATSAPP_SEND_READ_RECEIPTS", Value: strconv.FormatBool(in.SendReadReceipts), From: in.ReadReceiptsFrom})
-	dm := Var{Name: "WHATSAPP_DM_POLICY", Value: "pairing", From: "default"}
-	if s, ok := cfg.extra["dm_policy"]; ok {
-		if v, ok := cfg.value(s); ok && v.truthy() {
-			if t, ok := cfg.scalar(s); ok {
-				dm.Value, dm.From = strings.ToLower(strings.TrimSpace(t)), s.from()
-			}
-		}
-	}
-	b.add(dm)
-	if users, s, ok := cfg.allowList(); ok && len(users) > 0 {
-		b.add(Var{Name: "WHATSAPP_ALLOWED_USERS", Value: strings.Join(users, ","), From: s.from()})
-	}
+	b.set(Var{Name: "WHATSAPP_SEND_READ_RECEIPTS", Value: strconv.FormatBool(in.SendReadReceipts), From: in.ReadReceiptsFrom})
+	l.dmPolicy(&b)
+	l.allowedUsers(&b)
 	if s, ok := cfg.extra["reply_prefix"]; ok && !isNull(s.node) {
 		if t, ok := cfg.scalar(s); ok {
-			b.add(Var{Name: "WHATSAPP_REPLY_PREFIX", Value: t, From: s.from()})
+			// Set even when empty: the gateway tests it against None.
+			b.set(Var{Name: "WHATSAPP_REPLY_PREFIX", Value: t, From: s.from()})
 		}
 	}
 	if in.Home != "" {
 		for _, c := range cacheDirs {
 			dir, from := layoutDir(in.Home, c.current, c.legacy)
-			b.add(Var{Name: c.name, Value: dir, From: from})
+			b.set(Var{Name: c.name, Value: dir, From: from})
 		}
 	}
 	in.Env = b.vars
 }
 
-// envBuilder gathers the bridge's variables; the first source to set a
-// name wins, except that an empty value counts as unset (the gateway
-// tests a variable with `not os.getenv(name)`).
+// dmPolicy is the platform's dm_policy, else the environment's, else
+// pairing; trimmed and lower-cased.
+func (l *loader) dmPolicy(b *envBuilder) {
+	const name = "WHATSAPP_DM_POLICY"
+	cfg := l.cfg
+	if s, ok := cfg.extra["dm_policy"]; ok {
+		if v, ok := cfg.value(s); ok && v.truthy() {
+			if t, ok := cfg.scalar(s); ok {
+				b.set(Var{Name: name, Value: strings.ToLower(strings.TrimSpace(t)), From: s.from()})
+				return
+			}
+		}
+	}
+	// Set but empty is not unset here: the gateway reads it with
+	// os.getenv(name, "pairing").
+	if v, ok := b.get(name); ok {
+		v.Value = strings.ToLower(strings.TrimSpace(v.Value))
+		b.set(v)
+		return
+	}
+	b.add(Var{Name: name, Value: "pairing", From: "default"})
+}
+
+// allowedUsers is the platform's allow list, else the environment's read
+// the same way (comma-separated, trimmed, without empty or repeated
+// entries), sorted and joined; with no entries the gateway removes the
+// variable.
+func (l *loader) allowedUsers(b *envBuilder) {
+	const name = "WHATSAPP_ALLOWED_USERS"
+	if users, s, ok := l.cfg.allowList(); ok && len(users) > 0 {
+		b.set(Var{Name: name, Value: strings.Join(users, ","), From: s.from()})
+		return
+	}
+	v, ok := b.get(name)
+	if !ok {
+		return
+	}
+	// Empty or not, the gateway's own test is whether the list is.
+	if users := splitList(v.Value); len(users) > 0 {
+		v.Value = strings.Join(users, ",")
+		b.set(v)
+		return
+	}
+	b.remove(name)
+}
+
+// envBuilder gathers the bridge's variables. add is for a source that
+// sets a variable only when it is unset: the first to set a name wins,
+// except that an empty value counts as unset (the gateway tests a
+// variable with `not os.getenv(name)`). set is for what the gateway sets
+// over its environment. Neither touches a name the sidecar's environment
+// sets, which wins.
 type envBuilder struct {
 	getenv func(string) string
 	vars   []Var
@@ -460,18 +517,56 @@ type envBuilder struct {
 }
 
 func (b *envBuilder) add(v Var) {
-	if sidecarOnly(v.Name) || b.getenv(v.Name) != "" {
+	if b.sidecars(v.Name) {
+		return
+	}
+	if i, ok := b.index[v.Name]; ok {
+		if b.vars[i].Value == "" {
+			b.set(v)
+		}
+		return
+	}
+	b.set(v)
+}
+
+func (b *envBuilder) set(v Var) {
+	if b.sidecars(v.Name) {
 		return
 	}
 	v.Secret = isSecret(v.Name)
 	if i, ok := b.index[v.Name]; ok {
-		if b.vars[i].Value == "" {
-			b.vars[i] = v
-		}
+		b.vars[i] = v
 		return
 	}
 	b.index[v.Name] = len(b.vars)
 	b.vars = append(b.vars, v)
+}
+
+// get is the variable the environment has so far, even when empty.
+func (b *envBuilder) get(name string) (Var, bool) {
+	i, ok := b.index[name]
+	if !ok {
+		return Var{}, false
+	}
+	return b.vars[i], true
+}
+
+func (b *envBuilder) remove(name string) {
+	i, ok := b.index[name]
+	if !ok {
+		return
+	}
+	b.vars = slices.Delete(b.vars, i, i+1)
+	delete(b.index, name)
+	for j := i; j < len(b.vars); j++ {
+		b.index[b.vars[j].Name] = j
+	}
+}
+
+// sidecars says whether the name is the sidecar's: its own secret, or set
+// in its environment.
+func (b *envBuilder) sidecars(name string) bool {
+	return sidecarOnly(name) || b.getenv(name) != ""
 }
 
 // sidecarOnly names are the sidecar's own secrets, never the bridge's.
