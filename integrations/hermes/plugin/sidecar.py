@@ -1,0 +1,278 @@
+"""Following wa-sidecar's status feed, with nothing but aiohttp and the standard library.
+
+This module knows the sidecar's protocol (docs/protocol.md in the wa-sidecar repository) and nothing
+of the Hermes gateway, so it can be tested on its own. The adapter in ``adapter.py`` turns what it
+reports into the gateway's platform states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Mapping, Optional
+
+import aiohttp
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ADDR = "127.0.0.1:7390"
+DISCOVERY_FILE = "sidecar.json"
+
+# Verdicts: what the gateway should make of a sidecar snapshot.
+ATTACH = "attach"  # the bridge is connected to WhatsApp: use it
+WAIT = "wait"  # it is on its way (starting, reconnecting, pairing, backoff, yielded): retryable
+NEEDS_PAIRING = "needs_pairing"  # WhatsApp logged the device out: a person must pair
+
+
+def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """Return the state directory wa-sidecar uses when it is given none."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/wa-sidecar")
+    xdg = env.get("XDG_STATE_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "wa-sidecar"
+    return Path.home() / ".local" / "state" / "wa-sidecar"
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a sidecar's status server is, and how it was found."""
+
+    addr: str  # host:port, or unix:/path
+    token: Optional[str]
+    source: str  # for messages: "sidecar.json in DIR", "the platform's sidecar_addr", ...
+
+    def url(self, path: str) -> str:
+        if self.addr.startswith("unix:"):
+            return "http://localhost" + path
+        return f"http://{self.addr}{path}"
+
+    def connector(self) -> Optional[aiohttp.BaseConnector]:
+        if self.addr.startswith("unix:"):
+            return aiohttp.UnixConnector(path=self.addr[len("unix:"):])
+        return None
+
+
+def _read_token_file(path: str) -> Optional[str]:
+    try:
+        tok = Path(path).read_text().strip()
+    except OSError as e:
+        logger.debug("cannot read wa-sidecar token file %s: %s", path, e)
+        return None
+    return tok or None
+
+
+def _explicit_token(extra: Mapping[str, Any], env: Mapping[str, str]) -> Optional[str]:
+    path = extra.get("sidecar_token_file") or env.get("WA_SIDECAR_TOKEN_FILE")
+    if path:
+        return _read_token_file(str(path))
+    return env.get("WA_SIDECAR_TOKEN") or None
+
+
+def locate(extra: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> Location:
+    """Find the sidecar the way its own CLI does.
+
+    An address in the platform's settings (``sidecar_addr``) or in ``$WA_SIDECAR_ADDR`` wins; else
+    ``sidecar.json`` in the state directory (``sidecar_state_dir``, ``$WA_SIDECAR_STATE_DIR``, or the
+    sidecar's default); else the default address, to which no token is sent, since nothing says the
+    token belongs to whatever answers there. The file is read again at each call, so a sidecar that
+    restarts elsewhere is found.
+    """
+    addr = extra.get("sidecar_addr") or env.get("WA_SIDECAR_ADDR")
+    if addr:
+        src = "the platform's sidecar_addr" if extra.get("sidecar_addr") else "$WA_SIDECAR_ADDR"
+        return Location(str(addr), _explicit_token(extra, env), src)
+    state = extra.get("sidecar_state_dir") or env.get("WA_SIDECAR_STATE_DIR")
+    state_dir = Path(str(state)).expanduser() if state else default_state_dir(env)
+    disc = state_dir / DISCOVERY_FILE
+    try:
+        data = json.loads(disc.read_text())
+    except FileNotFoundError:
+        return Location(DEFAULT_ADDR, None, f"the default address (no {disc})")
+    except (OSError, ValueError) as e:
+        logger.warning("wa-sidecar: cannot read %s (%s); trying %s", disc, e, DEFAULT_ADDR)
+        return Location(DEFAULT_ADDR, None, f"the default address ({disc} unreadable)")
+    listen = data.get("listen") if isinstance(data, dict) else None
+    if not isinstance(listen, str) or not listen:
+        return Location(DEFAULT_ADDR, None, f"the default address ({disc} names no address)")
+    token = _explicit_token(extra, env)
+    if token is None and isinstance(data.get("token_file"), str) and data["token_file"]:
+        token = _read_token_file(data["token_file"])
+    return Location(listen, token, f"{disc}")
+
+
+def _describe_exit(last: Any) -> str:
+    if not isinstance(last, dict):
+        return ""
+    if last.get("signal"):
+        what = f"{last['signal']}"
+    elif last.get("code") is not None:
+        what = f"exit {last['code']}"
+    else:
+        what = last.get("error") or "a failed start"
+    cls = last.get("class")
+    return f"{what} ({cls})" if cls else what
+
+
+def judge(status: Optional[Mapping[str, Any]]) -> tuple[str, str, str]:
+    """Turn a sidecar snapshot into (verdict, code, message) for the gateway.
+
+    ``code`` is a machine-readable reason in the gateway's ``whatsapp_*`` style, ``message`` what the
+    sidecar said, in a sentence a person can act on.
+    """
+    if not status:
+        return WAIT, "whatsapp_sidecar_unreachable", "wa-sidecar is not reachable"
+    state = status.get("state", "unknown")
+    said = status.get("message") or ""
+    wa = (status.get("details") or {}).get("whatsapp") or {}
+    conn = wa.get("connection") or "unknown"
+    if state == "running" and conn == "connected":
+        return ATTACH, "", "the bridge is connected to WhatsApp"
+    if state == "needs_pairing":
+        msg = (said + " " if said else "WhatsApp logged this device out. ") + (
+            "Pair again: stop the sidecar and run `wa-sidecar run` in a terminal to see the QR code, "
+            "or read it from bridge.log next to the session, then scan it with WhatsApp "
+            "(Settings > Linked devices); the sidecar resumes by itself once paired."
+        )
+        return NEEDS_PAIRING, "whatsapp_not_paired", msg
+    if state == "running":
+        if conn == "pairing":
+            return WAIT, "whatsapp_sidecar_pairing", (
+                "the bridge is showing a QR code: scan it with WhatsApp (Settings > Linked devices); "
+                "`wa-sidecar watch` or bridge.log show it"
+            )
+        return WAIT, "whatsapp_sidecar_connecting", f"the bridge is connecting to WhatsApp (connection: {conn})"
+    if state == "backoff":
+        ex = _describe_exit(status.get("last_exit"))
+        nxt = status.get("next_start_at")
+        msg = "the bridge is waiting to restart" + (f" after {ex}" if ex else "")
+        if nxt:
+            msg += f"; next start at {nxt}"
+        if status.get("crashloop"):
+            msg += f"; it is crash-looping ({status.get('consecutive_failures')} failures in a row): see `wa-sidecar status`"
+        return WAIT, "whatsapp_sidecar_backoff", msg
+    if state == "yielded":
+        return WAIT, "whatsapp_sidecar_yielded", said or "another bridge holds the bridge's port; the sidecar waits for it"
+    if state == "given_up":
+        return WAIT, "whatsapp_sidecar_given_up", said or "the sidecar gave up restarting the bridge: run `wa-sidecar start`"
+    if state in ("stopping", "stopped"):
+        return WAIT, "whatsapp_sidecar_stopped", said or "the sidecar's bridge is stopped: run `wa-sidecar start`"
+    if state == "starting":
+        return WAIT, "whatsapp_sidecar_starting", "the sidecar is starting the bridge"
+    return WAIT, f"whatsapp_sidecar_{state}", said or f"the sidecar's bridge is {state}"
+
+
+def bridge_port(status: Optional[Mapping[str, Any]]) -> Optional[int]:
+    """Return the bridge's port as the sidecar reports it, if it does."""
+    wa = ((status or {}).get("details") or {}).get("whatsapp") or {}
+    port = wa.get("port")
+    return port if isinstance(port, int) and port > 0 else None
+
+
+# on_status(snapshot or None, event kind, the whole message or an error text)
+StatusCallback = Callable[[Optional[dict], str, Any], Optional[Awaitable[None]]]
+
+
+class Follower:
+    """Follows the feed forever: hello, then every event; reconnects with backoff when it is lost.
+
+    ``on_status`` gets the snapshot after every hello and event, and ``None`` when the sidecar
+    cannot be reached (its third argument then says why). A sequence gap reconnects at once, since
+    the new hello resyncs. ``run`` returns only when cancelled.
+    """
+
+    def __init__(
+        self,
+        where: Callable[[], Location],
+        on_status: StatusCallback,
+        *,
+        backoff_initial: float = 0.25,
+        backoff_max: float = 5.0,
+        stable_after: float = 10.0,
+        log: logging.Logger = logger,
+    ) -> None:
+        self._where = where
+        self._on_status = on_status
+        self._initial = backoff_initial
+        self._max = backoff_max
+        self._stable_after = stable_after
+        self._log = log
+        self.location: Optional[Location] = None
+        self.connected = False
+
+    async def _emit(self, status: Optional[dict], kind: str, info: Any) -> None:
+        res = self._on_status(status, kind, info)
+        if asyncio.iscoroutine(res):
+            await res
+
+    async def run(self) -> None:
+        delay = self._initial
+        lost_logged = False
+        while True:
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            loc = self._where()
+            self.location = loc
+            why = await self._follow_once(loc)
+            if self.connected:
+                lost_logged = False
+            self.connected = False
+            if loop.time() - began >= self._stable_after:
+                delay = self._initial
+            await self._emit(None, "unreachable", why)
+            if not lost_logged:
+                self._log.warning("wa-sidecar feed at %s (%s): %s; retrying with backoff", loc.addr, loc.source, why)
+                lost_logged = True
+            else:
+                self._log.debug("wa-sidecar feed at %s: %s", loc.addr, why)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, self._max)
+
+    async def _follow_once(self, loc: Location) -> str:
+        headers = {"Authorization": f"Bearer {loc.token}"} if loc.token else {}
+        try:
+            # No total timeout: the feed lives as long as the sidecar. A connect that hangs is cut.
+            timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5)
+            async with aiohttp.ClientSession(connector=loc.connector(), timeout=timeout) as session:
+                async with session.ws_connect(
+                    loc.url("/v1/events"), headers=headers, heartbeat=20, max_msg_size=16 << 20
+                ) as ws:
+                    return await self._read(ws, loc)
+        except asyncio.CancelledError:
+            raise
+        except aiohttp.WSServerHandshakeError as e:
+            if e.status == 401:
+                return "the sidecar refused the token (401): check sidecar_token_file or $WA_SIDECAR_TOKEN_FILE"
+            return f"websocket refused: HTTP {e.status}"
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, loc: Location) -> str:
+        seq: Optional[int] = None
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            try:
+                m = json.loads(msg.data)
+            except ValueError:
+                continue
+            kind = m.get("type")
+            if kind == "hello":
+                seq = m.get("seq")
+                if not self.connected:
+                    self._log.info("following wa-sidecar at %s (%s)", loc.addr, loc.source)
+                self.connected = True
+                await self._emit(m.get("status"), "hello", m)
+            elif kind == "event" and seq is not None:
+                if m.get("seq") != seq + 1:
+                    return f"missed events (seq {seq} then {m.get('seq')}); resyncing"
+                seq = m["seq"]
+                await self._emit(m.get("status"), str(m.get("event")), m)
+        if ws.close_code == 1001:
+            return "the sidecar is exiting"
+        return f"the feed closed (code {ws.close_code})"

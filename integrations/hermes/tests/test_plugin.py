@@ -1,0 +1,232 @@
+"""The plugin inside a stand-in gateway, against the real sidecar and its simulated bridge."""
+import asyncio
+import os
+import signal
+import sys
+import time
+import unittest
+from pathlib import Path
+
+import harness
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "standin"))
+from gateway.config import PlatformConfig  # noqa: E402
+
+plugin = harness.load_plugin()
+from hermes_plugins.wa_sidecar_whatsapp import sidecar  # noqa: E402
+
+
+def tearDownModule():
+    harness.cleanup_binary()
+
+
+class Base(unittest.IsolatedAsyncioTestCase):
+    paired = True
+
+    def setUp(self):
+        self.world = harness.World(paired=self.paired)
+        self.addCleanup(self.world.close)
+        ctx = harness.Ctx()
+        plugin.register(ctx)
+        self.entry = ctx.platforms["whatsapp"]
+        self.adapters = []
+
+    async def asyncTearDown(self):
+        for a in self.adapters:
+            await a.disconnect()
+
+    def adapter(self, **extra):
+        a = self.entry["adapter_factory"](PlatformConfig(enabled=True, extra=self.world.extra(**extra)))
+        self.adapters.append(a)
+        return a
+
+    async def until(self, cond, timeout, what):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():
+                return
+            await asyncio.sleep(0.05)
+        self.fail(f"timed out waiting for {what}; sidecar log:\n{self.world.tail()}")
+
+    def states(self, a):
+        return [s[0] for s in a.statuses]
+
+
+class Registration(unittest.TestCase):
+    def test_replaces_whatsapp_with_the_bundled_settings(self):
+        ctx = harness.Ctx()
+        plugin.register(ctx)
+        e = ctx.platforms["whatsapp"]
+        self.assertEqual(e["allowed_users_env"], "WHATSAPP_ALLOWED_USERS")
+        self.assertEqual(e["required_env"], ["WHATSAPP_ENABLED"])
+        self.assertTrue(e["check_fn"](), "needs only aiohttp, not node")
+
+    def test_incompatible_adapter_keeps_the_bundled_one(self):
+        from plugins.platforms.whatsapp import adapter as bundled
+        saved = bundled.WhatsAppAdapter._poll_messages
+        del bundled.WhatsAppAdapter._poll_messages
+        try:
+            ctx = harness.Ctx()
+            with self.assertLogs("hermes_plugins.wa_sidecar_whatsapp", "ERROR") as logs:
+                plugin.register(ctx)
+            self.assertEqual(ctx.platforms, {})
+            self.assertIn("_poll_messages", logs.output[0])
+        finally:
+            bundled.WhatsAppAdapter._poll_messages = saved
+
+
+class Judge(unittest.TestCase):
+    def test_verdicts(self):
+        def st(state, conn=None, **kw):
+            d = {"state": state, **kw}
+            if conn:
+                d["details"] = {"whatsapp": {"connection": conn}}
+            return d
+        cases = [
+            (None, sidecar.WAIT, "whatsapp_sidecar_unreachable"),
+            (st("running", "connected"), sidecar.ATTACH, ""),
+            (st("running", "pairing"), sidecar.WAIT, "whatsapp_sidecar_pairing"),
+            (st("running", "disconnected"), sidecar.WAIT, "whatsapp_sidecar_connecting"),
+            (st("backoff", last_exit={"code": 1, "class": "failure"}), sidecar.WAIT, "whatsapp_sidecar_backoff"),
+            (st("yielded", message="port held by pid 9 (node)"), sidecar.WAIT, "whatsapp_sidecar_yielded"),
+            (st("needs_pairing", message="logged out."), sidecar.NEEDS_PAIRING, "whatsapp_not_paired"),
+            (st("given_up"), sidecar.WAIT, "whatsapp_sidecar_given_up"),
+            (st("stopped"), sidecar.WAIT, "whatsapp_sidecar_stopped"),
+            (st("starting"), sidecar.WAIT, "whatsapp_sidecar_starting"),
+        ]
+        for status, verdict, code in cases:
+            with self.subTest(status=status):
+                v, c, m = sidecar.judge(status)
+                self.assertEqual((v, c), (verdict, code))
+                self.assertTrue(m)
+
+    def test_locate(self):
+        import json
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            env = {"WA_SIDECAR_STATE_DIR": d}
+            loc = sidecar.locate({}, env)
+            self.assertEqual((loc.addr, loc.token), (sidecar.DEFAULT_ADDR, None))
+            Path(d, "token").write_text("abc\n")
+            Path(d, "sidecar.json").write_text(json.dumps({"listen": "127.0.0.1:7999", "token_file": f"{d}/token"}))
+            loc = sidecar.locate({}, env)
+            self.assertEqual((loc.addr, loc.token), ("127.0.0.1:7999", "abc"))
+            loc = sidecar.locate({"sidecar_addr": "unix:/run/x.sock"}, env)
+            self.assertEqual((loc.addr, loc.token, loc.url("/v1/events")), ("unix:/run/x.sock", None, "http://localhost/v1/events"))
+
+
+class StartOrders(Base):
+    async def test_sidecar_first_attaches_at_once(self):
+        self.world.start()
+        self.world.wait_connected()
+        a = self.adapter()
+        t = time.monotonic()
+        self.assertTrue(await a.connect())
+        self.assertLess(time.monotonic() - t, 3)
+        self.assertTrue(a.is_connected)
+        await self.until(lambda: a.polls > 0, 5, "a successful poll")
+        self.assertEqual(a._bridge_process, None)
+
+    async def test_gateway_first_waits_for_the_sidecar(self):
+        a = self.adapter()
+        task = asyncio.create_task(a.connect())
+        await asyncio.sleep(1.0)
+        self.assertFalse(task.done(), "connect() waits for the sidecar instead of failing")
+        await asyncio.get_running_loop().run_in_executor(None, self.world.start)
+        self.assertTrue(await asyncio.wait_for(task, 15))
+        self.assertTrue(a.is_connected)
+
+    async def test_no_sidecar_is_a_retryable_explained_error(self):
+        a = self.adapter(sidecar_wait=1)
+        self.assertFalse(await a.connect())
+        self.assertEqual(a.fatal_error_code, "whatsapp_sidecar_unreachable")
+        self.assertTrue(a.fatal_error_retryable)
+        self.assertIn("not reachable", a.fatal_error_message)
+        self.assertIn(str(self.world.state), a.fatal_error_message)
+
+    async def test_bridge_in_backoff_is_retryable(self):
+        self.world.start(sim_args="--connect-after 5s --crash exception --crash-after 100ms")
+        self.world.wait_for(lambda: (self.world.status() or {}).get("state") == "backoff", 10, "backoff")
+        a = self.adapter(sidecar_wait=0.5)
+        self.assertFalse(await a.connect())
+        self.assertTrue(a.fatal_error_retryable)
+        self.assertTrue(a.fatal_error_code.startswith("whatsapp_sidecar_"), a.fatal_error_code)
+
+
+class Following(Base):
+    async def attached(self):
+        self.world.start()
+        self.world.wait_connected()
+        a = self.adapter()
+        self.assertTrue(await a.connect())
+        return a
+
+    async def test_bridge_killed_is_seen_and_reattached(self):
+        a = await self.attached()
+        pid = self.world.bridge_pid()
+        os.kill(pid, signal.SIGKILL)
+        await self.until(lambda: not a.is_connected, 3, "the adapter to see the bridge go")
+        self.assertIn("retrying", self.states(a))
+        await self.until(lambda: a.is_connected, 10, "the adapter to reattach")
+        self.assertNotEqual(self.world.bridge_pid(), pid)
+        # One poll may race the sidecar's word of the exit; none follow it.
+        self.assertLessEqual(a.poll_errors, 1)
+
+    async def test_sidecar_restart_is_seen_and_reattached(self):
+        a = await self.attached()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.world.stop)
+        await self.until(lambda: not a.is_connected, 3, "the adapter to see the sidecar go")
+        self.assertEqual(a.statuses[-1][1], "whatsapp_sidecar_unreachable")
+        await asyncio.sleep(1.0)
+        await loop.run_in_executor(None, self.world.start)
+        await self.until(lambda: a.is_connected, 15, "the adapter to reattach to the new sidecar")
+        self.assertEqual(a.statuses[-1][0], "connected")
+
+    async def test_logged_out_says_how_to_pair_then_resumes(self):
+        self.world.start(sim_args="--connect-after 200ms --crash logout --crash-after 1500ms")
+        self.world.wait_connected()
+        a = self.adapter()
+        self.assertTrue(await a.connect())
+        await self.until(lambda: any(s[1] == "whatsapp_not_paired" for s in a.statuses), 10, "needs_pairing")
+        state, code, msg = [s for s in a.statuses if s[1] == "whatsapp_not_paired"][-1]
+        self.assertEqual(state, "fatal")
+        self.assertIn("wa-sidecar run", msg)
+        self.assertFalse(a.is_connected)
+        # a new gateway connect now is told to pair, at once and not retried
+        b = self.adapter()
+        t = time.monotonic()
+        self.assertFalse(await b.connect())
+        self.assertLess(time.monotonic() - t, 5)
+        self.assertEqual(b.fatal_error_code, "whatsapp_not_paired")
+        self.assertFalse(b.fatal_error_retryable)
+
+    async def test_disconnect_leaves_the_bridge_and_its_pidfile(self):
+        a = await self.attached()
+        pid = self.world.bridge_pid()
+        pidfile = self.world.session / "bridge.pid"
+        pidfile.write_text("12345\n1\n")
+        await a.disconnect()
+        self.adapters.remove(a)
+        await asyncio.sleep(0.5)
+        self.assertEqual(self.world.bridge_pid(), pid)
+        self.assertEqual(pidfile.read_text(), "12345\n1\n")
+        self.assertEqual(a.statuses[-1][0], "disconnected")
+
+
+class Pairing(Base):
+    paired = False
+
+    async def test_pairing_is_retryable_then_attaches_once_scanned(self):
+        self.world.start(sim_args="--connect-after 200ms --pair-after 2500ms --qr-every 1s")
+        self.world.wait_for(lambda: ((self.world.status() or {}).get("details") or {}).get("whatsapp", {}).get("connection") == "pairing", 10, "pairing")
+        a = self.adapter(sidecar_wait=0.5)
+        self.assertFalse(await a.connect())
+        self.assertEqual(a.fatal_error_code, "whatsapp_sidecar_pairing")
+        self.assertTrue(a.fatal_error_retryable)
+        b = self.adapter()
+        self.assertTrue(await b.connect())
+
+
+if __name__ == "__main__":
+    unittest.main()
