@@ -117,8 +117,14 @@ func signature(script string) string {
 	var b strings.Builder
 	names := append([]string{filepath.Base(script)}, gateway.RuntimeInputs...)
 	names = append(names, filepath.Join("node_modules", ".hermes-pkg-hash"))
-	for _, n := range names {
-		st, err := os.Lstat(filepath.Join(dir, n))
+	for i, n := range names {
+		// bridge.js itself may be a link, which the gateway follows; the
+		// other inputs must not be, so a link's own stat is what counts.
+		stat := os.Lstat
+		if i == 0 {
+			stat = os.Stat
+		}
+		st, err := stat(filepath.Join(dir, n))
 		if err != nil {
 			b.WriteString("-;")
 			continue
