@@ -45,17 +45,22 @@ func runHelper(kind string) int {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGCONT)
 	switch kind {
-	case "listen", "listen-ignore-term":
+	case "listen", "listen-ignore-term", "listen-keep":
 		ln, err := net.Listen("tcp4", "127.0.0.1:"+os.Getenv("HELPER_PORT"))
 		if err != nil {
 			fmt.Println("error", err)
 			return 3
 		}
 		go func() {
+			var kept []net.Conn // listen-keep: accepted connections stay open
 			for {
 				c, err := ln.Accept()
 				if err != nil {
 					return
+				}
+				if kind == "listen-keep" {
+					kept = append(kept, c)
+					continue
 				}
 				c.Close()
 			}

@@ -79,7 +79,18 @@ type socketEntry struct {
 	Inode uint64
 }
 
-const tcpTimeWait = 0x06
+// The socket states that hold a port against a new listener: a listening
+// socket, and one bound but not (yet) listening or connected. Connections,
+// the accepted ones on the port included, do not: Node binds with
+// SO_REUSEADDR, as Go does.
+const (
+	tcpClose  = 0x07
+	tcpListen = 0x0A
+)
+
+// holdsPort says whether a socket in this state keeps a new listener off
+// its port.
+func (e socketEntry) holdsPort() bool { return e.State == tcpListen || e.State == tcpClose }
 
 // parseProcNet reads /proc/net/tcp or tcp6. Lines it cannot read are
 // skipped: a kernel that adds columns must not blind the port check.
@@ -162,7 +173,7 @@ func PortHolders(port int) ([]Holder, error) {
 			return nil, fmt.Errorf("read %s: %w", file, err)
 		}
 		for _, e := range parseProcNet(data) {
-			if e.Port == port && e.Inode != 0 && e.State != tcpTimeWait && e.blocksLoopback() {
+			if e.Port == port && e.Inode != 0 && e.holdsPort() && e.blocksLoopback() {
 				inodes[e.Inode] = e.UID
 			}
 		}
@@ -186,6 +197,7 @@ func PortHolders(port int) ([]Holder, error) {
 		if err != nil {
 			continue // gone, or not ours to look into
 		}
+		added := false
 		for _, fd := range fds {
 			link, err := os.Readlink(fdDir + "/" + fd.Name())
 			if err != nil {
@@ -199,13 +211,18 @@ func PortHolders(port int) ([]Holder, error) {
 			if !hit {
 				continue
 			}
+			// Every socket of the process counts as seen (it may hold an
+			// IPv4 and an IPv6 one), but the process is one holder.
 			seen[ino] = true
+			if added {
+				continue
+			}
 			id, err := signals.IdentityOf(pid)
 			if err != nil {
 				break // it just exited
 			}
 			out = append(out, Holder{Identity: id, Name: signals.ProcessName(pid), UID: uid})
-			break
+			added = true
 		}
 	}
 	for ino, uid := range inodes {

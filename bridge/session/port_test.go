@@ -494,3 +494,24 @@ func TestInvisibleHolderIsYieldedToWhenTheGatewayStartedABridge(t *testing.T) {
 		t.Fatalf("with a stale bridge.pid: %q", got)
 	}
 }
+
+func TestAHolderWithConnectionsIsOneVisibleHolder(t *testing.T) {
+	// A bridge the gateway polls: its listening socket and the connections
+	// it accepted all have the port; only the first holds it.
+	h := startHelper(t, "listen-keep", "HELPER_PORT=0")
+	port := h.port(t)
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	holders, err := PortHolders(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(holders) != 1 || holders[0].Pid != h.cmd.Process.Pid {
+		t.Fatalf("holders of a port with accepted connections: %+v (want only pid %d)", holders, h.cmd.Process.Pid)
+	}
+}
