@@ -68,6 +68,7 @@ func commands() []*cli.Command {
 		installServiceCommand(),
 		doctorCommand(),
 		prepareBridgeCommand(),
+		installHermesPluginCommand(),
 	}, clientCommands()...)
 }
 

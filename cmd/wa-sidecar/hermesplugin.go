@@ -1,0 +1,509 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/wa-sidecar/wa-sidecar/integrations/hermes"
+)
+
+func installHermesPluginCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "install-hermes-plugin",
+		Usage: "install the Hermes gateway plugin that leaves the WhatsApp bridge to wa-sidecar, and enable it",
+		Description: "Writes the plugin to $HERMES_HOME/plugins/" + hermes.PluginName + "/ and adds it to plugins.enabled in\n" +
+			"$HERMES_HOME/config.yaml, keeping the file's comments and layout. With the plugin, the gateway's\n" +
+			"WhatsApp platform never starts, signals or replaces a bridge: it follows the sidecar's status feed.\n" +
+			"Restart the gateway afterwards. When config.yaml cannot be edited safely, it prints the lines to add\n" +
+			"and exits 1. It checks the gateway's code (--hermes-source, else the installed Hermes) for what the\n" +
+			"plugin relies on, and refuses when that is missing unless --force is given.\n\n" +
+			"Examples:\n" +
+			"   wa-sidecar install-hermes-plugin --print\n" +
+			"   wa-sidecar install-hermes-plugin\n" +
+			"   wa-sidecar install-hermes-plugin --hermes-home ~/.hermes/profiles/work --force",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "print", Usage: "only show the files and the config.yaml change; write nothing"},
+			&cli.BoolFlag{Name: "force", Usage: "replace plugin files that differ, and install even for a gateway whose code lacks what the plugin uses"},
+			&cli.StringFlag{Name: "hermes-home", Usage: "the Hermes home (default $HERMES_HOME, else ~/.hermes)"},
+			&cli.StringFlag{Name: "hermes-source", Usage: "the gateway's code to check (default <home>/hermes-agent, or /usr/local/lib/hermes-agent as root)"},
+		},
+		OnUsageError: onUsageError,
+		Action:       installHermesPluginAction,
+	}
+}
+
+// knownHermes are the gateway versions the plugin was tested against.
+var knownHermes = []string{"0.18.2"}
+
+// hermesInterface is what the plugin uses of the gateway, file by file, as
+// text that must appear in it. The plugin checks the same again, for real,
+// when the gateway loads it.
+var hermesInterface = []struct{ file, want string }{
+	{"plugins/platforms/whatsapp/adapter.py", "class WhatsAppAdapter("},
+	{"plugins/platforms/whatsapp/adapter.py", "async def _poll_messages(self)"},
+	{"plugins/platforms/whatsapp/adapter.py", "async def connect(self, *, is_reconnect"},
+	{"plugins/platforms/whatsapp/adapter.py", "self._bridge_port"},
+	{"plugins/platforms/whatsapp/adapter.py", "self._http_session"},
+	{"plugins/platforms/whatsapp/adapter.py", "self._poll_task"},
+	{"plugins/platforms/whatsapp/adapter.py", "def register(ctx)"},
+	{"gateway/platforms/base.py", "def _mark_connected(self)"},
+	{"gateway/platforms/base.py", "def _mark_disconnected(self)"},
+	{"gateway/platforms/base.py", "def _set_fatal_error(self, code"},
+	{"gateway/platforms/base.py", "def _write_runtime_status_safe(self"},
+	{"gateway/platforms/base.py", "def _acquire_platform_lock(self"},
+	{"gateway/platforms/base.py", "def _release_platform_lock(self)"},
+	{"hermes_cli/plugins.py", "def register_platform("},
+}
+
+var pyprojectVersion = regexp.MustCompile(`(?m)^version\s*=\s*"([^"]+)"`)
+
+// checkHermes reports the gateway's version (empty when unknown) and what of
+// hermesInterface its code at dir lacks.
+func checkHermes(dir string) (version string, missing []string, err error) {
+	if b, err := os.ReadFile(filepath.Join(dir, "pyproject.toml")); err == nil {
+		if m := pyprojectVersion.FindSubmatch(b); m != nil {
+			version = string(m[1])
+		}
+	}
+	texts := map[string]string{}
+	for _, c := range hermesInterface {
+		t, ok := texts[c.file]
+		if !ok {
+			b, err := os.ReadFile(filepath.Join(dir, c.file))
+			if err != nil {
+				return version, nil, fmt.Errorf("the gateway's code at %s: %w", dir, err)
+			}
+			t = string(b)
+			texts[c.file] = t
+		}
+		if !strings.Contains(t, c.want) {
+			missing = append(missing, c.file+": "+c.want)
+		}
+	}
+	return version, missing, nil
+}
+
+func hermesSourceDir(home string) string {
+	if os.Geteuid() == 0 {
+		if _, err := os.Stat("/usr/local/lib/hermes-agent/gateway"); err == nil {
+			return "/usr/local/lib/hermes-agent"
+		}
+	}
+	return filepath.Join(home, "hermes-agent")
+}
+
+func installHermesPluginAction(c *cli.Context) error {
+	if c.Args().Present() {
+		return usageError("install-hermes-plugin takes no arguments, got %q", c.Args().First())
+	}
+	out, errw := c.App.Writer, c.App.ErrWriter
+	home := c.String("hermes-home")
+	if home == "" {
+		home = os.Getenv("HERMES_HOME")
+	}
+	if home == "" {
+		h, err := os.UserHomeDir()
+		if err != nil {
+			return usageError("no home directory (%v); pass --hermes-home", err)
+		}
+		home = filepath.Join(h, ".hermes")
+	}
+	home = expandHome(home)
+	force, printOnly := c.Bool("force"), c.Bool("print")
+
+	src := c.String("hermes-source")
+	explicitSrc := src != ""
+	if !explicitSrc {
+		src = hermesSourceDir(home)
+	}
+	ver, missing, err := checkHermes(expandHome(src))
+	switch {
+	case err != nil && explicitSrc:
+		return cli.Exit("wa-sidecar: "+err.Error(), exitError)
+	case err != nil:
+		fmt.Fprintf(errw, "wa-sidecar: cannot check the gateway's code (%v); pass --hermes-source. The plugin checks it again when the gateway loads it, and leaves the bundled WhatsApp adapter in place if it does not fit.\n", err)
+	case len(missing) > 0 && !force:
+		return cli.Exit(fmt.Sprintf("wa-sidecar: the gateway at %s (version %s) lacks what the plugin relies on:\n  %s\nThis is not a gateway version the plugin knows; update wa-sidecar, or pass --force to install anyway (the plugin would then keep the bundled adapter and log why).",
+			src, orUnknown(ver), strings.Join(missing, "\n  ")), exitError)
+	case len(missing) > 0:
+		fmt.Fprintf(errw, "wa-sidecar: the gateway at %s lacks %s; installing anyway (--force)\n", src, strings.Join(missing, ", "))
+	case !slices.Contains(knownHermes, ver):
+		fmt.Fprintf(errw, "wa-sidecar: Hermes %s is not a version the plugin was tested with (%s), but its code has everything the plugin uses\n", orUnknown(ver), strings.Join(knownHermes, ", "))
+	}
+
+	dir := filepath.Join(home, "plugins", hermes.PluginName)
+	files, err := pluginFiles()
+	if err != nil {
+		return cli.Exit("wa-sidecar: "+err.Error(), exitError)
+	}
+	cfgPath := filepath.Join(home, "config.yaml")
+	newCfg, cfgChanged, cfgErr := enablePlugin(cfgPath, hermes.PluginName)
+
+	if printOnly {
+		for _, f := range files {
+			fmt.Fprintf(out, "# %s\n%s\n", filepath.Join(dir, f.name), f.data)
+		}
+		switch {
+		case cfgErr != nil:
+			fmt.Fprintf(out, "# %s: cannot be edited safely (%v); add by hand:\n%s\n", cfgPath, cfgErr, manualLines)
+		case cfgChanged:
+			fmt.Fprintf(out, "# %s, with %s added to plugins.enabled\n%s\n", cfgPath, hermes.PluginName, newCfg)
+		default:
+			fmt.Fprintf(out, "# %s already enables %s\n", cfgPath, hermes.PluginName)
+		}
+		return nil
+	}
+
+	if err := writePlugin(dir, files, force); err != nil {
+		return cli.Exit("wa-sidecar: "+err.Error(), exitError)
+	}
+	fmt.Fprintf(out, "wrote the plugin to %s\n", dir)
+	switch {
+	case cfgErr != nil:
+		return cli.Exit(fmt.Sprintf("wa-sidecar: %s cannot be edited safely (%v); add these lines to it by hand, then restart the gateway:\n%s", cfgPath, cfgErr, manualLines), exitError)
+	case cfgChanged:
+		if err := writeConfig(cfgPath, newCfg); err != nil {
+			return cli.Exit(fmt.Sprintf("wa-sidecar: %v; add these lines to %s by hand:\n%s", err, cfgPath, manualLines), exitError)
+		}
+		fmt.Fprintf(out, "enabled it in %s (plugins.enabled)\n", cfgPath)
+	default:
+		fmt.Fprintf(out, "%s already enables it\n", cfgPath)
+	}
+	fmt.Fprintf(out, "restart the gateway to use it: systemctl --user restart %s (or stop and start `hermes gateway`)\n", gatewayUnitName(home))
+	return nil
+}
+
+func orUnknown(v string) string {
+	if v == "" {
+		return "unknown"
+	}
+	return v
+}
+
+func expandHome(p string) string {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		if h, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(h, p[1:])
+		}
+	}
+	return p
+}
+
+func gatewayUnitName(home string) string {
+	h, _ := os.UserHomeDir()
+	cwd, _ := os.Getwd()
+	return gatewayUnit(home, h, cwd)
+}
+
+var manualLines = "plugins:\n  enabled:\n    - " + hermes.PluginName + "\n(or, if plugins.enabled exists, add `- " + hermes.PluginName + "` to it)"
+
+type pluginFile struct {
+	name string
+	data []byte
+}
+
+func pluginFiles() ([]pluginFile, error) {
+	var files []pluginFile
+	err := fs.WalkDir(hermes.Plugin, "plugin", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := hermes.Plugin.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		files = append(files, pluginFile{name: path.Base(p), data: b})
+		return nil
+	})
+	return files, err
+}
+
+// writePlugin writes files into dir, each through a temporary file and a
+// rename. Neither dir nor a file in it may be a symlink: it would write
+// wherever the link points. A file that differs is replaced only with force,
+// and then no file is written unless all may be.
+func writePlugin(dir string, files []pluginFile, force bool) error {
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if fi, err := os.Lstat(d); err == nil && !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory (a symlink or a file); remove it or pass another --hermes-home", d)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("plugin directory: %w", err)
+	}
+	var differ []string
+	for _, f := range files {
+		p := filepath.Join(dir, f.name)
+		fi, err := os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file (a symlink?); remove it first", p)
+		}
+		old, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(old, f.data) {
+			differ = append(differ, p)
+		}
+	}
+	if len(differ) > 0 && !force {
+		return fmt.Errorf("these files differ from this wa-sidecar's plugin (edited, or another version): %s; pass --force to replace them", strings.Join(differ, ", "))
+	}
+	for _, f := range files {
+		if err := writeAtomic(filepath.Join(dir, f.name), f.data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeAtomic(p string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	if err := os.Rename(tmp.Name(), p); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	return nil
+}
+
+func writeConfig(p string, data []byte) error {
+	perm := os.FileMode(0o600)
+	if fi, err := os.Lstat(p); err == nil {
+		perm = fi.Mode().Perm()
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	return writeAtomic(p, data, perm)
+}
+
+// enablePlugin returns config.yaml at p with name added to plugins.enabled,
+// changing nothing else: it inserts lines as text, then checks by parsing
+// both versions that the only difference is that one entry. It reports
+// false when the file already enables name, and an error when it cannot
+// make the change that way (then a person should).
+func enablePlugin(p, name string) ([]byte, bool, error) {
+	fi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return []byte("plugins:\n  enabled:\n    - " + name + "\n"), true, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return nil, false, errors.New("it is a symlink, which this command does not write through")
+	}
+	old, err := os.ReadFile(p)
+	if err != nil {
+		return nil, false, err
+	}
+	var before map[string]any
+	if err := yaml.Unmarshal(old, &before); err != nil {
+		return nil, false, fmt.Errorf("it does not parse as YAML: %w", err)
+	}
+	if slices.Contains(enabledList(before), name) {
+		return old, false, nil
+	}
+	edited, err := insertEnabled(old, name)
+	if err != nil {
+		return nil, false, err
+	}
+	var after map[string]any
+	if err := yaml.Unmarshal(edited, &after); err != nil {
+		return nil, false, fmt.Errorf("the edit would not parse (%v)", err)
+	}
+	want := enabledList(before)
+	want = append(want, name)
+	if !slices.Equal(enabledList(after), want) || !sameExceptEnabled(before, after) {
+		return nil, false, errors.New("the edit would change more than plugins.enabled")
+	}
+	return edited, true, nil
+}
+
+func enabledList(doc map[string]any) []string {
+	pl, _ := doc["plugins"].(map[string]any)
+	list, _ := pl["enabled"].([]any)
+	var out []string
+	for _, v := range list {
+		if s, ok := v.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func sameExceptEnabled(a, b map[string]any) bool {
+	strip := func(m map[string]any) string {
+		c := map[string]any{}
+		for k, v := range m {
+			c[k] = v
+		}
+		if pl, ok := m["plugins"].(map[string]any); ok {
+			pc := map[string]any{}
+			for k, v := range pl {
+				if k != "enabled" {
+					pc[k] = v
+				}
+			}
+			c["plugins"] = pc
+		}
+		// An empty or missing plugins section is the same as none.
+		if pc, ok := c["plugins"].(map[string]any); c["plugins"] == nil || (ok && len(pc) == 0) {
+			delete(c, "plugins")
+		}
+		out, _ := yaml.Marshal(c)
+		return string(out)
+	}
+	if a == nil {
+		a = map[string]any{}
+	}
+	return strip(a) == strip(b)
+}
+
+var (
+	topKey    = regexp.MustCompile(`^([A-Za-z_][\w-]*)\s*:(.*)$`)
+	childKey  = regexp.MustCompile(`^(\s+)([A-Za-z_][\w-]*)\s*:(.*)$`)
+	listItem  = regexp.MustCompile(`^(\s*)-\s`)
+	flowEmpty = regexp.MustCompile(`^\s*\[\s*\]\s*(#.*)?$`)
+)
+
+// insertEnabled adds name to plugins.enabled by inserting or changing as few
+// lines as it can, in the block styles Hermes itself writes.
+func insertEnabled(src []byte, name string) ([]byte, error) {
+	lines := strings.SplitAfter(string(src), "\n")
+	if lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1]
+	}
+	pluginsAt := -1
+	for i, l := range lines {
+		if m := topKey.FindStringSubmatch(strings.TrimRight(l, "\r\n")); m != nil && m[1] == "plugins" {
+			if rest := strings.TrimSpace(m[2]); rest != "" && !strings.HasPrefix(rest, "#") {
+				return nil, errors.New("its plugins: section is written inline")
+			}
+			pluginsAt = i
+			break
+		}
+	}
+	if pluginsAt < 0 {
+		text := string(src)
+		if text != "" && !strings.HasSuffix(text, "\n") {
+			text += "\n"
+		}
+		return []byte(text + "plugins:\n  enabled:\n    - " + name + "\n"), nil
+	}
+	// The section runs until the next line that is neither blank, a comment, nor indented.
+	end := len(lines)
+	indent := ""
+	enabledAt := -1
+	for i := pluginsAt + 1; i < len(lines); i++ {
+		l := strings.TrimRight(lines[i], "\r\n")
+		t := strings.TrimSpace(l)
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		if l[0] != ' ' && l[0] != '\t' {
+			end = i
+			break
+		}
+		if m := childKey.FindStringSubmatch(l); m != nil {
+			if indent == "" {
+				indent = m[1]
+			}
+			if m[1] == indent && m[2] == "enabled" {
+				enabledAt = i
+			}
+		}
+	}
+	if indent == "" {
+		indent = "  "
+	}
+	if strings.Contains(indent, "\t") {
+		return nil, errors.New("it is indented with tabs")
+	}
+	nl := "\n"
+	if strings.HasSuffix(lines[pluginsAt], "\r\n") {
+		nl = "\r\n"
+	}
+	insert := func(at int, add ...string) []byte {
+		out := slices.Clone(lines[:at])
+		if at > 0 && !strings.HasSuffix(out[at-1], "\n") {
+			out[at-1] += nl
+		}
+		for _, a := range add {
+			out = append(out, a+nl)
+		}
+		out = append(out, lines[at:]...)
+		return []byte(strings.Join(out, ""))
+	}
+	if enabledAt < 0 {
+		return insert(pluginsAt+1, indent+"enabled:", indent+"  - "+name), nil
+	}
+	m := childKey.FindStringSubmatch(strings.TrimRight(lines[enabledAt], "\r\n"))
+	rest := strings.TrimSpace(m[3])
+	switch {
+	case flowEmpty.MatchString(rest):
+		lines[enabledAt] = m[1] + "enabled:" + nl
+		return insert(enabledAt+1, indent+"  - "+name), nil
+	case rest != "" && !strings.HasPrefix(rest, "#"):
+		return nil, errors.New("its plugins.enabled is written inline")
+	}
+	// A block list: append after its last item, at the items' indentation.
+	last, itemIndent := enabledAt, ""
+	for i := enabledAt + 1; i < end; i++ {
+		l := strings.TrimRight(lines[i], "\r\n")
+		t := strings.TrimSpace(l)
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		lm := listItem.FindStringSubmatch(l)
+		if lm == nil || len(lm[1]) < len(indent) {
+			break
+		}
+		if itemIndent == "" {
+			itemIndent = lm[1]
+		}
+		if lm[1] != itemIndent {
+			break
+		}
+		last = i
+	}
+	if itemIndent == "" {
+		itemIndent = indent + "  "
+	}
+	return insert(last+1, itemIndent+"- "+name), nil
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/wa-sidecar/wa-sidecar/integrations/hermes"
+)
+
+func TestHermesPluginEnableConfig(t *testing.T) {
+	const n = hermes.PluginName
+	cases := []struct {
+		name, in, want string
+		fails          bool
+	}{
+		{"no plugins section", "model: x # keep\n", "model: x # keep\nplugins:\n  enabled:\n    - " + n + "\n", false},
+		{"no final newline", "model: x", "model: x\nplugins:\n  enabled:\n    - " + n + "\n", false},
+		{"no enabled key", "plugins:\n    disabled: []\nother: 1\n", "plugins:\n    enabled:\n      - " + n + "\n    disabled: []\nother: 1\n", false},
+		{"block list with comments", "plugins:\n  enabled:\n  # mine\n  - foo  # yes\n  - bar\n\n# tail\nx: 1\n", "plugins:\n  enabled:\n  # mine\n  - foo  # yes\n  - bar\n  - " + n + "\n\n# tail\nx: 1\n", false},
+		{"empty flow list", "plugins:\n  enabled: []\n", "plugins:\n  enabled:\n    - " + n + "\n", false},
+		{"already there", "plugins:\n  enabled:\n    - " + n + "\n", "plugins:\n  enabled:\n    - " + n + "\n", false},
+		{"crlf", "plugins:\r\n  enabled:\r\n    - foo\r\n", "plugins:\r\n  enabled:\r\n    - foo\r\n    - " + n + "\r\n", false},
+		{"inline flow list", "plugins:\n  enabled: [foo]\n", "", true},
+		{"inline section", "plugins: {enabled: [foo]}\n", "", true},
+		{"not yaml", "plugins: [\n", "", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(p, []byte(tc.in), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, _, err := enablePlugin(p, n)
+			if tc.fails {
+				if err == nil {
+					t.Fatalf("no error; got:\n%s", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tc.want {
+				t.Fatalf("got:\n%q\nwant:\n%q", got, tc.want)
+			}
+		})
+	}
+}
+
+// fakeHermes writes the gateway files checkHermes reads, with what the
+// plugin relies on unless lacking names one of them.
+func fakeHermes(t *testing.T, version, lacking string) string {
+	dir := t.TempDir()
+	for _, c := range hermesInterface {
+		p := filepath.Join(dir, c.file)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if c.want == lacking {
+			continue
+		}
+		f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString(c.want + "\n")
+		f.Close()
+	}
+	os.WriteFile(filepath.Join(dir, "pyproject.toml"), []byte("[project]\nversion = \""+version+"\"\n"), 0o644)
+	return dir
+}
+
+func TestHermesPluginInstallCommand(t *testing.T) {
+	bin, _ := binaries(t)
+	home := t.TempDir()
+	run := func(args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(bin, append([]string{"install-hermes-plugin", "--hermes-home", home}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(out), "goroutine ") {
+			t.Fatalf("panic:\n%s", out)
+		}
+		return string(out), code
+	}
+	known := fakeHermes(t, "0.18.2", "")
+	dir := filepath.Join(home, "plugins", hermes.PluginName)
+	cfg := filepath.Join(home, "config.yaml")
+	os.WriteFile(cfg, []byte("# mine\nplugins:\n  enabled:\n    - other\n"), 0o640)
+
+	out, code := run("--print", "--hermes-source", known)
+	if code != 0 || !strings.Contains(out, "# "+filepath.Join(dir, "adapter.py")) || !strings.Contains(out, "    - "+hermes.PluginName) {
+		t.Fatalf("--print exit %d:\n%s", code, out)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Fatal("--print wrote the plugin")
+	}
+
+	if out, code = run("--hermes-source", known); code != 0 {
+		t.Fatalf("install exit %d:\n%s", code, out)
+	}
+	b, _ := os.ReadFile(cfg)
+	if string(b) != "# mine\nplugins:\n  enabled:\n    - other\n    - "+hermes.PluginName+"\n" {
+		t.Fatalf("config.yaml:\n%s", b)
+	}
+	if fi, _ := os.Stat(cfg); fi.Mode().Perm() != 0o640 {
+		t.Fatalf("config.yaml mode %v", fi.Mode().Perm())
+	}
+	for _, f := range []string{"__init__.py", "adapter.py", "sidecar.py", "plugin.yaml"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, code = run("--hermes-source", known); code != 0 || !strings.Contains(out, "already enables") {
+		t.Fatalf("second install exit %d:\n%s", code, out)
+	}
+
+	adapter := filepath.Join(dir, "adapter.py")
+	os.WriteFile(adapter, []byte("# edited\n"), 0o644)
+	if out, code = run("--hermes-source", known); code != 1 || !strings.Contains(out, "--force") {
+		t.Fatalf("differing file: exit %d:\n%s", code, out)
+	}
+	if b, _ := os.ReadFile(adapter); string(b) != "# edited\n" {
+		t.Fatal("replaced a differing file without --force")
+	}
+	if out, code = run("--hermes-source", known, "--force"); code != 0 {
+		t.Fatalf("--force exit %d:\n%s", code, out)
+	}
+
+	target := filepath.Join(t.TempDir(), "elsewhere")
+	os.WriteFile(target, []byte("keep"), 0o644)
+	os.Remove(adapter)
+	os.Symlink(target, adapter)
+	if out, code = run("--hermes-source", known, "--force"); code != 1 || !strings.Contains(out, "not a regular file") {
+		t.Fatalf("symlinked file: exit %d:\n%s", code, out)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep" {
+		t.Fatal("wrote through a symlink")
+	}
+	os.Remove(adapter)
+
+	newer := fakeHermes(t, "0.99.0", "")
+	if out, code = run("--hermes-source", newer); code != 0 || !strings.Contains(out, "not a version the plugin was tested with") {
+		t.Fatalf("unknown version exit %d:\n%s", code, out)
+	}
+	broken := fakeHermes(t, "0.99.0", "async def _poll_messages(self)")
+	if out, code = run("--hermes-source", broken); code != 1 || !strings.Contains(out, "_poll_messages") {
+		t.Fatalf("missing interface exit %d:\n%s", code, out)
+	}
+
+	inline := t.TempDir()
+	os.WriteFile(filepath.Join(inline, "config.yaml"), []byte("plugins: {enabled: [a]}\n"), 0o600)
+	cmd := exec.Command(bin, "install-hermes-plugin", "--hermes-home", inline, "--hermes-source", known)
+	out2, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out2), "by hand") {
+		t.Fatalf("inline config: %v\n%s", err, out2)
+	}
+	if b, _ := os.ReadFile(filepath.Join(inline, "config.yaml")); string(b) != "plugins: {enabled: [a]}\n" {
+		t.Fatalf("changed an inline config:\n%s", b)
+	}
+}
+
+func TestHermesPluginKnowsTheRealGateway(t *testing.T) {
+	src := os.Getenv("HERMES_SOURCE")
+	if src == "" {
+		t.Skip("HERMES_SOURCE (a Hermes checkout) not set")
+	}
+	ver, missing, err := checkHermes(src)
+	if err != nil || len(missing) > 0 {
+		t.Fatalf("Hermes %s at %s: %v, lacking %v", ver, src, err, missing)
+	}
+}
