@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/wa-sidecar/wa-sidecar/bridge/session"
 	"github.com/wa-sidecar/wa-sidecar/integrations/hermes"
 )
 
@@ -267,36 +268,9 @@ func writePlugin(dir string, files []pluginFile, force bool) error {
 		return fmt.Errorf("these files differ from this wa-sidecar's plugin (edited, or another version): %s; pass --force to replace them", strings.Join(differ, ", "))
 	}
 	for _, f := range files {
-		if err := writeAtomic(filepath.Join(dir, f.name), f.data, 0o644); err != nil {
+		if err := writeFileChecked(filepath.Join(dir, f.name), f.data, 0o644); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-func writeAtomic(p string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
-		return fmt.Errorf("write %s: %w", p, err)
 	}
 	return nil
 }
@@ -309,7 +283,7 @@ func writeConfig(p string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return err
 	}
-	return writeAtomic(p, data, perm)
+	return writeFileChecked(p, data, perm)
 }
 
 // enablePlugin returns config.yaml at p with name added to plugins.enabled,
@@ -506,4 +480,13 @@ func insertEnabled(src []byte, name string) ([]byte, error) {
 		itemIndent = indent + "  "
 	}
 	return insert(last+1, itemIndent+"- "+name), nil
+}
+
+// writeFileChecked is session.WriteFile (atomic, never through a link),
+// with the path in its error.
+func writeFileChecked(p string, data []byte, perm os.FileMode) error {
+	if err := session.WriteFile(p, data, perm); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	return nil
 }
