@@ -282,6 +282,10 @@ type Details struct {
 	// Adoption is whether the gateway would use this bridge if it
 	// connected now; absent when the gateway's checks are not known.
 	Adoption *Adoption `json:"adoption,omitempty"`
+	// BridgePid is the child these details are about, 0 when none: an
+	// event's snapshot can come before this layer has heard of a new
+	// child, and a client must not take an old child's connection for it.
+	BridgePid int `json:"bridge_pid"`
 }
 
 // User is the WhatsApp account the bridge is connected as, when it says.
@@ -466,6 +470,7 @@ func (w *watcher) begin(pid int) {
 		w.end("the bridge was replaced", false)
 	}
 	w.pid = pid
+	w.det.BridgePid = pid
 	w.restarted, w.collecting, w.qrRows, w.messageSet, w.closeReason, w.qrShown = false, false, nil, false, "", false
 	w.answered, w.began = false, time.Now()
 	w.ready, w.matched, w.updating, w.staleSince = false, false, false, time.Time{}
@@ -487,6 +492,7 @@ func (w *watcher) end(why string, requested bool) {
 		w.ended = w.ended[1:]
 	}
 	w.pid = 0
+	w.det.BridgePid = 0
 	w.stopTimers()
 	wasConnected := w.det.Connection == "connected"
 	w.det.Connection = "down"
@@ -822,7 +828,7 @@ func (d Details) equal(o Details) bool {
 	return d.Connection == o.Connection && d.Health == o.Health && d.HealthFailures == o.HealthFailures &&
 		d.HealthError == o.HealthError && intEq(d.QueueLength, o.QueueLength) && d.ScriptHash == o.ScriptHash &&
 		boolEq(d.SendReadReceipts, o.SendReadReceipts) && d.Flapping == o.Flapping && d.QRCodes == o.QRCodes &&
-		userEq && d.Port == o.Port && d.Adoption.equal(o.Adoption)
+		userEq && d.Port == o.Port && d.Adoption.equal(o.Adoption) && d.BridgePid == o.BridgePid
 }
 
 // logEvent tells the person watching the sidecar's log what the bridge
