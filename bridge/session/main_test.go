@@ -52,15 +52,13 @@ func runHelper(kind string) int {
 			return 3
 		}
 		go func() {
-			var kept []net.Conn // listen-keep: accepted connections stay open
 			for {
 				c, err := ln.Accept()
 				if err != nil {
 					return
 				}
 				if kind == "listen-keep" {
-					kept = append(kept, c)
-					continue
+					continue // accepted connections stay open until the process ends
 				}
 				c.Close()
 			}
