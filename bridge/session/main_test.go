@@ -52,13 +52,17 @@ func runHelper(kind string) int {
 			return 3
 		}
 		go func() {
+			// listen-keep: accepted connections stay open (and referenced,
+			// or the collector would close them) until the process ends.
+			kept := make(chan net.Conn, 64)
 			for {
 				c, err := ln.Accept()
 				if err != nil {
 					return
 				}
 				if kind == "listen-keep" {
-					continue // accepted connections stay open until the process ends
+					kept <- c
+					continue
 				}
 				c.Close()
 			}
