@@ -125,10 +125,7 @@ func TestQuoteExecArg(t *testing.T) {
 // awkward arguments: any warning (a bad key, unbalanced quotes, a unknown
 // escape) fails the test.
 func TestUnitVerifiesWithSystemd(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("systemd-analyze not installed (Debian: apt-get install systemd)")
-	}
+	verify := systemdVerifier(t)
 	bin, _ := binaries(t)
 	dir := t.TempDir()
 	spec := unitSpec{
@@ -144,17 +141,28 @@ func TestUnitVerifiesWithSystemd(t *testing.T) {
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// The user manager's verify needs a runtime directory of its own.
-	runtime, err := os.MkdirTemp("", "rt")
+	verify(path, text)
+}
+
+// systemdVerifier returns a check that has systemd's own parser read a
+// unit, failing the test on any warning; it skips the test where
+// systemd-analyze is not installed.
+func systemdVerifier(t *testing.T) func(path, shown string) {
+	t.Helper()
+	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		t.Fatal(err)
+		t.Skip("systemd-analyze not installed (Debian: apt-get install systemd)")
 	}
-	defer os.RemoveAll(runtime)
-	cmd := exec.Command(analyze, "--user", "verify", path)
-	cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+runtime, "SYSTEMD_LOG_LEVEL=notice")
-	out, err := cmd.CombinedOutput()
-	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
-		t.Fatalf("systemd-analyze verify: %v\n%s\nunit:\n%s", err, out, text)
+	// The user manager's verify needs a runtime directory of its own.
+	runtime := t.TempDir()
+	return func(path, shown string) {
+		t.Helper()
+		cmd := exec.Command(analyze, "--user", "verify", path)
+		cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+runtime, "SYSTEMD_LOG_LEVEL=notice")
+		out, err := cmd.CombinedOutput()
+		if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+			t.Fatalf("systemd-analyze verify: %v\n%s\nunit:\n%s", err, out, shown)
+		}
 	}
 }
 
@@ -509,10 +517,7 @@ func TestUnitDropinContents(t *testing.T) {
 // unit with the drop-in, the check's binary and state directory in paths
 // with spaces.
 func TestUnitDropinVerifiesWithSystemd(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("systemd-analyze not installed (Debian: apt-get install systemd)")
-	}
+	check := systemdVerifier(t)
 	bin, _ := binaries(t)
 	dir := t.TempDir()
 	spaced := filepath.Join(dir, "my tools", "wa-sidecar")
@@ -549,20 +554,7 @@ func TestUnitDropinVerifiesWithSystemd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	runtime, err := os.MkdirTemp("", "rt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(runtime)
-	verify := func() {
-		t.Helper()
-		cmd := exec.Command(analyze, "--user", "verify", filepath.Join(units, "hermes-gateway.service"))
-		cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+runtime, "SYSTEMD_LOG_LEVEL=notice")
-		out, err := cmd.CombinedOutput()
-		if err != nil || len(strings.TrimSpace(string(out))) > 0 {
-			t.Fatalf("systemd-analyze verify: %v\n%s\ndrop-in:\n%s", err, out, dropin)
-		}
-	}
+	verify := func() { t.Helper(); check(filepath.Join(units, "hermes-gateway.service"), dropin) }
 	verify()
 	// verify does not look for the program of a command that may fail;
 	// without the '-' it must find the binary behind the quoted path.
