@@ -49,7 +49,7 @@ func installServiceCommand() *cli.Command {
 			"   wa-sidecar install-service\n" +
 			"   wa-sidecar install-service --stop-timeout 20s --watchdog 60s -- --backoff-max 30s\n" +
 			"   wa-sidecar install-service --gateway-wait 2m --gateway-unit hermes-gateway-coder\n" +
-			"   wa-sidecar install-service --name wa-sidecar-work --env WHATSAPP_MODE -- --port 3001 \\\n" +
+			"   wa-sidecar install-service --name wa-sidecar-work --env WHATSAPP_MODE -- \\\n" +
 			"       --listen 127.0.0.1:7391 --state-dir ~/.local/state/wa-sidecar-work --hermes-home ~/.hermes/profiles/work",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "print", Usage: "only print the unit and the gateway's drop-in to standard output; write nothing"},
@@ -357,7 +357,8 @@ func warnShared(w io.Writer, name string, set map[string]string, env []string) {
 	}
 	fmt.Fprintf(w, "wa-sidecar: warning: %s does not set both --listen and --state-dir, so it shares %s and the state directory "+
 		"with any other sidecar of this user and exits 75 while one runs. For another gateway profile give it its own, e.g.\n"+
-		"  wa-sidecar install-service --name %s -- --listen 127.0.0.1:7391 --state-dir \"$HOME/.local/state/%s\" --hermes-home \"$HOME/.hermes/profiles/work\" --port 3001\n",
+		"  wa-sidecar install-service --name %s -- --listen 127.0.0.1:7391 --state-dir \"$HOME/.local/state/%s\" --hermes-home \"$HOME/.hermes/profiles/work\"\n"+
+		"(the bridge's port then comes from that profile's config.yaml, bridge_port, as for its gateway)\n",
 		name, feed.DefaultListen, name, name)
 }
 
