@@ -109,20 +109,21 @@ def make_adapter_class(base: type) -> type:
             return sidecar.locate(self._sidecar_extra)
 
         async def _on_sidecar(self, status: Optional[dict], kind: str, info: Any) -> None:
+            loc = self._follower.location if self._follower else None
+            where = loc.describe() if loc else "wa-sidecar"
             if status is None:
-                loc = self._follower.location if self._follower else None
-                where = f" at {loc.addr} ({loc.source})" if loc else ""
                 self._verdict = (
                     sidecar.WAIT,
                     "whatsapp_sidecar_unreachable",
-                    f"wa-sidecar is not reachable{where}: {info}. Start it (`systemctl --user start wa-sidecar`, "
+                    f"wa-sidecar is not reachable at {where}: {info}. Start it (`systemctl --user start wa-sidecar`, "
                     "or its container); the gateway attaches once it is back",
                 )
             else:
                 self._sidecar_status = status
-                self._verdict = sidecar.judge(status)
+                self._verdict = sidecar.judge(status, session=self._session_path, where=where)
                 port = sidecar.bridge_port(status)
-                if port and port != self._bridge_port and not self._attached:
+                ours = sidecar.same_path(sidecar.session_dir(status) or "/nonexistent", self._session_path)
+                if ours and port and port != self._bridge_port and not self._attached:
                     logger.info("[%s] wa-sidecar runs the bridge on port %d (configured: %s)", self.name, port, self._configured_port)
                     self._bridge_port = port
             if self._verdict_changed is not None:
@@ -211,7 +212,7 @@ def make_adapter_class(base: type) -> type:
                     if verdict == sidecar.ATTACH:
                         self._attach()
                         loc = self._follower.location
-                        print(f"[{self.name}] Using the bridge wa-sidecar runs (port {self._bridge_port}, sidecar {loc.addr if loc else '?'})")
+                        print(f"[{self.name}] Using the bridge wa-sidecar runs (port {self._bridge_port}, sidecar {loc.describe() if loc else '?'})")
                         return True
                     if verdict == sidecar.NEEDS_PAIRING:
                         break

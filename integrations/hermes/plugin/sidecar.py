@@ -20,6 +20,8 @@ import aiohttp
 
 logger = logging.getLogger(__name__)
 
+# The sidecar's default --listen. Used only when nothing says where the sidecar is (no address and
+# no state directory configured); a module variable so the tests can point it at a dead port.
 DEFAULT_ADDR = "127.0.0.1:7390"
 DISCOVERY_FILE = "sidecar.json"
 
@@ -43,9 +45,13 @@ def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
 class Location:
     """Where a sidecar's status server is, and how it was found."""
 
-    addr: str  # host:port, or unix:/path
+    addr: str  # host:port, or unix:/path; empty when the configured place names no sidecar
     token: Optional[str]
     source: str  # for messages: "sidecar.json in DIR", "the platform's sidecar_addr", ...
+    missing: str = ""  # why there is no address, when addr is empty
+
+    def describe(self) -> str:
+        return f"{self.addr} ({self.source})" if self.addr else self.source
 
     def url(self, path: str) -> str:
         if self.addr.startswith("unix:"):
@@ -90,15 +96,25 @@ def locate(extra: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> Loc
     state = extra.get("sidecar_state_dir") or env.get("WA_SIDECAR_STATE_DIR")
     state_dir = Path(str(state)).expanduser() if state else default_state_dir(env)
     disc = state_dir / DISCOVERY_FILE
+    # A state directory given explicitly names one sidecar: when its sidecar.json is missing, that
+    # sidecar is not running, and whatever answers at the default address is some other one (maybe
+    # another account's). Only the sidecar's own default state directory falls back to it.
+    src = ("the platform's sidecar_state_dir" if extra.get("sidecar_state_dir") else "$WA_SIDECAR_STATE_DIR") if state else ""
     try:
         data = json.loads(disc.read_text())
     except FileNotFoundError:
+        if state:
+            return Location("", None, f"{state_dir} ({src})", f"there is no {disc}: the sidecar with that state directory is not running")
         return Location(DEFAULT_ADDR, None, f"the default address (no {disc})")
     except (OSError, ValueError) as e:
+        if state:
+            return Location("", None, f"{state_dir} ({src})", f"cannot read {disc}: {e}")
         logger.warning("wa-sidecar: cannot read %s (%s); trying %s", disc, e, DEFAULT_ADDR)
         return Location(DEFAULT_ADDR, None, f"the default address ({disc} unreadable)")
     listen = data.get("listen") if isinstance(data, dict) else None
     if not isinstance(listen, str) or not listen:
+        if state:
+            return Location("", None, f"{state_dir} ({src})", f"{disc} names no address")
         return Location(DEFAULT_ADDR, None, f"the default address ({disc} names no address)")
     token = _explicit_token(extra, env)
     if token is None and isinstance(data.get("token_file"), str) and data["token_file"]:
@@ -119,14 +135,44 @@ def _describe_exit(last: Any) -> str:
     return f"{what} ({cls})" if cls else what
 
 
-def judge(status: Optional[Mapping[str, Any]]) -> tuple[str, str, str]:
+def session_dir(status: Optional[Mapping[str, Any]]) -> str:
+    """Return the session directory whose bridge the sidecar runs, as it reports it ("" if not)."""
+    sess = ((status or {}).get("details") or {}).get("session") or {}
+    d = sess.get("dir") if isinstance(sess, dict) else None
+    return d if isinstance(d, str) else ""
+
+
+def same_path(a: Any, b: Any) -> bool:
+    try:
+        return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return os.path.normpath(str(a)) == os.path.normpath(str(b))
+
+
+def judge(
+    status: Optional[Mapping[str, Any]], session: Any = None, where: str = "wa-sidecar"
+) -> tuple[str, str, str]:
     """Turn a sidecar snapshot into (verdict, code, message) for the gateway.
 
     ``code`` is a machine-readable reason in the gateway's ``whatsapp_*`` style, ``message`` what the
-    sidecar said, in a sentence a person can act on.
+    sidecar said, in a sentence a person can act on. With ``session`` (the gateway's session
+    directory), a sidecar that runs the bridge of another session is never attached to: its bridge
+    is another account's.
     """
     if not status:
         return WAIT, "whatsapp_sidecar_unreachable", "wa-sidecar is not reachable"
+    if session is not None:
+        theirs = session_dir(status)
+        if not theirs:
+            return WAIT, "whatsapp_sidecar_other_session", (
+                f"the sidecar at {where} does not say which session its bridge uses, so it is not "
+                f"known to be this gateway's {session}; not attaching"
+            )
+        if not same_path(theirs, session):
+            return WAIT, "whatsapp_sidecar_other_session", (
+                f"the sidecar at {where} runs the bridge of session {theirs}, not this gateway's "
+                f"{session}: point sidecar_state_dir (or sidecar_addr) at this gateway's sidecar"
+            )
     state = status.get("state", "unknown")
     said = status.get("message") or ""
     wa = (status.get("details") or {}).get("whatsapp") or {}
@@ -226,14 +272,16 @@ class Follower:
                 delay = self._initial
             await self._emit(None, "unreachable", why)
             if not lost_logged:
-                self._log.warning("wa-sidecar feed at %s (%s): %s; retrying with backoff", loc.addr, loc.source, why)
+                self._log.warning("wa-sidecar feed at %s: %s; retrying with backoff", loc.describe(), why)
                 lost_logged = True
             else:
-                self._log.debug("wa-sidecar feed at %s: %s", loc.addr, why)
+                self._log.debug("wa-sidecar feed at %s: %s", loc.describe(), why)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self._max)
 
     async def _follow_once(self, loc: Location) -> str:
+        if not loc.addr:
+            return loc.missing or "no address for the sidecar"
         headers = {"Authorization": f"Bearer {loc.token}"} if loc.token else {}
         try:
             # No total timeout: the feed lives as long as the sidecar. A connect that hangs is cut.
@@ -265,7 +313,7 @@ class Follower:
             if kind == "hello":
                 seq = m.get("seq")
                 if not self.connected:
-                    self._log.info("following wa-sidecar at %s (%s)", loc.addr, loc.source)
+                    self._log.info("following wa-sidecar at %s", loc.describe())
                 self.connected = True
                 await self._emit(m.get("status"), "hello", m)
             elif kind == "event" and seq is not None:

@@ -15,6 +15,9 @@ from gateway.config import PlatformConfig  # noqa: E402
 plugin = harness.load_plugin()
 from hermes_plugins.wa_sidecar_whatsapp import sidecar  # noqa: E402
 
+# Never the real default address: a sidecar running on this machine must not answer the tests.
+sidecar.DEFAULT_ADDR = f"127.0.0.1:{harness.free_port()}"
+
 
 def tearDownModule():
     harness.cleanup_binary()
@@ -105,8 +108,16 @@ class Judge(unittest.TestCase):
         import tempfile
         with tempfile.TemporaryDirectory() as d:
             env = {"WA_SIDECAR_STATE_DIR": d}
+            # A state directory given explicitly without sidecar.json: that sidecar is not running,
+            # and the default address would be some other sidecar's.
             loc = sidecar.locate({}, env)
-            self.assertEqual((loc.addr, loc.token), (sidecar.DEFAULT_ADDR, None))
+            self.assertEqual((loc.addr, loc.token), ("", None))
+            self.assertIn("sidecar.json", loc.missing)
+            loc = sidecar.locate({"sidecar_state_dir": d}, {})
+            self.assertEqual(loc.addr, "")
+            if os.geteuid() != 0:  # the sidecar's own default state dir falls back to the default address
+                loc = sidecar.locate({}, {"XDG_STATE_HOME": d})
+                self.assertEqual((loc.addr, loc.token), (sidecar.DEFAULT_ADDR, None))
             Path(d, "token").write_text("abc\n")
             Path(d, "sidecar.json").write_text(json.dumps({"listen": "127.0.0.1:7999", "token_file": f"{d}/token"}))
             loc = sidecar.locate({}, env)
@@ -143,6 +154,41 @@ class StartOrders(Base):
         self.assertTrue(a.fatal_error_retryable)
         self.assertIn("not reachable", a.fatal_error_message)
         self.assertIn(str(self.world.state), a.fatal_error_message)
+
+    async def test_stopped_sidecar_is_not_replaced_by_the_default_address(self):
+        # Another sidecar (another account's) answers at the default address; this gateway's
+        # sidecar, named by its state directory, is stopped.
+        self.world.start()
+        self.world.wait_connected()
+        saved, sidecar.DEFAULT_ADDR = sidecar.DEFAULT_ADDR, f"127.0.0.1:{self.world.listen_port}"
+        self.addCleanup(setattr, sidecar, "DEFAULT_ADDR", saved)
+        stopped = self.world.root / "stopped-state"
+        stopped.mkdir()
+        a = self.adapter(sidecar_wait=1, sidecar_state_dir=str(stopped))
+        self.assertFalse(await a.connect())
+        self.assertEqual(a.fatal_error_code, "whatsapp_sidecar_unreachable")
+        self.assertTrue(a.fatal_error_retryable)
+        self.assertIn(str(stopped / "sidecar.json"), a.fatal_error_message)
+        self.assertEqual(a.polls, 0)
+
+    async def test_sidecar_of_another_session_is_not_attached(self):
+        self.world.start()
+        self.world.wait_connected()
+        other = self.world.root / "other" / "session"
+        other.mkdir(parents=True)
+        a = self.adapter(sidecar_wait=1, session_path=str(other), bridge_port=1)
+        self.assertFalse(await a.connect())
+        self.assertEqual(a.fatal_error_code, "whatsapp_sidecar_other_session")
+        self.assertTrue(a.fatal_error_retryable)
+        self.assertIn(str(self.world.session), a.fatal_error_message)
+        self.assertIn(str(other), a.fatal_error_message)
+        self.assertEqual(a._bridge_port, 1, "took the other session's bridge port")
+        self.assertEqual(a.polls, 0)
+        # the same session named through a symlink is the same session
+        link = self.world.root / "link"
+        link.symlink_to(self.world.session)
+        b = self.adapter(session_path=str(link))
+        self.assertTrue(await b.connect())
 
     async def test_bridge_in_backoff_is_retryable(self):
         self.world.start(sim_args="--connect-after 5s --crash exception --crash-after 100ms")
