@@ -207,7 +207,7 @@ func gatewayUnitName(home string) string {
 	return gatewayUnit(home, h, cwd)
 }
 
-var manualLines = "plugins:\n  enabled:\n    - " + hermes.PluginName + "\n(or, if plugins.enabled exists, add `- " + hermes.PluginName + "` to it)"
+var manualLines = "plugins:\n  enabled:\n    - " + hermes.PluginName + "\n(or, if plugins.enabled exists, add `- " + hermes.PluginName + "` to it), and delete `- " + hermes.PluginName + "` from plugins.disabled if it is there: a name in plugins.disabled stays off whatever plugins.enabled says"
 
 type pluginFile struct {
 	name string
@@ -286,11 +286,13 @@ func writeConfig(p string, data []byte) error {
 	return writeFileChecked(p, data, perm)
 }
 
-// enablePlugin returns config.yaml at p with name added to plugins.enabled,
-// changing nothing else: it inserts lines as text, then checks by parsing
-// both versions that the only difference is that one entry. It reports
-// false when the file already enables name, and an error when it cannot
-// make the change that way (then a person should).
+// enablePlugin returns config.yaml at p with name added to plugins.enabled
+// and taken out of plugins.disabled (which `hermes plugins disable` fills,
+// and which wins over plugins.enabled), changing nothing else: it edits
+// lines as text, then checks by parsing both versions that those two lists
+// are the whole difference. It reports false when the file already enables
+// name, and an error when it cannot make the change that way (then a person
+// should).
 func enablePlugin(p, name string) ([]byte, bool, error) {
 	fi, err := os.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -310,28 +312,40 @@ func enablePlugin(p, name string) ([]byte, bool, error) {
 	if err := yaml.Unmarshal(old, &before); err != nil {
 		return nil, false, fmt.Errorf("it does not parse as YAML: %w", err)
 	}
-	if slices.Contains(enabledList(before), name) {
+	enabled, disabled := pluginList(before, "enabled"), pluginList(before, "disabled")
+	if slices.Contains(enabled, name) && !slices.Contains(disabled, name) {
 		return old, false, nil
 	}
-	edited, err := insertEnabled(old, name)
-	if err != nil {
-		return nil, false, err
+	edited := old
+	if slices.Contains(disabled, name) {
+		if edited, err = removeDisabled(edited, name); err != nil {
+			return nil, false, err
+		}
+	}
+	if !slices.Contains(enabled, name) {
+		if edited, err = insertEnabled(edited, name); err != nil {
+			return nil, false, err
+		}
 	}
 	var after map[string]any
 	if err := yaml.Unmarshal(edited, &after); err != nil {
 		return nil, false, fmt.Errorf("the edit would not parse (%v)", err)
 	}
-	want := enabledList(before)
-	want = append(want, name)
-	if !slices.Equal(enabledList(after), want) || !sameExceptEnabled(before, after) {
-		return nil, false, errors.New("the edit would change more than plugins.enabled")
+	wantEnabled := enabled
+	if !slices.Contains(enabled, name) {
+		wantEnabled = append(slices.Clone(enabled), name)
+	}
+	wantDisabled := slices.DeleteFunc(slices.Clone(disabled), func(s string) bool { return s == name })
+	if !slices.Equal(pluginList(after, "enabled"), wantEnabled) || !slices.Equal(pluginList(after, "disabled"), wantDisabled) ||
+		!sameExceptEnabled(before, after) {
+		return nil, false, errors.New("the edit would change more than plugins.enabled and plugins.disabled")
 	}
 	return edited, true, nil
 }
 
-func enabledList(doc map[string]any) []string {
+func pluginList(doc map[string]any, key string) []string {
 	pl, _ := doc["plugins"].(map[string]any)
-	list, _ := pl["enabled"].([]any)
+	list, _ := pl[key].([]any)
 	var out []string
 	for _, v := range list {
 		if s, ok := v.(string); ok {
@@ -339,6 +353,107 @@ func enabledList(doc map[string]any) []string {
 		}
 	}
 	return out
+}
+
+func enabledList(doc map[string]any) []string { return pluginList(doc, "enabled") }
+
+var flowOne = regexp.MustCompile(`^\[\s*(['"]?)([^'",\[\]]+)(['"]?)\s*\]\s*(#.*)?$`)
+
+// removeDisabled takes name out of plugins.disabled, a block list (as Hermes
+// writes it) or a one-item flow list, by deleting or changing one line; a
+// list left empty becomes [].
+func removeDisabled(src []byte, name string) ([]byte, error) {
+	lines := strings.SplitAfter(string(src), "\n")
+	pluginsAt := -1
+	for i, l := range lines {
+		if m := topKey.FindStringSubmatch(strings.TrimRight(l, "\r\n")); m != nil && m[1] == "plugins" {
+			if rest := strings.TrimSpace(m[2]); rest != "" && !strings.HasPrefix(rest, "#") {
+				return nil, errors.New("its plugins: section is written inline")
+			}
+			pluginsAt = i
+			break
+		}
+	}
+	if pluginsAt < 0 {
+		return nil, errors.New("its plugins.disabled is not where this command looks")
+	}
+	indent, disabledAt, end := "", -1, len(lines)
+	for i := pluginsAt + 1; i < len(lines); i++ {
+		l := strings.TrimRight(lines[i], "\r\n")
+		t := strings.TrimSpace(l)
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		if l[0] != ' ' && l[0] != '\t' {
+			end = i
+			break
+		}
+		if m := childKey.FindStringSubmatch(l); m != nil {
+			if indent == "" {
+				indent = m[1]
+			}
+			if m[1] == indent && m[2] == "disabled" {
+				disabledAt = i
+			}
+		}
+	}
+	if disabledAt < 0 {
+		return nil, errors.New("its plugins.disabled is not where this command looks")
+	}
+	if strings.Contains(indent, "\t") {
+		return nil, errors.New("it is indented with tabs")
+	}
+	keyLine := strings.TrimRight(lines[disabledAt], "\r\n")
+	nl := lines[disabledAt][len(keyLine):]
+	m := childKey.FindStringSubmatch(keyLine)
+	rest := strings.TrimSpace(m[3])
+	if rest != "" && !strings.HasPrefix(rest, "#") {
+		if f := flowOne.FindStringSubmatch(rest); f != nil && f[1] == f[3] && strings.TrimSpace(f[2]) == name {
+			tail := ""
+			if f[4] != "" {
+				tail = "  " + f[4]
+			}
+			lines[disabledAt] = m[1] + "disabled: []" + tail + nl
+			return []byte(strings.Join(lines, "")), nil
+		}
+		return nil, errors.New("its plugins.disabled is written inline")
+	}
+	var items []int
+	hit := -1
+	for i := disabledAt + 1; i < end; i++ {
+		l := strings.TrimRight(lines[i], "\r\n")
+		t := strings.TrimSpace(l)
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		lm := listItem.FindStringSubmatch(l)
+		if lm == nil || len(lm[1]) < len(indent) {
+			break
+		}
+		items = append(items, i)
+		v := strings.TrimSpace(strings.TrimPrefix(t, "-"))
+		if j := strings.Index(v, " #"); j >= 0 {
+			v = strings.TrimSpace(v[:j])
+		}
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		if v == name && hit < 0 {
+			hit = i
+		}
+	}
+	if hit < 0 {
+		return nil, errors.New("its plugins.disabled lists the plugin in a way this command does not edit")
+	}
+	out := slices.Delete(slices.Clone(lines), hit, hit+1)
+	if len(items) == 1 {
+		tail := ""
+		if c := strings.TrimSpace(m[3]); c != "" {
+			tail = " " + c
+		}
+		out[disabledAt] = m[1] + "disabled: []" + tail + nl
+	}
+	return []byte(strings.Join(out, "")), nil
 }
 
 func sameExceptEnabled(a, b map[string]any) bool {
@@ -350,9 +465,14 @@ func sameExceptEnabled(a, b map[string]any) bool {
 		if pl, ok := m["plugins"].(map[string]any); ok {
 			pc := map[string]any{}
 			for k, v := range pl {
-				if k != "enabled" {
-					pc[k] = v
+				if k == "enabled" {
+					continue
 				}
+				// An emptied or absent disabled list is the same as none.
+				if l, ok := v.([]any); k == "disabled" && (v == nil || ok && len(pluginList(m, "disabled")) == len(l)) {
+					continue
+				}
+				pc[k] = v
 			}
 			c["plugins"] = pc
 		}

@@ -23,6 +23,11 @@ func TestHermesPluginEnableConfig(t *testing.T) {
 		{"empty flow list", "plugins:\n  enabled: []\n", "plugins:\n  enabled:\n    - " + n + "\n", false},
 		{"already there", "plugins:\n  enabled:\n    - " + n + "\n", "plugins:\n  enabled:\n    - " + n + "\n", false},
 		{"crlf", "plugins:\r\n  enabled:\r\n    - foo\r\n", "plugins:\r\n  enabled:\r\n    - foo\r\n    - " + n + "\r\n", false},
+		{"disabled by hermes plugins disable", "plugins:\n  disabled:\n  - " + n + "\n  enabled: []\n", "plugins:\n  disabled: []\n  enabled:\n    - " + n + "\n", false},
+		{"disabled among others", "plugins:\n  disabled:\n  - a\n  - " + n + "  # off\n  - b\n  enabled:\n  - other\n", "plugins:\n  disabled:\n  - a\n  - b\n  enabled:\n  - other\n  - " + n + "\n", false},
+		{"enabled and disabled", "plugins:\n  enabled:\n    - " + n + "\n  disabled: [" + n + "]  # x\n", "plugins:\n  enabled:\n    - " + n + "\n  disabled: []  # x\n", false},
+		{"disabled quoted, no enabled", "plugins:\n  disabled:\n    - \"" + n + "\"\n", "plugins:\n  enabled:\n    - " + n + "\n  disabled: []\n", false},
+		{"disabled inline with others", "plugins:\n  enabled: []\n  disabled: [a, " + n + "]\n", "", true},
 		{"inline flow list", "plugins:\n  enabled: [foo]\n", "", true},
 		{"inline section", "plugins: {enabled: [foo]}\n", "", true},
 		{"not yaml", "plugins: [\n", "", true},
@@ -122,6 +127,15 @@ func TestHermesPluginInstallCommand(t *testing.T) {
 	}
 	if out, code = run("--hermes-source", known); code != 0 || !strings.Contains(out, "already enables") {
 		t.Fatalf("second install exit %d:\n%s", code, out)
+	}
+
+	// `hermes plugins disable` moves it to plugins.disabled, which wins: installing again undoes that.
+	os.WriteFile(cfg, []byte("# mine\nplugins:\n  disabled:\n  - "+hermes.PluginName+"\n  enabled:\n  - other\n"), 0o640)
+	if out, code = run("--hermes-source", known); code != 0 {
+		t.Fatalf("install after disable exit %d:\n%s", code, out)
+	}
+	if b, _ := os.ReadFile(cfg); string(b) != "# mine\nplugins:\n  disabled: []\n  enabled:\n  - other\n  - "+hermes.PluginName+"\n" {
+		t.Fatalf("config.yaml after re-install:\n%s", b)
 	}
 
 	adapter := filepath.Join(dir, "adapter.py")
