@@ -145,7 +145,9 @@ def make_adapter_class(base: type) -> type:
             if key == self._reported:
                 return
             self._reported = key
-            state = "fatal" if verdict == sidecar.NEEDS_PAIRING else "retrying"
+            # Retrying even when logged out: the sidecar resumes by itself once paired again, and
+            # the gateway only comes back to a platform whose error is retryable.
+            state = "retrying"
             log = logger.error if verdict == sidecar.NEEDS_PAIRING else logger.warning
             log("[%s] WhatsApp unavailable (%s): %s", self.name, code, message)
             self._write_runtime_status_safe("sidecar", platform_state=state, error_code=code, error_message=message)
@@ -196,7 +198,7 @@ def make_adapter_class(base: type) -> type:
 
             Waits for it up to the connect budget, following the feed. A bridge that is pairing,
             restarting, yielded or whose sidecar is away is a retryable error that says so; one
-            that WhatsApp logged out is an error that says how to pair.
+            that WhatsApp logged out is a retryable error that says how to pair.
             """
             if not self._acquire_platform_lock("whatsapp-session", str(self._session_path), "WhatsApp session"):
                 return False
@@ -229,11 +231,12 @@ def make_adapter_class(base: type) -> type:
             verdict, code, message = self._verdict
             await self._stop_follower()
             self._release_platform_lock()
-            retryable = verdict != sidecar.NEEDS_PAIRING
-            if retryable:
-                message += " (the gateway retries)"
+            # Always retryable, needs_pairing included: a non-retryable error drops the platform
+            # from the gateway's retry queue (and, as its only platform, makes the gateway exit),
+            # while the sidecar resumes the bridge by itself once the device is paired again.
+            message += " (the gateway retries with its own backoff)"
             logger.warning("[%s] %s", self.name, message)
-            self._set_fatal_error(code, message, retryable=retryable)
+            self._set_fatal_error(code, message, retryable=True)
             return False
 
         async def disconnect(self) -> None:

@@ -28,7 +28,7 @@ DISCOVERY_FILE = "sidecar.json"
 # Verdicts: what the gateway should make of a sidecar snapshot.
 ATTACH = "attach"  # the bridge is connected to WhatsApp: use it
 WAIT = "wait"  # it is on its way (starting, reconnecting, pairing, backoff, yielded): retryable
-NEEDS_PAIRING = "needs_pairing"  # WhatsApp logged the device out: a person must pair
+NEEDS_PAIRING = "needs_pairing"  # WhatsApp logged the device out: a person must pair (still retryable)
 
 
 def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
@@ -180,10 +180,9 @@ def judge(
     if state == "running" and conn == "connected":
         return ATTACH, "", "the bridge is connected to WhatsApp"
     if state == "needs_pairing":
-        msg = (said + " " if said else "WhatsApp logged this device out. ") + (
-            "Pair again: stop the sidecar and run `wa-sidecar run` in a terminal to see the QR code, "
-            "or read it from bridge.log next to the session, then scan it with WhatsApp "
-            "(Settings > Linked devices); the sidecar resumes by itself once paired."
+        msg = (
+            "WhatsApp logged this device out. Delete the session directory or run `hermes whatsapp`, "
+            "then scan the new QR code; the sidecar resumes by itself; the gateway attaches at its next retry"
         )
         return NEEDS_PAIRING, "whatsapp_not_paired", msg
     if state == "running":

@@ -236,16 +236,18 @@ class Following(Base):
         self.assertTrue(await a.connect())
         await self.until(lambda: any(s[1] == "whatsapp_not_paired" for s in a.statuses), 10, "needs_pairing")
         state, code, msg = [s for s in a.statuses if s[1] == "whatsapp_not_paired"][-1]
-        self.assertEqual(state, "fatal")
-        self.assertIn("wa-sidecar run", msg)
+        self.assertEqual(state, "retrying")
+        self.assertIn("hermes whatsapp", msg)
         self.assertFalse(a.is_connected)
-        # a new gateway connect now is told to pair, at once and not retried
+        # a new gateway connect now is told to pair, at once, and retried: the gateway must come
+        # back once the sidecar resumes after a new pairing, or it drops WhatsApp (or exits 78)
         b = self.adapter()
         t = time.monotonic()
         self.assertFalse(await b.connect())
         self.assertLess(time.monotonic() - t, 5)
         self.assertEqual(b.fatal_error_code, "whatsapp_not_paired")
-        self.assertFalse(b.fatal_error_retryable)
+        self.assertTrue(b.fatal_error_retryable)
+        self.assertIn("hermes whatsapp", b.fatal_error_message)
 
     async def test_disconnect_leaves_the_bridge_and_its_pidfile(self):
         a = await self.attached()
