@@ -177,7 +177,12 @@ def judge(
     said = status.get("message") or ""
     wa = (status.get("details") or {}).get("whatsapp") or {}
     conn = wa.get("connection") or "unknown"
-    if state == "running" and conn == "connected":
+    # The details describe the bridge named by bridge_pid, which can lag the snapshot's pid by one
+    # event after a restart: until they agree, the connection and health are the old bridge's.
+    pid, about = status.get("pid"), wa.get("bridge_pid")
+    fresh = isinstance(pid, int) and pid > 0 and about == pid
+    health = wa.get("health") or "unknown"
+    if state == "running" and fresh and conn == "connected" and health == "ok":
         return ATTACH, "", "the bridge is connected to WhatsApp"
     if state == "needs_pairing":
         msg = (
@@ -186,6 +191,14 @@ def judge(
         )
         return NEEDS_PAIRING, "whatsapp_not_paired", msg
     if state == "running":
+        if not fresh:
+            return WAIT, "whatsapp_sidecar_starting", (
+                f"the sidecar started a new bridge (pid {pid}) and has no word from it yet"
+            )
+        if conn == "connected":
+            return WAIT, "whatsapp_sidecar_connecting", (
+                f"the bridge says it is connected, but its health check is {health}"
+            )
         if conn == "pairing":
             return WAIT, "whatsapp_sidecar_pairing", (
                 "the bridge is showing a QR code: scan it with WhatsApp (Settings > Linked devices); "

@@ -80,14 +80,20 @@ class Registration(unittest.TestCase):
 
 class Judge(unittest.TestCase):
     def test_verdicts(self):
-        def st(state, conn=None, **kw):
-            d = {"state": state, **kw}
+        def st(state, conn=None, pid=7, bridge_pid=7, health="ok", **kw):
+            d = {"state": state, "pid": pid, **kw}
             if conn:
-                d["details"] = {"whatsapp": {"connection": conn}}
+                d["details"] = {"whatsapp": {"connection": conn, "bridge_pid": bridge_pid, "health": health}}
             return d
         cases = [
             (None, sidecar.WAIT, "whatsapp_sidecar_unreachable"),
             (st("running", "connected"), sidecar.ATTACH, ""),
+            # just after a restart the details are still the old bridge's
+            (st("running", "connected", pid=8, bridge_pid=7), sidecar.WAIT, "whatsapp_sidecar_starting"),
+            (st("running", "connected", pid=0, bridge_pid=0), sidecar.WAIT, "whatsapp_sidecar_starting"),
+            (st("running", "connected", health="failing"), sidecar.WAIT, "whatsapp_sidecar_connecting"),
+            (st("started", "connected", pid=8), sidecar.WAIT, "whatsapp_sidecar_started"),
+            (st("exited", "connected", pid=0), sidecar.WAIT, "whatsapp_sidecar_exited"),
             (st("running", "pairing"), sidecar.WAIT, "whatsapp_sidecar_pairing"),
             (st("running", "disconnected"), sidecar.WAIT, "whatsapp_sidecar_connecting"),
             (st("backoff", last_exit={"code": 1, "class": "failure"}), sidecar.WAIT, "whatsapp_sidecar_backoff"),
@@ -124,6 +130,64 @@ class Judge(unittest.TestCase):
             self.assertEqual((loc.addr, loc.token), ("127.0.0.1:7999", "abc"))
             loc = sidecar.locate({"sidecar_addr": "unix:/run/x.sock"}, env)
             self.assertEqual((loc.addr, loc.token, loc.url("/v1/events")), ("unix:/run/x.sock", None, "http://localhost/v1/events"))
+
+
+class FakeFeed:
+    """A status server that sends the snapshots it is given, for states the real sidecar passes
+    through too quickly to test against."""
+
+    def __init__(self, *snapshots, gap=0.3):
+        self.snapshots, self.gap = snapshots, gap
+
+    async def __aenter__(self):
+        from aiohttp import web
+
+        async def events(request):
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            for i, snap in enumerate(self.snapshots):
+                if i:
+                    await asyncio.sleep(self.gap)
+                msg = {"type": "hello", "seq": 1} if i == 0 else {"type": "event", "seq": i + 1, "event": "health"}
+                await ws.send_json(dict(msg, status=snap))
+            async for _ in ws:  # until the client goes
+                pass
+            return ws
+
+        app = web.Application()
+        app.router.add_get("/v1/events", events)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        self.port = harness.free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        self.addr = f"127.0.0.1:{self.port}"
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.runner.shutdown()
+        await self.runner.cleanup()
+
+
+class Lagging(Base):
+    def snap(self, pid, bridge_pid):
+        return {"state": "running", "pid": pid, "details": {
+            "session": {"dir": str(self.world.session)},
+            "whatsapp": {"connection": "connected", "health": "ok", "bridge_pid": bridge_pid, "port": self.world.bridge_port}}}
+
+    async def test_old_bridges_details_do_not_attach(self):
+        async with FakeFeed(self.snap(200, 100)) as feed:
+            a = self.adapter(sidecar_addr=feed.addr, sidecar_wait=1)
+            self.assertFalse(await a.connect())
+            self.assertEqual(a.fatal_error_code, "whatsapp_sidecar_starting")
+            self.assertTrue(a.fatal_error_retryable)
+
+    async def test_attaches_once_the_details_are_the_new_bridges(self):
+        async with FakeFeed(self.snap(200, 100), self.snap(200, 200)) as feed:
+            a = self.adapter(sidecar_addr=feed.addr, sidecar_wait=3)
+            self.assertTrue(await a.connect())
+            self.assertNotIn("connected", [s[0] for s in a.statuses[:-1]])
+            await a.disconnect()
+            self.adapters.remove(a)
 
 
 class StartOrders(Base):
