@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 	"go.yaml.in/yaml/v3"
@@ -166,7 +167,10 @@ func installHermesPluginAction(c *cli.Context) error {
 		return nil
 	}
 
-	if err := writePlugin(dir, files, force); err != nil {
+	// Run as root on a user's Hermes home, what it writes keeps the home's owner (config.yaml's
+	// own, for config.yaml), so the gateway, running as that user, can still read and rewrite it.
+	own := ownerFor(home)
+	if err := writePlugin(dir, files, force, own); err != nil {
 		return cli.Exit("wa-sidecar: "+err.Error(), exitError)
 	}
 	fmt.Fprintf(out, "wrote the plugin to %s\n", dir)
@@ -174,7 +178,11 @@ func installHermesPluginAction(c *cli.Context) error {
 	case cfgErr != nil:
 		return cli.Exit(fmt.Sprintf("wa-sidecar: %s cannot be edited safely (%v); add these lines to it by hand, then restart the gateway:\n%s", cfgPath, cfgErr, manualLines), exitError)
 	case cfgChanged:
-		if err := writeConfig(cfgPath, newCfg); err != nil {
+		cfgOwn := own
+		if o := ownerFor(cfgPath); o != nil {
+			cfgOwn = o
+		}
+		if err := writeConfig(cfgPath, newCfg, cfgOwn); err != nil {
 			return cli.Exit(fmt.Sprintf("wa-sidecar: %v; add these lines to %s by hand:\n%s", err, cfgPath, manualLines), exitError)
 		}
 		fmt.Fprintf(out, "enabled it in %s (plugins.enabled)\n", cfgPath)
@@ -234,14 +242,24 @@ func pluginFiles() ([]pluginFile, error) {
 // rename. Neither dir nor a file in it may be a symlink: it would write
 // wherever the link points. A file that differs is replaced only with force,
 // and then no file is written unless all may be.
-func writePlugin(dir string, files []pluginFile, force bool) error {
+func writePlugin(dir string, files []pluginFile, force bool, own *owner) error {
+	var created []string
 	for _, d := range []string{filepath.Dir(dir), dir} {
-		if fi, err := os.Lstat(d); err == nil && !fi.IsDir() {
+		fi, err := os.Lstat(d)
+		if err == nil && !fi.IsDir() {
 			return fmt.Errorf("%s is not a directory (a symlink or a file); remove it or pass another --hermes-home", d)
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			created = append(created, d)
 		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("plugin directory: %w", err)
+	}
+	for _, d := range created {
+		if err := own.chown(d); err != nil {
+			return err
+		}
 	}
 	var differ []string
 	for _, f := range files {
@@ -268,22 +286,71 @@ func writePlugin(dir string, files []pluginFile, force bool) error {
 		return fmt.Errorf("these files differ from this wa-sidecar's plugin (edited, or another version): %s; pass --force to replace them", strings.Join(differ, ", "))
 	}
 	for _, f := range files {
-		if err := writeFileChecked(filepath.Join(dir, f.name), f.data, 0o644); err != nil {
+		p := filepath.Join(dir, f.name)
+		if err := writeFileChecked(p, f.data, 0o644); err != nil {
+			return err
+		}
+		if err := own.chown(p); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func writeConfig(p string, data []byte) error {
+func writeConfig(p string, data []byte, own *owner) error {
 	perm := os.FileMode(0o600)
 	if fi, err := os.Lstat(p); err == nil {
 		perm = fi.Mode().Perm()
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+	if _, err := os.Lstat(filepath.Dir(p)); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return err
+		}
+		if err := own.chown(filepath.Dir(p)); err != nil {
+			return err
+		}
+	}
+	if err := writeFileChecked(p, data, perm); err != nil {
 		return err
 	}
-	return writeFileChecked(p, data, perm)
+	return own.chown(p)
+}
+
+// owner is whom the files written belong to when the command runs as root.
+type owner struct{ uid, gid int }
+
+// ownerFor returns the owner of p (or, when p does not exist, of the nearest
+// directory above it that does) when running as root and it is not root;
+// else nil, and nothing is chowned.
+func ownerFor(p string) *owner {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	for {
+		fi, err := os.Lstat(p)
+		if err == nil {
+			st, ok := fi.Sys().(*syscall.Stat_t)
+			if !ok || (st.Uid == 0 && st.Gid == 0) {
+				return nil
+			}
+			return &owner{int(st.Uid), int(st.Gid)}
+		}
+		up := filepath.Dir(p)
+		if up == p {
+			return nil
+		}
+		p = up
+	}
+}
+
+func (o *owner) chown(p string) error {
+	if o == nil {
+		return nil
+	}
+	if err := os.Lchown(p, o.uid, o.gid); err != nil {
+		return fmt.Errorf("cannot give %s to its owner %d:%d as the Hermes home's (%v); remove it, or run this command as that user", p, o.uid, o.gid, err)
+	}
+	return nil
 }
 
 // enablePlugin returns config.yaml at p with name added to plugins.enabled

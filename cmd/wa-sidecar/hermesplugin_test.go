@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/wa-sidecar/wa-sidecar/integrations/hermes"
@@ -191,5 +192,41 @@ func TestHermesPluginKnowsTheRealGateway(t *testing.T) {
 	ver, missing, err := checkHermes(src)
 	if err != nil || len(missing) > 0 {
 		t.Fatalf("Hermes %s at %s: %v, lacking %v", ver, src, err, missing)
+	}
+}
+
+func TestHermesPluginInstallAsRootKeepsTheOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	bin, _ := binaries(t)
+	base := t.TempDir()
+	os.Chmod(base, 0o755)
+	home := filepath.Join(base, "hermes")
+	os.Mkdir(home, 0o755)
+	cfg := filepath.Join(home, "config.yaml")
+	os.WriteFile(cfg, []byte("model: x\n"), 0o600)
+	for _, p := range []string{home, cfg} {
+		if err := os.Chown(p, 1000, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(bin, "install-hermes-plugin", "--hermes-home", home, "--hermes-source", fakeHermes(t, "0.18.2", ""))
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	dir := filepath.Join(home, "plugins", hermes.PluginName)
+	for _, p := range []string{cfg, filepath.Join(home, "plugins"), dir, filepath.Join(dir, "adapter.py"), filepath.Join(dir, "plugin.yaml")} {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 1000 || st.Gid != 1000 {
+			t.Errorf("%s is owned by %d:%d, not 1000:1000", p, st.Uid, st.Gid)
+		}
+	}
+	if b, _ := os.ReadFile(cfg); !strings.Contains(string(b), hermes.PluginName) {
+		t.Fatalf("config.yaml not edited:\n%s", b)
 	}
 }
