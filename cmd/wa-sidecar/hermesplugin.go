@@ -28,15 +28,19 @@ func installHermesPluginCommand() *cli.Command {
 			"$HERMES_HOME/config.yaml, keeping the file's comments and layout. With the plugin, the gateway's\n" +
 			"WhatsApp platform never starts, signals or replaces a bridge: it follows the sidecar's status feed.\n" +
 			"Restart the gateway afterwards. When config.yaml cannot be edited safely, it prints the lines to add\n" +
-			"and exits 1. It checks the gateway's code (--hermes-source, else the installed Hermes) for what the\n" +
-			"plugin relies on, and refuses when that is missing unless --force is given.\n\n" +
+			"and exits 1. It refuses to replace plugin files that differ (another version's) unless --force is\n" +
+			"given, as after updating wa-sidecar. It checks the gateway's code (--hermes-source, else the installed\n" +
+			"Hermes) for what the plugin relies on, and refuses when that is missing unless\n" +
+			"--ignore-interface-check is given.\n\n" +
 			"Examples:\n" +
 			"   wa-sidecar install-hermes-plugin --print\n" +
 			"   wa-sidecar install-hermes-plugin\n" +
-			"   wa-sidecar install-hermes-plugin --hermes-home ~/.hermes/profiles/work --force",
+			"   wa-sidecar install-hermes-plugin --force     # after updating wa-sidecar\n" +
+			"   wa-sidecar install-hermes-plugin --hermes-home ~/.hermes/profiles/work",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "print", Usage: "only show the files and the config.yaml change; write nothing"},
-			&cli.BoolFlag{Name: "force", Usage: "replace plugin files that differ, and install even for a gateway whose code lacks what the plugin uses"},
+			&cli.BoolFlag{Name: "force", Usage: "replace plugin files that differ (the upgrade after updating wa-sidecar)"},
+			&cli.BoolFlag{Name: "ignore-interface-check", Usage: "install even for a gateway whose code lacks what the plugin uses (its WhatsApp platform then fails to connect, saying why)"},
 			&cli.StringFlag{Name: "hermes-home", Usage: "the Hermes home (default $HERMES_HOME, else ~/.hermes)"},
 			&cli.StringFlag{Name: "hermes-source", Usage: "the gateway's code to check (default <home>/hermes-agent, or /usr/local/lib/hermes-agent as root)"},
 		},
@@ -122,7 +126,7 @@ func installHermesPluginAction(c *cli.Context) error {
 		home = filepath.Join(h, ".hermes")
 	}
 	home = expandHome(home)
-	force, printOnly := c.Bool("force"), c.Bool("print")
+	force, printOnly, ignoreIface := c.Bool("force"), c.Bool("print"), c.Bool("ignore-interface-check")
 
 	src := c.String("hermes-source")
 	explicitSrc := src != ""
@@ -134,12 +138,12 @@ func installHermesPluginAction(c *cli.Context) error {
 	case err != nil && explicitSrc:
 		return cli.Exit("wa-sidecar: "+err.Error(), exitError)
 	case err != nil:
-		fmt.Fprintf(errw, "wa-sidecar: cannot check the gateway's code (%v); pass --hermes-source. The plugin checks it again when the gateway loads it, and leaves the bundled WhatsApp adapter in place if it does not fit.\n", err)
-	case len(missing) > 0 && !force:
-		return cli.Exit(fmt.Sprintf("wa-sidecar: the gateway at %s (version %s) lacks what the plugin relies on:\n  %s\nThis is not a gateway version the plugin knows; update wa-sidecar, or pass --force to install anyway (the plugin would then keep the bundled adapter and log why).",
+		fmt.Fprintf(errw, "wa-sidecar: cannot check the gateway's code (%v); pass --hermes-source. The plugin checks it again when the gateway loads it; if it does not fit, WhatsApp fails to connect and says why.\n", err)
+	case len(missing) > 0 && !ignoreIface:
+		return cli.Exit(fmt.Sprintf("wa-sidecar: the gateway at %s (version %s) lacks what the plugin relies on:\n  %s\nThis is not a gateway version the plugin knows; update wa-sidecar, or pass --ignore-interface-check to install anyway (the gateway's WhatsApp platform would then fail to connect, saying why, until the plugin is updated or disabled).",
 			src, orUnknown(ver), strings.Join(missing, "\n  ")), exitError)
 	case len(missing) > 0:
-		fmt.Fprintf(errw, "wa-sidecar: the gateway at %s lacks %s; installing anyway (--force)\n", src, strings.Join(missing, ", "))
+		fmt.Fprintf(errw, "wa-sidecar: the gateway at %s lacks %s; installing anyway (--ignore-interface-check)\n", src, strings.Join(missing, ", "))
 	case !slices.Contains(knownHermes, ver):
 		fmt.Fprintf(errw, "wa-sidecar: Hermes %s is not a version the plugin was tested with (%s), but its code has everything the plugin uses\n", orUnknown(ver), strings.Join(knownHermes, ", "))
 	}

@@ -168,8 +168,15 @@ func TestHermesPluginInstallCommand(t *testing.T) {
 		t.Fatalf("unknown version exit %d:\n%s", code, out)
 	}
 	broken := fakeHermes(t, "0.99.0", "async def _poll_messages(self)")
-	if out, code = run("--hermes-source", broken); code != 1 || !strings.Contains(out, "_poll_messages") {
+	if out, code = run("--hermes-source", broken); code != 1 || !strings.Contains(out, "_poll_messages") || !strings.Contains(out, "--ignore-interface-check") {
 		t.Fatalf("missing interface exit %d:\n%s", code, out)
+	}
+	// --force replaces differing files; it does not mean "install on a gateway the plugin does not know".
+	if out, code = run("--hermes-source", broken, "--force"); code != 1 {
+		t.Fatalf("missing interface with --force exit %d:\n%s", code, out)
+	}
+	if out, code = run("--hermes-source", broken, "--ignore-interface-check"); code != 0 || !strings.Contains(out, "installing anyway") {
+		t.Fatalf("missing interface with --ignore-interface-check exit %d:\n%s", code, out)
 	}
 
 	inline := t.TempDir()

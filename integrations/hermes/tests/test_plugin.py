@@ -64,7 +64,8 @@ class Registration(unittest.TestCase):
         self.assertEqual(e["required_env"], ["WHATSAPP_ENABLED"])
         self.assertTrue(e["check_fn"](), "needs only aiohttp, not node")
 
-    def test_incompatible_adapter_keeps_the_bundled_one(self):
+    def test_incompatible_adapter_says_so_at_connect(self):
+        # Not the bundled adapter, which would kill the sidecar's bridge.
         from plugins.platforms.whatsapp import adapter as bundled
         saved = bundled.WhatsAppAdapter._poll_messages
         del bundled.WhatsAppAdapter._poll_messages
@@ -72,10 +73,21 @@ class Registration(unittest.TestCase):
             ctx = harness.Ctx()
             with self.assertLogs("hermes_plugins.wa_sidecar_whatsapp", "ERROR") as logs:
                 plugin.register(ctx)
-            self.assertEqual(ctx.platforms, {})
             self.assertIn("_poll_messages", logs.output[0])
         finally:
             bundled.WhatsAppAdapter._poll_messages = saved
+        e = ctx.platforms["whatsapp"]
+        self.assertEqual(e["allowed_users_env"], "WHATSAPP_ALLOWED_USERS")
+        self.assertTrue(e["check_fn"]())
+        a = e["adapter_factory"](PlatformConfig(enabled=True, extra={}))
+        self.assertNotIsInstance(a, bundled.WhatsAppAdapter)
+        with self.assertLogs("hermes_plugins.wa_sidecar_whatsapp", "ERROR"):
+            self.assertFalse(asyncio.run(a.connect()))
+        self.assertEqual(a.fatal_error_code, "whatsapp_plugin_incompatible")
+        self.assertTrue(a.fatal_error_retryable)
+        self.assertIn("_poll_messages", a.fatal_error_message)
+        self.assertIn("hermes plugins disable wa-sidecar-whatsapp", a.fatal_error_message)
+        self.assertIn("install-hermes-plugin", a.fatal_error_message)
 
 
 class Judge(unittest.TestCase):
