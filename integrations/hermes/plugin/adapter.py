@@ -116,7 +116,7 @@ def make_adapter_class(base: type) -> type:
                     sidecar.WAIT,
                     "whatsapp_sidecar_unreachable",
                     f"wa-sidecar is not reachable at {where}: {info}. Start it (`systemctl --user start wa-sidecar`, "
-                    "or its container); the gateway attaches once it is back",
+                    "or its container)",
                 )
             else:
                 self._sidecar_status = status

@@ -154,8 +154,9 @@ def judge(
 ) -> tuple[str, str, str]:
     """Turn a sidecar snapshot into (verdict, code, message) for the gateway.
 
-    ``code`` is a machine-readable reason in the gateway's ``whatsapp_*`` style, ``message`` what the
-    sidecar said, in a sentence a person can act on. With ``session`` (the gateway's session
+    ``code`` is a machine-readable reason in the gateway's ``whatsapp_*`` style, ``message`` a
+    sentence a person can act on, built from the state (the sidecar's own ``message`` only where it
+    says what to do: yielded, given_up). With ``session`` (the gateway's session
     directory), a sidecar that runs the bridge of another session is never attached to: its bridge
     is another account's.
     """
@@ -215,14 +216,20 @@ def judge(
             msg += f"; it is crash-looping ({status.get('consecutive_failures')} failures in a row): see `wa-sidecar status`"
         return WAIT, "whatsapp_sidecar_backoff", msg
     if state == "yielded":
-        return WAIT, "whatsapp_sidecar_yielded", said or "another bridge holds the bridge's port; the sidecar waits for it"
+        return WAIT, "whatsapp_sidecar_yielded", said or (
+            "another bridge on this session holds the bridge's port; the sidecar waits for it to go"
+        )
     if state == "given_up":
         return WAIT, "whatsapp_sidecar_given_up", said or "the sidecar gave up restarting the bridge: run `wa-sidecar start`"
-    if state in ("stopping", "stopped"):
-        return WAIT, "whatsapp_sidecar_stopped", said or "the sidecar's bridge is stopped: run `wa-sidecar start`"
+    # The sidecar's message is what it says about the bridge in general (often whether the bundled
+    # adapter would adopt it), so the other states are explained from the state itself.
+    if state == "stopping":
+        return WAIT, "whatsapp_sidecar_stopped", "the sidecar is stopping the bridge"
+    if state == "stopped":
+        return WAIT, "whatsapp_sidecar_stopped", "the sidecar's bridge is stopped: run `wa-sidecar start`"
     if state == "starting":
         return WAIT, "whatsapp_sidecar_starting", "the sidecar is starting the bridge"
-    return WAIT, f"whatsapp_sidecar_{state}", said or f"the sidecar's bridge is {state}"
+    return WAIT, f"whatsapp_sidecar_{state}", f"the sidecar's bridge is {state}"
 
 
 def bridge_port(status: Optional[Mapping[str, Any]]) -> Optional[int]:

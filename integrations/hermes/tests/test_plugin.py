@@ -115,6 +115,17 @@ class Judge(unittest.TestCase):
             (st("stopped"), sidecar.WAIT, "whatsapp_sidecar_stopped"),
             (st("starting"), sidecar.WAIT, "whatsapp_sidecar_starting"),
         ]
+        # the sidecar's message is about adoption, not about why the bridge is unavailable
+        adopt = "the gateway would use this bridge as it is"
+        for state in ("stopped", "stopping", "starting", "backoff", "running", "exited"):
+            with self.subTest(state=state):
+                self.assertNotIn(adopt, sidecar.judge(st(state, "disconnected", message=adopt))[2])
+        v, c, m = sidecar.judge(st("needs_pairing", message=adopt))
+        self.assertNotIn(adopt, m)
+        # as operations.md says it
+        for want in ("delete the session directory or run `hermes whatsapp`", "then scan the new qr code",
+                     "the sidecar resumes by itself", "the gateway attaches at its next retry"):
+            self.assertIn(want, m.lower())
         for status, verdict, code in cases:
             with self.subTest(status=status):
                 v, c, m = sidecar.judge(status)
@@ -229,6 +240,8 @@ class StartOrders(Base):
         self.assertEqual(a.fatal_error_code, "whatsapp_sidecar_unreachable")
         self.assertTrue(a.fatal_error_retryable)
         self.assertIn("not reachable", a.fatal_error_message)
+        self.assertIn("the gateway retries with its own backoff", a.fatal_error_message)
+        self.assertNotIn("attaches once", a.fatal_error_message)
         self.assertIn(str(self.world.state), a.fatal_error_message)
 
     async def test_stopped_sidecar_is_not_replaced_by_the_default_address(self):
