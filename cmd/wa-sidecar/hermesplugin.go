@@ -42,7 +42,7 @@ func installHermesPluginCommand() *cli.Command {
 			&cli.BoolFlag{Name: "force", Usage: "replace plugin files that differ (the upgrade after updating wa-sidecar)"},
 			&cli.BoolFlag{Name: "ignore-interface-check", Usage: "install even for a gateway whose code lacks what the plugin uses (its WhatsApp platform then fails to connect, saying why)"},
 			&cli.StringFlag{Name: "hermes-home", Usage: "the Hermes home (default $HERMES_HOME, else ~/.hermes)"},
-			&cli.StringFlag{Name: "hermes-source", Usage: "the gateway's code to check (default <home>/hermes-agent, or /usr/local/lib/hermes-agent as root)"},
+			&cli.StringFlag{Name: "hermes-source", Usage: "the gateway's code to check (default <home>/hermes-agent, for a profile the root home's, or /usr/local/lib/hermes-agent)"},
 		},
 		OnUsageError: onUsageError,
 		Action:       installHermesPluginAction,
@@ -100,10 +100,32 @@ func checkHermes(dir string) (version string, missing []string, err error) {
 	return version, missing, nil
 }
 
+// hermesSourceDirs are the places the gateway's code may be for home, in
+// the order they are tried: as root the system-wide install first; the
+// home's own hermes-agent; for a profile (<root>/profiles/<name>) the root
+// home's; then the system-wide install.
+func hermesSourceDirs(home string, root bool) []string {
+	const system = "/usr/local/lib/hermes-agent"
+	var dirs []string
+	if root {
+		dirs = append(dirs, system)
+	}
+	dirs = append(dirs, filepath.Join(home, "hermes-agent"))
+	if clean := filepath.Clean(home); filepath.Base(filepath.Dir(clean)) == "profiles" {
+		dirs = append(dirs, filepath.Join(filepath.Dir(filepath.Dir(clean)), "hermes-agent"))
+	}
+	if !root {
+		dirs = append(dirs, system)
+	}
+	return dirs
+}
+
+// hermesSourceDir returns the first of hermesSourceDirs that holds the
+// gateway's code, else the home's own hermes-agent (for the message).
 func hermesSourceDir(home string) string {
-	if os.Geteuid() == 0 {
-		if _, err := os.Stat("/usr/local/lib/hermes-agent/gateway"); err == nil {
-			return "/usr/local/lib/hermes-agent"
+	for _, d := range hermesSourceDirs(home, os.Geteuid() == 0) {
+		if fi, err := os.Stat(filepath.Join(d, "gateway")); err == nil && fi.IsDir() {
+			return d
 		}
 	}
 	return filepath.Join(home, "hermes-agent")

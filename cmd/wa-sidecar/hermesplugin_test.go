@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -235,5 +236,27 @@ func TestHermesPluginInstallAsRootKeepsTheOwner(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(cfg); !strings.Contains(string(b), hermes.PluginName) {
 		t.Fatalf("config.yaml not edited:\n%s", b)
+	}
+}
+
+func TestHermesPluginSourceDirOfAProfile(t *testing.T) {
+	base := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(base, "hermes-agent", "gateway"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	profile := filepath.Join(base, "profiles", "work")
+	os.MkdirAll(profile, 0o755)
+	dirs := hermesSourceDirs(profile, false)
+	want := []string{filepath.Join(profile, "hermes-agent"), filepath.Join(base, "hermes-agent"), "/usr/local/lib/hermes-agent"}
+	if !slices.Equal(dirs, want) {
+		t.Fatalf("got %q, want %q", dirs, want)
+	}
+	if d := hermesSourceDirs(base, true); !slices.Equal(d, []string{"/usr/local/lib/hermes-agent", filepath.Join(base, "hermes-agent")}) {
+		t.Fatalf("root home as root: %q", d)
+	}
+	if _, err := os.Stat("/usr/local/lib/hermes-agent/gateway"); err != nil || os.Geteuid() != 0 {
+		if got := hermesSourceDir(profile); got != filepath.Join(base, "hermes-agent") {
+			t.Fatalf("hermesSourceDir(%s) = %s", profile, got)
+		}
 	}
 }
