@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
@@ -46,7 +46,7 @@ class Location:
     """Where a sidecar's status server is, and how it was found."""
 
     addr: str  # host:port, or unix:/path; empty when the configured place names no sidecar
-    token: Optional[str]
+    token: Optional[str] = field(repr=False)  # never in a log line or a traceback
     source: str  # for messages: "sidecar.json in DIR", "the platform's sidecar_addr", ...
     missing: str = ""  # why there is no address, when addr is empty
 

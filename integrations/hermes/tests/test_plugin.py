@@ -151,6 +151,7 @@ class Judge(unittest.TestCase):
             Path(d, "sidecar.json").write_text(json.dumps({"listen": "127.0.0.1:7999", "token_file": f"{d}/token"}))
             loc = sidecar.locate({}, env)
             self.assertEqual((loc.addr, loc.token), ("127.0.0.1:7999", "abc"))
+            self.assertNotIn("abc", repr(loc))
             loc = sidecar.locate({"sidecar_addr": "unix:/run/x.sock"}, env)
             self.assertEqual((loc.addr, loc.token, loc.url("/v1/events")), ("unix:/run/x.sock", None, "http://localhost/v1/events"))
 
