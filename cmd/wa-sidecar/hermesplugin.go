@@ -38,7 +38,7 @@ func installHermesPluginCommand() *cli.Command {
 			"   wa-sidecar install-hermes-plugin --force     # after updating wa-sidecar\n" +
 			"   wa-sidecar install-hermes-plugin --hermes-home ~/.hermes/profiles/work",
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "print", Usage: "only show the files and the config.yaml change; write nothing"},
+			&cli.BoolFlag{Name: "print", Usage: "only show the files and the lines of config.yaml it would change; write nothing"},
 			&cli.BoolFlag{Name: "force", Usage: "replace plugin files that differ (the upgrade after updating wa-sidecar)"},
 			&cli.BoolFlag{Name: "ignore-interface-check", Usage: "install even for a gateway whose code lacks what the plugin uses (its WhatsApp platform then fails to connect, saying why)"},
 			&cli.StringFlag{Name: "hermes-home", Usage: "the Hermes home (default $HERMES_HOME, else ~/.hermes)"},
@@ -176,6 +176,7 @@ func installHermesPluginAction(c *cli.Context) error {
 		return cli.Exit("wa-sidecar: "+err.Error(), exitError)
 	}
 	cfgPath := filepath.Join(home, "config.yaml")
+	oldCfg, _ := os.ReadFile(cfgPath) // for --print's diff; enablePlugin reads it again, with its checks
 	newCfg, cfgChanged, cfgErr := enablePlugin(cfgPath, hermes.PluginName)
 
 	if printOnly {
@@ -186,7 +187,8 @@ func installHermesPluginAction(c *cli.Context) error {
 		case cfgErr != nil:
 			fmt.Fprintf(out, "# %s: cannot be edited safely (%v); add by hand:\n%s\n", cfgPath, cfgErr, manualLines)
 		case cfgChanged:
-			fmt.Fprintf(out, "# %s, with %s added to plugins.enabled\n%s\n", cfgPath, hermes.PluginName, newCfg)
+			// Only the lines it changes: config.yaml holds tokens, and --print output lands in CI logs.
+			fmt.Fprintf(out, "# %s: the lines it would change (enabling %s)\n%s", cfgPath, hermes.PluginName, strings.Join(lineChanges(oldCfg, newCfg), ""))
 		default:
 			fmt.Fprintf(out, "# %s already enables %s\n", cfgPath, hermes.PluginName)
 		}
@@ -702,4 +704,60 @@ func writeFileChecked(p string, data []byte, perm os.FileMode) error {
 		return fmt.Errorf("write %s: %w", p, err)
 	}
 	return nil
+}
+
+// lineChanges returns the lines of old that new drops and the lines it adds,
+// as "-N: line" and "+N: line" (N the line's number in old or new), and
+// nothing of the lines both keep.
+func lineChanges(old, new []byte) []string {
+	split := func(b []byte) []string {
+		l := strings.SplitAfter(string(b), "\n")
+		if l[len(l)-1] == "" {
+			l = l[:len(l)-1]
+		}
+		return l
+	}
+	a, b := split(old), split(new)
+	pre := 0
+	for pre < len(a) && pre < len(b) && a[pre] == b[pre] {
+		pre++
+	}
+	suf := 0
+	for suf < len(a)-pre && suf < len(b)-pre && a[len(a)-1-suf] == b[len(b)-1-suf] {
+		suf++
+	}
+	x, y := a[pre:len(a)-suf], b[pre:len(b)-suf]
+	// The longest common subsequence of what is left, which is small: the edits are a few lines of
+	// the plugins: section.
+	lcs := make([][]int, len(x)+1)
+	for i := range lcs {
+		lcs[i] = make([]int, len(y)+1)
+	}
+	for i := len(x) - 1; i >= 0; i-- {
+		for j := len(y) - 1; j >= 0; j-- {
+			if x[i] == y[j] {
+				lcs[i][j] = lcs[i+1][j+1] + 1
+			} else {
+				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
+			}
+		}
+	}
+	var out []string
+	line := func(sign string, n int, l string) {
+		out = append(out, fmt.Sprintf("%s%d: %s\n", sign, n, strings.TrimRight(l, "\r\n")))
+	}
+	i, j := 0, 0
+	for i < len(x) || j < len(y) {
+		switch {
+		case i < len(x) && j < len(y) && x[i] == y[j]:
+			i, j = i+1, j+1
+		case i < len(x) && (j == len(y) || lcs[i+1][j] >= lcs[i][j+1]):
+			line("-", pre+i+1, x[i])
+			i++
+		default:
+			line("+", pre+j+1, y[j])
+			j++
+		}
+	}
+	return out
 }

@@ -102,12 +102,16 @@ func TestHermesPluginInstallCommand(t *testing.T) {
 	known := fakeHermes(t, "0.18.2", "")
 	dir := filepath.Join(home, "plugins", hermes.PluginName)
 	cfg := filepath.Join(home, "config.yaml")
-	os.WriteFile(cfg, []byte("# mine\nplugins:\n  enabled:\n    - other\n"), 0o640)
+	os.WriteFile(cfg, []byte("# mine\nsecret_token: hunter2\nplugins:\n  enabled:\n    - other\n"), 0o640)
 
 	out, code := run("--print", "--hermes-source", known)
-	if code != 0 || !strings.Contains(out, "# "+filepath.Join(dir, "adapter.py")) || !strings.Contains(out, "    - "+hermes.PluginName) {
+	if code != 0 || !strings.Contains(out, "# "+filepath.Join(dir, "adapter.py")) || !strings.Contains(out, "+6:     - "+hermes.PluginName+"\n") {
 		t.Fatalf("--print exit %d:\n%s", code, out)
 	}
+	if strings.Contains(out, "hunter2") || strings.Contains(out, "- other") {
+		t.Fatalf("--print showed lines of config.yaml it does not change:\n%s", out)
+	}
+	os.WriteFile(cfg, []byte("# mine\nplugins:\n  enabled:\n    - other\n"), 0o640)
 	if _, err := os.Stat(dir); err == nil {
 		t.Fatal("--print wrote the plugin")
 	}
@@ -236,6 +240,14 @@ func TestHermesPluginInstallAsRootKeepsTheOwner(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(cfg); !strings.Contains(string(b), hermes.PluginName) {
 		t.Fatalf("config.yaml not edited:\n%s", b)
+	}
+}
+
+func TestHermesPluginLineChanges(t *testing.T) {
+	got := strings.Join(lineChanges([]byte("a\nplugins:\n  disabled:\n  - p\n  enabled: []\nz\n"), []byte("a\nplugins:\n  disabled: []\n  enabled:\n    - p\nz\n")), "")
+	want := "-3:   disabled:\n-4:   - p\n-5:   enabled: []\n+3:   disabled: []\n+4:   enabled:\n+5:     - p\n"
+	if got != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
 	}
 }
 
