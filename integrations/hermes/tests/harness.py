@@ -35,8 +35,11 @@ def sidecar_binary():
 
 
 def cleanup_binary():
+    """Remove the built sidecar; a later test module builds it again."""
+    global _BIN, _BUILD_DIR
     if _BUILD_DIR:
         shutil.rmtree(_BUILD_DIR, ignore_errors=True)
+    _BIN = _BUILD_DIR = None
 
 
 def free_port():

@@ -13,6 +13,10 @@ import harness
 SRC = os.environ.get("HERMES_SOURCE", "")
 
 
+def tearDownModule():
+    harness.cleanup_binary()
+
+
 @unittest.skipUnless(SRC, "HERMES_SOURCE (a Hermes checkout) not set")
 class RealHermes(unittest.TestCase):
     def test_plugin_replaces_the_bundled_adapter_and_follows_the_sidecar(self):
