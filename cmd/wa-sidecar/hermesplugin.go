@@ -450,8 +450,6 @@ func pluginList(doc map[string]any, key string) []string {
 	return out
 }
 
-func enabledList(doc map[string]any) []string { return pluginList(doc, "enabled") }
-
 var flowOne = regexp.MustCompile(`^\[\s*(['"]?)([^'",\[\]]+)(['"]?)\s*\]\s*(#.*)?$`)
 
 // removeDisabled takes name out of plugins.disabled, a block list (as Hermes
