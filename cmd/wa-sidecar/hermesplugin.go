@@ -452,44 +452,60 @@ func pluginList(doc map[string]any, key string) []string {
 
 var flowOne = regexp.MustCompile(`^\[\s*(['"]?)([^'",\[\]]+)(['"]?)\s*\]\s*(#.*)?$`)
 
-// removeDisabled takes name out of plugins.disabled, a block list (as Hermes
-// writes it) or a one-item flow list, by deleting or changing one line; a
-// list left empty becomes [].
-func removeDisabled(src []byte, name string) ([]byte, error) {
-	lines := strings.SplitAfter(string(src), "\n")
-	pluginsAt := -1
+// pluginsSection finds the top-level plugins: key, or -1 when there is none;
+// one written inline is not edited.
+func pluginsSection(lines []string) (int, error) {
 	for i, l := range lines {
 		if m := topKey.FindStringSubmatch(strings.TrimRight(l, "\r\n")); m != nil && m[1] == "plugins" {
 			if rest := strings.TrimSpace(m[2]); rest != "" && !strings.HasPrefix(rest, "#") {
-				return nil, errors.New("its plugins: section is written inline")
+				return -1, errors.New("its plugins: section is written inline")
 			}
-			pluginsAt = i
-			break
+			return i, nil
 		}
 	}
-	if pluginsAt < 0 {
-		return nil, errors.New("its plugins.disabled is not where this command looks")
-	}
-	indent, disabledAt, end := "", -1, len(lines)
-	for i := pluginsAt + 1; i < len(lines); i++ {
+	return -1, nil
+}
+
+// pluginsChild reads the plugins: section that starts at line at: the
+// indentation of its keys, the line of key (-1 when absent), and where the
+// section ends, at the next line that is neither blank, a comment, nor
+// indented.
+func pluginsChild(lines []string, at int, key string) (indent string, keyAt, end int) {
+	keyAt, end = -1, len(lines)
+	for i := at + 1; i < len(lines); i++ {
 		l := strings.TrimRight(lines[i], "\r\n")
 		t := strings.TrimSpace(l)
 		if t == "" || strings.HasPrefix(t, "#") {
 			continue
 		}
 		if l[0] != ' ' && l[0] != '\t' {
-			end = i
-			break
+			return indent, keyAt, i
 		}
 		if m := childKey.FindStringSubmatch(l); m != nil {
 			if indent == "" {
 				indent = m[1]
 			}
-			if m[1] == indent && m[2] == "disabled" {
-				disabledAt = i
+			if m[1] == indent && m[2] == key {
+				keyAt = i
 			}
 		}
 	}
+	return indent, keyAt, end
+}
+
+// removeDisabled takes name out of plugins.disabled, a block list (as Hermes
+// writes it) or a one-item flow list, by deleting or changing one line; a
+// list left empty becomes [].
+func removeDisabled(src []byte, name string) ([]byte, error) {
+	lines := strings.SplitAfter(string(src), "\n")
+	pluginsAt, err := pluginsSection(lines)
+	if err != nil {
+		return nil, err
+	}
+	if pluginsAt < 0 {
+		return nil, errors.New("its plugins.disabled is not where this command looks")
+	}
+	indent, disabledAt, end := pluginsChild(lines, pluginsAt, "disabled")
 	if disabledAt < 0 {
 		return nil, errors.New("its plugins.disabled is not where this command looks")
 	}
@@ -596,15 +612,9 @@ func insertEnabled(src []byte, name string) ([]byte, error) {
 	if lines[len(lines)-1] == "" {
 		lines = lines[:len(lines)-1]
 	}
-	pluginsAt := -1
-	for i, l := range lines {
-		if m := topKey.FindStringSubmatch(strings.TrimRight(l, "\r\n")); m != nil && m[1] == "plugins" {
-			if rest := strings.TrimSpace(m[2]); rest != "" && !strings.HasPrefix(rest, "#") {
-				return nil, errors.New("its plugins: section is written inline")
-			}
-			pluginsAt = i
-			break
-		}
+	pluginsAt, err := pluginsSection(lines)
+	if err != nil {
+		return nil, err
 	}
 	if pluginsAt < 0 {
 		text := string(src)
@@ -613,29 +623,7 @@ func insertEnabled(src []byte, name string) ([]byte, error) {
 		}
 		return []byte(text + "plugins:\n  enabled:\n    - " + name + "\n"), nil
 	}
-	// The section runs until the next line that is neither blank, a comment, nor indented.
-	end := len(lines)
-	indent := ""
-	enabledAt := -1
-	for i := pluginsAt + 1; i < len(lines); i++ {
-		l := strings.TrimRight(lines[i], "\r\n")
-		t := strings.TrimSpace(l)
-		if t == "" || strings.HasPrefix(t, "#") {
-			continue
-		}
-		if l[0] != ' ' && l[0] != '\t' {
-			end = i
-			break
-		}
-		if m := childKey.FindStringSubmatch(l); m != nil {
-			if indent == "" {
-				indent = m[1]
-			}
-			if m[1] == indent && m[2] == "enabled" {
-				enabledAt = i
-			}
-		}
-	}
+	indent, enabledAt, end := pluginsChild(lines, pluginsAt, "enabled")
 	if indent == "" {
 		indent = "  "
 	}
