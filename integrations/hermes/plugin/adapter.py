@@ -77,6 +77,16 @@ def _connect_budget(extra: dict) -> float:
     return max(budget, 0.0)
 
 
+async def _cancel(task: Optional[asyncio.Task]) -> None:
+    """Cancel a task of ours and wait until it has ended, whatever it raised."""
+    if task is not None and not task.done():
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+
+
 def make_adapter_class(base: type) -> type:
     """Build the adapter on top of the bundled ``WhatsAppAdapter`` class ``base``."""
 
@@ -175,21 +185,11 @@ def make_adapter_class(base: type) -> type:
 
         async def _cancel_poll(self) -> None:
             task, self._poll_task = self._poll_task, None
-            if task is not None and not task.done():
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+            await _cancel(task)
 
         async def _stop_follower(self) -> None:
             task, self._follower_task = self._follower_task, None
-            if task is not None and not task.done():
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+            await _cancel(task)
 
         # -- the gateway's calls -----------------------------------------------------------------
 
