@@ -87,17 +87,7 @@ func TestHermesPluginInstallCommand(t *testing.T) {
 		t.Helper()
 		cmd := exec.Command(bin, append([]string{"install-hermes-plugin", "--hermes-home", home}, args...)...)
 		cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
-		out, err := cmd.CombinedOutput()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(string(out), "goroutine ") {
-			t.Fatalf("panic:\n%s", out)
-		}
-		return string(out), code
+		return runOutput(t, cmd)
 	}
 	known := fakeHermes(t, "0.18.2", "")
 	dir := filepath.Join(home, "plugins", hermes.PluginName)

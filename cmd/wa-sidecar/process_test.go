@@ -174,6 +174,23 @@ func (p *sidecarProc) signal(sig syscall.Signal) {
 	}
 }
 
+// runOutput runs a one-shot command of the binary and returns what it
+// printed and its exit code; a panic's stack in the output fails the test.
+func runOutput(t *testing.T, cmd *exec.Cmd) (string, int) {
+	t.Helper()
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "goroutine ") {
+		t.Fatalf("panic:\n%s", out)
+	}
+	return string(out), code
+}
+
 func pidOf(t *testing.T, rec map[string]any) int {
 	t.Helper()
 	f, ok := rec["pid"].(float64)

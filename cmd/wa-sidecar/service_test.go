@@ -200,17 +200,7 @@ func TestInstallServiceCommand(t *testing.T) {
 		t.Helper()
 		cmd := exec.Command(bin, append([]string{"install-service"}, args...)...)
 		cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+cfg, "HERMES_HOME=/srv/hermes home")
-		out, err := cmd.CombinedOutput()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(string(out), "goroutine ") {
-			t.Fatalf("panic:\n%s", out)
-		}
-		return string(out), code
+		return runOutput(t, cmd)
 	}
 	unitFile := filepath.Join(cfg, "systemd", "user", "wa-sidecar.service")
 	// HERMES_HOME outside ~/.hermes is a root of its own to the gateway,
