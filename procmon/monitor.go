@@ -36,8 +36,9 @@ type Config struct {
 	Backoff Backoff
 	// CrashloopAfter is how many consecutive failures raise crashloop (5).
 	CrashloopAfter int
-	// MaxRestarts parks the child in given_up once this many consecutive
-	// failures have been restarted. 0 means never give up.
+	// MaxRestarts parks the child in given_up after this many consecutive
+	// failed runs (so it is restarted MaxRestarts-1 times). 0 means never
+	// give up.
 	MaxRestarts int
 
 	StopSignal  syscall.Signal // sent to the child to stop it; SIGTERM
@@ -796,7 +797,7 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, announce func()) {
 			return
 		}
 	}
-	if l.cfg.MaxRestarts > 0 && n > l.cfg.MaxRestarts {
+	if l.cfg.MaxRestarts > 0 && n >= l.cfg.MaxRestarts {
 		l.setState(StateGivenUp)
 		l.st.Message = fmt.Sprintf("gave up after %d consecutive failures (--max-restarts %d); send a start command to try again", n, l.cfg.MaxRestarts)
 		l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})

@@ -76,6 +76,16 @@ func TestExitClassesWithRealProcesses(t *testing.T) {
 
 func ptr(i int) *int { return &i }
 
+func count(kinds []Kind, k Kind) int {
+	n := 0
+	for _, x := range kinds {
+		if x == k {
+			n++
+		}
+	}
+	return n
+}
+
 func TestFailureBackoffGrowsAndCrashloopCaps(t *testing.T) {
 	h := start(t, Config{Command: []string{fakeBridge, "-exit", "1"}, Backoff: fast})
 	want := []int64{20, 40, 80, 160}
@@ -208,11 +218,15 @@ func TestQuickKillCountStartsAgainAfterAnyOtherEnd(t *testing.T) {
 }
 
 func TestMaxRestartsGivesUpAndStartResumes(t *testing.T) {
+	// MaxRestarts N parks after N failed runs in a row, as documented.
 	h := start(t, Config{Command: []string{fakeBridge, "-exit", "2"}, MaxRestarts: 2, Backoff: fast})
 	h.next(EventGivenUp)
 	st := h.m.Status()
-	if st.State != StateGivenUp || st.ConsecutiveFailures != 3 || st.Restarts != 2 || st.Message == "" {
+	if st.State != StateGivenUp || st.ConsecutiveFailures != 2 || st.Restarts != 1 || st.Message == "" {
 		t.Fatalf("given up status: %+v", st)
+	}
+	if n := count(h.kinds(), EventExited); n != 2 {
+		t.Fatalf("%d failed runs before given_up, want 2: %v", n, h.kinds())
 	}
 	if err := h.m.Start(ctxT(t)); err != nil {
 		t.Fatal(err)
@@ -371,7 +385,7 @@ func TestRestartCommand(t *testing.T) {
 }
 
 func TestRecycleCountsAsAFailure(t *testing.T) {
-	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: fast, CrashloopAfter: 2, MaxRestarts: 2})
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: fast, CrashloopAfter: 2, MaxRestarts: 3})
 	// The second failure reaches CrashloopAfter: the longest delay.
 	for i, want := range []int64{20, 160} {
 		pid := h.next(EventStarted).Pid
@@ -620,7 +634,7 @@ func TestManyCrashCyclesLeakNothing(t *testing.T) {
 	}
 	// Ten rounds of 100 crash/respawn cycles on one monitor; each round
 	// ends parked in given_up, where resource use is compared.
-	h := start(t, Config{Command: []string{fakeBridge, "-exit", "1"}, Backoff: Backoff{Multiplier: 1}, MaxRestarts: 99})
+	h := start(t, Config{Command: []string{fakeBridge, "-exit", "1"}, Backoff: Backoff{Multiplier: 1}, MaxRestarts: 100})
 	var fds, gor int
 	for round := 0; round < 10; round++ {
 		if round > 0 {
