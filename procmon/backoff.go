@@ -29,7 +29,7 @@ func (b Backoff) Validate() error {
 		return fmt.Errorf("--backoff-max (%s) is shorter than --backoff-initial (%s); raise --backoff-max or lower --backoff-initial", b.Max, b.Initial)
 	case b.Multiplier < 1:
 		return fmt.Errorf("backoff multiplier must be at least 1 (got %g)", b.Multiplier)
-	case b.Jitter < 0 || b.Jitter >= 1:
+	case !(b.Jitter >= 0 && b.Jitter < 1): // NaN too
 		return fmt.Errorf("--backoff-jitter must be at least 0 and below 1 (got %g); 0.2 spreads delays by ±20 %%", b.Jitter)
 	case b.Reset < 0:
 		return fmt.Errorf("--backoff-reset must not be negative (got %s)", b.Reset)

@@ -31,15 +31,17 @@ const unixPrefix = "unix:"
 // socket. The socket file is made mode 0600, and a stale one left by a
 // crashed sidecar is replaced; any other file at the path is left alone.
 func Listen(addr string) (net.Listener, error) {
+	if err := CheckListen(addr); err != nil {
+		return nil, err
+	}
 	if path, ok := strings.CutPrefix(addr, unixPrefix); ok {
 		return listenUnix(path)
 	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, fmt.Errorf("--listen %q: want host:port or unix:/path (%v)", addr, err)
-	}
 	ln, err := net.Listen("tcp", addr)
 	if errors.Is(err, syscall.EADDRINUSE) {
-		return nil, fmt.Errorf("--listen %s is already in use%s (is another wa-sidecar running? 'wa-sidecar status --addr %s' tells); pass --listen to choose another address", addr, holderOf(addr), addr)
+		e := &AddrInUseError{Addr: addr, Err: err}
+		e.Pid, e.Name = holderOf(addr)
+		return nil, e
 	}
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", addr, err)
@@ -47,10 +49,47 @@ func Listen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-func listenUnix(path string) (net.Listener, error) {
-	if path == "" {
-		return nil, errors.New("--listen unix: needs a path, e.g. unix:/run/wa-sidecar.sock")
+// CheckListen reports whether addr is one Listen can try to open, without
+// opening anything: host:port with a port number or service name, or
+// unix:/path.
+func CheckListen(addr string) error {
+	if path, ok := strings.CutPrefix(addr, unixPrefix); ok {
+		if path == "" {
+			return errors.New("--listen unix: needs a path, e.g. unix:/run/wa-sidecar.sock")
+		}
+		return nil
 	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--listen %q: want host:port or unix:/path (%v)", addr, err)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("--listen %q: %q is not a port number", addr, port)
+	}
+	return nil
+}
+
+// AddrInUseError is Listen's error when another socket holds the address.
+// Pid and Name say who, when /proc tells (Pid 0 otherwise). It is a
+// temporary state: the holder may be an old sidecar still stopping.
+type AddrInUseError struct {
+	Addr string
+	Pid  int
+	Name string
+	Err  error
+}
+
+func (e *AddrInUseError) Error() string {
+	by := ""
+	if e.Pid != 0 {
+		by = fmt.Sprintf(" by pid %d (%s)", e.Pid, e.Name)
+	}
+	return fmt.Sprintf("--listen %s is already in use%s (is another wa-sidecar running? 'wa-sidecar status --addr %s' tells); pass --listen to choose another address", e.Addr, by, e.Addr)
+}
+
+func (e *AddrInUseError) Unwrap() error { return e.Err }
+
+func listenUnix(path string) (net.Listener, error) {
 	// bind creates the socket file with the umask's permissions, so for a
 	// moment anyone the umask lets in could connect. The socket is bound
 	// instead in a directory only this user can enter, made 0600 there,
@@ -314,17 +353,22 @@ func rootCause(err error) error {
 	}
 }
 
-// holderOf names what holds a loopback TCP address, as " by pid 812
-// (python3)", or nothing when /proc does not tell.
-func holderOf(addr string) string {
+// holderOf names the process that holds a loopback TCP address, or
+// returns 0 when /proc does not tell.
+func holderOf(addr string) (pid int, name string) {
 	_, portText, _ := net.SplitHostPort(addr)
 	port, err := strconv.Atoi(portText)
 	if err != nil {
-		return ""
+		return 0, ""
 	}
 	holders, err := session.PortHolders(port)
-	if err != nil || len(holders) == 0 || holders[0].Pid == 0 {
-		return ""
+	if err != nil {
+		return 0, ""
 	}
-	return fmt.Sprintf(" by pid %d (%s)", holders[0].Pid, holders[0].Name)
+	for _, h := range holders {
+		if h.Pid != 0 {
+			return h.Pid, h.Name
+		}
+	}
+	return 0, ""
 }

@@ -119,23 +119,11 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("feed: no monitor")
 	}
 	opts.applyDefaults()
-	if opts.Token != "" {
-		if err := CheckToken(opts.Token); err != nil {
-			return nil, err
-		}
-	}
-	if opts.GatewayURL != "" {
-		if err := checkGatewayURL(opts.GatewayURL); err != nil {
-			return nil, err
-		}
+	if err := opts.Check(); err != nil {
+		return nil, err
 	}
 	if err := opts.PushBackoff.Validate(); err != nil {
 		return nil, fmt.Errorf("push backoff: %w", err)
-	}
-	for _, p := range opts.AllowOrigins {
-		if err := checkOriginPattern(p); err != nil {
-			return nil, err
-		}
 	}
 	ln, err := Listen(opts.Listen)
 	if err != nil {
@@ -160,6 +148,31 @@ func New(opts Options) (*Server, error) {
 	s.mux.Handle("GET /v1/status", s.guard(http.HandlerFunc(s.status)))
 	s.mux.Handle("GET /v1/events", s.guard(http.HandlerFunc(s.events)))
 	return s, nil
+}
+
+// Check reports what New would refuse in the token, the gateway URL, the
+// allowed origins and the address, without binding or writing anything,
+// so that a command line can be checked before anything is touched.
+func (o Options) Check() error {
+	if o.Token != "" {
+		if err := CheckToken(o.Token); err != nil {
+			return err
+		}
+	}
+	if o.GatewayURL != "" {
+		if err := checkGatewayURL(o.GatewayURL); err != nil {
+			return err
+		}
+	}
+	for _, p := range o.AllowOrigins {
+		if err := checkOriginPattern(p); err != nil {
+			return err
+		}
+	}
+	if o.Listen != "" {
+		return CheckListen(o.Listen)
+	}
+	return nil
 }
 
 // checkOriginPattern refuses --allow-origin patterns that would let in

@@ -569,9 +569,14 @@ func (b *envBuilder) sidecars(name string) bool {
 	return sidecarOnly(name) || b.getenv(name) != ""
 }
 
-// sidecarOnly names are the sidecar's own secrets, never the bridge's.
+// sidecarOnly names are the sidecar's own secrets, never the bridge's:
+// the control token and the push URL, which may hold the gateway's.
 func sidecarOnly(name string) bool {
-	return name == "WA_SIDECAR_TOKEN" || name == "WA_SIDECAR_TOKEN_FILE"
+	switch name {
+	case "WA_SIDECAR_TOKEN", "WA_SIDECAR_TOKEN_FILE", "WA_SIDECAR_GATEWAY_URL", "WA_SIDECAR_GATEWAY_URL_FILE":
+		return true
+	}
+	return false
 }
 
 // isSecret says whether a variable's name marks a credential.

@@ -86,6 +86,9 @@ func main() {
 // returns those before any action runs) and general errors otherwise.
 func run(args []string) int {
 	app := newApp()
+	// The words as typed: only they tell a command after -- from a stray
+	// word (urfave gives both as arguments), and a flag from its variable.
+	app.Metadata = map[string]any{argsKey: args}
 	err := app.Run(args)
 	if err == nil {
 		return exitOK

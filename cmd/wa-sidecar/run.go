@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -19,6 +20,63 @@ import (
 )
 
 func envs(name string) []string { return []string{"WA_SIDECAR_" + name} }
+
+// argsKey holds the command line as typed in the app's Metadata.
+const argsKey = "args"
+
+// commandLine splits the words run was given into those before a "--"
+// that ends the flags and the command after it. known is false when the
+// words are not at hand (an app run without Metadata).
+func commandLine(c *cli.Context) (flags []string, afterDashes bool, known bool) {
+	raw, ok := c.App.Metadata[argsKey].([]string)
+	if !ok {
+		return nil, false, false
+	}
+	// Flag parsing stops at "--" or at the first word that is not a flag,
+	// so the command's arguments are the last words typed.
+	k := c.Args().Len()
+	if k > len(raw) {
+		return nil, false, false
+	}
+	flags = raw[:len(raw)-k]
+	if k > 0 && len(flags) > 0 && flags[len(flags)-1] == "--" {
+		return flags[:len(flags)-1], true, true
+	}
+	return flags, false, true
+}
+
+// onCommandLine reports whether the flag name was typed on the command
+// line, rather than set by its variable.
+func onCommandLine(c *cli.Context, name string) bool {
+	flags, _, _ := commandLine(c)
+	for _, a := range flags {
+		if n := strings.TrimLeft(a, "-"); n != a && (n == name || strings.HasPrefix(n, name+"=")) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkCommandWords refuses words after run that are not flags unless a
+// "--" comes before them: a stray word, such as a glob that the shell
+// expanded into file names, would otherwise be run as the bridge.
+func checkCommandWords(c *cli.Context) error {
+	if c.Args().Len() == 0 {
+		return nil
+	}
+	if _, dashes, known := commandLine(c); dashes || !known {
+		return nil
+	}
+	return usageError("%q is not a flag of run; to supervise a command, put it after --, as in: wa-sidecar run [FLAGS] -- %s",
+		c.Args().First(), strings.Join(c.Args().Slice(), " "))
+}
+
+// nonTerminating are the signals whose default action does not end a
+// process (it stops, continues or ignores), so no bridge dies of them.
+var nonTerminating = map[syscall.Signal]bool{
+	syscall.SIGSTOP: true, syscall.SIGTSTP: true, syscall.SIGTTIN: true, syscall.SIGTTOU: true,
+	syscall.SIGCONT: true, syscall.SIGCHLD: true, syscall.SIGURG: true, syscall.SIGWINCH: true,
+}
 
 func runFlags() []cli.Flag {
 	d := procmon.DefaultBackoff
@@ -71,6 +129,14 @@ func runConfig(c *cli.Context, target bridge.Target) (procmon.Config, error) {
 	normal, err := signals.ParseSet(c.String("normal-signals"))
 	if err != nil {
 		return cfg, usageError("--normal-signals: %v", err)
+	}
+	if len(normal) == 0 {
+		return cfg, usageError("--normal-signals is empty; name the signals whose deaths are a normal shutdown, e.g. TERM,INT,KILL (the default)")
+	}
+	for sig := range normal {
+		if nonTerminating[sig] {
+			return cfg, usageError("--normal-signals: %s does not end a process (it stops, continues or is ignored), so no bridge dies of it; use signals such as TERM,INT,KILL", signals.Name(sig))
+		}
 	}
 	cfg.NormalSignals = normal
 	stop, err := signals.Parse(c.String("stop-signal"))
@@ -140,6 +206,14 @@ func runAction(c *cli.Context) error {
 	if err := checkFlags(c); err != nil {
 		return err
 	}
+	feedSet, err := checkFeedFlags(c, logger)
+	if err != nil {
+		return err
+	}
+	mode, err := checkBridgeOutput(c.String("bridge-output"))
+	if err != nil {
+		return usageError("%v", err)
+	}
 	in := loadInstall(c, logger)
 	target, err := bridgeTarget(c, in)
 	if err != nil {
@@ -154,6 +228,7 @@ func runAction(c *cli.Context) error {
 	}
 	cfg.Logger = logger
 	cfg.Env = in.BridgeEnv(os.Environ())
+	makeCacheDirs(in, logger)
 	if target.Script != "" && !c.Bool("demo") {
 		logger.Info("running the bridge as the gateway would", "script", target.Script, "port", target.Port,
 			"session", target.SessionDir, "mode", in.Mode, "read_receipts", in.SendReadReceipts)
@@ -161,10 +236,6 @@ func runAction(c *cli.Context) error {
 			logger.Error("the bridge's dependencies are not installed, so it cannot start: run 'wa-sidecar prepare-bridge "+dir+"' (or 'hermes whatsapp'), then 'wa-sidecar start'",
 				"dir", dir)
 		}
-	}
-	mode, err := checkBridgeOutput(c.String("bridge-output"))
-	if err != nil {
-		return usageError("%v", err)
 	}
 	bridgeOutput(&cfg, logger, mode, c.String("log-format"), os.Stdout, os.Stderr)
 	if mode == bridgeOutputRaw {
@@ -208,7 +279,7 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return usageError("%v", err)
 	}
-	srv, waitFeed, err := startFeed(c, m, logger)
+	srv, waitFeed, err := startFeed(c, feedSet, m, logger)
 	if err != nil {
 		return err
 	}
@@ -257,8 +328,8 @@ func isDir(path string) bool {
 
 // loadInstall reads what the gateway would do from the Hermes home
 // (config.yaml, .env, the install tree), except for --demo, which runs
-// in a world of its own. What cannot be read is logged with its file and
-// line, and the defaults apply: supervising goes on.
+// in a world of its own; it writes nothing. What cannot be read is logged
+// with its file and line, and the defaults apply: supervising goes on.
 func loadInstall(c *cli.Context, logger *slog.Logger) gateway.Install {
 	if c.Bool("demo") {
 		return gateway.Install{}
@@ -267,10 +338,15 @@ func loadInstall(c *cli.Context, logger *slog.Logger) gateway.Install {
 	for _, p := range in.Problems {
 		logger.Warn("Hermes configuration: "+p.Error()+"; the gateway's default is used instead", "file", p.File, "line", p.Line)
 	}
+	return in
+}
+
+// makeCacheDirs creates the gateway's media cache directories, once there
+// is a bridge to run that needs them.
+func makeCacheDirs(in gateway.Install, logger *slog.Logger) {
 	if err := in.MakeCacheDirs(); err != nil {
 		logger.Warn("could not create the gateway's media cache directories; the bridge may fail to save media", "error", err)
 	}
-	return in
 }
 
 // supervise runs the monitor and turns the sidecar's own signals into

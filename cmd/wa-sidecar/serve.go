@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -31,7 +33,8 @@ func feedFlags() []cli.Flag {
 		&cli.StringFlag{Name: "token-file", Usage: "file holding the control token (else $" + tokenEnv + ", else one is generated into the state directory)", EnvVars: envs("TOKEN_FILE")},
 		stateDirFlag(),
 		&cli.StringSliceFlag{Name: "allow-origin", Usage: "browser origin allowed to open the websocket besides the server's own, e.g. app.example.com or https://app.example.com (repeatable)", EnvVars: envs("ALLOW_ORIGIN")},
-		&cli.StringFlag{Name: "gateway-url", Usage: "also dial this ws:// or wss:// URL and push the same messages to it, reconnecting with backoff", EnvVars: envs("GATEWAY_URL")},
+		&cli.StringFlag{Name: "gateway-url", Usage: "also dial this ws:// or wss:// URL and push the same messages to it, reconnecting with backoff (a URL with credentials is better given in $" + gatewayURLEnv + " or --gateway-url-file, which ps does not show)", EnvVars: envs("GATEWAY_URL")},
+		&cli.StringFlag{Name: "gateway-url-file", Usage: "file whose first line is the --gateway-url (mode 0600 keeps its credentials private)", EnvVars: envs("GATEWAY_URL_FILE")},
 	}
 }
 
@@ -42,6 +45,95 @@ func stateDir(c *cli.Context) (string, error) {
 	return feed.DefaultStateDir()
 }
 
+// feedSettings are the status server's flags, checked, with the token
+// and the gateway URL read from where they were given.
+type feedSettings struct {
+	token, tokenFile string // tokenFile: absolute; both empty: generate one
+	opts             feed.Options
+}
+
+// checkFeedFlags checks the status server's flags and reads the token and
+// the gateway URL, writing nothing: run checks them before it touches the
+// disk, so a mistake leaves no state or session behind.
+func checkFeedFlags(c *cli.Context, logger *slog.Logger) (feedSettings, error) {
+	var fs feedSettings
+	var err error
+	switch {
+	case c.String("token-file") != "":
+		if fs.tokenFile, err = filepath.Abs(c.String("token-file")); err != nil {
+			return fs, usageError("--token-file: %v", err)
+		}
+		if fs.token, err = feed.ReadTokenFile(fs.tokenFile); err != nil {
+			return fs, usageError("--token-file: %v", err)
+		}
+		warnReadable(logger, "other users can read the control token; chmod 600 it", fs.tokenFile)
+	case os.Getenv(tokenEnv) != "":
+		fs.token = os.Getenv(tokenEnv)
+		if err := feed.CheckToken(fs.token); err != nil {
+			return fs, usageError("$%s: %v", tokenEnv, err)
+		}
+	}
+	gatewayURL, err := gatewayURLFlag(c, logger)
+	if err != nil {
+		return fs, err
+	}
+	fs.opts = feed.Options{
+		Listen:       c.String("listen"),
+		Token:        fs.token,
+		AllowOrigins: c.StringSlice("allow-origin"),
+		GatewayURL:   gatewayURL,
+	}
+	if err := fs.opts.Check(); err != nil {
+		return fs, usageError("%v", err)
+	}
+	return fs, nil
+}
+
+// gatewayURLEnv is the variable of --gateway-url.
+const gatewayURLEnv = "WA_SIDECAR_GATEWAY_URL"
+
+// gatewayURLFlag is the push URL: --gateway-url (or $WA_SIDECAR_GATEWAY_URL),
+// or the first line of --gateway-url-file. A URL with credentials typed on
+// the command line is visible to every user in ps, so that gets a warning.
+func gatewayURLFlag(c *cli.Context, logger *slog.Logger) (string, error) {
+	file := c.String("gateway-url-file")
+	u := c.String("gateway-url")
+	if file != "" && u != "" {
+		return "", usageError("--gateway-url and --gateway-url-file both given; keep one")
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", usageError("--gateway-url-file: %v", err)
+		}
+		u, _, _ = strings.Cut(string(b), "\n")
+		if u = strings.TrimSpace(u); u == "" {
+			return "", usageError("--gateway-url-file %s is empty; put the ws:// or wss:// URL on its first line", file)
+		}
+		warnReadable(logger, "other users can read the gateway URL's credentials; chmod 600 it", file)
+		return u, nil
+	}
+	if u != "" && urlHasCredentials(u) && onCommandLine(c, "gateway-url") {
+		logger.Warn("the --gateway-url on the command line holds credentials, which every user of this machine can read with ps; " +
+			"pass it in $" + gatewayURLEnv + " or --gateway-url-file instead")
+	}
+	return u, nil
+}
+
+// urlHasCredentials reports whether a URL carries a user, a password or a
+// query, where gateways take their tokens.
+func urlHasCredentials(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && (u.User != nil || u.RawQuery != "")
+}
+
+// warnReadable warns when other users can read the secret file path.
+func warnReadable(logger *slog.Logger, msg, path string) {
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		logger.Warn(msg, "file", path, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+	}
+}
+
 // startFeed locks the state directory, binds the status server, settles
 // the control token, leaves the discovery file for the client commands and
 // starts serving. Nothing in the state directory is written until the lock
@@ -50,29 +142,12 @@ func stateDir(c *cli.Context) (string, error) {
 // alone. The returned wait blocks until the server has sent the monitor's
 // last events and closed, then removes the discovery file and releases the
 // lock; if the monitor never ran, it stops the server at once.
-func startFeed(c *cli.Context, m *procmon.Monitor, logger *slog.Logger) (_ *feed.Server, _ func(), err error) {
+func startFeed(c *cli.Context, fs feedSettings, m *procmon.Monitor, logger *slog.Logger) (_ *feed.Server, _ func(), err error) {
 	dir, err := stateDir(c)
 	if err != nil {
 		return nil, nil, usageError("%v", err)
 	}
-	var token, tokenFile string
-	switch {
-	case c.String("token-file") != "":
-		if tokenFile, err = filepath.Abs(c.String("token-file")); err != nil {
-			return nil, nil, usageError("--token-file: %v", err)
-		}
-		if token, err = feed.ReadTokenFile(tokenFile); err != nil {
-			return nil, nil, usageError("--token-file: %v", err)
-		}
-		if fi, err := os.Stat(tokenFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			logger.Warn("other users can read the control token; chmod 600 it", "file", tokenFile, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
-		}
-	case os.Getenv(tokenEnv) != "":
-		token = os.Getenv(tokenEnv)
-		if err := feed.CheckToken(token); err != nil {
-			return nil, nil, usageError("$%s: %v", tokenEnv, err)
-		}
-	}
+	token, tokenFile := fs.token, fs.tokenFile
 	if err := feed.PrepareStateDir(dir); err != nil {
 		return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitError)
 	}
@@ -96,15 +171,16 @@ func startFeed(c *cli.Context, m *procmon.Monitor, logger *slog.Logger) (_ *feed
 		}
 	}
 
-	srv, err := feed.New(feed.Options{
-		Monitor:      m,
-		Listen:       c.String("listen"),
-		Token:        token,
-		AllowOrigins: c.StringSlice("allow-origin"),
-		GatewayURL:   c.String("gateway-url"),
-		Version:      sidecarVersion(),
-		Logger:       logger,
-	})
+	opts := fs.opts
+	opts.Monitor, opts.Token, opts.Version, opts.Logger = m, token, sidecarVersion(), logger
+	srv, err := feed.New(opts)
+	var inUse *feed.AddrInUseError
+	if errors.As(err, &inUse) {
+		// Not a mistake in the command line: the holder may be gone by
+		// the next try (an old sidecar still stopping), and a service
+		// manager restarts 75 where it would leave 64 down for good.
+		return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitTempFail)
+	}
 	if err != nil {
 		return nil, nil, usageError("%v", err)
 	}

@@ -86,7 +86,9 @@ const stopMargin = 5 * time.Second
 // sidecar alone, which stops the bridge in order; only if that overruns
 // does systemd kill everything left. Exit 64 (a bad command line) and 78
 // (no bridge found) are mistakes a restart cannot fix, so they are not
-// restarted every 5 s forever.
+// restarted every 5 s forever; 75 (a --listen port, session or state
+// directory still held, say by an old sidecar at boot) is, since the next
+// try may well succeed.
 func (u unitSpec) render() (string, error) {
 	if !filepath.IsAbs(u.Executable) {
 		return "", fmt.Errorf("the unit needs an absolute path to wa-sidecar, not %q", u.Executable)

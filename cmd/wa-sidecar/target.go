@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -61,6 +63,9 @@ func checkFlags(c *cli.Context) error {
 		return err
 	}
 	if err := checkSessionFlags(c); err != nil {
+		return err
+	}
+	if err := checkCommandWords(c); err != nil {
 		return err
 	}
 	_, err := runConfig(c, bridge.Target{})
@@ -129,6 +134,12 @@ func bridgeTarget(c *cli.Context, in gateway.Install) (bridge.Target, error) {
 		}
 		return t, nil
 	case len(args) > 0:
+		// At the first start, a command that is not there is a missing
+		// bridge, as with a missing bridge.js: 78, not respawned forever.
+		// (Later, a bridge that went missing is respawned with backoff.)
+		if _, err := exec.LookPath(args[0]); err != nil && !errors.Is(err, exec.ErrDot) {
+			return bridge.Target{}, cli.Exit(fmt.Sprintf("wa-sidecar: cannot start %q: %v; install it, or give its full path after --", args[0], rootErr(err)), exitConfig)
+		}
 		t := bridge.Target{Command: args, Port: portArg(args), SessionDir: flagArg(args, "--session"), Script: scriptArg(args)}
 		if c.IsSet("port") {
 			t.Port = c.Int("port")
@@ -183,4 +194,16 @@ func flagArg(args []string, name string) string {
 		}
 	}
 	return ""
+}
+
+// rootErr is the innermost error of a chain: exec.LookPath's errors repeat
+// the name that was looked up.
+func rootErr(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
 }
