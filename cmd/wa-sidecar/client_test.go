@@ -218,7 +218,9 @@ func TestSecondRunOnOneStateDirExits75(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	for _, listen := range []string{addr, "not-an-address", "127.0.0.1:0"} {
+	// 192.0.2.1 (TEST-NET-1) is on no interface: a well-formed address
+	// that cannot be bound. A malformed one is a usage error, found first.
+	for _, listen := range []string{addr, "192.0.2.1:7390", "127.0.0.1:0"} {
 		cmd := exec.Command(bin, "run", "--state-dir", state, "--listen", listen, "--", fake, "-hang")
 		cmd.Env = env
 		var stderr strings.Builder
