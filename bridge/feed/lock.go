@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wa-sidecar/wa-sidecar/internal/privdir"
 	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
@@ -54,19 +55,25 @@ type lockHolder struct {
 }
 
 // LockStateDir takes the lock of dir, which must exist, or returns a
-// *StateDirHeldError naming its holder. The file is opened close-on-exec
-// (as os.OpenFile always does), so the bridge never inherits the lock and
-// outlives the sidecar holding it.
+// *StateDirHeldError naming its holder. dir must be private (see
+// OpenStateDir), and a lock file that is a link or another user's file is
+// refused untouched. The file is opened close-on-exec, so the bridge
+// never inherits the lock and outlives the sidecar holding it.
 func LockStateDir(dir string) (*StateLock, error) {
-	path := filepath.Join(dir, LockFileName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	d, err := OpenStateDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	path := filepath.Join(d.Path(), LockFileName)
+	f, err := d.OpenFile(LockFileName, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open the state directory's lock: %w", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, stateDirHeldBy(dir, path)
+			return nil, stateDirHeldBy(d)
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
@@ -75,8 +82,10 @@ func LockStateDir(dir string) (*StateLock, error) {
 		f.Close()
 		return nil, fmt.Errorf("read own identity: %w", err)
 	}
-	data, _ := json.Marshal(lockHolder{Pid: id.Pid, StartTime: id.StartTime, Since: time.Now().UTC()})
-	err = f.Truncate(0)
+	data, err := json.Marshal(lockHolder{Pid: id.Pid, StartTime: id.StartTime, Since: time.Now().UTC()})
+	if err == nil {
+		err = f.Truncate(0)
+	}
 	if err == nil {
 		_, err = f.WriteAt(append(data, '\n'), 0)
 	}
@@ -90,9 +99,9 @@ func LockStateDir(dir string) (*StateLock, error) {
 // stateDirHeldBy reads the lock file of a lock another process holds. It
 // names the holder only if that process still runs, so a damaged or old
 // file never names a wrong one.
-func stateDirHeldBy(dir, path string) error {
-	e := &StateDirHeldError{Dir: dir}
-	data, err := os.ReadFile(path)
+func stateDirHeldBy(d *privdir.Dir) error {
+	e := &StateDirHeldError{Dir: d.Path()}
+	data, err := d.ReadFile(LockFileName, 4096)
 	if err != nil {
 		return e
 	}

@@ -1,0 +1,187 @@
+package privdir
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// victim is a file the attacks below try to reach; it must stay as it is.
+func victim(t *testing.T) (path string, check func()) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(path, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, func() {
+		t.Helper()
+		if b, err := os.ReadFile(path); err != nil || string(b) != "precious\n" {
+			t.Fatalf("the link's target was touched: %q, %v", b, err)
+		}
+	}
+}
+
+func unsafeErr(t *testing.T, err error, want string) {
+	t.Helper()
+	var ue *UnsafeError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("got %v, want an UnsafeError saying %q", err, want)
+	}
+}
+
+func TestOpenCreatesPrivateDirs(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	d, err := Open(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, p := range []string{dir, filepath.Dir(dir)} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Fatalf("%s: %v %v", p, err, fi.Mode())
+		}
+	}
+	if _, err := Open(filepath.Join(t.TempDir(), "missing"), false); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing dir without create: %v", err)
+	}
+}
+
+// A directory that others can write is refused with the command that
+// fixes it; one owned by another user is refused too.
+func TestOpenRefusesDirsOthersCanChange(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	os.Mkdir(dir, 0o700)
+	for _, mode := range []os.FileMode{0o777, 0o1777, 0o702} {
+		os.Chmod(dir, mode)
+		_, err := Open(dir, false)
+		unsafeErr(t, err, "chmod go-w "+dir)
+	}
+	os.Chmod(dir, 0o755)
+	d, err := Open(dir, false)
+	if err != nil {
+		t.Fatalf("0755: %v", err)
+	}
+	d.Close()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a directory to another user")
+	}
+	os.Chown(dir, 65534, 65534)
+	_, err = Open(dir, false)
+	unsafeErr(t, err, "is owned by uid 65534")
+}
+
+// A symbolic link in the path is followed when this user owns it, and
+// refused when another does.
+func TestOpenFollowsOnlyTrustedLinks(t *testing.T) {
+	base := t.TempDir()
+	real := filepath.Join(base, "real")
+	os.Mkdir(real, 0o700)
+	link := filepath.Join(base, "link")
+	os.Symlink("real", link)
+	d, err := Open(filepath.Join(link, "sub"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if _, err := os.Stat(filepath.Join(real, "sub")); err != nil {
+		t.Fatalf("not created through the link: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a link to another user")
+	}
+	if err := os.Lchown(link, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(filepath.Join(link, "sub"), false)
+	unsafeErr(t, err, "symbolic link owned by uid 65534")
+}
+
+// Planted links, hard links, FIFOs and others' files are refused and
+// their targets left alone.
+func TestOpenFileRefusesPlantedFiles(t *testing.T) {
+	dir := t.TempDir()
+	d, err := Open(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	target, untouched := victim(t)
+
+	os.Symlink(target, filepath.Join(dir, "lock"))
+	_, err = d.OpenFile("lock", os.O_RDWR|os.O_CREATE, 0o600)
+	unsafeErr(t, err, "is a symbolic link")
+	_, err = d.ReadFile("lock", 100)
+	unsafeErr(t, err, "is a symbolic link")
+
+	if err := os.Link(target, filepath.Join(dir, "hard")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.OpenFile("hard", os.O_RDWR, 0)
+	unsafeErr(t, err, "2 hard links")
+
+	unix.Mkfifo(filepath.Join(dir, "fifo"), 0o600)
+	_, err = d.ReadFile("fifo", 100) // must not block
+	unsafeErr(t, err, "not a regular file")
+
+	os.WriteFile(filepath.Join(dir, "loose"), nil, 0o600)
+	os.Chmod(filepath.Join(dir, "loose"), 0o666)
+	_, err = d.ReadFile("loose", 100)
+	unsafeErr(t, err, "writable by other users")
+
+	if _, err := d.OpenFile("x", os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600); err == nil {
+		t.Fatal("O_TRUNC accepted")
+	}
+	if _, err := d.OpenFile("../x", os.O_RDONLY, 0); err == nil {
+		t.Fatal("a path accepted as a name")
+	}
+	untouched()
+}
+
+// WriteFile replaces a planted link instead of writing through it.
+func TestWriteFileReplacesLinks(t *testing.T) {
+	dir := t.TempDir()
+	d, err := Open(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	target, untouched := victim(t)
+	os.Symlink(target, filepath.Join(dir, "token"))
+	if err := d.WriteFile("token", []byte("new\n"), 0o600, true); err != nil {
+		t.Fatal(err)
+	}
+	untouched()
+	b, err := d.ReadFile("token", 100)
+	if err != nil || string(b) != "new\n" {
+		t.Fatalf("ReadFile = %q, %v", b, err)
+	}
+	if fi, _ := os.Lstat(filepath.Join(dir, "token")); fi.Mode() != 0o600 {
+		t.Fatalf("mode %v", fi.Mode())
+	}
+	if names, _ := d.Names(); len(names) != 1 {
+		t.Fatalf("temporary files left: %v", names)
+	}
+	if _, err := d.ReadFile("token", 2); err == nil {
+		t.Fatal("a file over the limit was read")
+	}
+}
+
+func TestGone(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "d")
+	d, err := Open(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Gone() {
+		t.Fatal("gone at once")
+	}
+	os.Remove(dir)
+	if !d.Gone() {
+		t.Fatal("a removed directory is not gone")
+	}
+}
