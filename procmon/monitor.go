@@ -698,6 +698,15 @@ func (l *loop) exited(r *run) {
 	uptime := rec.At.Sub(r.child.Started)
 	rec.UptimeMS = uptime.Milliseconds()
 	rec.Tail = r.tail.snapshot()
+	if class == ClassShutdown && !l.exiting && killedBySIGKILL(ws) &&
+		(l.cfg.Backoff.Reset == 0 || uptime < l.cfg.Backoff.Reset) {
+		// Nobody stops a bridge with SIGKILL on purpose, least of all
+		// soon after its start: that is the OOM killer (or systemd-oomd),
+		// and a bridge that runs out of memory again and again must back
+		// off, raise crashloop and meet MaxRestarts like one that crashes.
+		rec.Class, rec.Reason = ClassFailure, ReasonKilledEarly
+		class = ClassFailure
+	}
 
 	// Outside kills within Backoff.Initial of the start, in a row: any
 	// other end, or a child that lived longer, starts the count again.
@@ -924,6 +933,20 @@ func (l *loop) forceKill(reason string) {
 	if err := l.cur.child.SignalGroup(syscall.SIGKILL); err != nil && !errors.Is(err, signals.ErrFinished) {
 		l.log.Warn("could not kill the process group", "pid", pid, "error", err)
 	}
+}
+
+// ReasonKilledEarly is the exit record's reason when a SIGKILL the
+// monitor did not send ends the child before Backoff.Reset, which counts
+// as a failure.
+const ReasonKilledEarly = "killed by SIGKILL from outside before the backoff reset time (the OOM killer?)"
+
+// killedBySIGKILL says the child died by SIGKILL, or is a wrapper (a
+// shell, npm) that reported its own child's SIGKILL as exit 137.
+func killedBySIGKILL(ws syscall.WaitStatus) bool {
+	if ws.Signaled() {
+		return ws.Signal() == syscall.SIGKILL
+	}
+	return ws.Exited() && ws.ExitStatus() == 128+int(syscall.SIGKILL)
 }
 
 func lastLines(lines []string, n int) []string {

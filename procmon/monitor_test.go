@@ -29,12 +29,13 @@ func TestExitClassesWithRealProcesses(t *testing.T) {
 		{[]string{"-exit", "0"}, ClassFailure, ptr(0), "", 0},
 		{[]string{"-signal", "15"}, ClassShutdown, nil, "SIGTERM", -15},
 		{[]string{"-signal", "2"}, ClassShutdown, nil, "SIGINT", -2},
-		{[]string{"-signal", "9"}, ClassShutdown, nil, "SIGKILL", -9},
+		// A SIGKILL soon after the start is the OOM killer's: a failure.
+		{[]string{"-signal", "9"}, ClassFailure, nil, "SIGKILL", -9},
 		{[]string{"-signal", "11"}, ClassFailure, nil, "SIGSEGV", -11},
 		{[]string{"-signal", "6"}, ClassFailure, nil, "SIGABRT", -6},
 		{[]string{"-exit", "143"}, ClassShutdown, ptr(143), "", 143},
 		{[]string{"-exit", "130"}, ClassShutdown, ptr(130), "", 130},
-		{[]string{"-exit", "137"}, ClassShutdown, ptr(137), "", 137},
+		{[]string{"-exit", "137"}, ClassFailure, ptr(137), "", 137},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
@@ -214,6 +215,55 @@ func TestQuickKillCountStartsAgainAfterAnyOtherEnd(t *testing.T) {
 	kill()
 	if bo := h.nextUnless(EventBackoff, EventStarting); bo.Reason != string(ClassShutdown) {
 		t.Fatalf("backoff after two quick kills in a row: %+v", bo)
+	}
+}
+
+func TestOutsideSIGKILLSoonAfterStartIsAFailure(t *testing.T) {
+	// An OOM loop: every run is SIGKILLed from outside soon after its
+	// start. It backs off more each time and meets MaxRestarts.
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: fast, MaxRestarts: 3})
+	for i, want := range []int64{20, 40} {
+		pid := h.next(EventStarted).Pid
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		ex := h.next(EventExited)
+		if ex.Exit.Class != ClassFailure || ex.Exit.Reason != ReasonKilledEarly || *ex.Exit.Signal != "SIGKILL" {
+			t.Fatalf("kill %d: %+v", i+1, ex.Exit)
+		}
+		bo := h.next(EventBackoff)
+		if bo.DelayMS != want || bo.Status.ConsecutiveFailures != i+1 || bo.Reason != string(ClassFailure) {
+			t.Fatalf("kill %d: backoff %d ms, failures %d, reason %q", i+1, bo.DelayMS, bo.Status.ConsecutiveFailures, bo.Reason)
+		}
+	}
+	pid := h.next(EventStarted).Pid
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if gu := h.next(EventGivenUp); gu.Status.ConsecutiveFailures != 3 {
+		t.Fatalf("given up: %+v", gu.Status)
+	}
+}
+
+func TestOutsideSIGKILLAfterTheResetTimeIsAShutdown(t *testing.T) {
+	b := Backoff{Initial: 20 * time.Millisecond, Max: time.Second, Multiplier: 2, Reset: 100 * time.Millisecond}
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: b})
+	// One early kill, so that the next run's reset is an event to wait for.
+	if err := syscall.Kill(h.next(EventStarted).Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	h.next(EventBackoff)
+	pid := h.next(EventStarted).Pid
+	h.next(EventRecovered)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ex := h.next(EventExited)
+	if ex.Exit.Class != ClassShutdown || ex.Exit.Reason != "" {
+		t.Fatalf("a SIGKILL after the reset time: %+v", ex.Exit)
+	}
+	if ev := h.nextUnless(EventStarting, EventBackoff); ev.Status.ConsecutiveFailures != 0 {
+		t.Fatalf("respawn after a late SIGKILL: %+v", ev.Status)
 	}
 }
 

@@ -183,9 +183,10 @@ func TestGatewayAdoptsTheSidecarsBridgeWhenTheSidecarStartsFirst(t *testing.T) {
 		t.Fatalf("gateway connect: %+v", r)
 	}
 
-	// The gateway polls the adopted bridge. A SIGKILL (the OOM killer) is
-	// a normal shutdown to the sidecar, which respawns at once; the poll
-	// loop only sees errors until the new bridge answers.
+	// The gateway polls the adopted bridge. A SIGKILL (the OOM killer) so
+	// soon after the start is a failure to the sidecar, which respawns
+	// after the first backoff delay; the poll loop only sees errors until
+	// the new bridge answers.
 	ctx, stop := context.WithCancel(context.Background())
 	polled := make(chan error, 64)
 	done := make(chan error, 1)
