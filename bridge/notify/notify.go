@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ import (
 // usable; call New.
 type Notifier struct {
 	log      *slog.Logger
+	socket   string        // NOTIFY_SOCKET
 	enabled  bool
 	watchdog time.Duration // WATCHDOG_USEC; 0 when systemd does not watch
 
@@ -42,7 +44,8 @@ func New(logger *slog.Logger) (*Notifier, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	n := &Notifier{log: logger, enabled: os.Getenv("NOTIFY_SOCKET") != ""}
+	n := &Notifier{log: logger, socket: os.Getenv("NOTIFY_SOCKET")}
+	n.enabled = n.socket != ""
 	if !n.enabled {
 		return n, nil
 	}
@@ -74,16 +77,40 @@ func (n *Notifier) Stopping() {
 	})
 }
 
+// writeTimeout bounds one write to the notify socket. systemd reads it in
+// its main loop, so a healthy one takes a datagram at once; one that does
+// not (a stalled or wedged manager, a socket nobody reads) must never hold
+// up the sidecar, least of all its shutdown.
+const writeTimeout = 250 * time.Millisecond
+
 func (n *Notifier) send(state string) {
 	if !n.enabled {
 		return
 	}
-	if _, err := daemon.SdNotify(false, state); err != nil {
-		// A vanished socket stays vanished; one warning says all there is.
+	if err := n.write(state); err != nil {
+		// A vanished or stalled socket stays so; one warning says all
+		// there is.
 		n.failOnce.Do(func() {
-			n.log.Warn("cannot reach systemd's notify socket", "socket", os.Getenv("NOTIFY_SOCKET"), "error", err)
+			n.log.Warn("cannot reach systemd's notify socket", "socket", n.socket, "error", err)
 		})
 	}
+}
+
+// write sends one datagram, as sd_notify(3) does, but gives up after
+// writeTimeout: a datagram socket's write blocks while the receiver's
+// queue is full, and daemon.SdNotify sets no deadline. A name starting
+// with '@' is an abstract socket, which net handles.
+func (n *Notifier) write(state string) error {
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: n.socket, Net: "unixgram"})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+		return err
+	}
+	_, err = conn.Write([]byte(state))
+	return err
 }
 
 // Run follows m's events and keeps systemd's STATUS= in step with them, and

@@ -340,3 +340,98 @@ func TestNextChange(t *testing.T) {
 		t.Error("nextChange in backoff: want no timer")
 	}
 }
+
+// stalledNotify is a notify socket that nobody reads, its queue filled
+// up, as a wedged service manager's would be: every further write to it
+// blocks.
+func stalledNotify(t *testing.T) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sdn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "notify")
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sock.Close() })
+	filler, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer filler.Close()
+	for i := 0; ; i++ {
+		filler.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := filler.Write([]byte("STATUS=filler")); err != nil {
+			if !os.IsTimeout(err) {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				t.Fatal("the socket took no datagram at all")
+			}
+			break
+		}
+	}
+	t.Setenv("NOTIFY_SOCKET", path)
+}
+
+func TestStalledSocketNeverHoldsUpTheSidecar(t *testing.T) {
+	stalledNotify(t)
+	var logged strings.Builder
+	var mu sync.Mutex
+	n, err := New(slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := procmon.New(procmon.Config{Command: []string{fakeBridge, "-hang"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, _ := m.Subscribe(64)
+	defer sub.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	monDone := make(chan error, 1)
+	go func() { monDone <- m.Run(ctx) }()
+	// What the sidecar does from start to exit: READY=1, STATUS= updates
+	// while it runs, STOPPING=1 at SIGTERM, then the end of Run.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		notDone := make(chan error, 1)
+		go func() { notDone <- n.Run(ctx, m) }()
+		n.Ready()
+		for ev := range sub.C {
+			if ev.Kind == procmon.EventStarted {
+				break
+			}
+		}
+		n.Stopping()
+		cancel()
+		<-notDone
+		<-monDone
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatal("a stalled notify socket held up the sidecar's exit")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logged.String(), "cannot reach systemd's notify socket") {
+		t.Errorf("no warning about the stalled socket; log:\n%s", logged.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *strings.Builder
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
