@@ -29,7 +29,7 @@ import (
 // usable; call New.
 type Notifier struct {
 	log      *slog.Logger
-	socket   string        // NOTIFY_SOCKET
+	socket   string // NOTIFY_SOCKET
 	enabled  bool
 	watchdog time.Duration // WATCHDOG_USEC; 0 when systemd does not watch
 
