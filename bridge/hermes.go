@@ -852,6 +852,11 @@ func (w *watcher) logEvent(ev procmon.Event) {
 		return
 	case EventQR:
 		msg = fmt.Sprintf("pairing QR code #%d (%s)", w.det.QRCodes, ev.Data["source"])
+		if w.h.opts.QRWriter == nil {
+			// The code itself stays out of the log, where whoever reads
+			// it could link a phone; this record stands for it.
+			msg += ": waiting for a scan; to see the code, run 'wa-sidecar pair' or 'wa-sidecar watch' on a terminal"
+		}
 	case EventConnected:
 		msg = "WhatsApp connected"
 	case EventPaired:

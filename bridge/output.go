@@ -57,7 +57,7 @@ func ParseLine(b []byte) Line {
 		return Line{}
 	}
 	if isQRRow(b) {
-		return Line{Kind: LineQRRow, Row: string(b)}
+		return Line{Kind: LineQRRow, Row: string(bytes.TrimSuffix(b, []byte("\r")))}
 	}
 	t := bytes.TrimSpace(b)
 	if len(t) == 0 {
@@ -134,29 +134,58 @@ func after(s, marker string) (string, bool) {
 }
 
 // CarriesPairingCode reports whether a line of the bridge's output holds a
-// pairing QR code, as a drawn row or a --pair-json "qr" event. Such lines
-// must not reach readers without the token, such as exit records' tails.
-// It is cheap enough to run on every line.
+// pairing QR code, as a drawn row or a --pair-json "qr" event, with or
+// without white space around it. Such lines must not reach readers
+// without the token, such as exit records' tails, nor logs. It is cheap
+// enough to run on every line.
 //
 // Only a line starting with a byte in pairingStart can.
 func CarriesPairingCode(b []byte) bool {
-	if len(b) == 0 {
+	if isQRRow(b) {
+		return true
+	}
+	t := bytes.TrimLeftFunc(b, unicode.IsSpace)
+	if len(t) == 0 || t[0] != '{' {
 		return false
 	}
-	if b[0] == '{' {
-		return bytes.Contains(b, []byte(`"qr"`))
-	}
-	return isQRRow(b)
+	// Any "qr" key, in any case (encoding/json matches keys so), or any
+	// line the parser reads as a QR event, such as one with the key
+	// spelt in escapes.
+	return containsFold(t, `"qr"`) || parseJSONLine(bytes.TrimSpace(t)).Kind == LineQR
 }
 
-// pairingStart: '{' for a JSON line, and the first bytes of the rows
-// isQRRow accepts.
-var pairingStart = [256]bool{'{': true, ' ': true, 0xe2: true}
+// MayStartPairingCode reports whether a line starting with the byte c may
+// carry a pairing code (see CarriesPairingCode); no other line can.
+func MayStartPairingCode(c byte) bool { return pairingStart[c] }
+
+// containsFold reports whether s holds the ASCII word sub in any case.
+func containsFold(s []byte, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if bytes.EqualFold(s[i:i+len(sub)], []byte(sub)) {
+			return true
+		}
+	}
+	return false
+}
+
+// pairingStart: '{' for a JSON line, the first bytes of the rows isQRRow
+// accepts, and the first byte of every white space character that may
+// come before a JSON line.
+var pairingStart = func() (t [256]bool) {
+	t['{'], t[' '], t[0xe2] = true, true, true
+	for c, ok := range startBytes {
+		if ok && c >= 0x80 || c < 0x80 && unicode.IsSpace(rune(c)) {
+			t[c] = true
+		}
+	}
+	return t
+}()
 
 // isQRRow reports whether b is a row of a QR code as qrcode-terminal draws
 // it in small mode: only half and full blocks and spaces, with at least one
 // block, and long enough to be a QR row (the smallest code is 21 modules).
 func isQRRow(b []byte) bool {
+	b = bytes.TrimSuffix(b, []byte("\r")) // a line ended by CRLF
 	if len(b) < 21 || (b[0] != ' ' && b[0] != 0xe2) {
 		return false
 	}

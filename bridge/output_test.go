@@ -180,12 +180,21 @@ func TestCarriesPairingCode(t *testing.T) {
 			t.Fatalf("drawn row not caught: %q", r)
 		}
 	}
-	yes := []string{`{"event":"qr","qr":"2@a,b,c,d","ts":1}`}
+	yes := []string{`{"event":"qr","qr":"2@a,b,c,d","ts":1}`,
+		// White space before the JSON, in any form, and other spellings
+		// of the key that encoding/json reads as "qr".
+		` {"event":"qr","qr":"2@a,b,c,d"}`, "\t{\"event\":\"qr\",\"qr\":\"2@a\"}", "\u00a0{\"event\":\"qr\",\"qr\":\"2@a\"}",
+		"\u2003 {\"qr\":\"2@a\"}", `{"event":"qr","QR":"2@a"}`, `{"event":"qr","q\u0072":"2@a"}`,
+		// A drawn row ended by CRLF.
+		qrcode.Lines("2@secret,payload")[1] + "\r"}
 	no := []string{"", "Waiting for scan...", "📱 Scan this QR code with WhatsApp on your phone:",
 		`{"event":"connected","user":{"id":"1"}}`, "plain log line", "█ short"}
 	for _, s := range yes {
 		if !CarriesPairingCode([]byte(s)) {
 			t.Errorf("not caught: %q", s)
+		}
+		if !pairingStart[s[0]] {
+			t.Errorf("the tail's hook skips it by its first byte: %q", s)
 		}
 	}
 	for _, s := range no {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -94,13 +95,13 @@ func bridgeOutput(cfg *procmon.Config, logger *slog.Logger, mode, format string,
 		// The notice of dropped output, the one line the sidecar adds,
 		// is worded in the log's format.
 		json := jsonLog(format, stderr)
-		out, errOut := sinkFor(stdout, json), sinkFor(stderr, json)
+		out, errOut := rawOut(stdout, json), rawOut(stderr, json)
 		cfg.OutputRaw = func(s procmon.Stream, b []byte) {
 			if s == procmon.Stderr {
-				errOut.WriteWait(b)
+				errOut(b)
 				return
 			}
-			out.WriteWait(b)
+			out(b)
 		}
 		return
 	}
@@ -117,6 +118,84 @@ func bridgeOutput(cfg *procmon.Config, logger *slog.Logger, mode, format string,
 	cfg.Output, cfg.OutputFlush = lw.line, lw.flush
 }
 
+// pairingLine reports whether a line of the bridge's output carries a
+// pairing code, which must stay out of every log: whoever reads the
+// journal or 'docker logs' could link their phone to the account. The
+// hermes layer logs one record for each code instead, saying how to see
+// it.
+func pairingLine(text []byte) bool {
+	return len(text) > 0 && bridge.MayStartPairingCode(text[0]) && bridge.CarriesPairingCode(text)
+}
+
+// rawOut writes the bridge's raw output to f. On a terminal a person sees
+// it as the bridge drew it, QR code and all; anywhere else the lines
+// carrying a pairing code are left out.
+func rawOut(f *os.File, json bool) func([]byte) {
+	sink := sinkFor(f, json)
+	if isTerminal(f) {
+		return sink.WriteWait
+	}
+	qf := &qrFilter{out: sink.WriteWait}
+	return qf.write
+}
+
+// qrFilter passes raw output on unchanged, a read at a time, except the
+// lines that carry a pairing code, which it leaves out whole. A line that
+// may be one (by its first byte) is held back until its end shows what it
+// is, or until it is longer than any pairing line.
+type qrFilter struct {
+	out  func([]byte)
+	mu   sync.Mutex // each stream has one filter; a new child's reader may start before an old one's ends
+	held []byte     // the start of a line that may carry a code
+	pass bool       // the current line is being passed on as it comes
+	drop bool       // the current line carries a code: left out up to its end
+	buf  []byte
+}
+
+// qrFilterHold is longer than any pairing line: a drawn row is some
+// hundred bytes, a JSON event with its payload a few kilobytes.
+const qrFilterHold = 16 << 10
+
+func (f *qrFilter) write(p []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.buf[:0]
+	for len(p) > 0 {
+		seg, end := p, false
+		if i := bytes.IndexByte(p, '\n'); i >= 0 {
+			seg, end = p[:i+1], true
+		}
+		p = p[len(seg):]
+		switch {
+		case f.pass:
+			out = append(out, seg...)
+		case f.drop:
+		case len(f.held) == 0 && !bridge.MayStartPairingCode(seg[0]):
+			out = append(out, seg...)
+			f.pass = !end
+		default:
+			f.held = append(f.held, seg...)
+			if !end && len(f.held) < qrFilterHold {
+				break
+			}
+			if !bridge.CarriesPairingCode(bytes.TrimSuffix(f.held, []byte("\n"))) {
+				out = append(out, f.held...)
+				f.pass = !end
+			} else {
+				f.drop = !end
+			}
+			f.held = f.held[:0]
+		}
+		if end {
+			f.pass, f.drop = false, false
+		}
+	}
+	if len(out) > 0 {
+		f.out(out)
+	}
+	f.buf = out
+}
+
 // ansiCyan marks the bridge's stdout; the other colours are in clientfmt.go.
 const ansiCyan = "\x1b[36m"
 
@@ -129,12 +208,17 @@ const ansiCyan = "\x1b[36m"
 // The rows of a QR code the bridge draws are left out: at a terminal the
 // sidecar draws the code itself, in one block under a line that says what
 // to do with it (bridge.Options.QRWriter), and the bridge's copy, each row
-// behind a gutter, only made the person scroll past it twice.
+// behind a gutter, only made the person scroll past it twice. So is a
+// --pair-json line with the code's payload.
+//
+// Control characters are escaped (see appendText), so that the bridge can
+// neither retitle nor clear the terminal, nor start a line of its own
+// that looks like the sidecar's.
 func terminalLine(w io.Writer) func(procmon.Line) {
 	var mu sync.Mutex
 	var b []byte
 	return func(l procmon.Line) {
-		if bridge.ParseLine(l.Text).Kind == bridge.LineQRRow {
+		if pairingLine(l.Text) {
 			return
 		}
 		mu.Lock()
@@ -150,7 +234,7 @@ func terminalLine(w io.Writer) func(procmon.Line) {
 		}
 		b = strconv.AppendInt(b, int64(l.Pid), 10)
 		b = append(b, "│"+ansiReset+" "...)
-		b = append(b, l.Text...)
+		b = appendText(b, l.Text)
 		if l.Truncated {
 			b = append(b, ansiDim+" (line cut)"+ansiReset...)
 		}
@@ -548,6 +632,9 @@ func (w *lineWriter) buf(s procmon.Stream) *lineBuf {
 }
 
 func (w *lineWriter) line(l procmon.Line) {
+	if pairingLine(l.Text) {
+		return
+	}
 	lb := w.buf(l.Stream)
 	lb.mu.Lock()
 	if len(lb.b) == 0 {
@@ -579,7 +666,7 @@ func (w *lineWriter) line(l procmon.Line) {
 	if w.json {
 		lb.b = appendJSONString(lb.b, l.Text)
 	} else {
-		lb.b = append(lb.b, l.Text...)
+		lb.b = appendText(lb.b, l.Text)
 	}
 	lb.b = append(lb.b, lb.suffix...)
 	switch {
@@ -660,6 +747,66 @@ func appendJSONString(b, s []byte) []byte {
 		start = i
 	}
 	return append(b, s[start:]...)
+}
+
+// appendText appends s for a text log or a terminal, with what could
+// act on a terminal or end the line escaped as Go writes it in a string:
+// control characters other than tab (ESC as \x1b, CR as \r), DEL, the C1
+// controls (which some terminals take as ESC [) and bytes that are not
+// UTF-8 (\xff). Everything else, backslashes included, is copied.
+func appendText(b, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	start := 0
+	for i := 0; i < len(s); {
+		for i+8 <= len(s) && printableASCII8(binary.LittleEndian.Uint64(s[i:])) {
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != 0x7f || c == '\t' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\n':
+				b = append(b, '\\', 'n')
+			default:
+				b = append(b, '\\', 'x', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'x', hex[c>>4], hex[c&0xf])
+		case r >= 0x80 && r < 0xa0:
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '0', '0', hex[r>>4], hex[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	return append(b, s[start:]...)
+}
+
+// printableASCII8 reports whether each of the eight bytes in x is
+// printable ASCII: none below 0x20, none of 0x7f (DEL) or above.
+func printableASCII8(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	control := (x - ones*0x20) &^ x        // a byte below 0x20
+	return (control|(x+ones)|x)&highs == 0 // x+ones: a byte of 0x7f or more
 }
 
 // plainASCII8 reports whether none of the eight bytes in x needs escaping:
