@@ -8,7 +8,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 )
 
 // hermeticEnv is an environment with nothing of the sidecar's own and
@@ -213,5 +216,32 @@ func TestSecretsStayOutOfTheBridgesEnvironment(t *testing.T) {
 			t.Fatalf("the bridge's environment with %v: %s", env, line)
 		}
 		p.stopOK()
+	}
+}
+
+// SIGQUIT is a stop like SIGTERM: the bridge is stopped, the discovery
+// file removed, and the sidecar exits 0, without Go's goroutine dump.
+func TestSIGQUITStopsCleanly(t *testing.T) {
+	bin, fake := binaries(t)
+	state := t.TempDir()
+	cmd := exec.Command(bin, "run", "--bridge-log", "off", "--", fake, "-hang")
+	cmd.Env = append(os.Environ(), "WA_SIDECAR_LISTEN=127.0.0.1:0", "WA_SIDECAR_STATE_DIR="+state)
+	p := startCmd(t, cmd)
+	bridge := pidOf(t, p.waitLog("bridge started"))
+	if _, err := os.Stat(filepath.Join(state, "sidecar.json")); err != nil {
+		t.Fatal(err)
+	}
+	p.signal(syscall.SIGQUIT)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit %d after SIGQUIT; log:\n%s", code, p.logText())
+	}
+	if strings.Contains(p.logText(), "goroutine ") {
+		t.Fatalf("goroutine dump:\n%s", p.logText())
+	}
+	if proctest.Running(bridge) {
+		t.Fatal("the bridge outlived the sidecar")
+	}
+	if _, err := os.Stat(filepath.Join(state, "sidecar.json")); !os.IsNotExist(err) {
+		t.Fatalf("sidecar.json left behind: %v", err)
 	}
 }

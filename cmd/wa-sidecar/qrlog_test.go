@@ -109,7 +109,7 @@ func TestTextModeEscapesControlCharacters(t *testing.T) {
 // A long run of plain ASCII goes through appendText unchanged, whatever
 // its alignment to the eight-byte fast path.
 func FuzzAppendText(f *testing.F) {
-	for _, s := range []string{"", "plain", "esc\x1b[31m", "\xff", "ü\u009b", strings.Repeat("abcdefgh", 5) + "\r"} {
+	for _, s := range []string{"", "plain", "esc\x1b[31m", "\xff", "ü\u009b", "\x7f0000000", strings.Repeat("abcdefgh", 5) + "\r"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, s []byte) {

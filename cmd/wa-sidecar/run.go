@@ -112,7 +112,7 @@ func runCommand() *cli.Command {
 			"   wa-sidecar run\n" +
 			"   wa-sidecar run -- node ~/.hermes/scripts/whatsapp-bridge/bridge.js --port 3000 --session ~/.hermes/platforms/whatsapp/session\n" +
 			"   wa-sidecar run --backoff-max 30s --stop-timeout 20s -- ./my-bridge\n\n" +
-			"SIGTERM or SIGINT stop the bridge and then the sidecar (a second SIGINT skips the wait);\n" +
+			"SIGTERM, SIGINT or SIGQUIT stop the bridge and then the sidecar (a second SIGINT skips the wait);\n" +
 			"SIGHUP restarts the bridge; SIGUSR1 and SIGUSR2 are passed on to it.",
 		Flags:        append(runFlags(), feedFlags()...),
 		OnUsageError: onUsageError,
@@ -190,7 +190,9 @@ func runAction(c *cli.Context) error {
 	// First of all: a SIGTERM during the set-up (a quick systemctl stop)
 	// then waits for supervise instead of killing the sidecar outright.
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	// SIGQUIT too: Go's default for it (a goroutine dump and exit 2) left
+	// the bridge running and a stale sidecar.json behind.
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 	logger, err := newLogger(c.String("log-format"), c.String("log-level"), os.Stderr)
 	if err != nil {
@@ -350,7 +352,7 @@ func makeCacheDirs(in gateway.Install, logger *slog.Logger) {
 }
 
 // supervise runs the monitor and turns the sidecar's own signals into
-// commands: the first TERM or INT stops gracefully, a second INT forces,
+// commands: the first TERM, INT or QUIT stops gracefully, a second INT forces,
 // HUP restarts the bridge, USR1 and USR2 are passed on.
 func supervise(m *procmon.Monitor, sigs <-chan os.Signal, logger *slog.Logger) error {
 
@@ -371,7 +373,7 @@ func supervise(m *procmon.Monitor, sigs <-chan os.Signal, logger *slog.Logger) e
 		case s := <-sigs:
 			sig := s.(syscall.Signal)
 			switch sig {
-			case syscall.SIGTERM, syscall.SIGINT:
+			case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
 				if !stopping {
 					stopping = true
 					attrs := []any{"signal", signals.Name(sig)}

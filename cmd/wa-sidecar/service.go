@@ -740,7 +740,7 @@ func currentUser() string {
 
 // followSystemd tells systemd, when it runs the sidecar as a Type=notify
 // unit, that the sidecar is up and how the bridge is doing, and says
-// STOPPING=1 at the first SIGTERM or SIGINT. Call it once the status
+// STOPPING=1 at the first SIGTERM, SIGINT or SIGQUIT. Call it once the status
 // server listens: READY=1 promises that it does. Outside systemd it does
 // nothing. Call stop once supervising is over.
 func followSystemd(m *procmon.Monitor, logger *slog.Logger) (stop func(), err error) {
@@ -755,7 +755,7 @@ func followSystemd(m *procmon.Monitor, logger *slog.Logger) (stop func(), err er
 	// A channel of our own: os/signal gives every registered channel its
 	// copy, so supervise still sees the same signals.
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(2)
