@@ -213,8 +213,12 @@ func (h *Hermes) onExit(rec procmon.ExitRecord) *procmon.Park {
 	}
 	fp := credsFingerprint(h.opts.SessionDir)
 	h.parkedCreds.Store(&fp)
-	return &procmon.Park{State: StateNeedsPairing, Message: needsPairingMessage(h.opts.SessionDir)}
+	return &procmon.Park{State: StateNeedsPairing, Reason: ReasonLoggedOut, Message: needsPairingMessage(h.opts.SessionDir)}
 }
+
+// ReasonLoggedOut is the reason of needs_pairing: WhatsApp logged the
+// device out.
+const ReasonLoggedOut = "logged_out"
 
 // ReasonPortTaken is the reason of an exit by EADDRINUSE at start.
 const ReasonPortTaken = "port_taken_at_start"

@@ -97,7 +97,7 @@ func TestLoggedOutParksUntilCredsChange(t *testing.T) {
 		t.Fatalf("logged-out exit: %s", ex.Exit.Describe())
 	}
 	parked := h.nextUnless(procmon.Kind(StateNeedsPairing), procmon.EventStarting, procmon.EventBackoff)
-	if parked.Status.State != StateNeedsPairing || !strings.Contains(parked.Status.Message, "creds.json") {
+	if parked.Status.State != StateNeedsPairing || parked.Status.Reason != ReasonLoggedOut || !strings.Contains(parked.Status.Message, "creds.json") {
 		t.Fatalf("parked in %q with message %q", parked.Status.State, parked.Status.Message)
 	}
 

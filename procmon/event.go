@@ -53,9 +53,44 @@ type Status struct {
 	LastExit            *ExitRecord `json:"last_exit"`
 	NextStartAt         *time.Time  `json:"next_start_at"`
 	Message             string      `json:"message,omitempty"`
+	// Reason is the state's cause in a form a program can read, when it
+	// has one: in backoff "failure", "crashloop" (failures go on at the
+	// longest delay), "shutdown" (killed from outside right after its
+	// start, twice in a row) or a refused spawn's own reason (such as
+	// "port_busy"); "max_restarts" in given_up; and a parked or standby
+	// state's reason (such as "port_held_by_bridge" in yielded).
+	Reason string `json:"reason,omitempty"`
+	// Holder is the process the state waits on, when its reason names
+	// one: whoever holds the bridge's port, for one.
+	Holder *Holder `json:"holder,omitempty"`
 	// Details is owned by a layer above (the WhatsApp bridge's connection
 	// state, for one); the monitor only carries it. Replace it through Post.
 	Details map[string]any `json:"details,omitempty"`
+}
+
+// The reasons of the monitor's own states (Status.Reason).
+const (
+	ReasonFailure     = string(ClassFailure)
+	ReasonShutdown    = string(ClassShutdown)
+	ReasonCrashloop   = "crashloop"
+	ReasonMaxRestarts = "max_restarts"
+)
+
+// Holder is a process outside the monitor's control that the child
+// waits on, such as the one holding the port it needs. Pid is 0 for a
+// process the sidecar cannot see (in another PID namespace); Name is then
+// empty.
+type Holder struct {
+	Pid  int    `json:"pid"`
+	Name string `json:"name"`
+}
+
+// A Refusal is an error from Config.BeforeSpawn that says, in a form a
+// program can read, why the spawn was refused: the status in backoff then
+// carries its reason and holder, and so does the exit record's Reason.
+type Refusal interface {
+	error
+	Refusal() (reason string, holder *Holder)
 }
 
 // Event is one thing that happened, with the snapshot right after it.

@@ -144,6 +144,8 @@ type Park struct {
 	Recheck time.Duration
 	// Data is added to the state's event.
 	Data map[string]any
+	// Holder is the process the state waits on, if any (Status.Holder).
+	Holder *Holder
 }
 
 // Monitor supervises one child. Its state lives in one goroutine (Run);
@@ -405,9 +407,12 @@ func (l *loop) emit(ev Event) {
 	l.m.broker.publish(ev)
 }
 
+// setState enters s, without a reason; a caller whose state has one sets
+// it after.
 func (l *loop) setState(s State) {
 	l.st.State = s
 	l.st.Since = time.Now()
+	l.st.Reason, l.st.Holder = "", nil
 	if s != StateBackoff {
 		l.st.NextStartAt = nil
 	}
@@ -526,7 +531,12 @@ func (l *loop) spawn() {
 	l.spawns++
 	if err != nil {
 		rec := ExitRecord{Class: ClassFailure, Error: err.Error(), At: time.Now(), Tail: []string{}}
-		l.failed(&rec, EventSpawnFailed, func() { l.log.Error("could not start the bridge; will retry", "error", err) })
+		var ref Refusal
+		var holder *Holder
+		if errors.As(err, &ref) {
+			rec.Reason, holder = ref.Refusal()
+		}
+		l.failed(&rec, EventSpawnFailed, holder, func() { l.log.Error("could not start the bridge; will retry", "error", err) })
 		return
 	}
 	l.cur = r
@@ -762,21 +772,24 @@ func (l *loop) exited(r *run) {
 		// its kill, and the default Initial is 1 s too.
 		delay := l.cfg.Backoff.Delay(1)
 		l.enterBackoff(delay)
+		l.st.Reason = ReasonShutdown
 		l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
 		l.log.Info("bridge was shut down from outside right after it started, again; starting it again after a delay", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
 		l.emit(Event{Kind: EventBackoff, DelayMS: delay.Milliseconds(), Attempt: l.spawns + 1, Reason: string(ClassShutdown)})
 	default:
-		l.failed(&rec, EventExited, func() {
+		l.failed(&rec, EventExited, nil, func() {
 			l.log.Warn("bridge failed", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String(), "tail", lastLines(rec.Tail, 3))
 		})
 	}
 }
 
 // failed handles an exit or spawn error counted as a failure: it backs off,
-// raises crashloop, or gives up, and emits kind first. announce logs the
-// failure; it runs right after that first event, so that listeners hear
-// of the exit without waiting for the log to be written.
-func (l *loop) failed(rec *ExitRecord, kind Kind, announce func()) {
+// raises crashloop, or gives up, and emits kind first. A spawn refused
+// with a Refusal has its reason in rec.Reason and the holder it names.
+// announce logs the failure; it runs right after that first event, so
+// that listeners hear of the exit without waiting for the log to be
+// written.
+func (l *loop) failed(rec *ExitRecord, kind Kind, holder *Holder, announce func()) {
 	l.st.LastExit = rec
 	var park *Park
 	if l.cfg.OnExit != nil {
@@ -799,15 +812,17 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, announce func()) {
 		if p := park; p != nil {
 			l.setState(p.State)
 			l.st.Message = p.Message
+			l.st.Reason, l.st.Holder = p.Reason, p.Holder
 			l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
 			announce()
 			l.log.Warn("bridge parked until a start command", "state", p.State, "message", p.Message)
-			l.emit(Event{Kind: Kind(p.State), Message: p.Message})
+			l.emit(Event{Kind: Kind(p.State), Reason: p.Reason, Message: p.Message, Data: p.Data})
 			return
 		}
 	}
 	if l.cfg.MaxRestarts > 0 && n >= l.cfg.MaxRestarts {
 		l.setState(StateGivenUp)
+		l.st.Reason = ReasonMaxRestarts
 		l.st.Message = fmt.Sprintf("gave up after %d consecutive failures (--max-restarts %d); send a start command to try again", n, l.cfg.MaxRestarts)
 		l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
 		announce()
@@ -826,6 +841,14 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, announce func()) {
 		delay = l.cfg.Backoff.Delay(n)
 	}
 	l.enterBackoff(delay)
+	switch {
+	case rec.Error != "" && rec.Reason != "":
+		l.st.Reason, l.st.Holder = rec.Reason, holder
+	case l.st.Crashloop:
+		l.st.Reason = ReasonCrashloop
+	default:
+		l.st.Reason = ReasonFailure
+	}
 	l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
 	announce()
 	if entering {
@@ -846,6 +869,7 @@ func (l *loop) standby(p *Park) {
 		l.setState(p.State)
 	}
 	l.st.Message = p.Message
+	l.st.Reason, l.st.Holder = p.Reason, p.Holder
 	next := time.Now().Add(p.Recheck)
 	l.st.NextStartAt = &next
 	stopTimer(&l.backoff)

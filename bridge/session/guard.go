@@ -416,7 +416,8 @@ func (g *Guard) yieldPark(h Holder) *procmon.Park {
 	return &procmon.Park{
 		State: StateYielded, Reason: ReasonPortHeldByBridge, Message: msg, Recheck: YieldRecheck,
 		// Not "pid": that is the event's own field.
-		Data: map[string]any{"port": g.cfg.Port, "holder_pid": h.Pid, "holder_name": h.Name},
+		Data:   map[string]any{"port": g.cfg.Port, "holder_pid": h.Pid, "holder_name": h.Name},
+		Holder: h.procmonHolder(),
 	}
 }
 

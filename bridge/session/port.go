@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wa-sidecar/wa-sidecar/procmon"
 	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
@@ -53,6 +54,23 @@ func (e *PortBusyError) Error() string {
 	}
 	return fmt.Sprintf("port %d on 127.0.0.1 is in use by %s, which wa-sidecar did not start and will not signal; "+
 		"stop that program or choose another port with --port (retrying with backoff)", e.Port, who)
+}
+
+// ReasonPortBusy is the status reason while the bridge's port is held by
+// a process the sidecar must leave alone.
+const ReasonPortBusy = "port_busy"
+
+// Refusal gives the monitor the reason of the refused spawn and the first
+// holder of the port, for its status.
+func (e *PortBusyError) Refusal() (string, *procmon.Holder) {
+	if len(e.Holders) == 0 {
+		return ReasonPortBusy, nil
+	}
+	return ReasonPortBusy, e.Holders[0].procmonHolder()
+}
+
+func (h Holder) procmonHolder() *procmon.Holder {
+	return &procmon.Holder{Pid: h.Pid, Name: h.Name}
 }
 
 // portFree tries the bind the bridge is about to do. Go sets SO_REUSEADDR

@@ -106,6 +106,11 @@ func TestForeignProcessOnPortSurvivesUntouched(t *testing.T) {
 	if failed.Exit == nil || !strings.Contains(failed.Exit.Error, "pid "+strconv.Itoa(pid)) {
 		t.Fatalf("spawn failure does not name the holder: %+v", failed.Exit)
 	}
+	// In a form a program can read too: /v1/status serves this snapshot.
+	want := procmon.Holder{Pid: pid, Name: signals.ProcessName(pid)}
+	if st := failed.Status; st.Reason != ReasonPortBusy || st.Holder == nil || *st.Holder != want || failed.Exit.Reason != ReasonPortBusy {
+		t.Fatalf("port_busy status: reason %q holder %+v (want %+v), exit reason %q", st.Reason, st.Holder, want, failed.Exit.Reason)
+	}
 	busy := h.next(EventPortBusy)
 	if busy.Data["holder_pid"] != pid || busy.Data["holder_name"] != signals.ProcessName(pid) || busy.Data["pid"] != nil || busy.Data["port"] != port {
 		t.Fatalf("port_busy data %+v, want pid %d", busy.Data, pid)
@@ -394,6 +399,9 @@ func TestBridgeOnOurSessionIsYieldedTo(t *testing.T) {
 	}
 	if y.Status.State != StateYielded || y.Status.ConsecutiveFailures != 0 || !strings.Contains(y.Status.Message, "restart the gateway") {
 		t.Fatalf("yielded status: %+v", y.Status)
+	}
+	if st := y.Status; st.Reason != ReasonPortHeldByBridge || st.Holder == nil || st.Holder.Pid != theirs.cmd.Process.Pid || st.Holder.Name != signals.ProcessName(theirs.cmd.Process.Pid) {
+		t.Fatalf("yielded status: reason %q holder %+v", st.Reason, st.Holder)
 	}
 	// Freed (the gateway stopped its bridge): the sidecar's bridge starts,
 	// with no failure on the way.
