@@ -8,13 +8,13 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
 	"github.com/wa-sidecar/wa-sidecar/bridge/sim"
@@ -166,10 +166,12 @@ func Paired(sessionDir string) bool {
 }
 
 // Demo is a simulated bridge in a fresh temporary session, on a free port
-// of 127.0.0.1, with timings that show pairing, connecting, a dropped
-// connection, a crash and a respawn within a minute. exe is the sidecar's
-// own executable, which runs the simulator as `exe simulate-bridge`.
-func Demo(exe string) (Target, error) {
+// of 127.0.0.1, telling the story of sim.Demo: pairing, connected, an
+// occasional disconnect and a rare crash. knobs are simulator flags that
+// change that story (`--crash-after 20s`); a bad one is an error naming it,
+// after the list of knobs on usage. exe is the sidecar's own executable,
+// which runs the simulator as `exe simulate-bridge`.
+func Demo(exe string, knobs []string, usage io.Writer) (Target, error) {
 	dir, err := os.MkdirTemp("", "wa-sidecar-demo-")
 	if err != nil {
 		return Target{}, fmt.Errorf("--demo: make a temporary session directory: %w (set TMPDIR to a writable directory)", err)
@@ -179,7 +181,12 @@ func Demo(exe string) (Target, error) {
 		os.RemoveAll(dir)
 		return Target{}, fmt.Errorf("--demo: find a free port on 127.0.0.1: %w", err)
 	}
-	cfg := DemoConfig(port, filepath.Join(dir, "session"))
+	cfg := sim.Demo()
+	cfg.Port, cfg.SessionDir = port, filepath.Join(dir, "session")
+	if cfg, err = cfg.Override(knobs, usage); err != nil {
+		os.RemoveAll(dir)
+		return Target{}, &DemoKnobError{Err: err}
+	}
 	return Target{
 		Command:    append([]string{exe, "simulate-bridge"}, cfg.Args()...),
 		Port:       port,
@@ -188,18 +195,11 @@ func Demo(exe string) (Target, error) {
 	}, nil
 }
 
-// DemoConfig is the simulated bridge --demo runs.
-func DemoConfig(port int, session string) sim.Config {
-	c := sim.Defaults()
-	c.Port = port
-	c.SessionDir = session
-	c.QREvery = 5 * time.Second
-	c.PairAfter = 12 * time.Second
-	c.FlipEvery = 10 * time.Second
-	c.CrashAfter = 25 * time.Second
-	c.Crashes = []sim.Crash{sim.CrashException, sim.CrashAbort}
-	return c
-}
+// DemoKnobError is a simulator flag given to Demo that it cannot take.
+type DemoKnobError struct{ Err error }
+
+func (e *DemoKnobError) Error() string { return "the simulated bridge's flags: " + e.Err.Error() }
+func (e *DemoKnobError) Unwrap() error { return e.Err }
 
 // freePort asks the kernel for a port nobody uses. Another program could
 // take it before the bridge binds it; the bridge would then exit with

@@ -2,12 +2,15 @@ package bridge
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
+	"github.com/wa-sidecar/wa-sidecar/bridge/sim"
 )
 
 // machine describes a computer to Discover: its environment and which
@@ -129,7 +132,7 @@ func TestDiscoverErrorsSayWhatWasLookedFor(t *testing.T) {
 }
 
 func TestDemoUsesAFreshSession(t *testing.T) {
-	tg, err := Demo("/bin/wa-sidecar")
+	tg, err := Demo("/bin/wa-sidecar", nil, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,5 +144,28 @@ func TestDemoUsesAFreshSession(t *testing.T) {
 	tg.Cleanup()
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("demo session %s left behind: %v", dir, err)
+	}
+}
+
+// The chaos knobs after `run --demo --` change the simulated bridge's
+// story; its port and session stay the demo's own.
+func TestDemoTakesTheSimulatorsKnobs(t *testing.T) {
+	tg, err := Demo("/bin/wa-sidecar", []string{"--crash-after", "20s", "--flip-every=10s"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Cleanup()
+	cfg, err := sim.Parse(tg.Command[2:], io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.CrashAfter != 20*time.Second || cfg.FlipEvery != 10*time.Second || cfg.PairAfter != sim.Demo().PairAfter || cfg.Port != tg.Port {
+		t.Fatalf("demo with knobs runs %+v", cfg)
+	}
+	for _, knobs := range [][]string{{"--port", "3000"}, {"--session=/tmp/x"}, {"--crash", "explode"}, {"bridge.js"}} {
+		var ke *DemoKnobError
+		if _, err := Demo("/bin/wa-sidecar", knobs, io.Discard); !errors.As(err, &ke) {
+			t.Errorf("Demo(%q): %v, want a DemoKnobError", knobs, err)
+		}
 	}
 }

@@ -81,6 +81,25 @@ func Defaults() Config {
 	}
 }
 
+// Demo is the story `wa-sidecar run --demo` tells: the normal life of a
+// bridge, compressed. A QR code every 5 s until the simulated scan at 12 s;
+// connected; the connection drops once per run, after 75 s, and comes back
+// 3 s later; and the process crashes (an uncaught exception or V8 out of
+// memory) after 150 s. That is past the sidecar's default backoff reset of
+// 2 minutes, so each respawned bridge is forgiven ("recovered") before it
+// crashes again, and every restart waits only the initial delay: a bridge
+// that crashes now and then, not a crash loop. Port and SessionDir are left
+// for the caller.
+func Demo() Config {
+	c := Defaults()
+	c.QREvery = 5 * time.Second
+	c.PairAfter = 12 * time.Second
+	c.FlipEvery = 75 * time.Second
+	c.CrashAfter = 150 * time.Second
+	c.Crashes = []Crash{CrashException, CrashAbort}
+	return c
+}
+
 // Args renders c as the command-line arguments Main parses.
 func (c Config) Args() []string {
 	a := []string{"--port", strconv.Itoa(c.Port), "--session", c.SessionDir, "--mode", c.Mode,
@@ -88,11 +107,7 @@ func (c Config) Args() []string {
 		"--connect-after", c.ConnectAfter.String(), "--flip-every", c.FlipEvery.String(),
 		"--reconnect-after", c.ReconnectAfter.String(), "--crash-after", c.CrashAfter.String()}
 	if len(c.Crashes) > 0 {
-		s := make([]string, len(c.Crashes))
-		for i, cr := range c.Crashes {
-			s[i] = string(cr)
-		}
-		a = append(a, "--crash", strings.Join(s, ","))
+		a = append(a, "--crash", crashList(c.Crashes))
 	}
 	if c.PairOnly {
 		a = append(a, "--pair-only")
@@ -112,26 +127,53 @@ func (c Config) Args() []string {
 	return a
 }
 
+func crashList(cs []Crash) string {
+	s := make([]string, len(cs))
+	for i, cr := range cs {
+		s[i] = string(cr)
+	}
+	return strings.Join(s, ",")
+}
+
 // Parse reads the simulator's command line. Errors say which flag is wrong.
 func Parse(args []string, stderr io.Writer) (Config, error) {
-	c := Defaults()
+	return parse(Defaults(), args, stderr)
+}
+
+// Override changes c by the simulator's flags in args, the chaos knobs
+// (`--crash-after 20s --flip-every 10s`), keeping its port and session,
+// which belong to whoever made c. Errors say which flag is wrong.
+func (c Config) Override(args []string, stderr io.Writer) (Config, error) {
+	for _, a := range args {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && (name == "port" || name == "session") {
+			return c, fmt.Errorf("%s is chosen by the demo itself; pass only the timings and failures to change", a)
+		}
+	}
+	return parse(c, append(c.Args(), args...), stderr)
+}
+
+func parse(c Config, args []string, stderr io.Writer) (Config, error) {
 	fs := flag.NewFlagSet("simulate-bridge", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&c.Port, "port", c.Port, "HTTP port on 127.0.0.1")
-	fs.StringVar(&c.SessionDir, "session", "", "session directory (creds.json lives here)")
+	fs.StringVar(&c.SessionDir, "session", c.SessionDir, "session directory (creds.json lives here)")
 	fs.StringVar(&c.Mode, "mode", c.Mode, "self-chat or bot")
-	fs.BoolVar(&c.PairOnly, "pair-only", false, "pair, save credentials and exit 0")
-	fs.BoolVar(&c.PairJSON, "pair-json", false, "print pairing events as JSON lines")
+	fs.BoolVar(&c.PairOnly, "pair-only", c.PairOnly, "pair, save credentials and exit 0")
+	fs.BoolVar(&c.PairJSON, "pair-json", c.PairJSON, "print pairing events as JSON lines")
 	fs.DurationVar(&c.QREvery, "qr-every", c.QREvery, "show a new QR code this often while unpaired")
-	fs.DurationVar(&c.PairAfter, "pair-after", 0, "pretend the QR code is scanned after this long (0: never)")
+	fs.DurationVar(&c.PairAfter, "pair-after", c.PairAfter, "pretend the QR code is scanned after this long (0: never)")
 	fs.DurationVar(&c.ConnectAfter, "connect-after", c.ConnectAfter, "time to connect when already paired")
-	fs.DurationVar(&c.FlipEvery, "flip-every", 0, "drop the connection after it has been up this long (0: never)")
+	fs.DurationVar(&c.FlipEvery, "flip-every", c.FlipEvery, "drop the connection after it has been up this long (0: never)")
 	fs.DurationVar(&c.ReconnectAfter, "reconnect-after", c.ReconnectAfter, "reconnect this long after a drop")
-	fs.DurationVar(&c.CrashAfter, "crash-after", 0, "die this long after start (0: never)")
-	crashes := fs.String("crash", string(CrashException), "comma-separated ways to die, one picked per run: exception, abort, kill, logout")
-	fs.BoolVar(&c.HealthHang, "health-hang", false, "accept /health requests but never answer them")
-	fs.StringVar(&c.ScriptHashOf, "script-hash-of", "", "report the scriptHash of this bridge.js (16 hex digits, as Hermes 0.18 computes it)")
-	fs.StringVar(&c.RuntimeHashOf, "runtime-hash-of", "", "report the runtime hash of this bridge folder (64 hex digits, as newer Hermes computes it)")
+	fs.DurationVar(&c.CrashAfter, "crash-after", c.CrashAfter, "die this long after start (0: never)")
+	if len(c.Crashes) == 0 {
+		c.Crashes = []Crash{CrashException}
+	}
+	crashes := fs.String("crash", crashList(c.Crashes), "comma-separated ways to die, one picked per run: exception, abort, kill, logout")
+	fs.BoolVar(&c.HealthHang, "health-hang", c.HealthHang, "accept /health requests but never answer them")
+	fs.StringVar(&c.ScriptHashOf, "script-hash-of", c.ScriptHashOf, "report the scriptHash of this bridge.js (16 hex digits, as Hermes 0.18 computes it)")
+	fs.StringVar(&c.RuntimeHashOf, "runtime-hash-of", c.RuntimeHashOf, "report the runtime hash of this bridge folder (64 hex digits, as newer Hermes computes it)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

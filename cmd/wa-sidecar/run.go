@@ -106,9 +106,10 @@ func runCommand() *cli.Command {
 		Usage:     "start the bridge and keep it running",
 		ArgsUsage: "[-- COMMAND [ARGS...]]",
 		Description: "With no command, runs the Hermes bridge found under $HERMES_HOME (default ~/.hermes);\n" +
-			"--demo runs a simulated bridge instead.\n\n" +
+			"--demo runs a simulated bridge instead, whose flags after -- change its story.\n\n" +
 			"Examples:\n" +
 			"   wa-sidecar run --demo\n" +
+			"   wa-sidecar run --demo -- --crash-after 20s --flip-every 10s\n" +
 			"   wa-sidecar run\n" +
 			"   wa-sidecar run -- node ~/.hermes/scripts/whatsapp-bridge/bridge.js --port 3000 --session ~/.hermes/platforms/whatsapp/session\n" +
 			"   wa-sidecar run --backoff-max 30s --stop-timeout 20s -- ./my-bridge\n\n" +
@@ -223,6 +224,11 @@ func runAction(c *cli.Context) error {
 	}
 	if target.Cleanup != nil {
 		defer target.Cleanup()
+	}
+	if c.Bool("demo") {
+		if err := demoState(c, target, &feedSet, logger); err != nil {
+			return err
+		}
 	}
 	cfg, err := runConfig(c, target)
 	if err != nil {

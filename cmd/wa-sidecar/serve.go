@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -49,6 +50,7 @@ func stateDir(c *cli.Context) (string, error) {
 // and the gateway URL read from where they were given.
 type feedSettings struct {
 	token, tokenFile string // tokenFile: absolute; both empty: generate one
+	tokenDir         string // where a generated token goes; empty: the state directory
 	opts             feed.Options
 }
 
@@ -185,7 +187,7 @@ func startFeed(c *cli.Context, fs feedSettings, m *procmon.Monitor, logger *slog
 		return nil, nil, usageError("%v", err)
 	}
 	if generated {
-		if tokenFile, err = feed.WriteToken(dir, token); err != nil {
+		if tokenFile, err = feed.WriteToken(cmp.Or(fs.tokenDir, dir), token); err != nil {
 			srv.Close()
 			return nil, nil, cli.Exit("wa-sidecar: "+err.Error()+"; pass --state-dir or --token-file", exitError)
 		}

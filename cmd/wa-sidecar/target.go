@@ -107,32 +107,15 @@ func newHermes(c *cli.Context, t bridge.Target, expect *bridge.Expect, logger *s
 	return h, nil
 }
 
-// bridgeTarget decides what to run: the simulated bridge with --demo, the
-// command after --, or the bridge the gateway would run from the Hermes
-// install found on this machine. in is what the gateway would do.
+// bridgeTarget decides what to run: the simulated bridge with --demo
+// (changed by the simulator flags after --), the command after --, or the
+// bridge the gateway would run from the Hermes install found on this
+// machine. in is what the gateway would do.
 func bridgeTarget(c *cli.Context, in gateway.Install) (bridge.Target, error) {
 	args := c.Args().Slice()
 	switch {
-	case c.Bool("demo") && len(args) > 0:
-		return bridge.Target{}, usageError("--demo runs the built-in simulated bridge; drop either --demo or the command after --")
 	case c.Bool("demo"):
-		exe, err := os.Executable()
-		if err != nil {
-			return bridge.Target{}, cli.Exit(fmt.Sprintf("wa-sidecar: --demo: cannot find my own executable: %v", err), exitError)
-		}
-		t, err := bridge.Demo(exe)
-		if err != nil {
-			return t, cli.Exit("wa-sidecar: "+err.Error(), exitError)
-		}
-		// A demo's token and sidecar.json go with its temporary session,
-		// not over those of a real sidecar, unless a state dir was asked for.
-		if !c.IsSet("state-dir") {
-			if err := c.Set("state-dir", filepath.Join(filepath.Dir(t.SessionDir), "state")); err != nil {
-				t.Cleanup()
-				return bridge.Target{}, cli.Exit("wa-sidecar: --demo: "+err.Error(), exitError)
-			}
-		}
-		return t, nil
+		return demoTarget(c, args)
 	case len(args) > 0:
 		// At the first start, a command that is not there is a missing
 		// bridge, as with a missing bridge.js: 78, not respawned forever.

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/wa-sidecar/wa-sidecar/bridge"
+	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
+)
+
+// demoTarget is the simulated bridge of --demo, changed by the simulator
+// flags given after -- (the chaos knobs).
+func demoTarget(c *cli.Context, knobs []string) (bridge.Target, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return bridge.Target{}, cli.Exit(fmt.Sprintf("wa-sidecar: --demo: cannot find my own executable: %v", err), exitError)
+	}
+	t, err := bridge.Demo(exe, knobs, c.App.ErrWriter)
+	var knob *bridge.DemoKnobError
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return t, cli.Exit("", 0)
+	case errors.As(err, &knob):
+		return t, usageError("--demo: %v; the words after -- change the simulated bridge (for example -- --crash-after 20s --flip-every 10s); to run a bridge command of your own, drop --demo", knob.Err)
+	case err != nil:
+		return t, cli.Exit("wa-sidecar: "+err.Error(), exitError)
+	}
+	return t, nil
+}
+
+// demoState decides where the demo t keeps its state, unless --state-dir
+// says so.
+//
+// The client commands of the README (status, watch, restart) find a
+// sidecar through sidecar.json in the default state directory, so a demo
+// announces itself there when no other sidecar holds that directory. Its
+// token goes to its temporary directory all the same, so the token file
+// of a real sidecar that is not running is never replaced, and both go
+// away with the demo. When another sidecar holds the default state
+// directory, the demo keeps everything to itself and says how to reach it.
+func demoState(c *cli.Context, t bridge.Target, fs *feedSettings, logger *slog.Logger) error {
+	if c.IsSet("state-dir") {
+		return nil
+	}
+	own := filepath.Join(filepath.Dir(t.SessionDir), "state")
+	shared, err := feed.DefaultStateDir()
+	if err == nil {
+		var held *feed.StateDirHeldError
+		if err = stateDirFree(shared); errors.As(err, &held) {
+			logger.Info("another sidecar uses the default state directory; this demo keeps its own, so pass --state-dir to the client commands",
+				"state_dir", own, "try", "wa-sidecar status --state-dir "+own)
+		}
+	}
+	if err != nil {
+		if err := c.Set("state-dir", own); err != nil {
+			return cli.Exit("wa-sidecar: --demo: "+err.Error(), exitError)
+		}
+		return nil
+	}
+	if err := feed.PrepareStateDir(own); err != nil {
+		return cli.Exit("wa-sidecar: --demo: "+err.Error(), exitError)
+	}
+	fs.tokenDir = own
+	logger.Info("in another shell, the client commands reach this demo", "try", "wa-sidecar status; wa-sidecar watch; wa-sidecar restart", "state_dir", shared)
+	return nil
+}
+
+// stateDirFree reports whether no sidecar holds the state directory dir
+// now: nil when it is free or does not exist yet.
+func stateDirFree(dir string) error {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	lock, err := feed.LockStateDir(dir)
+	if err != nil {
+		return err
+	}
+	return lock.Unlock()
+}
