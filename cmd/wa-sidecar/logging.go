@@ -23,39 +23,149 @@ import (
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
-// newLogger builds the sidecar's own log: coloured text for a person at a
-// terminal, JSON lines for a log collector, unless format says otherwise.
+// logStyle is what the sidecar's log looks like.
+type logStyle int
+
+const (
+	styleJSON    logStyle = iota // JSON lines, for a log collector
+	styleText                    // plain text with the time and level
+	styleColour                  // the same, coloured, for a person at a terminal
+	styleJournal                 // plain text behind syslog priorities, for journald
+)
+
+// styleOf is the style of the sidecar's log on w for --log-format format:
+// auto is text at a terminal (coloured, unless $NO_COLOR is set), plain
+// text with priorities when w is journald's stream (systemd sets
+// $JOURNAL_STREAM to it), and JSON lines anywhere else.
+func styleOf(format string, w *os.File) (logStyle, error) {
+	tty := isTerminal(w)
+	text := styleText
+	if tty && os.Getenv("NO_COLOR") == "" {
+		text = styleColour
+	}
+	switch strings.ToLower(format) {
+	case "auto":
+		switch {
+		case tty:
+			return text, nil
+		case isJournal(w):
+			return styleJournal, nil
+		}
+		return styleJSON, nil
+	case "text":
+		return text, nil
+	case "json":
+		return styleJSON, nil
+	}
+	return styleJSON, fmt.Errorf("--log-format %q: use auto, text or json", format)
+}
+
+// isJournal reports whether w is the stream systemd connected to journald
+// for this service: $JOURNAL_STREAM names its device and inode. A child
+// that inherited the variable but writes elsewhere (a pipe, a file) gets
+// no match.
+func isJournal(w *os.File) bool {
+	devText, inoText, ok := strings.Cut(os.Getenv("JOURNAL_STREAM"), ":")
+	if !ok {
+		return false
+	}
+	dev, err1 := strconv.ParseUint(devText, 10, 64)
+	ino, err2 := strconv.ParseUint(inoText, 10, 64)
+	var st unix.Stat_t
+	if err1 != nil || err2 != nil || unix.Fstat(int(w.Fd()), &st) != nil {
+		return false
+	}
+	return uint64(st.Dev) == dev && st.Ino == ino
+}
+
+// newLogger builds the sidecar's own log, in the style styleOf gives.
 func newLogger(format, level string, w *os.File) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
 	}
-	tty := isTerminal(w)
-	out := sinkFor(w, jsonLog(format, w))
-	switch strings.ToLower(format) {
-	case "auto":
-		if tty {
-			return slog.New(textHandler(out, lv, true)), nil
-		}
-		return slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: lv})), nil
-	case "text":
-		return slog.New(textHandler(out, lv, tty)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: lv})), nil
-	default:
-		return nil, fmt.Errorf("--log-format %q: use auto, text or json", format)
+	style, err := styleOf(format, w)
+	if err != nil {
+		return nil, err
 	}
+	out := sinkFor(w, style == styleJSON)
+	switch style {
+	case styleText, styleColour:
+		return slog.New(textHandler(out, lv, style == styleColour)), nil
+	case styleJournal:
+		return slog.New(newJournalHandler(out, lv)), nil
+	}
+	return slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: lv})), nil
 }
 
-// jsonLog reports whether the sidecar's log on w is JSON lines: asked for,
-// or --log-format auto away from a terminal.
+// jsonLog reports whether the sidecar's log on w is JSON lines.
 func jsonLog(format string, w *os.File) bool {
-	f := strings.ToLower(format)
-	return f == "json" || f == "auto" && !isTerminal(w)
+	style, _ := styleOf(format, w)
+	return style == styleJSON
 }
 
 func textHandler(w io.Writer, lv slog.Level, colour bool) slog.Handler {
 	return tint.NewTextHandler(w, &tint.Options{Level: lv, TimeFormat: time.TimeOnly, NoColor: !colour})
+}
+
+// journalHandler writes records for journald: each line starts with its
+// syslog priority (<3> error, <4> warning, <6> info, <7> debug), which
+// journald takes as the record's priority and strips, then the message and
+// attributes as plain text. No time: journald stamps every line itself.
+type journalHandler struct {
+	inner slog.Handler // writes into *buf
+	buf   *bytes.Buffer
+	mu    *sync.Mutex // guards buf, shared by the handlers WithAttrs makes
+	out   io.Writer
+}
+
+func newJournalHandler(out io.Writer, lv slog.Level) *journalHandler {
+	buf := new(bytes.Buffer)
+	inner := tint.NewTextHandler(buf, &tint.Options{Level: lv, NoColor: true,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && (a.Key == slog.TimeKey || a.Key == slog.LevelKey) {
+				return slog.Attr{}
+			}
+			return a
+		}})
+	return &journalHandler{inner: inner, buf: buf, mu: new(sync.Mutex), out: out}
+}
+
+// journalPriority is the syslog priority of a level.
+func journalPriority(lv slog.Level) string {
+	switch {
+	case lv >= slog.LevelError:
+		return "<3>"
+	case lv >= slog.LevelWarn:
+		return "<4>"
+	case lv >= slog.LevelInfo:
+		return "<6>"
+	}
+	return "<7>"
+}
+
+func (h *journalHandler) Enabled(ctx context.Context, lv slog.Level) bool {
+	return h.inner.Enabled(ctx, lv)
+}
+
+func (h *journalHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.buf.Reset()
+	h.buf.WriteString(journalPriority(r.Level))
+	if err := h.inner.Handle(ctx, r); err != nil {
+		return err
+	}
+	_, err := h.out.Write(h.buf.Bytes())
+	return err
+}
+
+func (h *journalHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &journalHandler{inner: h.inner.WithAttrs(attrs), buf: h.buf, mu: h.mu, out: h.out}
+}
+
+func (h *journalHandler) WithGroup(name string) slog.Handler {
+	return &journalHandler{inner: h.inner.WithGroup(name), buf: h.buf, mu: h.mu, out: h.out}
 }
 
 // Where the bridge's output goes (--bridge-output).
@@ -108,13 +218,12 @@ func bridgeOutput(cfg *procmon.Config, logger *slog.Logger, mode, format string,
 	if !logger.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
-	tty := isTerminal(stderr)
-	format = strings.ToLower(format)
-	if format == "text" && tty || format == "auto" && tty {
-		cfg.Output = terminalLine(sinkFor(stderr, false))
+	style, _ := styleOf(format, stderr)
+	if isTerminal(stderr) && style != styleJSON {
+		cfg.Output = terminalLine(sinkFor(stderr, false), style == styleColour)
 		return
 	}
-	lw := &lineWriter{out: sinkFor(stderr, format != "text"), json: format != "text"}
+	lw := &lineWriter{out: sinkFor(stderr, style == styleJSON), json: style == styleJSON, journal: style == styleJournal}
 	cfg.Output, cfg.OutputFlush = lw.line, lw.flush
 }
 
@@ -214,29 +323,35 @@ const ansiCyan = "\x1b[36m"
 // Control characters are escaped (see appendText), so that the bridge can
 // neither retitle nor clear the terminal, nor start a line of its own
 // that looks like the sidecar's.
-func terminalLine(w io.Writer) func(procmon.Line) {
+func terminalLine(w io.Writer, colour bool) func(procmon.Line) {
 	var mu sync.Mutex
 	var b []byte
+	paint := func(b []byte, c string) []byte {
+		if colour {
+			return append(b, c...)
+		}
+		return b
+	}
 	return func(l procmon.Line) {
 		if pairingLine(l.Text) {
 			return
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		b = append(b[:0], ansiDim...)
+		b = paint(b[:0], ansiDim)
 		b = time.Now().AppendFormat(b, time.TimeOnly)
-		b = append(b, ansiReset...)
+		b = paint(b, ansiReset)
 		b = append(b, ' ')
 		if l.Stream == procmon.Stderr {
-			b = append(b, ansiYellow+"│err "...)
+			b = append(paint(b, ansiYellow), "│err "...)
 		} else {
-			b = append(b, ansiCyan+"│out "...)
+			b = append(paint(b, ansiCyan), "│out "...)
 		}
 		b = strconv.AppendInt(b, int64(l.Pid), 10)
-		b = append(b, "│"+ansiReset+" "...)
+		b = append(paint(append(b, "│"...), ansiReset), ' ')
 		b = appendText(b, l.Text)
 		if l.Truncated {
-			b = append(b, ansiDim+" (line cut)"+ansiReset...)
+			b = paint(append(paint(b, ansiDim), " (line cut)"...), ansiReset)
 		}
 		b = append(b, '\n')
 		w.Write(b)
@@ -594,9 +709,10 @@ func (s *logSink) Close(timeout time.Duration) {
 
 // lineWriter formats bridge lines into one buffer per stream.
 type lineWriter struct {
-	out  io.Writer
-	json bool
-	bufs [2]lineBuf
+	out     io.Writer
+	json    bool
+	journal bool // text for journald: a priority instead of the time and level
+	bufs    [2]lineBuf
 }
 
 // write hands a batch on; to a log sink, waiting for room rather than
@@ -639,11 +755,14 @@ func (w *lineWriter) line(l procmon.Line) {
 	lb.mu.Lock()
 	if len(lb.b) == 0 {
 		lb.prefix = lb.prefix[:0]
-		if w.json {
+		switch {
+		case w.json:
 			lb.prefix = append(lb.prefix, `{"time":"`...)
 			lb.prefix = time.Now().AppendFormat(lb.prefix, time.RFC3339Nano)
 			lb.prefix = append(lb.prefix, `","level":"INFO","msg":"`...)
-		} else {
+		case w.journal:
+			lb.prefix = append(lb.prefix, "<6>"...)
+		default:
 			lb.prefix = time.Now().AppendFormat(lb.prefix, time.TimeOnly)
 			lb.prefix = append(lb.prefix, " INF "...)
 		}

@@ -313,7 +313,7 @@ func TestLogSinkWriteWaitGivesUpOnAStalledReader(t *testing.T) {
 // every other line is.
 func TestTerminalLineLeavesOutQRRows(t *testing.T) {
 	var out bytes.Buffer
-	show := terminalLine(&out)
+	show := terminalLine(&out, true)
 	for _, text := range []string{
 		"📱 Scan this QR code with WhatsApp on your phone:",
 		"█▀▀▀▀▀▀▀██▀▀█▀▀▀█▀█▀▀██▀▀█▀▀▀▀▀▀▀█",

@@ -88,7 +88,7 @@ func TestTextModeEscapesControlCharacters(t *testing.T) {
 		t.Fatalf("appendText:\n got %q\nwant %q", got, shown)
 	}
 	var term bytes.Buffer
-	terminalLine(&term)(procmon.Line{Stream: procmon.Stdout, Pid: 7, Text: []byte(hostile)})
+	terminalLine(&term, true)(procmon.Line{Stream: procmon.Stdout, Pid: 7, Text: []byte(hostile)})
 	var text bytes.Buffer
 	lw := &lineWriter{out: &text}
 	lw.line(procmon.Line{Stream: procmon.Stderr, Pid: 7, Text: []byte(hostile)})

@@ -94,7 +94,7 @@ func runFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "subreaper", Usage: "become a child subreaper and reap orphaned descendants (implied when running as PID 1)", EnvVars: envs("SUBREAPER")},
 		&cli.IntFlag{Name: "tail-lines", Value: 20, Usage: "lines of the bridge's output kept for each exit record", EnvVars: envs("TAIL_LINES")},
 		&cli.IntFlag{Name: "max-line-bytes", Value: 64 << 10, Usage: "longer output lines are cut to this many bytes", EnvVars: envs("MAX_LINE_BYTES")},
-		&cli.StringFlag{Name: "log-format", Value: "auto", Usage: "auto (coloured text on a terminal, JSON lines otherwise), text or json", EnvVars: envs("LOG_FORMAT")},
+		&cli.StringFlag{Name: "log-format", Value: "auto", Usage: "auto (coloured text on a terminal, plain with $NO_COLOR; text with syslog priorities under journald; JSON lines otherwise), text or json", EnvVars: envs("LOG_FORMAT")},
 		&cli.StringFlag{Name: "bridge-output", Value: bridgeOutputLog, Usage: "where the bridge's output goes: log (a record per line in the sidecar's log, marked with stream and pid), raw (the lines unchanged, the bridge's stdout on stdout and its stderr on stderr) or off", EnvVars: envs("BRIDGE_OUTPUT")},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: envs("LOG_LEVEL")},
 	)
