@@ -3,9 +3,11 @@ package signals
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -144,6 +146,9 @@ func (r *Reaper) spawnLoop() {
 }
 
 func forkExec(a SpawnAttr) (int, error) {
+	if err := closeOnExecAboveStderr(); err != nil {
+		return 0, fmt.Errorf("mark inherited file descriptors close-on-exec: %w", err)
+	}
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		return 0, err
@@ -165,6 +170,43 @@ func forkExec(a SpawnAttr) (int, error) {
 			Pdeathsig: a.Pdeathsig,
 		},
 	})
+}
+
+// closeOnExecAboveStderr marks every descriptor above stderr
+// close-on-exec, so that a child gets only the three it is given. Go opens
+// all of its own that way, but the sidecar may have inherited others
+// without the flag (a parent's socket, pipe or lock file), and the bridge
+// must not hold them: it would keep them open after the sidecar closes
+// them, and could use them. Descriptors handed to a child on purpose are
+// unaffected, since ForkExec dups those into place in the child.
+func closeOnExecAboveStderr() error {
+	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		// close_range came with Linux 5.9, its CLOEXEC flag with 5.11.
+		if ferr := closeOnExecFromProc(); ferr != nil {
+			return errors.Join(err, ferr)
+		}
+	}
+	return nil
+}
+
+// closeOnExecFromProc does closeOnExecAboveStderr's work one descriptor at
+// a time, for kernels without CLOSE_RANGE_CLOEXEC.
+func closeOnExecFromProc() error {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		fd, perr := strconv.Atoi(e.Name())
+		if perr != nil || fd <= 2 {
+			continue
+		}
+		// EBADF: the descriptor ReadDir used, already closed.
+		if _, ferr := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); ferr != nil && ferr != unix.EBADF {
+			return ferr
+		}
+	}
+	return nil
 }
 
 // Spawn starts a child. The child is registered before any reap pass can

@@ -36,6 +36,7 @@ func main() {
 		hang          = flag.Bool("hang", false, "sleep until killed")
 		envOut        = flag.String("env", "", "print this environment variable's value as ENV=value")
 		pwd           = flag.Bool("pwd", false, "print the working directory as PWD=dir")
+		fds           = flag.Bool("fds", false, "print each open file descriptor as FD=n target")
 		orphan        = flag.Duration("orphan", 0, "start a grandchild in a new session that exits after this long")
 		failTimes     = flag.Int("fail-times", 0, "with -count-file: exit 1 at once on the first N runs, then hang")
 		countFile     = flag.String("count-file", "", "file that counts the runs, for -fail-times")
@@ -105,6 +106,14 @@ func main() {
 	}
 	if *envOut != "" {
 		fmt.Printf("ENV=%s\n", os.Getenv(*envOut))
+	}
+	if *fds {
+		entries, _ := os.ReadDir("/proc/self/fd")
+		for _, e := range entries {
+			target, _ := os.Readlink("/proc/self/fd/" + e.Name())
+			fmt.Printf("FD=%s %s\n", e.Name(), target)
+		}
+		fmt.Println("FDS done")
 	}
 	if *pwd {
 		d, _ := os.Getwd()
