@@ -109,6 +109,11 @@ func readLines(r io.Reader, limit int, fn func(text []byte, truncated bool), bat
 // tail keeps the last lines of output for exit records. A chatty child
 // prints millions of lines, so each stream's reader only notes where its
 // latest lines are (recent) and the tail copies them once per batch.
+//
+// An exit record travels in every event's snapshot until the next exit,
+// so besides the number of lines (Config.TailLines) and the bytes of one
+// line, the tail is bounded in bytes as a whole: snapshot keeps the newest
+// lines that fit in tailBytes.
 type tail struct {
 	mu    sync.Mutex
 	lines [][]byte
@@ -117,7 +122,10 @@ type tail struct {
 	max   int // bytes kept of one line
 }
 
-const tailLineBytes = 2048
+const (
+	tailLineBytes = 2048
+	tailBytes     = 64 << 10
+)
 
 func newTail(n int) *tail { return &tail{lines: make([][]byte, n), max: tailLineBytes} }
 
@@ -179,17 +187,26 @@ func (r *recent) commit() {
 	r.n = 0
 }
 
+// snapshot returns the kept lines, oldest first: the newest ones whose
+// text fits in tailBytes together.
 func (t *tail) snapshot() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]string, 0, len(t.lines))
+	n := t.next
 	if t.full {
-		for _, l := range t.lines[t.next:] {
-			out = append(out, string(l))
+		n = len(t.lines)
+	}
+	// Walk back from the newest line to find the oldest one that fits.
+	k, size := 0, 0
+	for ; k < n; k++ {
+		i := (t.next - 1 - k + len(t.lines)) % len(t.lines)
+		if size += len(t.lines[i]); size > tailBytes {
+			break
 		}
 	}
-	for _, l := range t.lines[:t.next] {
-		out = append(out, string(l))
+	out := make([]string, 0, k)
+	for j := k - 1; j >= 0; j-- {
+		out = append(out, string(t.lines[(t.next-1-j+len(t.lines))%len(t.lines)]))
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package procmon
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -93,5 +94,32 @@ func TestReadLinesGrowsItsBuffer(t *testing.T) {
 		if got[i] != want[i] {
 			t.Fatalf("line %d = %+v, want %+v", i, got[i], want[i])
 		}
+	}
+}
+
+// A thousand long lines would make every event that carries the exit
+// record megabytes long: the tail keeps only the newest that fit in
+// tailBytes.
+func TestTailBoundedInBytes(t *testing.T) {
+	tl := newTail(1000)
+	for i := range 1000 {
+		tl.add([]byte(fmt.Sprintf("%04d %s", i, strings.Repeat("x", 3000))))
+	}
+	got := tl.snapshot()
+	size := 0
+	for _, l := range got {
+		size += len(l)
+	}
+	if size > tailBytes {
+		t.Fatalf("tail holds %d bytes in %d lines, want at most %d", size, len(got), tailBytes)
+	}
+	if want := tailBytes / tailLineBytes; len(got) != want {
+		t.Fatalf("tail kept %d lines of %d bytes, want %d", len(got), tailLineBytes, want)
+	}
+	if last := got[len(got)-1]; !strings.HasPrefix(last, "0999 ") {
+		t.Fatalf("the newest line is not last: %.10q", last)
+	}
+	if first := got[0]; !strings.HasPrefix(first, fmt.Sprintf("%04d ", 1000-len(got))) {
+		t.Fatalf("the lines kept are not the newest: first %.10q", first)
 	}
 }
