@@ -412,20 +412,21 @@ func TestWriteFramesBatchesWhatIsQueued(t *testing.T) {
 	s := &Server{opts: Options{WriteTimeout: 10 * time.Second}}
 	ctx := context.Background()
 	const n = batchFrames + 10
-	q := make(chan *frame, n+1)
+	c := newClient(n+1, false, 0)
 	for i := range n {
 		pub := []byte(fmt.Sprintf("public %d", i))
-		q <- &frame{seq: uint64(i), public: pub, private: append([]byte("private "), pub...)}
+		c.q <- &frame{seq: uint64(i), public: pub, private: append([]byte("private "), pub...)}
 	}
-	close(q)
+	close(c.q)
 
 	// The first batch stops at its bound, the second at the closed queue;
 	// each goes out in one write.
 	var sent []string
 	for batch := 0; ; batch++ {
 		before := p.ln.writes.Load()
-		f := <-q
-		open, err := s.writeFrames(ctx, p.ws, p.cc, batch == 1, f, q)
+		f := <-c.q
+		c.trusted = batch == 1
+		open, err := s.writeFrames(ctx, p.ws, p.cc, c, f)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,8 +3,12 @@ package feed
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -15,6 +19,7 @@ import (
 // the form with private fields for clients that hold the token.
 type frame struct {
 	seq     uint64
+	kind    procmon.Kind
 	status  json.RawMessage
 	public  []byte
 	private []byte
@@ -25,31 +30,57 @@ type frame struct {
 // bounded queue of encoded frames, so a slow client costs the others
 // nothing, and one whose queue is full is told to go away.
 type hub struct {
-	log *slog.Logger
+	log        *slog.Logger
+	queueBytes int64 // what one client may have queued
 
-	mu      sync.Mutex
-	last    *frame // the newest event; a new client's hello carries its seq and status
+	mu   sync.Mutex
+	last *frame // the newest event; a new client's hello carries its seq and status
+	// qr is the latest qr event while the bridge waits for a scan, for
+	// the hello of token holders who join after it was drawn.
+	qr      *frame
 	clients map[*client]struct{}
 	closed  bool          // no more events will come
 	done    chan struct{} // closed with closed
 }
 
-func newHub(log *slog.Logger) *hub {
-	return &hub{log: log, clients: map[*client]struct{}{}, done: make(chan struct{})}
+func newHub(log *slog.Logger, queueBytes int) *hub {
+	return &hub{log: log, queueBytes: int64(queueBytes), clients: map[*client]struct{}{}, done: make(chan struct{})}
 }
 
-// client is what the hub knows of one connection.
+// client is what the hub and the admission know of one connection.
 type client struct {
-	q    chan *frame
-	kick chan struct{} // closed when the hub drops the client
-	once sync.Once
-	code websocket.StatusCode // why it was dropped, set before kick is closed
-	why  string
+	q       chan *frame
+	trusted bool          // holds the token: gets private fields
+	queued  atomic.Int64  // bytes of the frames in q
+	heard   atomic.Int64  // when the client last sent a message (or connected), on the server's clock
+	kick    chan struct{} // closed when the hub drops the client
+	once    sync.Once
+	code    websocket.StatusCode // why it was dropped, set before kick is closed
+	why     string
+
+	admitted bool // holds a place; guarded by the admission's lock
 }
 
-func newClient(queue int) *client {
-	return &client{q: make(chan *frame, queue), kick: make(chan struct{})}
+func newClient(queue int, trusted bool, now time.Duration) *client {
+	c := &client{q: make(chan *frame, queue), trusted: trusted, kick: make(chan struct{})}
+	c.heard.Store(int64(now))
+	return c
 }
+
+// msg is the form of f this client gets.
+func (c *client) msg(f *frame) []byte {
+	if c.trusted {
+		return f.private
+	}
+	return f.public
+}
+
+// took notes that f left the queue.
+func (c *client) took(f *frame) { c.queued.Add(-int64(len(c.msg(f)))) }
+
+func (c *client) hear(now time.Duration) { c.heard.Store(int64(now)) }
+
+func (c *client) lastHeard() time.Duration { return time.Duration(c.heard.Load()) }
 
 func (c *client) drop(code websocket.StatusCode, why string) {
 	c.once.Do(func() {
@@ -58,16 +89,17 @@ func (c *client) drop(code websocket.StatusCode, why string) {
 	})
 }
 
-// join adds c and returns the frame its hello must describe; every later
-// event arrives in c.q. ok is false once the stream has ended.
-func (h *hub) join(c *client) (last *frame, ok bool) {
+// join adds c and returns the frame its hello must describe, and the QR
+// code waiting for a scan if there is one; every later event arrives in
+// c.q. ok is false once the stream has ended.
+func (h *hub) join(c *client) (last, qr *frame, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return h.last, false
+		return h.last, h.qr, false
 	}
 	h.clients[c] = struct{}{}
-	return h.last, true
+	return h.last, h.qr, true
 }
 
 func (h *hub) leave(c *client) {
@@ -82,11 +114,14 @@ func (h *hub) count() int {
 	return len(h.clients)
 }
 
-// run follows the monitor until its stream ends or stop is closed, then
-// closes every client's queue so each writer sends what is left and says
-// goodbye.
-func (h *hub) run(m *procmon.Monitor, sub *procmon.Subscription, stop <-chan struct{}) {
+// run follows the monitor until its stream ends, then closes every
+// client's queue so each writer sends what is left and says goodbye. Once
+// stop is closed it waits at most grace more for the stream to end, as it
+// does when the monitor is told to stop at the same time: the monitor's
+// last events (stopping, exited, stopped) still go out.
+func (h *hub) run(m *procmon.Monitor, sub *procmon.Subscription, stop <-chan struct{}, grace time.Duration) {
 	defer h.finish()
+	var deadline <-chan time.Time
 	for {
 		select {
 		case ev, ok := <-sub.C:
@@ -105,6 +140,11 @@ func (h *hub) run(m *procmon.Monitor, sub *procmon.Subscription, stop <-chan str
 			sub, last = m.Subscribe(hubQueue)
 			h.setLast(h.encode(last))
 		case <-stop:
+			stop = nil
+			t := time.NewTimer(grace)
+			defer t.Stop()
+			deadline = t.C
+		case <-deadline:
 			sub.Close()
 			return
 		}
@@ -115,21 +155,24 @@ func (h *hub) run(m *procmon.Monitor, sub *procmon.Subscription, stop <-chan str
 // enqueues, so it falls this far behind only if the machine is starved.
 const hubQueue = 4096
 
+// maxFrame is the largest message the server sends: docs/protocol.md
+// promises that a client which accepts 1 MiB gets every message whole.
+const maxFrame = 1 << 20
+
+// maxStatus bounds the snapshot within a message, so that a hello can
+// carry one and a QR event, which has a snapshot of its own, within
+// maxFrame.
+const maxStatus = 384 << 10
+
 func (h *hub) encode(ev procmon.Event) *frame {
-	status, err := json.Marshal(ev.Status)
-	if err != nil {
-		h.log.Warn("status details cannot be encoded; sending the status without them", "seq", ev.Seq, "error", err)
-		st := ev.Status
-		st.Details = nil
-		status, _ = json.Marshal(st)
-	}
-	f := &frame{seq: ev.Seq, status: status}
+	status := h.encodeStatus(ev)
+	f := &frame{seq: ev.Seq, kind: ev.Kind, status: status}
 	var skipped []error
-	f.public, skipped = encodeEvent(ev, status, false)
+	f.public, skipped = fitEvent(ev, status, false)
 	f.private = f.public
 	if len(ev.Private) > 0 {
 		var more []error
-		f.private, more = encodeEvent(ev, status, true)
+		f.private, more = fitEvent(ev, status, true)
 		skipped = append(skipped, more...)
 	}
 	for _, err := range skipped {
@@ -138,20 +181,182 @@ func (h *hub) encode(ev procmon.Event) *frame {
 	return f
 }
 
+// encodeStatus encodes the snapshot of ev within maxStatus: the exit
+// record's tail loses its oldest lines first, then the layers' details go.
+func (h *hub) encodeStatus(ev procmon.Event) []byte {
+	st := ev.Status
+	b, err := json.Marshal(st)
+	if err != nil {
+		h.log.Warn("status details cannot be encoded; sending the status without them", "seq", ev.Seq, "error", err)
+		st.Details = nil
+		b, _ = json.Marshal(st)
+	}
+	if len(b) <= maxStatus {
+		return b
+	}
+	if x := st.LastExit; x != nil && len(x.Tail) > 0 {
+		y := *x
+		y.Tail = fitTail(x.Tail, maxStatus-(len(b)-jsonLen(x.Tail)))
+		st.LastExit = &y
+		b, _ = json.Marshal(st)
+	}
+	if len(b) > maxStatus && st.Details != nil {
+		h.log.Warn("status details left out: the snapshot would pass its bound", "seq", ev.Seq, "bytes", len(b), "bound", maxStatus)
+		st.Details = nil
+		b, _ = json.Marshal(st)
+	}
+	return b
+}
+
+// fitEvent encodes ev as encodeEvent does, within maxFrame: the exit
+// record's tail loses its oldest lines first, then the fields of the layer
+// above go, largest first.
+func fitEvent(ev procmon.Event, status []byte, private bool) ([]byte, []error) {
+	msg, skipped := encodeEvent(ev, status, private)
+	if len(msg) <= maxFrame {
+		return msg, skipped
+	}
+	var tail []string // the whole tail, when it was cut
+	var cut []error
+	sizes := map[*map[string]any]map[string]int{&ev.Data: fieldSizes(ev.Data)}
+	if private {
+		sizes[&ev.Private] = fieldSizes(ev.Private)
+	}
+	for len(msg) > maxFrame {
+		// Whatever takes most room goes first: a field of the layer
+		// above, or the older half of the tail.
+		var fields *map[string]any
+		name, size := "", 0
+		for m, sz := range sizes {
+			for _, k := range sortedKeys(*m) {
+				if sz[k] > size {
+					fields, name, size = m, k, sz[k]
+				}
+			}
+		}
+		if x := ev.Exit; x != nil && len(x.Tail) > 1 && jsonLen(x.Tail) >= size {
+			if tail == nil {
+				tail = x.Tail
+			}
+			y := *x
+			y.Tail = fitTail(tail, jsonLen(x.Tail)/2)
+			ev.Exit = &y
+		} else if name != "" {
+			*fields = without(*fields, name)
+			cut = append(cut, fmt.Errorf("field %q: it would make the event larger than %d KiB", name, maxFrame>>10))
+		} else {
+			break
+		}
+		msg, skipped = encodeEvent(ev, status, private)
+	}
+	if tail != nil {
+		// Halving may have cut more than needed; keep all that fits.
+		y := *ev.Exit
+		y.Tail = fitTail(tail, maxFrame-(len(msg)-jsonLen(y.Tail)))
+		ev.Exit = &y
+		msg, skipped = encodeEvent(ev, status, private)
+	}
+	if len(msg) > maxFrame && len(ev.Message) > 1024 {
+		ev.Message = strings.ToValidUTF8(ev.Message[:1024], "") + "…"
+		cut = append(cut, fmt.Errorf("message cut to 1 KiB: the event would be larger than %d KiB", maxFrame>>10))
+		msg, skipped = encodeEvent(ev, status, private)
+	}
+	return msg, append(skipped, cut...)
+}
+
+// fitTail keeps the newest lines of tail whose JSON fits in budget bytes,
+// after a first line that says how many were left out.
+func fitTail(tail []string, budget int) []string {
+	budget -= 128 // the marker
+	k, size := 0, 2
+	for ; k < len(tail); k++ {
+		if size += jsonLen(tail[len(tail)-1-k]) + 1; size > budget {
+			break
+		}
+	}
+	if k == len(tail) {
+		return tail
+	}
+	out := make([]string, 0, k+1)
+	out = append(out, fmt.Sprintf("[wa-sidecar: %d earlier lines left out to keep the message under 1 MiB]", len(tail)-k))
+	return append(out, tail[len(tail)-k:]...)
+}
+
+// jsonLen is the length of v in JSON.
+func jsonLen(v any) int {
+	b, _ := json.Marshal(v)
+	return len(b)
+}
+
+// fieldSizes measures each field of m in JSON.
+func fieldSizes(m map[string]any) map[string]int {
+	sizes := make(map[string]int, len(m))
+	for k, v := range m {
+		sizes[k] = jsonLen(v)
+	}
+	return sizes
+}
+
+// without is a copy of m without key k: an event's maps are shared with
+// every other subscriber of the monitor.
+func without(m map[string]any, k string) map[string]any {
+	out := make(map[string]any, len(m))
+	for key, v := range m {
+		if key != k {
+			out[key] = v
+		}
+	}
+	return out
+}
+
 func (h *hub) setLast(f *frame) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.last = f
+	h.qr = nil // what came before is not known
+}
+
+// The event kinds of the bridge layer that end a wait for a QR scan; the
+// monitor's own kinds that end it are in endsPairing.
+const (
+	kindQR        procmon.Kind = "qr"
+	kindConnected procmon.Kind = "connected"
+	kindPaired    procmon.Kind = "paired"
+)
+
+// endsPairing reports whether the QR code shown before an event of kind k
+// is of no more use: the bridge connected, or the bridge that drew it is
+// gone or being replaced.
+func endsPairing(k procmon.Kind) bool {
+	switch k {
+	case kindConnected, kindPaired, procmon.EventStarting, procmon.EventStarted, procmon.EventSpawnFailed,
+		procmon.EventStopping, procmon.EventKilling, procmon.EventExited, procmon.EventStopped, procmon.EventGivenUp:
+		return true
+	}
+	return false
 }
 
 func (h *hub) publish(f *frame) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.last = f
+	switch {
+	case f.kind == kindQR:
+		h.qr = f
+	case endsPairing(f.kind):
+		h.qr = nil
+	}
 	for c := range h.clients {
+		n := int64(len(c.msg(f)))
+		if q := c.queued.Add(n); q > h.queueBytes && q > n {
+			delete(h.clients, c)
+			c.drop(websocket.StatusPolicyViolation, fmt.Sprintf("too slow: more than %d KiB of events queued; reconnect to resync", h.queueBytes>>10))
+			continue
+		}
 		select {
 		case c.q <- f:
 		default:
+			c.queued.Add(-n)
 			delete(h.clients, c)
 			c.drop(websocket.StatusPolicyViolation, "too slow: events queued beyond the limit; reconnect to resync")
 		}

@@ -44,7 +44,21 @@ type rig struct {
 // free loopback port. Unset options get test values.
 func newRig(t testing.TB, opts Options, args ...string) *rig {
 	t.Helper()
-	m, err := procmon.New(procmon.Config{Command: append([]string{fakeBridge}, args...), Backoff: fast, StopTimeout: 5 * time.Second})
+	return newRigConfig(t, procmon.Config{}, opts, args...)
+}
+
+// newRigConfig is newRig with a monitor configured by cfg, whose command
+// is the fake bridge with args.
+func newRigConfig(t testing.TB, cfg procmon.Config, opts Options, args ...string) *rig {
+	t.Helper()
+	cfg.Command = append([]string{fakeBridge}, args...)
+	if cfg.Backoff == (procmon.Backoff{}) {
+		cfg.Backoff = fast
+	}
+	if cfg.StopTimeout == 0 {
+		cfg.StopTimeout = 5 * time.Second
+	}
+	m, err := procmon.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

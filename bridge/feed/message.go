@@ -50,6 +50,9 @@ type hello struct {
 	Seq      uint64          `json:"seq"`
 	Control  bool            `json:"control"`
 	Status   json.RawMessage `json:"status"`
+	// QR is the latest qr event, as a token holder received it, while the
+	// bridge waits for its code to be scanned; only for token holders.
+	QR json.RawMessage `json:"qr,omitempty"`
 }
 
 // Result answers one op.

@@ -30,7 +30,7 @@ func (s *Server) push(ctx context.Context) {
 		cancel()
 		if err == nil {
 			s.log.Info("connected to the gateway", "url", url)
-			if s.session(ws, nil, true, "gateway") {
+			if s.session(ws, nil, newClient(s.opts.QueueLen, true, s.now()), "gateway") {
 				return
 			}
 			if time.Since(began) >= b.Reset {

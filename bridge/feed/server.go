@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/net/netutil"
 	"golang.org/x/time/rate"
 
 	"github.com/wa-sidecar/wa-sidecar/procmon"
@@ -40,9 +41,25 @@ type Options struct {
 	Version    string
 	Logger     *slog.Logger // nil discards
 
-	MaxClients       int           // websocket clients at once [1024]
+	MaxClients int // websocket clients at once [1024, at most three quarters of MaxConns]
+	// MaxAnonymousClients bounds the websocket clients without the token,
+	// so that they cannot take the places token holders need [three
+	// quarters of MaxClients]. When they are all taken, a new anonymous
+	// client takes the place of the one quiet longest if that one has
+	// sent nothing for AnonymousIdle [1 min]; a token holder that finds
+	// every place taken takes the place of the quietest anonymous client.
+	MaxAnonymousClients int
+	AnonymousIdle       time.Duration
+	// MaxConns bounds the connections the server holds at once; more wait
+	// in the kernel's backlog until one closes [RLIMIT_NOFILE, less the
+	// file descriptors open at New and 64 kept for spawning the bridge;
+	// at most 4096].
+	MaxConns         int
+	IdleTimeout      time.Duration // a keep-alive connection idle this long is closed [60 s]
 	MaxMessageBytes  int64         // largest message a client may send [4096]
 	QueueLen         int           // events queued per client before it is dropped as too slow [256]
+	QueueBytes       int           // bytes of events queued per client before it is dropped as too slow [8 MiB]
+	FlushTimeout     time.Duration // when the event stream ends, how long clients have to take the last events [2 s]
 	PingInterval     time.Duration // keepalive ping period [15 s]
 	PingTimeout      time.Duration // a peer that has not answered a ping by then is dropped [10 s]
 	WriteTimeout     time.Duration // a write that takes longer drops the peer [10 s]
@@ -62,6 +79,21 @@ func (o *Options) applyDefaults() {
 	}
 	if o.MaxClients <= 0 {
 		o.MaxClients = 1024
+	}
+	if o.AnonymousIdle <= 0 {
+		o.AnonymousIdle = time.Minute
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = connLimit()
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = time.Minute
+	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = 8 << 20
+	}
+	if o.FlushTimeout <= 0 {
+		o.FlushTimeout = 2 * time.Second
 	}
 	if o.MaxMessageBytes <= 0 {
 		o.MaxMessageBytes = 4096
@@ -101,10 +133,12 @@ type Server struct {
 	token    [sha256.Size]byte
 	hasToken bool
 	control  *rate.Limiter
-	clients  atomic.Int64
+	admit    *admission
+	epoch    time.Time // the server's clock starts here; see now
 	started  atomic.Bool
 
-	// ctx ends every connection when Serve's context is cancelled.
+	// ctx ends every connection: it is cancelled once clients have had
+	// FlushTimeout to take the last events, or when Serve returns.
 	ctx context.Context
 
 	mu      sync.Mutex
@@ -135,10 +169,13 @@ func New(opts Options) (*Server, error) {
 		ln:       ln,
 		loopback: isLoopbackListener(ln),
 		mux:      http.NewServeMux(),
-		hub:      newHub(opts.Logger),
+		hub:      newHub(opts.Logger, opts.QueueBytes),
 		control:  rate.NewLimiter(rate.Limit(opts.ControlPerSecond), 5),
+		epoch:    time.Now(),
 		ctx:      context.Background(),
 	}
+	maxClients, maxAnon := clientLimits(&opts)
+	s.admit = newAdmission(maxClients, maxAnon, opts.AnonymousIdle)
 	if opts.Token != "" {
 		s.token = sha256.Sum256([]byte(opts.Token))
 		s.hasToken = true
@@ -236,7 +273,10 @@ func (s *Server) Close() error {
 
 // Clients is the number of websocket clients connected now, push mode's
 // connection not included.
-func (s *Server) Clients() int { return int(s.clients.Load()) }
+func (s *Server) Clients() int { return s.admit.count() }
+
+// now reads the server's clock, which is monotonic.
+func (s *Server) now() time.Duration { return time.Since(s.epoch) }
 
 // Handle serves h for pattern (http.ServeMux syntax) on the server's
 // listener, behind the same access rule as /v1/status: open to this
@@ -255,7 +295,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.ctx = ctx
+	hard, cut := context.WithCancel(context.Background())
+	defer cut()
+	s.ctx = hard
 	if !s.loopback {
 		s.log.Warn("the status server listens beyond this machine; status and events need the token from other hosts, probes are open to all",
 			"listen", s.Addr())
@@ -266,10 +308,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	hs := &http.Server{
 		Handler:           s.checkHost(s.mux),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       s.opts.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	// Each connection takes a file descriptor: past MaxConns the next one
+	// waits in the kernel's backlog, so that clients cannot take the
+	// descriptors the sidecar needs to spawn the bridge.
+	ln := netutil.LimitListener(s.ln, s.opts.MaxConns)
 	served := make(chan error, 1)
-	go func() { served <- hs.Serve(s.ln) }()
+	go func() { served <- hs.Serve(ln) }()
 	s.log.Info("status server listening", "listen", s.Addr())
 	if s.opts.GatewayURL != "" {
 		s.conns.Add(1)
@@ -282,7 +329,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	hubDone := make(chan struct{})
 	go func() {
 		defer close(hubDone)
-		s.hub.run(s.opts.Monitor, sub, ctx.Done())
+		s.hub.run(s.opts.Monitor, sub, ctx.Done(), s.opts.FlushTimeout)
 	}()
 	var serveErr error
 	select {
@@ -295,6 +342,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
+	// Every client's queue is closed now: its writer sends what is left
+	// and says goodbye, and is cut off if that takes longer than
+	// FlushTimeout.
+	flushed := time.AfterFunc(s.opts.FlushTimeout, cut)
+	defer flushed.Stop()
 	shutdown, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
 	if err := hs.Shutdown(shutdown); err != nil {
@@ -332,7 +384,10 @@ func (s *Server) checkHost(h http.Handler) http.Handler {
 	}
 	configured, _, _ := net.SplitHostPort(s.opts.Listen)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !fromThisMachine(r) {
+		// The probes are open to every host anyway, and the probes of
+		// container runtimes and load balancers often speak HTTP/1.0
+		// without a Host.
+		if !fromThisMachine(r) || isProbe(r.URL.Path) {
 			h.ServeHTTP(w, r)
 			return
 		}
@@ -350,6 +405,10 @@ func (s *Server) checkHost(h http.Handler) http.Handler {
 		h.ServeHTTP(w, r)
 	})
 }
+
+// isProbe reports whether path is one of the probes, which need no token
+// and answer whatever the Host.
+func isProbe(path string) bool { return path == "/healthz" || path == "/readyz" }
 
 // auth reports whether the request carries a token, and whether it is the
 // right one. The comparison takes the same time whatever the token.
@@ -476,12 +535,13 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
-	if n := s.clients.Add(1); n > int64(s.opts.MaxClients) {
-		s.clients.Add(-1)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": fmt.Sprintf("too many clients (limit %d); try again later", s.opts.MaxClients)})
+	trusted, _ := r.Context().Value(ctxKey{}).(bool)
+	c := newClient(s.opts.QueueLen, trusted, s.now())
+	if err := s.admit.admit(c, s.now()); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 		return
 	}
-	defer s.clients.Add(-1)
+	defer s.admit.release(c)
 	if !s.enter() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the sidecar is exiting"})
 		return
@@ -493,18 +553,17 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("refused a websocket", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "error", err)
 		return
 	}
-	trusted, _ := r.Context().Value(ctxKey{}).(bool)
-	s.session(ws, cw.conn, trusted, r.RemoteAddr)
+	s.session(ws, cw.conn, c, r.RemoteAddr)
 }
 
 // session runs one websocket until it ends, and reports whether it ended
 // because the event stream did (the monitor finished or Serve was
 // cancelled) rather than because of the peer. cc is the connection under
 // ws if the server accepted it, nil in push mode.
-func (s *Server) session(ws *websocket.Conn, cc *corkConn, trusted bool, peer string) (finished bool) {
+func (s *Server) session(ws *websocket.Conn, cc *corkConn, c *client, peer string) (finished bool) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	var wg sync.WaitGroup
-	c := newClient(s.opts.QueueLen)
+	trusted := c.trusted
 	stop := func() bool { return false }
 	if cc != nil {
 		// Writes through cc are bounded by its deadline, not by a context
@@ -522,12 +581,16 @@ func (s *Server) session(ws *websocket.Conn, cc *corkConn, trusted bool, peer st
 	ws.SetReadLimit(s.opts.MaxMessageBytes)
 	log := s.log.With("peer", peer)
 
-	last, open := s.hub.join(c)
-	h, _ := json.Marshal(hello{
+	last, qr, open := s.hub.join(c)
+	hl := hello{
 		Type: TypeHello, Protocol: Protocol,
 		Sidecar: Sidecar{Version: s.opts.Version, Pid: os.Getpid()},
 		Seq:     last.seq, Control: trusted, Status: last.status,
-	})
+	}
+	if trusted && qr != nil && len(qr.private)+len(last.status) < maxFrame-4096 {
+		hl.QR = qr.private
+	}
+	h, _ := json.Marshal(hl)
 	if err := s.write(ctx, ws, cc, h); err != nil {
 		log.Debug("client gone before hello", "error", err)
 		return false
@@ -542,7 +605,7 @@ func (s *Server) session(ws *websocket.Conn, cc *corkConn, trusted bool, peer st
 	go func() {
 		defer wg.Done()
 		defer cancel()
-		s.readOps(ctx, ws, cc, trusted, log)
+		s.readOps(ctx, ws, cc, c, log)
 	}()
 
 	wg.Add(1)
@@ -558,7 +621,7 @@ func (s *Server) session(ws *websocket.Conn, cc *corkConn, trusted bool, peer st
 				ws.Close(websocket.StatusGoingAway, "the sidecar is exiting")
 				return true
 			}
-			open, err := s.writeFrames(ctx, ws, cc, trusted, f, c.q)
+			open, err := s.writeFrames(ctx, ws, cc, c, f)
 			if err != nil {
 				log.Debug("client gone", "error", err)
 				return false
@@ -609,19 +672,18 @@ const (
 	batchBytes  = 256 << 10
 )
 
-// writeFrames sends f and the frames already queued behind it, up to a
-// batch, each as its own message. With cc it sends them with one write.
-// open is false if it found q closed: the stream has ended.
-func (s *Server) writeFrames(ctx context.Context, ws *websocket.Conn, cc *corkConn, trusted bool, f *frame, q <-chan *frame) (open bool, err error) {
+// writeFrames sends f, just taken from c's queue, and the frames already
+// queued behind it, up to a batch, each as its own message. With cc it
+// sends them with one write. open is false if it found the queue closed:
+// the stream has ended.
+func (s *Server) writeFrames(ctx context.Context, ws *websocket.Conn, cc *corkConn, c *client, f *frame) (open bool, err error) {
 	if cc != nil {
 		cc.cork()
 	}
 	open = true
 	for n, size := 0, 0; ; {
-		msg := f.public
-		if trusted {
-			msg = f.private
-		}
+		c.took(f)
+		msg := c.msg(f)
 		if err = s.write(ctx, ws, cc, msg); err != nil {
 			break
 		}
@@ -632,7 +694,7 @@ func (s *Server) writeFrames(ctx context.Context, ws *websocket.Conn, cc *corkCo
 		}
 		more := false
 		select {
-		case f, open = <-q:
+		case f, open = <-c.q:
 			more = open
 		default:
 		}
@@ -663,7 +725,7 @@ func (s *Server) write(ctx context.Context, ws *websocket.Conn, cc *corkConn, ms
 }
 
 // readOps answers the client's ops until the connection ends.
-func (s *Server) readOps(ctx context.Context, ws *websocket.Conn, cc *corkConn, trusted bool, log *slog.Logger) {
+func (s *Server) readOps(ctx context.Context, ws *websocket.Conn, cc *corkConn, c *client, log *slog.Logger) {
 	lim := rate.NewLimiter(rate.Limit(s.opts.OpsPerSecond), int(2*s.opts.OpsPerSecond))
 	for {
 		typ, b, err := ws.Read(ctx)
@@ -673,7 +735,8 @@ func (s *Server) readOps(ctx context.Context, ws *websocket.Conn, cc *corkConn, 
 			}
 			return
 		}
-		res := s.do(ctx, typ, b, trusted, lim, log)
+		c.hear(s.now())
+		res := s.do(ctx, typ, b, c.trusted, lim, log)
 		msg, _ := json.Marshal(res)
 		if err := s.write(ctx, ws, cc, msg); err != nil {
 			return

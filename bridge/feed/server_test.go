@@ -340,7 +340,7 @@ func isMarker(text string) func(Message) bool {
 func TestThousandConcurrentClients(t *testing.T) {
 	const n = 1000
 	r := newRig(t, Options{}, "-hang")
-	c := r.client(t, "")
+	c := r.client(t, testToken) // clients without it have three quarters of the places
 	ctx := ctxT(t)
 	type result struct {
 		seq uint64
@@ -571,12 +571,72 @@ func TestClientsSeeTheFinalEventsThenGoingAway(t *testing.T) {
 
 func TestTooManyClients(t *testing.T) {
 	r := newRig(t, Options{MaxClients: 2}, "-hang")
-	r.dial(t, "")
-	r.dial(t, "")
-	_, err := r.client(t, "").Events(ctxT(t))
+	r.dial(t, testToken)
+	r.dial(t, testToken)
+	_, err := r.client(t, testToken).Events(ctxT(t))
 	var se *StatusError
 	if !errors.As(err, &se) || se.Code != http.StatusServiceUnavailable {
 		t.Fatalf("third client: %v, want 503", err)
+	}
+}
+
+// Clients without the token cannot take the places token holders need:
+// with every anonymous place taken by clients that stay connected and
+// answer pings but never send anything, a token holder still gets in, as
+// many as the places left, and a new anonymous client is refused while
+// the others have been quiet for less than AnonymousIdle.
+func TestAnonymousClientsLeaveRoomForTokenHolders(t *testing.T) {
+	r := newRig(t, Options{MaxClients: 8, MaxAnonymousClients: 5, AnonymousIdle: time.Hour}, "-hang")
+	for range 5 {
+		r.dial(t, "")
+	}
+	_, err := r.client(t, "").Events(ctxT(t))
+	var se *StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusServiceUnavailable {
+		t.Fatalf("a sixth client without the token: %v, want 503", err)
+	}
+	for i := range 3 {
+		if p := r.dial(t, testToken); !p.hello.Control {
+			t.Fatalf("token holder %d got no control", i)
+		}
+	}
+	if got := r.srv.Clients(); got != 8 {
+		t.Fatalf("%d clients, want 8", got)
+	}
+	// Every place is taken now; a token holder still gets in, in the
+	// place of an anonymous client.
+	p := r.dial(t, testToken)
+	if !p.hello.Control {
+		t.Fatal("the ninth client, a token holder, got no control")
+	}
+	if got := r.srv.Clients(); got != 8 {
+		t.Fatalf("%d clients after a token holder took an anonymous place, want 8", got)
+	}
+}
+
+// When the anonymous places are taken, a new anonymous client takes the
+// place of the one that has sent nothing for longest, once that is
+// longer than AnonymousIdle; the one that sent an op is kept.
+func TestIdleAnonymousClientMakesRoom(t *testing.T) {
+	r := newRig(t, Options{MaxClients: 8, MaxAnonymousClients: 2, AnonymousIdle: time.Nanosecond}, "-hang")
+	busy := r.dial(t, "")
+	quiet := r.dial(t, "")
+	if res := busy.op(OpPing, 1); !res.OK {
+		t.Fatal(res.Error)
+	}
+	r.dial(t, "") // a third takes the quiet one's place
+	_, _, err := quiet.ws.Read(ctxT(t))
+	for err == nil {
+		_, _, err = quiet.ws.Read(ctxT(t))
+	}
+	if !isClose(err, websocket.StatusPolicyViolation) {
+		t.Fatalf("the quiet client: %v, want close 1008", err)
+	}
+	if res := busy.op(OpPing, 2); !res.OK {
+		t.Fatalf("the client that sent an op was dropped: %v", res.Error)
+	}
+	if got := r.srv.Clients(); got != 2 {
+		t.Fatalf("%d clients, want 2", got)
 	}
 }
 
