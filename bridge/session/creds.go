@@ -81,7 +81,7 @@ type Backup struct {
 // statBackup returns the backup at path, or nil when there is none that
 // would be worth restoring.
 func statBackup(path string) *Backup {
-	data, err := os.ReadFile(path)
+	data, err := readPrivate(path)
 	if err != nil {
 		return nil
 	}
@@ -103,7 +103,7 @@ func saveBackup(path string, creds Creds, data []byte) (saved bool, err error) {
 	if creds.State != CredsOK || !creds.Paired {
 		return false, nil
 	}
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+	if old, err := readPrivate(path); err == nil && bytes.Equal(old, data) {
 		return false, nil
 	}
 	if err := writeFileAtomic(path, data, 0o600); err != nil {

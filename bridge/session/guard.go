@@ -19,11 +19,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/wa-sidecar/wa-sidecar/internal/privdir"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 	"github.com/wa-sidecar/wa-sidecar/signals"
 )
@@ -101,6 +104,9 @@ type Guard struct {
 	lock       *fileLock
 	restoredAt *time.Time
 	yieldedTo  *Holder // the bridge Hold last yielded to; the monitor's goroutine alone uses it
+
+	forgedMu sync.Mutex
+	forged   signals.Identity // the record last reported as naming another process
 }
 
 // Open takes the session's lock and returns its Guard. If another process
@@ -135,9 +141,21 @@ func Open(cfg Config) (*Guard, error) {
 	return g, nil
 }
 
+// makeDirs makes the session directory and its .wa-sidecar (mode 0700)
+// if they are missing, and checks that no other user can change them:
+// whoever could would be able to plant links where the sidecar writes, or
+// a bridge.json that names a process for it to stop.
 func (g *Guard) makeDirs() error {
-	if err := os.MkdirAll(g.stateDir, 0o700); err != nil {
-		return fmt.Errorf("session directory: %w; point --session-dir at a directory you can write", err)
+	for _, dir := range []string{g.stateDir, g.cfg.SessionDir} {
+		d, err := privdir.Open(dir, true)
+		var unsafe *privdir.UnsafeError
+		if errors.As(err, &unsafe) {
+			return fmt.Errorf("session directory: %w", err)
+		}
+		if err != nil {
+			return fmt.Errorf("session directory: %w; point --session-dir at a directory you can write", err)
+		}
+		d.Close()
 	}
 	return nil
 }
@@ -235,7 +253,7 @@ func (g *Guard) damaged(path string, creds Creds, data []byte, backup *Backup) C
 		g.out.put(procmon.Event{Kind: EventCredsDamaged, Message: msg, Data: map[string]any{"creds": string(creds.State), "backup": backup.Path}})
 		return creds
 	}
-	good, err := os.ReadFile(backup.Path)
+	good, err := readPrivate(backup.Path)
 	var kept []any
 	if err == nil && len(data) > 0 {
 		damagedCopy := filepath.Join(g.stateDir, "creds.json.damaged")
@@ -295,17 +313,32 @@ func (g *Guard) checkpoint() {
 // spawnRecord is the identity of the last bridge spawned on this session.
 type spawnRecord struct {
 	signals.Identity
-	BootID string    `json:"boot_id"` // start times only compare within one boot
-	Port   int       `json:"port,omitempty"`
-	At     time.Time `json:"at"`
+	BootID string `json:"boot_id"` // start times only compare within one boot
+	// Cmdline is the bridge's argument vector as /proc showed it after the
+	// spawn: a process with the recorded pid and start time but another
+	// command line is not the bridge (the record was forged), and is
+	// never signalled.
+	Cmdline []string  `json:"cmdline"`
+	Port    int       `json:"port,omitempty"`
+	At      time.Time `json:"at"`
 }
 
 // AfterSpawn is the monitor's AfterSpawn hook: it records the new bridge's
-// pid and start time, so that a later sidecar recognises it if this one
-// dies without stopping it.
+// pid, start time and command line, so that a later sidecar recognises it
+// if this one dies without stopping it.
 func (g *Guard) AfterSpawn(id signals.Identity) {
-	data, _ := json.Marshal(spawnRecord{Identity: id, BootID: bootID(), Port: g.cfg.Port, At: time.Now().UTC()})
-	if err := writeFileAtomic(g.recordPath(), append(data, '\n'), 0o600); err != nil {
+	args, err := signals.Cmdline(id.Pid)
+	if err == nil && len(args) == 0 {
+		err = errors.New("an empty command line")
+	}
+	if err == nil {
+		var data []byte
+		data, err = json.Marshal(spawnRecord{Identity: id, BootID: bootID(), Cmdline: args, Port: g.cfg.Port, At: time.Now().UTC()})
+		if err == nil {
+			err = writeFileAtomic(g.recordPath(), append(data, '\n'), 0o600)
+		}
+	}
+	if err != nil {
 		g.log.Warn("could not record the bridge's pid; a bridge left behind by a crash would not be recognised", "error", err)
 	}
 }
@@ -322,7 +355,7 @@ func (g *Guard) stopLeftover() {
 	if !ok {
 		return
 	}
-	procs := leftoverGroup(rec.Identity)
+	procs := g.leftoverProcs(rec)
 	if len(procs) == 0 {
 		return
 	}
@@ -429,10 +462,56 @@ func (g *Guard) leftovers() map[signals.Identity]bool {
 		return nil
 	}
 	out := map[signals.Identity]bool{}
-	for _, id := range leftoverGroup(rec.Identity) {
+	for _, id := range g.leftoverProcs(rec) {
 		out[id] = true
 	}
 	return out
+}
+
+// leftoverProcs is what is left of the bridge rec names, checked against
+// the record beyond its pid and start time, which anyone can read in
+// /proc: a live bridge must still have the recorded command line, and
+// every process must run as this user, as the bridges it spawns do. A
+// record that names anything else names nothing, and is reported.
+func (g *Guard) leftoverProcs(rec spawnRecord) []signals.Identity {
+	procs := leftoverGroup(rec.Identity)
+	if len(procs) > 0 && procs[0] == rec.Identity {
+		args, err := signals.Cmdline(rec.Pid)
+		if err != nil || !slices.Equal(args, rec.Cmdline) {
+			g.warnForged(rec)
+			return nil
+		}
+	}
+	out := procs[:0]
+	for _, id := range procs {
+		if uid, ok := processUID(id.Pid); ok && uid == os.Geteuid() {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// warnForged says, once per record, that it names a process that is not
+// the bridge it recorded.
+func (g *Guard) warnForged(rec spawnRecord) {
+	g.forgedMu.Lock()
+	defer g.forgedMu.Unlock()
+	if g.forged == rec.Identity {
+		return
+	}
+	g.forged = rec.Identity
+	g.log.Warn("the record of the last bridge names a process that is not that bridge (another command line); not stopping it",
+		"record", g.recordPath(), "pid", rec.Pid, "name", signals.ProcessName(rec.Pid))
+}
+
+// processUID is the user pid runs as (the owner of its /proc directory).
+func processUID(pid int) (int, bool) {
+	fi, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	if err != nil {
+		return 0, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return int(st.Uid), ok
 }
 
 // bridgeOnSession says whether pid runs with this session as its
@@ -507,9 +586,10 @@ func (g *Guard) checkPort() error {
 }
 
 // readRecord reads the last spawn on this session, if it was in this boot.
+// Only a private file counts (see readPrivate).
 func (g *Guard) readRecord() (spawnRecord, bool) {
 	var rec spawnRecord
-	data, err := os.ReadFile(g.recordPath())
+	data, err := readPrivate(g.recordPath())
 	if err != nil {
 		return rec, false
 	}

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wa-sidecar/wa-sidecar/internal/privdir"
 	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
@@ -65,12 +67,19 @@ type fileLock struct {
 	ino  uint64
 }
 
-// lockFile takes the lock at path or says who holds it. The file is opened
+// lockFile takes the lock at path or says who holds it. Its directory
+// must be private and the file is never opened through a link, so no one
+// else can make us write into another file. The file is opened
 // close-on-exec, so the bridge never inherits (and outlives us holding) it.
 func lockFile(path, sessionDir string) (*fileLock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	d, err := privdir.Open(filepath.Dir(path), false)
 	if err != nil {
-		return nil, fmt.Errorf("open the session lock %s: %w", path, err)
+		return nil, err
+	}
+	defer d.Close()
+	f, err := d.OpenFile(filepath.Base(path), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open the session lock: %w", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
@@ -97,7 +106,10 @@ func (l *fileLock) writeInfo() error {
 	if err != nil {
 		return fmt.Errorf("read own identity: %w", err)
 	}
-	data, _ := json.Marshal(lockInfo{Pid: id.Pid, StartTime: id.StartTime, Since: time.Now().UTC()})
+	data, err := json.Marshal(lockInfo{Pid: id.Pid, StartTime: id.StartTime, Since: time.Now().UTC()})
+	if err != nil {
+		return fmt.Errorf("write %s: %w", l.path, err)
+	}
 	if err := l.f.Truncate(0); err != nil {
 		return fmt.Errorf("write %s: %w", l.path, err)
 	}
@@ -110,7 +122,7 @@ func (l *fileLock) writeInfo() error {
 // heldBy reads the lock file of a lock someone else holds.
 func heldBy(path, sessionDir string) error {
 	e := &HeldError{SessionDir: sessionDir}
-	data, err := os.ReadFile(path)
+	data, err := readPrivate(path)
 	if err != nil {
 		return e
 	}

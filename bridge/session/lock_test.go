@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wa-sidecar/wa-sidecar/internal/privdir"
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
@@ -100,4 +102,58 @@ func FuzzParseLockInfo(f *testing.F) {
 			t.Fatalf("accepted %+v", li)
 		}
 	})
+}
+
+// victimFile is a file an attack tries to reach through a planted link;
+// untouched fails the test if it changed.
+func victimFile(t *testing.T) (path string, untouched func()) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(path, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, func() {
+		t.Helper()
+		if b, err := os.ReadFile(path); err != nil || string(b) != "precious\n" {
+			t.Fatalf("the planted link's target changed: %q, %v", b, err)
+		}
+	}
+}
+
+// A session lock planted as a link is refused and its target left alone
+// (it used to be truncated and overwritten with our pid).
+func TestSessionLockRefusesAPlantedLink(t *testing.T) {
+	dir := newSession(t, pairedCreds)
+	target, untouched := victimFile(t)
+	os.Mkdir(filepath.Join(dir, StateDirName), 0o700)
+	os.Symlink(target, filepath.Join(dir, StateDirName, "lock"))
+	_, err := Open(Config{SessionDir: dir})
+	var unsafe *privdir.UnsafeError
+	if !errors.As(err, &unsafe) || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("Open = %v, want a refusal of the link", err)
+	}
+	untouched()
+}
+
+// A session directory, or its .wa-sidecar, that another user can change
+// is refused with the command that fixes it.
+func TestSessionDirOthersCanChangeIsRefused(t *testing.T) {
+	dir := newSession(t, pairedCreds)
+	for _, d := range []string{dir, filepath.Join(dir, StateDirName)} {
+		os.Mkdir(d, 0o700)
+		os.Chmod(d, 0o777)
+		_, err := Open(Config{SessionDir: dir})
+		var unsafe *privdir.UnsafeError
+		if !errors.As(err, &unsafe) || !strings.Contains(err.Error(), "chmod go-w "+d) {
+			t.Fatalf("%s mode 0777: Open = %v", d, err)
+		}
+		os.Chmod(d, 0o700)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a directory to another user")
+	}
+	os.Chown(filepath.Join(dir, StateDirName), proctest.Nobody, proctest.Nobody)
+	if _, err := Open(Config{SessionDir: dir}); err == nil || !strings.Contains(err.Error(), "is owned by uid 65534") {
+		t.Fatalf("another user's .wa-sidecar: Open = %v", err)
+	}
 }

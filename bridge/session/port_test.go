@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 	"github.com/wa-sidecar/wa-sidecar/signals"
 )
@@ -143,7 +144,17 @@ func TestForeignProcessOnPortSurvivesUntouched(t *testing.T) {
 // writeRecord makes it look as if an earlier sidecar on dir had spawned id.
 func writeRecord(t *testing.T, dir string, id signals.Identity) {
 	t.Helper()
-	data, _ := json.Marshal(spawnRecord{Identity: id, BootID: bootID(), At: time.Now()})
+	args, err := signals.Cmdline(id.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRecordArgs(t, dir, id, args)
+}
+
+// writeRecordArgs is writeRecord with the command line the record names.
+func writeRecordArgs(t *testing.T, dir string, id signals.Identity, args []string) {
+	t.Helper()
+	data, _ := json.Marshal(spawnRecord{Identity: id, BootID: bootID(), Cmdline: args, At: time.Now()})
 	if err := os.WriteFile(filepath.Join(dir, StateDirName, "bridge.json"), data, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +237,7 @@ func TestLeftoverGroupIsStoppedWhenItsLeaderIsGone(t *testing.T) {
 
 	dir := newSession(t, pairedCreds)
 	g := openGuard(t, Config{SessionDir: dir, LeftoverTimeout: time.Second})
-	writeRecord(t, dir, leader)
+	writeRecordArgs(t, dir, leader, nil) // a dead leader's command line is not checked
 	if err := g.BeforeSpawn(); err != nil {
 		t.Fatalf("BeforeSpawn: %v", err)
 	}
@@ -244,6 +255,106 @@ func TestLeftoverGroupIsStoppedWhenItsLeaderIsGone(t *testing.T) {
 	}
 	if err := foreign.Process.Signal(syscall.Signal(0)); err != nil {
 		t.Fatalf("a process outside the group was stopped: %v", err)
+	}
+}
+
+// waitCmdline waits until pid runs the program named name (sh has
+// exec'd it) and returns its command line.
+func waitCmdline(t *testing.T, pid int, name string) []string {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if args, err := signals.Cmdline(pid); err == nil && len(args) > 0 && filepath.Base(args[0]) == name {
+			return args
+		}
+	}
+	t.Fatalf("pid %d never ran %s", pid, name)
+	return nil
+}
+
+// A forged bridge.json naming an unrelated process of this user, with its
+// real pid and start time (anyone can read both in /proc), does not get it
+// signalled: its command line is not the one recorded.
+func TestForgedRecordOfAnUnrelatedProcessIsNotSignalled(t *testing.T) {
+	other := startHelper(t, "listen", "HELPER_PORT=0")
+	id, err := signals.IdentityOf(other.cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := newSession(t, pairedCreds)
+	g := openGuard(t, Config{SessionDir: dir, LeftoverTimeout: 100 * time.Millisecond})
+	for _, args := range [][]string{nil, {"node", "bridge.js", "--session", dir}} {
+		writeRecordArgs(t, dir, id, args)
+		if err := g.BeforeSpawn(); err != nil {
+			t.Fatalf("BeforeSpawn: %v", err)
+		}
+	}
+	for _, ev := range g.out.take() {
+		if ev.Kind == EventLeftoverStopped {
+			t.Fatalf("stopped after a forged record: %+v", ev)
+		}
+	}
+	other.cmd.Process.Kill()
+	if ws := other.wait(t); ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("it ended with %v before the test killed it", ws)
+	}
+	if got := other.said(); len(got) > 0 {
+		t.Fatalf("it was signalled: %q", got)
+	}
+}
+
+// Nor does one naming another user's process, even with everything right
+// but the owner: the bridges the sidecar spawns run as its own user.
+func TestForgedRecordOfAnotherUsersProcessIsNotSignalled(t *testing.T) {
+	shared := proctest.SharedTempDir(t)
+	os.Chmod(shared, 0o777)
+	pidFile := filepath.Join(shared, "pid")
+	proctest.AsNobody(t, "sh", "-c", "sleep 300 </dev/null >/dev/null 2>&1 & echo $! >"+pidFile)
+	pid := proctest.WaitPids(t, pidFile, 1)[0]
+	defer unix.Kill(pid, unix.SIGKILL)
+	id, err := signals.IdentityOf(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := newSession(t, pairedCreds)
+	g := openGuard(t, Config{SessionDir: dir, LeftoverTimeout: 100 * time.Millisecond})
+	writeRecordArgs(t, dir, id, waitCmdline(t, pid, "sleep"))
+	if err := g.BeforeSpawn(); err != nil {
+		t.Fatalf("BeforeSpawn: %v", err)
+	}
+	if !id.Alive() || !proctest.Running(pid) {
+		t.Fatal("another user's process was stopped after a forged record")
+	}
+}
+
+// A record planted as a link, or written by another user, is not read.
+func TestRecordMustBeOurOwnFile(t *testing.T) {
+	other := startHelper(t, "listen", "HELPER_PORT=0")
+	id, _ := signals.IdentityOf(other.cmd.Process.Pid)
+	dir := newSession(t, pairedCreds)
+	g := openGuard(t, Config{SessionDir: dir, LeftoverTimeout: 100 * time.Millisecond})
+	writeRecord(t, dir, id)
+	rec := filepath.Join(dir, StateDirName, "bridge.json")
+	elsewhere := filepath.Join(t.TempDir(), "bridge.json")
+	if err := os.Rename(rec, elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	os.Symlink(elsewhere, rec)
+	if err := g.BeforeSpawn(); err != nil {
+		t.Fatalf("BeforeSpawn: %v", err)
+	}
+	if !proctest.Running(id.Pid) {
+		t.Fatal("stopped through a record that is a link")
+	}
+	if os.Geteuid() == 0 {
+		os.Remove(rec)
+		os.Rename(elsewhere, rec)
+		os.Chown(rec, proctest.Nobody, proctest.Nobody)
+		if err := g.BeforeSpawn(); err != nil {
+			t.Fatalf("BeforeSpawn: %v", err)
+		}
+		if !proctest.Running(id.Pid) {
+			t.Fatal("stopped through a record another user owns")
+		}
 	}
 }
 

@@ -163,12 +163,17 @@ func checkDir(path string, st *unix.Stat_t) error {
 		return &UnsafeError{Path: path, Problem: fmt.Sprintf("is owned by %s, not by %s who runs wa-sidecar", owner(st.Uid), owner(uint32(os.Geteuid()))),
 			Fix: fmt.Sprintf("run wa-sidecar as its owner, or give it to this user (chown %d %s)", os.Geteuid(), path)}
 	}
-	perm := st.Mode & 0o7777
-	if perm&0o002 != 0 || (perm&0o020 != 0 && !privateGroup(st.Gid)) {
-		return &UnsafeError{Path: path, Problem: fmt.Sprintf("is writable by other users (mode %04o)", perm),
+	if writableByOthers(st) {
+		return &UnsafeError{Path: path, Problem: fmt.Sprintf("is writable by other users (mode %04o)", st.Mode&0o7777),
 			Fix: "chmod go-w " + path}
 	}
 	return nil
+}
+
+// writableByOthers says someone besides the owner may write: anyone, or a
+// group that is not the owner's own.
+func writableByOthers(st *unix.Stat_t) bool {
+	return st.Mode&0o002 != 0 || (st.Mode&0o020 != 0 && !privateGroup(st.Gid))
 }
 
 // privateGroup says gid is this user's own group, one that bears its
@@ -219,7 +224,8 @@ func checkName(name string) error {
 // OpenFile opens name in d with flag (os.O_* values) and, when it creates
 // the file, perm; it never follows a symbolic link. The file must turn out
 // to be a regular file owned by this user or root, with one link and not
-// writable by others; anything else is an *UnsafeError, and the file is
+// writable by others (as for directories, the user's own group does not
+// count); anything else is an *UnsafeError, and the file is
 // closed untouched (flag must not hold O_TRUNC, which would act first).
 func (d *Dir) OpenFile(name string, flag int, perm os.FileMode) (*os.File, error) {
 	if err := checkName(name); err != nil {
@@ -261,7 +267,7 @@ func checkFile(path string, st *unix.Stat_t) error {
 		return &UnsafeError{Path: path, Problem: "is owned by " + owner(st.Uid), Fix: "remove it"}
 	case st.Nlink != 1:
 		return &UnsafeError{Path: path, Problem: fmt.Sprintf("has %d hard links, so it may be another file's", st.Nlink), Fix: "remove it"}
-	case st.Mode&0o022 != 0:
+	case writableByOthers(st):
 		return &UnsafeError{Path: path, Problem: fmt.Sprintf("is writable by other users (mode %04o)", st.Mode&0o7777), Fix: "remove it, or chmod go-w " + path}
 	}
 	return nil
