@@ -6,10 +6,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
+	"time"
 
-	"gopkg.in/natefinch/lumberjack.v2"
+	"golang.org/x/sys/unix"
 
+	"github.com/wa-sidecar/wa-sidecar/internal/privdir"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
@@ -32,13 +36,25 @@ type BridgeLogConfig struct {
 // size. Each line is written with one write(2) as it arrives, so the file
 // is complete up to the last line even if the sidecar is killed, and
 // `tail -f` shows each line at once.
+//
+// The file lives in a private directory (see internal/privdir) and is
+// never opened through a link, so no one else can make the sidecar append
+// to another file. When it has been deleted or moved away (as when its
+// directory was removed to pair again) the next line says so once and
+// starts a new file.
 type BridgeLog struct {
-	mu     sync.Mutex
-	lj     *lumberjack.Logger
-	buf    []byte
-	max    int
-	failed bool
-	log    *slog.Logger
+	mu         sync.Mutex
+	path       string
+	name       string // the file's name in its directory
+	maxSize    int64
+	maxBackups int
+	dir        *privdir.Dir // nil while closed
+	f          *os.File
+	size       int64
+	buf        []byte
+	max        int
+	failed     bool
+	log        *slog.Logger
 }
 
 // OpenBridgeLog checks that the log file can be written and returns the
@@ -63,21 +79,55 @@ func OpenBridgeLog(cfg BridgeLogConfig) (*BridgeLog, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o700); err != nil {
-		return nil, fmt.Errorf("bridge.log: %w; choose another place with --bridge-log PATH, or --bridge-log off", err)
-	}
-	f, err := os.OpenFile(cfg.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	path, err := filepath.Abs(cfg.Path)
 	if err != nil {
-		return nil, fmt.Errorf("bridge.log: %w; choose another place with --bridge-log PATH, or --bridge-log off", err)
+		return nil, fmt.Errorf("bridge.log: %w", err)
 	}
-	f.Close()
-	return &BridgeLog{
-		lj:  &lumberjack.Logger{Filename: cfg.Path, MaxSize: cfg.MaxSizeMB, MaxBackups: cfg.MaxBackups, LocalTime: true},
-		buf: make([]byte, 0, 4096),
-		// lumberjack refuses a single write larger than the whole file.
+	b := &BridgeLog{
+		path:       path,
+		name:       filepath.Base(path),
+		maxSize:    int64(cfg.MaxSizeMB) << 20,
+		maxBackups: cfg.MaxBackups,
+		buf:        make([]byte, 0, 4096),
+		// One line never needs more than a whole file.
 		max: cfg.MaxSizeMB<<20 - 1,
 		log: cfg.Logger,
-	}, nil
+	}
+	if err := b.open(); err != nil {
+		return nil, fmt.Errorf("bridge.log: %w; choose another place with --bridge-log PATH, or --bridge-log off", err)
+	}
+	return b, nil
+}
+
+// open opens (creating if need be) the directory and the file.
+func (b *BridgeLog) open() error {
+	d, err := privdir.Open(filepath.Dir(b.path), true)
+	if err != nil {
+		return err
+	}
+	f, err := d.OpenFile(b.name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		d.Close()
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		d.Close()
+		return err
+	}
+	b.dir, b.f, b.size = d, f, fi.Size()
+	return nil
+}
+
+func (b *BridgeLog) close() error {
+	if b.f == nil {
+		return nil
+	}
+	err := b.f.Close()
+	b.dir.Close()
+	b.dir, b.f = nil, nil
+	return err
 }
 
 // Line appends one line of the bridge's output. It has the shape of
@@ -90,21 +140,99 @@ func (b *BridgeLog) Line(l procmon.Line) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.buf = append(append(b.buf[:0], text...), '\n')
-	_, err := b.lj.Write(b.buf)
+	err := b.write(b.buf)
 	if cap(b.buf) > 64<<10 { // one huge line must not pin its buffer for good
 		b.buf = make([]byte, 0, 4096)
 	}
 	switch {
 	case err != nil && !b.failed:
 		b.failed = true
-		b.log.Warn("cannot write bridge.log; the bridge's output still goes to the sidecar's log", "path", b.lj.Filename, "error", err)
+		b.log.Warn("cannot write bridge.log; the bridge's output still goes to the sidecar's log", "path", b.path, "error", err)
 	case err == nil && b.failed:
 		b.failed = false
-		b.log.Info("writing bridge.log again", "path", b.lj.Filename)
+		b.log.Info("writing bridge.log again", "path", b.path)
 	}
+}
+
+func (b *BridgeLog) write(p []byte) error {
+	if b.f != nil && b.moved() {
+		b.log.Warn("bridge.log was deleted or moved away while the sidecar was writing it (was its directory removed?); starting a new one", "path", b.path)
+		b.close()
+	}
+	if b.f == nil {
+		if err := b.open(); err != nil {
+			return err
+		}
+	}
+	if b.size > 0 && b.size+int64(len(p)) > b.maxSize {
+		if err := b.rotate(); err != nil {
+			return err
+		}
+	}
+	n, err := b.f.Write(p)
+	b.size += int64(n)
+	return err
+}
+
+// moved reports whether the open file is no longer the one at the path:
+// unlinked (its directory may be gone with it) or replaced.
+func (b *BridgeLog) moved() bool {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(b.f.Fd()), &st); err != nil || st.Nlink == 0 || b.dir.Gone() {
+		return true
+	}
+	at, err := b.dir.Lstat(b.name)
+	return err != nil || at.Dev != st.Dev || at.Ino != st.Ino
+}
+
+// backupTime is the time in a rotated file's name, as
+// bridge-2006-01-02T15-04-05.000.log.
+const backupTime = "2006-01-02T15-04-05.000"
+
+// rotate renames the full file to a name with the time in it, starts a
+// new one, and removes the oldest backups beyond maxBackups.
+func (b *BridgeLog) rotate() error {
+	ext := filepath.Ext(b.name)
+	prefix := strings.TrimSuffix(b.name, ext) + "-"
+	backup := prefix + time.Now().Format(backupTime) + ext
+	if err := b.dir.Rename(b.name, backup); err != nil {
+		return err
+	}
+	d := b.dir
+	b.f.Close()
+	b.f = nil
+	f, err := d.OpenFile(b.name, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		d.Close()
+		b.dir = nil
+		return err
+	}
+	b.f, b.size = f, 0
+	names, err := d.Names()
+	if err != nil {
+		return nil
+	}
+	var backups []string
+	for _, n := range names {
+		if stamp, ok := strings.CutPrefix(n, prefix); ok && strings.HasSuffix(stamp, ext) {
+			if _, err := time.Parse(backupTime, strings.TrimSuffix(stamp, ext)); err == nil {
+				backups = append(backups, n)
+			}
+		}
+	}
+	sort.Strings(backups) // the time in the name sorts as text
+	for len(backups) > b.maxBackups {
+		if err := d.Remove(backups[0]); err != nil {
+			b.log.Warn("could not remove an old bridge.log", "error", err)
+		}
+		backups = backups[1:]
+	}
+	return nil
 }
 
 // Close closes the file. Lines after Close reopen it.
 func (b *BridgeLog) Close() error {
-	return b.lj.Close()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.close()
 }

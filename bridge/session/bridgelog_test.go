@@ -2,6 +2,7 @@ package session
 
 import (
 	"bufio"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
@@ -149,4 +151,89 @@ func BenchmarkBridgeLogLine(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/line")
+}
+
+func line(s string) procmon.Line { return procmon.Line{Stream: procmon.Stdout, Pid: 1, Text: []byte(s)} }
+
+// A bridge.log planted as a link is refused and its target left alone
+// (the bridge's output, QR codes included, used to be appended to it).
+func TestBridgeLogRefusesAPlantedLink(t *testing.T) {
+	dir := t.TempDir()
+	target, untouched := victimFile(t)
+	os.Symlink(target, filepath.Join(dir, "bridge.log"))
+	_, err := OpenBridgeLog(BridgeLogConfig{Path: filepath.Join(dir, "bridge.log")})
+	if err == nil || !strings.Contains(err.Error(), "symbolic link") || !strings.Contains(err.Error(), "--bridge-log") {
+		t.Fatalf("OpenBridgeLog = %v, want a refusal of the link", err)
+	}
+	untouched()
+}
+
+// bridge.log in a directory others can write is refused: in a sticky
+// one like /tmp, another user planted a link where it goes.
+func TestBridgeLogInADirectoryOthersCanWriteIsRefused(t *testing.T) {
+	dir := filepath.Join(proctest.SharedTempDir(t), "shared")
+	os.Mkdir(dir, 0o700)
+	os.Chmod(dir, 0o1777)
+	target, untouched := victimFile(t)
+	path := filepath.Join(dir, "bridge.log")
+	if _, err := OpenBridgeLog(BridgeLogConfig{Path: path}); err == nil || !strings.Contains(err.Error(), "chmod go-w "+dir) {
+		t.Fatalf("OpenBridgeLog = %v, want a refusal with the fix", err)
+	}
+	proctest.AsNobody(t, "ln", "-s", target, path)
+	if _, err := OpenBridgeLog(BridgeLogConfig{Path: path}); err == nil {
+		t.Fatal("opened after another user planted a link")
+	}
+	untouched()
+}
+
+// When bridge.log's directory is deleted (to pair again), the next line
+// warns once and goes to a new file, not to the deleted one.
+func TestBridgeLogAfterItsDirectoryIsDeleted(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "whatsapp")
+	path := filepath.Join(dir, "bridge.log")
+	var logged strings.Builder
+	bl, err := OpenBridgeLog(BridgeLogConfig{Path: path, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bl.Close()
+	bl.Line(line("before"))
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	bl.Line(line("after"))
+	bl.Line(line("and more"))
+	if got := readFile(t, path); got != "after\nand more\n" {
+		t.Fatalf("new bridge.log %q", got)
+	}
+	if n := strings.Count(logged.String(), "was deleted or moved away"); n != 1 {
+		t.Fatalf("warned %d times, want once:\n%s", n, logged.String())
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("directory made again: %v %v", err, fi.Mode())
+	}
+	// Moved away (as by logrotate without copytruncate): the same.
+	os.Rename(path, path+".1")
+	bl.Line(line("moved"))
+	if got := readFile(t, path); got != "moved\n" {
+		t.Fatalf("after a move: %q", got)
+	}
+}
+
+// Rotation keeps only --bridge-log-max-backups old files.
+func TestBridgeLogKeepsMaxBackups(t *testing.T) {
+	dir := t.TempDir()
+	bl, err := OpenBridgeLog(BridgeLogConfig{Path: filepath.Join(dir, "bridge.log"), MaxSizeMB: 1, MaxBackups: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bl.Close()
+	big := strings.Repeat("x", 600<<10)
+	for i := 0; i < 12; i++ {
+		bl.Line(line(big))
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "bridge*.log"))
+	if len(files) != 3 {
+		t.Fatalf("files %v, want bridge.log and 2 backups", files)
+	}
 }

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
@@ -33,9 +31,7 @@ func TestMain(m *testing.M) {
 	if h := os.Getenv(helperEnv); h != "" {
 		os.Exit(runHelper(h))
 	}
-	// lumberjack starts one goroutine per Logger, on first use, that
-	// lives as long as the process; the sidecar has one Logger.
-	os.Exit(proctest.Main(m, &fakeBridge, goleak.IgnoreTopFunction("gopkg.in/natefinch/lumberjack%2ev2.(*Logger).millRun")))
+	os.Exit(proctest.Main(m, &fakeBridge))
 }
 
 // runHelper is the body of a helper process. Each prints one line saying
