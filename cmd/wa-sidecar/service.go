@@ -74,6 +74,10 @@ type unitSpec struct {
 	StopTimeout time.Duration
 	Watchdog    time.Duration
 	Env         []string // NAME=VALUE, in order
+	// EnvFile, if set, is the EnvironmentFile= with the secret variables,
+	// which a unit file (mode 0644, and shown by systemctl show) must not
+	// hold.
+	EnvFile string
 }
 
 // stopMargin is how much longer systemd waits than the sidecar's own stop
@@ -117,6 +121,13 @@ func (u unitSpec) render() (string, error) {
 			return "", err
 		}
 		b.WriteString("Environment=" + q + "\n")
+	}
+	if u.EnvFile != "" {
+		// A path, taken as it is but for specifiers.
+		if strings.ContainsAny(u.EnvFile, "\n\r\x00") {
+			return "", fmt.Errorf("the environment file's path %q has a line break or NUL, which a unit file cannot carry", u.EnvFile)
+		}
+		b.WriteString("EnvironmentFile=" + strings.ReplaceAll(u.EnvFile, "%", "%%") + "\n")
 	}
 	b.WriteString("Restart=always\n")
 	b.WriteString("RestartSec=5\n")
@@ -255,6 +266,10 @@ func installServiceAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if u, ok := set["gateway-url"]; ok && urlHasCredentials(u) {
+		return usageError("the --gateway-url after -- holds credentials, which the unit would show to every user (and ps too); " +
+			"give it as --env " + gatewayURLEnv + "=URL, which goes to a file only you can read")
+	}
 	env, err := unitEnv(c.StringSlice("env"))
 	if err != nil {
 		return err
@@ -278,17 +293,27 @@ func installServiceAction(c *cli.Context) error {
 	if exe, err = filepath.EvalSymlinks(exe); err != nil {
 		return cli.Exit(fmt.Sprintf("wa-sidecar: cannot resolve its own binary for ExecStart: %v", err), exitError)
 	}
-	spec := unitSpec{Executable: exe, RunArgs: runArgs, StopTimeout: stop, Watchdog: wd, Env: env}
-	unit, err := spec.render()
-	if err != nil {
-		return usageError("%v", err)
-	}
 	dir, dirErr := userUnitDir()
 	if dirErr != nil && c.Bool("print") {
 		dir, dirErr = filepath.Join("$XDG_CONFIG_HOME", "systemd", "user"), nil
 	}
 	if dirErr != nil {
 		return cli.Exit("wa-sidecar: "+dirErr.Error(), exitError)
+	}
+	public, secret := splitSecretEnv(env)
+	spec := unitSpec{Executable: exe, RunArgs: runArgs, StopTimeout: stop, Watchdog: wd, Env: public}
+	var envFile *unitFile
+	if len(secret) > 0 {
+		spec.EnvFile = filepath.Join(dir, name+".env")
+		text, err := envFileText(secret)
+		if err != nil {
+			return usageError("%v", err)
+		}
+		envFile = &unitFile{Path: spec.EnvFile, Text: text, Secret: true}
+	}
+	unit, err := spec.render()
+	if err != nil {
+		return usageError("%v", err)
 	}
 	files := []unitFile{{Path: filepath.Join(dir, name+".service"), Text: unit}}
 	if dropin {
@@ -303,13 +328,20 @@ func installServiceAction(c *cli.Context) error {
 		}
 		files = append(files, unitFile{Path: filepath.Join(dir, gateway+".service.d", dropinName), Text: text})
 	}
+	if envFile != nil {
+		files = append(files, *envFile)
+	}
 	out := c.App.Writer
 	if c.Bool("print") {
 		for i, f := range files {
 			if i > 0 {
 				fmt.Fprintln(out)
 			}
-			fmt.Fprintf(out, "# %s\n%s", f.Path, f.Text)
+			text := f.Text
+			if f.Secret {
+				text = redactEnvFile(text)
+			}
+			fmt.Fprintf(out, "# %s\n%s", f.Path, text)
 		}
 		return nil
 	}
@@ -325,7 +357,11 @@ func installServiceAction(c *cli.Context) error {
 		if !changed[i] {
 			verb = "Unchanged:"
 		}
-		fmt.Fprintf(out, "%s %s\n", verb, f.Path)
+		note := ""
+		if f.Secret {
+			note = " (mode 0600, for the secret variables)"
+		}
+		fmt.Fprintf(out, "%s %s%s\n", verb, f.Path, note)
 	}
 	if dropin && !gatewayInstalled(dir, gateway) {
 		fmt.Fprintf(c.App.ErrWriter, "wa-sidecar: warning: no %s.service found in %s; if the gateway runs under another unit name, "+
@@ -660,6 +696,67 @@ func unitEnv(extra []string) ([]string, error) {
 	return env, nil
 }
 
+// secretEnv reports whether a variable holds a secret: the control token,
+// the push URL (which may carry the gateway's credentials), or a name that
+// marks a credential.
+func secretEnv(name string) bool {
+	switch name {
+	case tokenEnv, gatewayURLEnv:
+		return true
+	}
+	n := strings.ToUpper(name)
+	for _, suffix := range []string{"_TOKEN", "_KEY", "_SECRET", "_PASSWORD", "_PASS"} {
+		if strings.HasSuffix(n, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+// splitSecretEnv parts NAME=VALUE pairs into those for Environment= and
+// the secret ones, for the EnvironmentFile=.
+func splitSecretEnv(env []string) (public, secret []string) {
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if secretEnv(name) {
+			secret = append(secret, kv)
+		} else {
+			public = append(public, kv)
+		}
+	}
+	return public, secret
+}
+
+// envFileText writes NAME=VALUE pairs as systemd reads an
+// EnvironmentFile=: each value in double quotes, with backslash and quote
+// escaped (systemd.exec(5)); no specifiers or variables are expanded there.
+func envFileText(env []string) (string, error) {
+	var b strings.Builder
+	b.WriteString("# Written by 'wa-sidecar install-service': the unit's secret variables, kept out of\n")
+	b.WriteString("# the unit file, which every user can read. Keep this file mode 0600.\n")
+	for _, kv := range env {
+		if strings.ContainsAny(kv, "\n\r\x00") {
+			return "", fmt.Errorf("environment variable %s has a line break or NUL, which an environment file cannot carry", strings.SplitN(kv, "=", 2)[0])
+		}
+		name, value, _ := strings.Cut(kv, "=")
+		b.WriteString(name + `="` + cEscape(value) + "\"\n")
+	}
+	return b.String(), nil
+}
+
+// redactEnvFile is the environment file as --print shows it: the names,
+// not the values.
+func redactEnvFile(text string) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(text, "\n") {
+		if name, _, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			line = name + "=(secret, not shown)\n"
+		}
+		b.WriteString(line)
+	}
+	return b.String()
+}
+
 // userUnitDir is where systemd --user looks for the user's own units.
 func userUnitDir() (string, error) {
 	dir := os.Getenv("XDG_CONFIG_HOME")
@@ -676,6 +773,7 @@ func userUnitDir() (string, error) {
 // unitFile is one file install-service writes.
 type unitFile struct {
 	Path, Text string
+	Secret     bool // mode 0600, not 0644
 }
 
 // writeUnitFiles writes files, unless one of them is there with other
@@ -703,8 +801,11 @@ func writeUnitFiles(files []unitFile, force bool) ([]bool, error) {
 			"a gateway has one drop-in, so for another gateway pass its --gateway-unit)", strings.Join(differ, " and "))
 	}
 	for i, f := range files {
+		if fi, err := os.Lstat(f.Path); f.Secret && !changed[i] && (err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600) {
+			changed[i] = true // the same secrets, but others could read them
+		}
 		if changed[i] {
-			if err := writeUnitFile(f.Path, f.Text); err != nil {
+			if err := writeUnitFile(f.Path, f.Text, f.Secret); err != nil {
 				return nil, err
 			}
 		}
@@ -713,15 +814,32 @@ func writeUnitFiles(files []unitFile, force bool) ([]bool, error) {
 }
 
 // writeUnitFile writes then renames, so systemd never reads half a file.
-func writeUnitFile(path, text string) error {
+// The temporary file is created afresh (never through a link planted
+// there), so a secret one is mode 0600 from its first byte.
+func writeUnitFile(path, text string, secret bool) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("creating %s: %w", filepath.Dir(path), err)
 	}
+	mode := os.FileMode(0o644)
+	if secret {
+		mode = 0o600
+	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("writing %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", tmp, err)
+	}
+	_, err = f.WriteString(text)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("writing %s: %w", path, err)
 	}

@@ -440,9 +440,12 @@ func TestSystemdNotifyFromTheBinary(t *testing.T) {
 }
 
 // TestDeployUnitIsCurrent keeps deploy/wa-sidecar.service, the example for
-// readers who install by hand, equal to what install-service writes.
+// readers who install by hand, equal to what install-service writes,
+// PATH included (install-service copies the caller's; the example has the
+// usual places of node, for the reader to extend).
 func TestDeployUnitIsCurrent(t *testing.T) {
-	want, err := unitSpec{Executable: "/usr/local/bin/wa-sidecar", StopTimeout: 10 * time.Second}.render()
+	want, err := unitSpec{Executable: "/usr/local/bin/wa-sidecar", StopTimeout: 10 * time.Second,
+		Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin"}}.render()
 	if err != nil {
 		t.Fatal(err)
 	}
