@@ -149,7 +149,15 @@ func (f *bridgeFiles) check(script, reported string) (disk string, match bool, s
 // assess works out whether the gateway would adopt the bridge now. It is
 // nil without expectations.
 func (w *watcher) assess() *Adoption {
-	ex := w.h.opts.Expect
+	return w.h.assess(w.pid, w.answered, w.state, &w.det, &w.files)
+}
+
+// assess works out whether the gateway would adopt the bridge pid (0 when
+// none runs) in state, with det its details; answered says it has
+// answered /health. files caches the hashes of the bridge files; it is
+// only used for a bridge that runs and has answered.
+func (h *Hermes) assess(pid int, answered bool, state procmon.State, det *Details, files *bridgeFiles) *Adoption {
+	ex := h.opts.Expect
 	if ex == nil {
 		return nil
 	}
@@ -157,29 +165,29 @@ func (w *watcher) assess() *Adoption {
 	add := func(code, format string, args ...any) {
 		a.Reasons = append(a.Reasons, AdoptionNote{Code: code, Message: fmt.Sprintf(format, args...)})
 	}
-	running := w.pid != 0 && w.answered
+	running := pid != 0 && answered
 	switch {
-	case w.pid == 0:
-		add(ReasonNotRunning, "the bridge is not running (state %s)", w.state)
-	case w.det.Connection != "connected":
-		add(ReasonNotConnected, "the bridge is not connected to WhatsApp (%s); the gateway would stop it and start its own", w.det.Connection)
+	case pid == 0:
+		add(ReasonNotRunning, "the bridge is not running (state %s)", state)
+	case det.Connection != "connected":
+		add(ReasonNotConnected, "the bridge is not connected to WhatsApp (%s); the gateway would stop it and start its own", det.Connection)
 	}
-	if ex.Port != 0 && w.h.opts.Port != ex.Port {
-		add(ReasonPortDiffers, "the bridge listens on port %d, but the gateway looks on %d (its bridge_port): it would start a bridge of its own there", w.h.opts.Port, ex.Port)
+	if ex.Port != 0 && h.opts.Port != ex.Port {
+		add(ReasonPortDiffers, "the bridge listens on port %d, but the gateway looks on %d (its bridge_port): it would start a bridge of its own there", h.opts.Port, ex.Port)
 	}
-	if ex.SessionDir != "" && w.h.opts.SessionDir != "" && !sameSession(w.h.opts.SessionDir, ex.SessionDir) {
-		add(ReasonSessionDiffers, "the bridge uses the session %s, but the gateway's is %s: the two would fight for the WhatsApp account", w.h.opts.SessionDir, ex.SessionDir)
+	if ex.SessionDir != "" && h.opts.SessionDir != "" && !sameSession(h.opts.SessionDir, ex.SessionDir) {
+		add(ReasonSessionDiffers, "the bridge uses the session %s, but the gateway's is %s: the two would fight for the WhatsApp account", h.opts.SessionDir, ex.SessionDir)
 	}
-	if s := w.h.opts.SessionDir; s != "" {
+	if s := h.opts.SessionDir; s != "" {
 		if _, err := os.Stat(filepath.Join(s, "creds.json")); err != nil {
 			add(ReasonNoCreds, "there is no creds.json in %s: the gateway refuses to start WhatsApp until it is paired", s)
 		}
 	}
 	if ex.Script != "" && running {
-		disk, match, stamp := w.files.check(ex.Script, w.det.ScriptHash)
+		disk, match, stamp := files.check(ex.Script, det.ScriptHash)
 		a.DiskHash = disk
 		if !match {
-			reported := w.det.ScriptHash
+			reported := det.ScriptHash
 			if reported == "" {
 				reported = "none"
 			}
@@ -193,7 +201,7 @@ func (w *watcher) assess() *Adoption {
 		}
 	}
 	if running {
-		rr := w.det.SendReadReceipts != nil && *w.det.SendReadReceipts
+		rr := det.SendReadReceipts != nil && *det.SendReadReceipts
 		if rr != ex.SendReadReceipts {
 			add(ReasonReadReceiptsDiffer, "the bridge sends read receipts: %v, the gateway's send_read_receipts is %v; set WHATSAPP_SEND_READ_RECEIPTS to match, or change the setting",
 				rr, ex.SendReadReceipts)
@@ -240,8 +248,16 @@ func (w *watcher) reassess() {
 // announceAdoption posts an adoption event when the verdict or its reasons
 // changed from prev to a (already in the details).
 func (w *watcher) announceAdoption(prev, a *Adoption) {
+	if ev := adoptionEvent(prev, a); ev != nil {
+		w.post(*ev)
+	}
+}
+
+// adoptionEvent is the adoption event for a change of verdict from prev
+// to a, or nil when neither the verdict nor its reasons changed.
+func adoptionEvent(prev, a *Adoption) *procmon.Event {
 	if a == nil || prev != nil && prev.Adoptable == a.Adoptable && prev.codes() == a.codes() {
-		return
+		return nil
 	}
 	ev := procmon.Event{Kind: EventAdoption, Reason: a.codes(), Data: map[string]any{"adoptable": a.Adoptable}}
 	if a.Adoptable {
@@ -249,7 +265,7 @@ func (w *watcher) announceAdoption(prev, a *Adoption) {
 	} else if prev != nil && prev.Adoptable {
 		ev.Message = "the gateway would no longer use this bridge: " + a.Reasons[0].Message
 	}
-	w.post(ev)
+	return &ev
 }
 
 // restartIfUpdated restarts the bridge once when its files changed on disk

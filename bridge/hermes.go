@@ -119,6 +119,9 @@ type Hermes struct {
 	// in OnExit so that a change made right after the park is not missed.
 	parkedCreds atomic.Pointer[fingerprint]
 	prober      *prober
+	// ended holds what the AfterExit hook posted for each child whose
+	// exit it handled, until the watcher takes it.
+	ended endedChildren
 }
 
 type seenLine struct {
@@ -164,6 +167,7 @@ func (h *Hermes) Configure(cfg *procmon.Config) {
 		}
 		return nil
 	}
+	cfg.AfterExit = append(cfg.AfterExit, h.exited)
 	prevKeep := cfg.KeepInTail
 	cfg.KeepInTail = func(text []byte) bool {
 		if len(text) > 0 && pairingStart[text[0]] && CarriesPairingCode(text) {
@@ -496,14 +500,25 @@ func (w *watcher) end(why string, requested bool) {
 		w.ended = w.ended[1:]
 	}
 	w.pid = 0
-	w.det.BridgePid = 0
 	w.stopTimers()
-	wasConnected := w.det.Connection == "connected"
-	w.det.Connection = "down"
-	if w.h.opts.Port > 0 {
-		w.det.Health = "unknown"
+	if e, ok := w.h.ended.take(pid); ok {
+		// The monitor's AfterExit hook has ended it already, in order:
+		// take on what it posted, unless something posted since (a late
+		// probe result) has to be set right.
+		w.det = e.det
+		if cur, ok := w.m.Status().Details[DetailsKey].(Details); ok && !cur.equal(e.det) {
+			w.posted = cur
+			w.postIfChanged()
+		} else {
+			w.posted = e.det
+		}
+		if e.connected && !requested {
+			w.flip()
+		}
+		return
 	}
-	w.det.HealthFailures, w.det.HealthError = 0, ""
+	wasConnected := w.det.Connection == "connected"
+	w.det = w.h.down(w.det)
 	prev := w.det.Adoption
 	w.det.Adoption = w.assess()
 	if wasConnected {
@@ -517,6 +532,83 @@ func (w *watcher) end(why string, requested bool) {
 		w.postIfChanged()
 	}
 	w.announceAdoption(prev, w.det.Adoption)
+}
+
+// down is det once its child has gone: no connection, no health.
+func (h *Hermes) down(det Details) Details {
+	det.BridgePid = 0
+	det.Connection = "down"
+	if h.opts.Port > 0 {
+		det.Health = "unknown"
+	}
+	det.HealthFailures, det.HealthError = 0, ""
+	return det
+}
+
+// exited is the monitor's AfterExit hook. It ends what this layer said of
+// the child that exited (details.whatsapp as last posted, in st) from the
+// monitor's own goroutine, so that its disconnected event, and a changed
+// adoption verdict, come right after the exit: before the monitor's
+// stopped or backoff, and before the next bridge's started. The watcher
+// takes on the result when it sees the exit (end).
+func (h *Hermes) exited(rec procmon.ExitRecord, st procmon.Status) []procmon.Event {
+	d, ok := st.Details[DetailsKey].(Details)
+	if !ok || d.BridgePid != rec.Pid {
+		return nil // nothing was said of this child yet
+	}
+	connected := d.Connection == "connected"
+	det := h.down(d)
+	det.Adoption = h.assess(0, false, st.State, &det, nil)
+	details := map[string]any{DetailsKey: det}
+	var evs []procmon.Event
+	switch {
+	case connected:
+		// The event's own pid is the monitor's current child, by now not
+		// this one ("pid" is reserved on the wire).
+		evs = append(evs, procmon.Event{Kind: EventDisconnected, Reason: "the bridge exited", Data: map[string]any{"bridge_pid": rec.Pid}})
+	case !det.equal(d):
+		evs = append(evs, procmon.Event{Kind: EventHealth})
+	}
+	if ev := adoptionEvent(d.Adoption, det.Adoption); ev != nil {
+		evs = append(evs, *ev)
+	}
+	for i := range evs {
+		evs[i].Status.Details = details
+		h.logEvent(evs[i], rec.Pid, det)
+	}
+	h.ended.put(rec.Pid, endedChild{det: det, connected: connected})
+	return evs
+}
+
+// endedChild is what the AfterExit hook posted for one child.
+type endedChild struct {
+	det       Details
+	connected bool // it was connected when it exited
+}
+
+// endedChildren passes endedChild values from the monitor's goroutine to
+// the watcher's. The watcher takes each one when it sees the exit; a few
+// are kept in case it resynchronised past some.
+type endedChildren struct {
+	mu sync.Mutex
+	m  map[int]endedChild
+}
+
+func (e *endedChildren) put(pid int, c endedChild) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.m == nil || len(e.m) >= 16 {
+		e.m = map[int]endedChild{}
+	}
+	e.m[pid] = c
+}
+
+func (e *endedChildren) take(pid int) (endedChild, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c, ok := e.m[pid]
+	delete(e.m, pid)
+	return c, ok
 }
 
 func (w *watcher) stopTimers() {
@@ -837,8 +929,13 @@ func (d Details) equal(o Details) bool {
 
 // logEvent tells the person watching the sidecar's log what the bridge
 // layer saw; the same events reach the status feed.
-func (w *watcher) logEvent(ev procmon.Event) {
-	attrs := []any{"event", string(ev.Kind), "pid", w.pid}
+func (w *watcher) logEvent(ev procmon.Event) { w.h.logEvent(ev, w.pid, w.det) }
+
+// logEvent logs ev, an event of this layer about pid with det the
+// details it carries.
+func (h *Hermes) logEvent(ev procmon.Event, pid int, det Details) {
+	log := h.opts.Logger
+	attrs := []any{"event", string(ev.Kind), "pid", pid}
 	if ev.Reason != "" {
 		attrs = append(attrs, "reason", ev.Reason)
 	}
@@ -846,17 +943,17 @@ func (w *watcher) logEvent(ev procmon.Event) {
 	switch ev.Kind {
 	case EventHealth:
 		if msg != "" {
-			w.log.Info(msg, attrs...)
+			log.Info(msg, attrs...)
 			return
 		}
-		w.log.Debug("bridge health", append(attrs, "connection", w.det.Connection, "health", w.det.Health)...)
+		log.Debug("bridge health", append(attrs, "connection", det.Connection, "health", det.Health)...)
 		return
 	case EventUnresponsive, EventFlapping, EventConnectTimeout:
-		w.log.Warn(msg, attrs...)
+		log.Warn(msg, attrs...)
 		return
 	case EventQR:
-		msg = fmt.Sprintf("pairing QR code #%d (%s)", w.det.QRCodes, ev.Data["source"])
-		if w.h.opts.QRWriter == nil {
+		msg = fmt.Sprintf("pairing QR code #%d (%s)", det.QRCodes, ev.Data["source"])
+		if h.opts.QRWriter == nil {
 			// The code itself stays out of the log, where whoever reads
 			// it could link a phone; this record stands for it.
 			msg += ": waiting for a scan; to see the code, run 'wa-sidecar pair' or 'wa-sidecar watch' on a terminal"
@@ -868,9 +965,9 @@ func (w *watcher) logEvent(ev procmon.Event) {
 	case EventDisconnected:
 		msg = "WhatsApp disconnected"
 	case EventAdoption:
-		if a := w.det.Adoption; msg == "" && a != nil && len(a.Reasons) > 0 {
+		if a := det.Adoption; msg == "" && a != nil && len(a.Reasons) > 0 {
 			msg = "the gateway would not use this bridge yet: " + a.Reasons[0].Message
 		}
 	}
-	w.log.Info(msg, attrs...)
+	log.Info(msg, attrs...)
 }

@@ -411,3 +411,85 @@ func startCrashing(t *testing.T, after time.Duration, crash sim.Crash) (sim.Conf
 	c.Crashes = []sim.Crash{crash}
 	return c, start(t, simCommand(c), testOptions(c))
 }
+
+// TestAnOldBridgesEventsComeBeforeTheNextOnes restarts and then stops a
+// connected, adoptable bridge: its disconnected event and the adoption
+// verdict it changes come right after its exit, before the new bridge's
+// started (and before stopped), each cause before its effect.
+func TestAnOldBridgesEventsComeBeforeTheNextOnes(t *testing.T) {
+	script := bridgeDir(t)
+	h := startServing(t, script, Expect{Script: script})
+	waitAdoptable := func() int {
+		t.Helper()
+		for {
+			ev, a := adoption(t, h)
+			if a.Adoptable {
+				return ev.Status.Pid
+			}
+		}
+	}
+	// after checks the events that followed the exit of pid, up to and
+	// including the first of until.
+	after := func(pid int, until procmon.Kind) {
+		t.Helper()
+		ex := h.next(procmon.EventExited)
+		if ex.Pid != pid {
+			t.Fatalf("exit of %d, want %d", ex.Pid, pid)
+		}
+		end := h.next(until)
+		var kinds []procmon.Kind
+		for _, ev := range h.events.Seen {
+			if ev.Seq > ex.Seq && ev.Seq <= end.Seq {
+				kinds = append(kinds, ev.Kind)
+				if ev.Kind == EventDisconnected && ev.Data["bridge_pid"] != pid {
+					t.Fatalf("disconnected for %v after the exit of %d", ev.Data["bridge_pid"], pid)
+				}
+				if ev.Kind == EventDisconnected && details(t, ev).Connection != "down" {
+					t.Fatalf("disconnected with details %+v", details(t, ev))
+				}
+			}
+		}
+		want := []procmon.Kind{EventDisconnected, EventAdoption}
+		if len(kinds) < 2 || kinds[0] != want[0] || kinds[1] != want[1] {
+			t.Fatalf("after the exit of %d: %v, want %v first", pid, kinds, want)
+		}
+	}
+	first := waitAdoptable()
+	if err := h.m.Restart(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	after(first, procmon.EventStarted)
+	second := waitAdoptable()
+	if second == first {
+		t.Fatal("no new bridge")
+	}
+	if err := h.m.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	after(second, procmon.EventStopped)
+	// Nothing about the old bridges comes later either: the watcher took
+	// on what the monitor's hook posted.
+	if err := h.m.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	h.next(procmon.EventStarted)
+	h.next(EventConnected)
+	for _, ev := range h.events.Seen {
+		if ev.Kind == EventDisconnected && ev.Data["bridge_pid"] == nil {
+			t.Fatalf("a disconnected event without a cause: %v", h.kinds())
+		}
+	}
+	if n := countKind(h.kinds(), EventDisconnected); n != 2 {
+		t.Fatalf("%d disconnected events for two ends: %v", n, h.kinds())
+	}
+}
+
+func countKind(kinds []procmon.Kind, k procmon.Kind) int {
+	n := 0
+	for _, x := range kinds {
+		if x == k {
+			n++
+		}
+	}
+	return n
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -259,4 +260,46 @@ func TestOnExitStandbyIsNotAFailure(t *testing.T) {
 	if ev.Status.ConsecutiveFailures != 0 || ev.Status.Crashloop {
 		t.Fatalf("counted as a failure: %+v", ev.Status)
 	}
+}
+
+func TestAfterExitEventsComeBeforeWhatFollowsTheExit(t *testing.T) {
+	var seen atomic.Int64
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: fast,
+		AfterExit: []func(ExitRecord, Status) []Event{func(rec ExitRecord, st Status) []Event {
+			seen.Store(int64(rec.Pid))
+			return []Event{{Kind: "lost", Data: map[string]any{"bridge_pid": rec.Pid}, Status: Status{Details: map[string]any{"layer": rec.Pid}}}}
+		}}})
+	expect := func(pid int, next Kind) {
+		t.Helper()
+		ex := h.next(EventExited)
+		if ex.Pid != pid || seen.Load() != int64(pid) {
+			t.Fatalf("exit of %d, hook saw %d", ex.Pid, seen.Load())
+		}
+		kinds := []Kind{"lost", EventStarting, EventStarted, EventBackoff, EventStopped}
+		ev := h.next(kinds...)
+		if ev.Kind != "lost" || ev.Seq != ex.Seq+1 || ev.Data["bridge_pid"] != pid || ev.Status.Details["layer"] != pid {
+			t.Fatalf("after the exit of %d: %+v", pid, ev)
+		}
+		if ev := h.next(kinds...); ev.Kind != next {
+			t.Fatalf("after the hook's event: %s, want %s; seen %v", ev.Kind, next, h.kinds())
+		}
+	}
+	// A restart: the old child's events, then the new one's.
+	first := h.next(EventStarted).Pid
+	if err := h.m.Restart(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	expect(first, EventStarting)
+	// A crash: then the backoff.
+	second := h.next(EventStarted).Pid
+	if err := syscall.Kill(second, syscall.SIGSEGV); err != nil {
+		t.Fatal(err)
+	}
+	expect(second, EventBackoff)
+	// A stop: then stopped.
+	third := h.next(EventStarted).Pid
+	if err := h.m.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	expect(third, EventStopped)
 }

@@ -63,6 +63,15 @@ type Config struct {
 	// Park with a Recheck is a standby: the exit is not counted as a
 	// failure, and the next attempt comes after Recheck.
 	OnExit func(ExitRecord) *Park
+	// AfterExit are hooks run in order in the monitor goroutine for each
+	// exit of a child, with its exit record and the status its exited
+	// event carries. The events they return (Kind, Reason, Message, Data,
+	// Private and Status.Details are used, as in Post) are emitted right
+	// after the exited event, before anything the monitor does next
+	// (stopped, backoff, the next start), so that an old child's events
+	// never come after its successor's. Each runs before the exited event
+	// is published. They must return promptly.
+	AfterExit []func(ExitRecord, Status) []Event
 	// Hold, if set, runs in the monitor goroutine before each spawn, before
 	// anything else: a non-nil Park with a positive Recheck holds the spawn
 	// in its state (such as "yielded": another program's bridge has the
@@ -469,19 +478,41 @@ func (l *loop) handle(c command) error {
 		ready := c.ready
 		l.emit(Event{Kind: EventReady, Pid: c.pid, Ready: &ready})
 	case cmdPost:
-		ev := c.ev
-		if ev.Kind == "" {
-			ev.Kind = EventNotice
-		}
-		if ev.Message != "" {
-			l.st.Message = ev.Message
-		}
-		if ev.Status.Details != nil {
-			l.st.Details = mergeDetails(l.st.Details, ev.Status.Details)
-		}
-		l.emit(Event{Kind: ev.Kind, Pid: l.st.Pid, Reason: ev.Reason, Message: ev.Message, Data: ev.Data, Private: ev.Private})
+		l.post(c.ev)
 	}
 	return nil
+}
+
+// post emits an event from a layer above (Post, an AfterExit hook).
+func (l *loop) post(ev Event) {
+	if ev.Kind == "" {
+		ev.Kind = EventNotice
+	}
+	if ev.Message != "" {
+		l.st.Message = ev.Message
+	}
+	if ev.Status.Details != nil {
+		l.st.Details = mergeDetails(l.st.Details, ev.Status.Details)
+	}
+	l.emit(Event{Kind: ev.Kind, Pid: l.st.Pid, Reason: ev.Reason, Message: ev.Message, Data: ev.Data, Private: ev.Private})
+}
+
+// emitExit emits a child's exit event, and right after it the events the
+// AfterExit hooks derive from the exit, before anything that follows
+// from it. The hooks run before the exit is published, so that a layer
+// above that follows the stream learns of the exit only once its hook
+// has seen it.
+func (l *loop) emitExit(ev Event) {
+	var after []Event
+	if ev.Exit != nil && ev.Exit.Pid != 0 {
+		for _, hook := range l.cfg.AfterExit {
+			after = append(after, hook(*ev.Exit, l.st)...)
+		}
+	}
+	l.emit(ev)
+	for _, a := range after {
+		l.post(a)
+	}
 }
 
 // mergeDetails returns a new map: earlier snapshots share the old one with
@@ -746,11 +777,11 @@ func (l *loop) exited(r *run) {
 		switch {
 		case l.exiting || l.after == stayDown:
 			l.setState(StateStopped)
-			l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
+			l.emitExit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
 			stopped()
 			l.emit(Event{Kind: EventStopped})
 		default:
-			l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
+			l.emitExit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
 			stopped()
 			l.spawn()
 		}
@@ -763,7 +794,7 @@ func (l *loop) exited(r *run) {
 		// one wait that long, so that something that keeps killing it
 		// cannot make a tight loop.
 		if l.quickKills < 2 {
-			l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
+			l.emitExit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
 			l.log.Info("bridge was shut down from outside; starting it again at once", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
 			l.spawn()
 			return
@@ -773,7 +804,7 @@ func (l *loop) exited(r *run) {
 		delay := l.cfg.Backoff.Delay(1)
 		l.enterBackoff(delay)
 		l.st.Reason = ReasonShutdown
-		l.emit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
+		l.emitExit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
 		l.log.Info("bridge was shut down from outside right after it started, again; starting it again after a delay", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
 		l.emit(Event{Kind: EventBackoff, DelayMS: delay.Milliseconds(), Attempt: l.spawns + 1, Reason: string(ClassShutdown)})
 	default:
@@ -801,7 +832,7 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, holder *Holder, announce func(
 		if park.Reason != "" && rec.Reason == "" {
 			rec.Reason = park.Reason
 		}
-		l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
+		l.emitExit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
 		l.log.Info("bridge exited: "+park.Message, "pid", rec.Pid, "exit", rec.Describe())
 		l.standby(park)
 		return
@@ -813,7 +844,7 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, holder *Holder, announce func(
 			l.setState(p.State)
 			l.st.Message = p.Message
 			l.st.Reason, l.st.Holder = p.Reason, p.Holder
-			l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
+			l.emitExit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
 			announce()
 			l.log.Warn("bridge parked until a start command", "state", p.State, "message", p.Message)
 			l.emit(Event{Kind: Kind(p.State), Reason: p.Reason, Message: p.Message, Data: p.Data})
@@ -824,7 +855,7 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, holder *Holder, announce func(
 		l.setState(StateGivenUp)
 		l.st.Reason = ReasonMaxRestarts
 		l.st.Message = fmt.Sprintf("gave up after %d consecutive failures (--max-restarts %d); send a start command to try again", n, l.cfg.MaxRestarts)
-		l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
+		l.emitExit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
 		announce()
 		l.log.Error("giving up on the bridge", "failures", n, "hint", "wa-sidecar start (or SIGHUP) tries again")
 		l.emit(Event{Kind: EventGivenUp, Message: l.st.Message})
@@ -849,7 +880,7 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, holder *Holder, announce func(
 	default:
 		l.st.Reason = ReasonFailure
 	}
-	l.emit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
+	l.emitExit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
 	announce()
 	if entering {
 		l.log.Error("bridge is crash-looping; restarts continue at the longest delay", "failures", n, "delay", delay.Round(time.Millisecond).String())
