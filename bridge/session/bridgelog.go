@@ -175,10 +175,10 @@ func (b *BridgeLog) write(p []byte) error {
 }
 
 // moved reports whether the open file is no longer the one at the path:
-// unlinked (its directory may be gone with it) or replaced.
+// unlinked (with its directory, perhaps) or replaced.
 func (b *BridgeLog) moved() bool {
 	var st unix.Stat_t
-	if err := unix.Fstat(int(b.f.Fd()), &st); err != nil || st.Nlink == 0 || b.dir.Gone() {
+	if err := unix.Fstat(int(b.f.Fd()), &st); err != nil || st.Nlink == 0 {
 		return true
 	}
 	at, err := b.dir.Lstat(b.name)

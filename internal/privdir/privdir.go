@@ -205,13 +205,6 @@ func (d *Dir) Path() string { return d.path }
 // Close closes the directory's descriptor.
 func (d *Dir) Close() error { return unix.Close(d.fd) }
 
-// Gone reports whether the directory has been removed since it was opened:
-// files made in it now would be lost.
-func (d *Dir) Gone() bool {
-	var st unix.Stat_t
-	return unix.Fstat(d.fd, &st) != nil || st.Nlink == 0
-}
-
 func (d *Dir) join(name string) string { return filepath.Join(d.path, name) }
 
 func checkName(name string) error {

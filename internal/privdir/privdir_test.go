@@ -169,19 +169,3 @@ func TestWriteFileReplacesLinks(t *testing.T) {
 		t.Fatal("a file over the limit was read")
 	}
 }
-
-func TestGone(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "d")
-	d, err := Open(dir, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if d.Gone() {
-		t.Fatal("gone at once")
-	}
-	os.Remove(dir)
-	if !d.Gone() {
-		t.Fatal("a removed directory is not gone")
-	}
-}
