@@ -153,7 +153,9 @@ func BenchmarkBridgeLogLine(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/line")
 }
 
-func line(s string) procmon.Line { return procmon.Line{Stream: procmon.Stdout, Pid: 1, Text: []byte(s)} }
+func line(s string) procmon.Line {
+	return procmon.Line{Stream: procmon.Stdout, Pid: 1, Text: []byte(s)}
+}
 
 // A bridge.log planted as a link is refused and its target left alone
 // (the bridge's output, QR codes included, used to be appended to it).
