@@ -2,6 +2,8 @@ package feed
 
 import (
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -149,4 +151,51 @@ func clientLimits(o *Options) (clients, anon int) {
 		anon = clients - max(1, clients/4)
 	}
 	return clients, anon
+}
+
+// idleReaper closes idle keep-alive connections when the server holds
+// as many connections as it may: a connection waiting in the backlog, a
+// probe perhaps, then gets in at once instead of after IdleTimeout. HTTP
+// clients expect a server to close an idle connection at any time.
+type idleReaper struct {
+	max int
+
+	mu   sync.Mutex
+	open int
+	idle map[net.Conn]time.Time // since when each idle connection is idle
+}
+
+func newIdleReaper(max int) *idleReaper {
+	return &idleReaper{max: max, idle: map[net.Conn]time.Time{}}
+}
+
+// track is the server's http.Server.ConnState.
+func (r *idleReaper) track(c net.Conn, st http.ConnState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch st {
+	case http.StateNew:
+		r.open++
+	case http.StateIdle:
+		r.idle[c] = time.Now()
+	case http.StateActive:
+		delete(r.idle, c)
+	case http.StateHijacked, http.StateClosed:
+		delete(r.idle, c)
+		r.open--
+	}
+	if r.open < r.max || (st != http.StateNew && st != http.StateIdle) {
+		return
+	}
+	// Full: the longest idle connection makes room for the next one.
+	var oldest net.Conn
+	for ic, since := range r.idle {
+		if oldest == nil || since.Before(r.idle[oldest]) {
+			oldest = ic
+		}
+	}
+	if oldest != nil {
+		delete(r.idle, oldest)
+		oldest.Close()
+	}
 }

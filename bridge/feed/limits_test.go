@@ -415,3 +415,28 @@ func rawHello(p *peer) string {
 	b, _ := json.Marshal(p.hello.Fields)
 	return string(b)
 }
+
+// When every connection the server may hold is an idle keep-alive, a new
+// connection is not kept waiting until one times out: the longest idle
+// one is closed to make room.
+func TestIdleConnectionsMakeRoomForProbes(t *testing.T) {
+	const max = 4
+	r := newRig(t, Options{MaxConns: max, IdleTimeout: time.Hour}, "-hang")
+	for range max {
+		c, err := net.Dial("tcp", r.srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if code, body := rawGet(t, r.srv.Addr(), "GET /healthz HTTP/1.0\r\n\r\n"); code != 200 {
+		t.Fatalf("a probe with every connection idle: %d %s", code, body)
+	}
+}
