@@ -138,6 +138,14 @@ func TestCredsTruncatedBetweenSpawnsIsRestored(t *testing.T) {
 	if !strings.Contains(ev.Message, "was empty") {
 		t.Fatalf("restore message %q does not say what was wrong", ev.Message)
 	}
+	// Kept aside like a corrupt file: the empty one's time says when.
+	damaged := filepath.Join(dir, StateDirName, "creds.json.damaged")
+	if fi, err := os.Stat(damaged); err != nil || fi.Size() != 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the empty creds.json was not kept aside as %s (0 bytes, 0600): %v", damaged, err)
+	}
+	if ev.Data["damaged_copy"] != damaged {
+		t.Fatalf("creds_restored names the damaged copy %v, want %s", ev.Data["damaged_copy"], damaged)
+	}
 	d = sessionDetails(t, h.next(EventSession))
 	if !d.Paired || d.Creds != CredsOK || d.RestoredAt == nil {
 		t.Fatalf("after restore: details %+v", d)

@@ -254,11 +254,11 @@ func (g *Guard) damaged(path string, creds Creds, data []byte, backup *Backup) C
 		return creds
 	}
 	good, err := readPrivate(backup.Path)
-	var kept []any
-	if err == nil && len(data) > 0 {
-		damagedCopy := filepath.Join(g.stateDir, "creds.json.damaged")
+	// An empty file is kept aside too: its time and size are what is left
+	// to tell what happened, as a corrupt one's content is.
+	damagedCopy := filepath.Join(g.stateDir, "creds.json.damaged")
+	if err == nil {
 		err = writeFileAtomic(damagedCopy, data, 0o600)
-		kept = []any{"damaged_copy", damagedCopy}
 	}
 	if err == nil {
 		err = writeFileAtomic(path, good, 0o600)
@@ -273,8 +273,8 @@ func (g *Guard) damaged(path string, creds Creds, data []byte, backup *Backup) C
 	now := time.Now()
 	g.restoredAt = &now
 	msg := fmt.Sprintf("creds.json in %s was %s; restored the last good copy (from %s)", g.cfg.SessionDir, what, backup.SavedAt.Format(time.DateTime))
-	g.log.Warn(msg, kept...)
-	g.out.put(procmon.Event{Kind: EventCredsRestored, Message: msg, Data: map[string]any{"was": string(creds.State), "backup": backup.Path}})
+	g.log.Warn(msg, "damaged_copy", damagedCopy)
+	g.out.put(procmon.Event{Kind: EventCredsRestored, Message: msg, Data: map[string]any{"was": string(creds.State), "backup": backup.Path, "damaged_copy": damagedCopy}})
 	return InspectCreds(good)
 }
 
