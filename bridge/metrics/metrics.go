@@ -11,7 +11,8 @@
 // chosen over client_golang because it needs no protobuf, which keeps the
 // sidecar's binary, and so its resident memory, smaller. The library
 // writes # TYPE lines but cannot carry help text: its # HELP lines name
-// the metric and say nothing more. docs/deployment.md says what each
+// the metric and say nothing more, so the handler fills them in from a
+// table of its own (help.go). docs/deployment.md says what each
 // wa_sidecar_* metric means.
 package metrics
 
@@ -147,12 +148,13 @@ func New(m *procmon.Monitor, opts Options) *Metrics {
 // Handler serves the metrics in the Prometheus text format.
 func (x *Metrics) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var buf bytes.Buffer
+		var raw, buf bytes.Buffer
 		x.mu.Lock()
-		x.set.WritePrometheus(&buf)
+		x.set.WritePrometheus(&raw)
 		x.mu.Unlock()
-		vm.WriteProcessMetrics(&buf)
-		vm.WriteFDMetrics(&buf)
+		vm.WriteProcessMetrics(&raw)
+		vm.WriteFDMetrics(&raw)
+		helpText(&buf, raw.Bytes())
 		w.Header().Set("Content-Type", contentType)
 		buf.WriteTo(w)
 	})

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
@@ -248,9 +249,8 @@ func TestParkedStatesAndSpawnFailures(t *testing.T) {
 }
 
 // TestTypesAndFormat checks what a scraper relies on beyond the values:
-// the content type, a # TYPE for every metric of ours (the library writes
-// no help text, so there is none to check), a label value that needs
-// escaping, and the process and Go runtime metrics.
+// the content type, the # TYPE of every metric of ours, a label value
+// that needs escaping, and the process and Go runtime metrics.
 func TestTypesAndFormat(t *testing.T) {
 	m, err := procmon.New(procmon.Config{Command: []string{fakeBridge}})
 	if err != nil {
@@ -307,6 +307,56 @@ func TestTypesAndFormat(t *testing.T) {
 		if _, ok := value(fams, name); !ok {
 			t.Errorf("%s missing", name)
 		}
+	}
+}
+
+// Every metric family served, the sidecar's and the library's, has a
+// # TYPE and a # HELP line with a text of its own, which Prometheus shows
+// beside the metric; a family the table does not know (a newer library
+// or Go) fails here so that it gets one.
+func TestEveryMetricHasHelpAndType(t *testing.T) {
+	m, err := procmon.New(procmon.Config{Command: []string{fakeBridge}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := New(m, Options{Version: "v1", Clients: func() int { return 0 }})
+	defer x.sub.Close()
+	code := 1
+	x.apply(procmon.Event{Kind: procmon.EventExited, Exit: &procmon.ExitRecord{Pid: 1, Code: &code, ReturnCode: 1, Class: procmon.ClassFailure}})
+	srv := httptest.NewServer(x.Handler())
+	defer srv.Close()
+
+	fams := scrape(t, srv)
+	for _, name := range []string{nameExits, nameRestarts, nameState, nameReady, nameUptime, nameLastExit, nameFailures, nameCrashloop, nameClients, nameBuildInfo} {
+		if fams[name] == nil {
+			t.Errorf("%s missing from the scrape", name)
+		}
+	}
+	for name, f := range fams {
+		if f.GetType() == dto.MetricType_UNTYPED {
+			t.Errorf("%s has no # TYPE line", name)
+		}
+		if f.GetHelp() == "" {
+			t.Errorf("%s has no help text", name)
+		} else if help[name] == "" {
+			t.Errorf("%s has only the fallback help text %q; add one to the help table", name, f.GetHelp())
+		}
+	}
+	if len(fams) < 40 {
+		t.Errorf("only %d metric families; the process and Go metrics are missing", len(fams))
+	}
+}
+
+func TestHelpTextIsEscapedAndFallsBack(t *testing.T) {
+	var out bytes.Buffer
+	helpText(&out, []byte("# HELP wa_sidecar_bridge_ready\n# TYPE wa_sidecar_bridge_ready gauge\nwa_sidecar_bridge_ready 1\n# HELP go_new_thing\n# HELP process_new_thing\n# HELP already has text\n"))
+	want := "# HELP wa_sidecar_bridge_ready " + help[nameReady] + "\n# TYPE wa_sidecar_bridge_ready gauge\nwa_sidecar_bridge_ready 1\n" +
+		"# HELP go_new_thing " + fallbackHelp("go_new_thing") + "\n# HELP process_new_thing " + fallbackHelp("process_new_thing") + "\n# HELP already has text\n"
+	if out.String() != want {
+		t.Fatalf("helpText gave\n%s\nwant\n%s", out.String(), want)
+	}
+	if got := helpEscaper.Replace("a\\b\nc"); got != `a\\b\nc` {
+		t.Fatalf("escaped %q", got)
 	}
 }
 

@@ -77,8 +77,54 @@ func TestMetricsOnTheStatusServer(t *testing.T) {
 		`wa_sidecar_bridge_exits_total{class="requested"} 1`,
 		`wa_sidecar_bridge_last_exit_code -15`,
 	)
+	checkHelpAndType(t, scrape())
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(); code != 0 {
 		t.Fatalf("exit code %d; log:\n%s", code, p.logText())
+	}
+}
+
+// checkHelpAndType checks a scrape in the text format: every metric
+// family has a # TYPE line and a # HELP line with a text, and every sample
+// belongs to such a family.
+func checkHelpAndType(t *testing.T, text string) {
+	t.Helper()
+	helps, types := map[string]string{}, map[string]bool{}
+	var samples []string
+	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+		switch {
+		case strings.HasPrefix(line, "# HELP "):
+			name, h, _ := strings.Cut(strings.TrimPrefix(line, "# HELP "), " ")
+			helps[name] = h
+		case strings.HasPrefix(line, "# TYPE "):
+			name, _, _ := strings.Cut(strings.TrimPrefix(line, "# TYPE "), " ")
+			types[name] = true
+		case line != "" && !strings.HasPrefix(line, "#"):
+			samples = append(samples, strings.FieldsFunc(line, func(r rune) bool { return r == '{' || r == ' ' })[0])
+		}
+	}
+	for name := range types {
+		if helps[name] == "" {
+			t.Errorf("%s has a # TYPE but no help text", name)
+		}
+	}
+	for name := range helps {
+		if !types[name] {
+			t.Errorf("%s has a # HELP but no # TYPE", name)
+		}
+	}
+	for _, s := range samples {
+		family := s
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if f := strings.TrimSuffix(s, suffix); !types[family] && types[f] {
+				family = f
+			}
+		}
+		if !types[family] {
+			t.Errorf("sample %s belongs to no family with a # TYPE", s)
+		}
+	}
+	if len(types) < 40 {
+		t.Errorf("only %d metric families in the scrape", len(types))
 	}
 }
