@@ -99,8 +99,13 @@ func TestClientCommandsAgainstARealSidecar(t *testing.T) {
 	if _, stderr, code := cliRun(t, bin, append(env, "WA_SIDECAR_TOKEN=nope"), "status", "--state-dir", state, "--token-file", good); code != 0 {
 		t.Fatalf("status with a right --token-file and a wrong $WA_SIDECAR_TOKEN: exit %d, %q", code, stderr)
 	}
-	if _, stderr, code := cliRun(t, bin, append(env, "WA_SIDECAR_TOKEN="+strings.TrimSpace(string(goodTok))), "status", "--state-dir", state, "--token-file", bad); code != exitDenied {
+	// A wrong token is no reason not to read: status says so and reads
+	// without it. A control op with it is refused.
+	if _, stderr, code := cliRun(t, bin, append(env, "WA_SIDECAR_TOKEN="+strings.TrimSpace(string(goodTok))), "status", "--state-dir", state, "--token-file", bad); code != 0 || !strings.Contains(stderr, "refused the token from "+bad+"; reading without it") {
 		t.Fatalf("status with a wrong --token-file and a right $WA_SIDECAR_TOKEN: exit %d, %q", code, stderr)
+	}
+	if _, stderr, code := cliRun(t, bin, append(env, "WA_SIDECAR_TOKEN="+strings.TrimSpace(string(goodTok))), "restart", "--state-dir", state, "--token-file", bad); code != exitDenied {
+		t.Fatalf("restart with a wrong --token-file and a right $WA_SIDECAR_TOKEN: exit %d, %q", code, stderr)
 	}
 
 	// watch follows while stop and start act.
@@ -461,4 +466,76 @@ func TestHealthcheckWhileTheBridgeIsDown(t *testing.T) {
 		t.Fatalf("healthcheck --ready during backoff: exit %d", code)
 	}
 	p.stopOK()
+}
+
+// status exits as systemctl is-active does: 0 while the bridge runs, 3
+// while it does not (here: given up), with or without --json, whose
+// output stays the snapshot.
+func TestStatusExitsNonZeroWhenTheBridgeIsNotUp(t *testing.T) {
+	bin, fake := binaries(t)
+	dir := t.TempDir()
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+	state := filepath.Join(dir, "state")
+	p := startSidecar(t, bin, "run", "--state-dir", state, "--max-restarts", "1", "--backoff-initial", "10ms", "--", fake, "-exit", "1")
+	p.waitLog("giving up on the bridge")
+	out, stderr, code := cliRun(t, bin, env, "status", "--state-dir", state)
+	var st map[string]any
+	if code != exitNotRunning || json.Unmarshal([]byte(out), &st) != nil || st["state"] != "given_up" || stderr != "" {
+		t.Errorf("status while given_up: exit %d, %q %q; want %d and the snapshot", code, out, stderr, exitNotRunning)
+	}
+	if _, _, code := cliRun(t, bin, env, "status", "--json", "--state-dir", state); code != exitNotRunning {
+		t.Errorf("status --json while given_up: exit %d", code)
+	}
+	if _, stderr, code := cliRun(t, bin, env, "start", "--state-dir", state); code != 0 {
+		t.Fatalf("start: exit %d %q", code, stderr)
+	}
+	p.stopOK()
+
+	q := startSidecar(t, bin, "run", "--state-dir", state, "--", fake, "-hang")
+	q.waitLog("bridge started")
+	if _, stderr, code := cliRun(t, bin, env, "status", "--state-dir", state); code != 0 {
+		t.Errorf("status while running: exit %d %q", code, stderr)
+	}
+	q.stopOK()
+}
+
+// The human status reads like supervisorctl's: a field a line.
+func TestStatusTable(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	started := now.Add(-(3*time.Minute + 12*time.Second))
+	sig := "SIGTERM"
+	st := procmon.Status{
+		State: procmon.StateRunning, Pid: 812, Since: started, StartedAt: &started, Ready: true, Restarts: 4, ConsecutiveFailures: 1,
+		LastExit: &procmon.ExitRecord{Pid: 700, Signal: &sig, ReturnCode: -15, Class: procmon.ClassShutdown, At: now.Add(-5 * time.Minute)},
+		Details: map[string]any{"whatsapp": map[string]any{"connection": "connected", "bridge_pid": 812.0,
+			"user":     map[string]any{"id": "491701234567@s.whatsapp.net", "name": "Ada"},
+			"adoption": map[string]any{"adoptable": true, "reasons": []any{}}}},
+	}
+	want := "State:     running\n" +
+		"PID:       812\n" +
+		"Uptime:    3m12s\n" +
+		"Restarts:  4 (1 failure in a row)\n" +
+		"WhatsApp:  connected as Ada (491701234567@s.whatsapp.net)\n" +
+		"Adoptable: yes\n" +
+		"Last exit: SIGTERM (normal shutdown), 5m00s ago\n"
+	if got := statusTable(st, nil, now, false); got != want {
+		t.Errorf("statusTable =\n%s\nwant\n%s", got, want)
+	}
+
+	// Parked, with a reason code from the snapshot and a message that a
+	// bridge could have filled with escape sequences.
+	parked := procmon.Status{State: "needs_pairing", Since: now.Add(-time.Minute), Message: "logged out\x1b]0;owned\x07",
+		Details: map[string]any{"whatsapp": map[string]any{"connection": "down", "bridge_pid": 0.0}}}
+	got := statusTable(parked, []byte(`{"reason":"logged_out"}`), now, false)
+	for _, line := range []string{"PID:       -", "Uptime:    - (needs_pairing for 1m00s)", "WhatsApp:  down",
+		"Adoptable: unknown (the gateway's checks are not known)", "Last exit: -", `Reason:    logged_out: logged out\x1b]0;owned\a`} {
+		if !strings.Contains(got, line+"\n") {
+			t.Errorf("statusTable lacks %q:\n%s", line, got)
+		}
+	}
+	// A snapshot from before the layer heard of the new child.
+	st.Details["whatsapp"].(map[string]any)["bridge_pid"] = 700.0
+	if got := statusTable(st, nil, now, false); !strings.Contains(got, "WhatsApp:  unknown\n") {
+		t.Errorf("an old child's connection was shown as the new one's:\n%s", got)
+	}
 }

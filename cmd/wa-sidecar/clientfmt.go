@@ -1,10 +1,12 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
@@ -73,7 +75,7 @@ func statusLine(st procmon.Status, now time.Time, colour bool) string {
 		parts = append(parts, paint(colour, ansiRed, "crash-looping"))
 	}
 	if x := st.LastExit; x != nil {
-		parts = append(parts, "last exit: "+x.Describe()+" "+ago(now.Sub(x.At))+" ago")
+		parts = append(parts, "last exit: "+printable(x.Describe())+" "+ago(now.Sub(x.At))+" ago")
 	}
 	return strings.Join(parts, ", ")
 }
@@ -172,7 +174,7 @@ func eventLine(m feed.Message, colour bool) string {
 		for _, k := range []string{"signal", "reason", "message"} {
 			var v string
 			if m.Field(k, &v) && v != "" {
-				b.WriteString(", " + v)
+				b.WriteString(", " + printable(v))
 			}
 		}
 		var ready bool
@@ -186,7 +188,144 @@ func eventLine(m feed.Message, colour bool) string {
 	// The bridge's last line goes below, after the new state, so that
 	// nothing of the sidecar's reads as part of the bridge's output.
 	if tail != "" {
-		b.WriteString(paint(colour, ansiDim, "\n    │ "+tail))
+		b.WriteString(paint(colour, ansiDim, "\n    │ "+printable(tail)))
+	}
+	return b.String()
+}
+
+// statusTable is status for a person: one field a line, as
+// supervisorctl and systemctl status show them. raw is the snapshot as
+// sent, for fields this client's procmon.Status may not know.
+func statusTable(st procmon.Status, raw []byte, now time.Time, colour bool) string {
+	var rows [][2]string
+	add := func(k, v string) { rows = append(rows, [2]string{k, v}) }
+	add("State", paint(colour, ansiBold+stateColour(st), string(st.State)))
+	if st.Pid > 0 {
+		add("PID", strconv.Itoa(st.Pid))
+	} else {
+		add("PID", "-")
+	}
+	switch {
+	case st.State == procmon.StateRunning && st.StartedAt != nil:
+		add("Uptime", ago(now.Sub(*st.StartedAt)))
+	case st.State == procmon.StateBackoff && st.NextStartAt != nil:
+		add("Uptime", "- (next start in "+ago(st.NextStartAt.Sub(now))+")")
+	case !st.Since.IsZero():
+		add("Uptime", "- ("+string(st.State)+" for "+ago(now.Sub(st.Since))+")")
+	default:
+		add("Uptime", "-")
+	}
+	r := strconv.Itoa(st.Restarts)
+	if st.ConsecutiveFailures > 0 {
+		r += " (" + plural(st.ConsecutiveFailures, "failure") + " in a row)"
+	}
+	if st.Crashloop {
+		r += ", " + paint(colour, ansiRed, "crash-looping")
+	}
+	add("Restarts", r)
+	add("WhatsApp", printable(connection(st)))
+	add("Adoptable", adoptableText(st))
+	if x := st.LastExit; x != nil {
+		add("Last exit", printable(x.Describe())+", "+ago(now.Sub(x.At))+" ago")
+	} else {
+		add("Last exit", "-")
+	}
+	if why := reasonText(st, raw); why != "" {
+		add("Reason", printable(why))
+	}
+	var b strings.Builder
+	for _, r := range rows {
+		fmt.Fprintf(&b, "%-11s%s\n", r[0]+":", r[1])
+	}
+	return b.String()
+}
+
+// connection is details.whatsapp's connection of the bridge now running,
+// with the account or the QR codes shown.
+func connection(st procmon.Status) string {
+	w, _ := st.Details["whatsapp"].(map[string]any)
+	c, _ := w["connection"].(string)
+	if c == "" {
+		return "unknown"
+	}
+	// An event's snapshot can come before the layer has heard of a new
+	// child: an old child's connection is not this one's.
+	if pid, ok := w["bridge_pid"].(float64); ok && st.Pid > 0 && int(pid) != st.Pid {
+		return "unknown"
+	}
+	switch c {
+	case "connected":
+		if u, ok := w["user"].(map[string]any); ok {
+			name, _ := u["name"].(string)
+			id, _ := u["id"].(string)
+			switch {
+			case name != "" && id != "":
+				return c + " as " + name + " (" + id + ")"
+			case name+id != "":
+				return c + " as " + name + id
+			}
+		}
+	case "pairing":
+		if n, ok := w["qr_codes"].(float64); ok && n > 0 {
+			return c + " (" + plural(int(n), "QR code") + " shown; 'wa-sidecar pair' draws the current one)"
+		}
+	}
+	return c
+}
+
+func adoptableText(st procmon.Status) string {
+	a := adoption(st)
+	switch {
+	case a == nil:
+		return "unknown (the gateway's checks are not known)"
+	case a["adoptable"] == true:
+		return "yes"
+	}
+	if why := notAdoptable(st); why != "" {
+		return "no (" + why + ")"
+	}
+	return "no"
+}
+
+// reasonText is why the bridge is in its state: the snapshot's
+// machine-readable reason when it has one, and its message.
+func reasonText(st procmon.Status, raw []byte) string {
+	var extra struct {
+		Reason json.RawMessage `json:"reason"`
+	}
+	json.Unmarshal(raw, &extra)
+	var code string
+	if json.Unmarshal(extra.Reason, &code) != nil {
+		var obj struct {
+			Code string `json:"code"`
+		}
+		json.Unmarshal(extra.Reason, &obj)
+		code = obj.Code
+	}
+	switch {
+	case code != "" && st.Message != "":
+		return code + ": " + st.Message
+	case code != "":
+		return code
+	}
+	return st.Message
+}
+
+// printable escapes the control characters of text from the wire (a
+// bridge's output reaches it), so it cannot move the cursor, retitle the
+// terminal or forge lines. Tabs stay; newlines become \n.
+func printable(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) && r != '\t' }) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) && r != '\t' {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
 	}
 	return b.String()
 }

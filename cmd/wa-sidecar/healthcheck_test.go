@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -88,7 +89,7 @@ func TestHealthcheckWaitUntilReady(t *testing.T) {
 		t.Fatalf("exit %d; stderr %q", code, stderr)
 	}
 	var body map[string]any
-	if err := json.Unmarshal([]byte(out), &body); err != nil || body["ready"] != true {
+	if err := json.Unmarshal([]byte(out), &body); err != nil || body["healthy"] != true || body["check"] != "ready" || body["state"] != "running" {
 		t.Errorf("stdout is not the ready answer: %q (%v)", out, err)
 	}
 	if stderr != "" {
@@ -155,8 +156,14 @@ func TestHealthcheckWaitNoSidecar(t *testing.T) {
 	if !strings.Contains(stderr, "after 1.5s") || !strings.Contains(stderr, "no sidecar answered at "+addr) {
 		t.Errorf("stderr does not say that nothing answered at %s during the wait: %q", addr, stderr)
 	}
-	if strings.Count(stderr, "\n") != 1 || out != "" {
-		t.Errorf("want one line on stderr and nothing on stdout, got %q and %q", stderr, out)
+	if strings.Count(stderr, "\n") != 1 {
+		t.Errorf("want one line on stderr, got %q", stderr)
+	}
+	// Stdout is not a terminal: the result in JSON, which says no answer came.
+	var body map[string]any
+	if err := json.Unmarshal([]byte(out), &body); err != nil || body["healthy"] != false || body["http_status"] != 0.0 ||
+		!strings.Contains(fmt.Sprint(body["error"]), "no sidecar answered at "+addr) {
+		t.Errorf("stdout is not a healthcheck result without an answer: %q (%v)", out, err)
 	}
 }
 
@@ -206,5 +213,42 @@ func TestHealthcheckWaitOnTerminal(t *testing.T) {
 	p.waitFor("healthy", 0)
 	if code := p.wait(); code != 0 {
 		t.Fatalf("exit %d; the terminal showed:\n%s", code, p.plain())
+	}
+}
+
+// healthcheck --json prints one result object whatever happened: a
+// healthy answer, an unhealthy one with its state and reason, or none.
+func TestHealthcheckJSON(t *testing.T) {
+	bin, _ := binaries(t)
+	env, state := hcEnv(t)
+	ready := newProbeServer(t, func(int) (int, map[string]any) { return http.StatusOK, map[string]any{"ok": true, "pid": 41} })
+	pairing := newProbeServer(t, func(int) (int, map[string]any) { return notReady("needs_pairing", "WhatsApp logged this device out") })
+	for _, tc := range []struct {
+		args []string
+		code int
+		want map[string]any
+	}{
+		{[]string{"--addr", ready.addr()}, 0, map[string]any{"healthy": true, "check": "alive", "http_status": 200.0, "pid": 41.0}},
+		{[]string{"--ready", "--addr", pairing.addr()}, 1, map[string]any{"healthy": false, "check": "ready", "http_status": 503.0,
+			"state": "needs_pairing", "reason": "WhatsApp logged this device out"}},
+		{[]string{"--addr", freeAddr(t)}, 1, map[string]any{"healthy": false, "check": "alive", "http_status": 0.0}},
+	} {
+		out, stderr, code := cliRun(t, bin, env, append([]string{"healthcheck", "--json", "--state-dir", state}, tc.args...)...)
+		var got map[string]any
+		if code != tc.code || json.Unmarshal([]byte(out), &got) != nil {
+			t.Errorf("%q: exit %d, %q %q", tc.args, code, out, stderr)
+			continue
+		}
+		for k, v := range tc.want {
+			if got[k] != v {
+				t.Errorf("%q: %s = %v, want %v (%s)", tc.args, k, got[k], v, out)
+			}
+		}
+		if got["addr"] != tc.args[len(tc.args)-1] {
+			t.Errorf("%q: addr %v", tc.args, got["addr"])
+		}
+		if !got["healthy"].(bool) && got["http_status"] == 0.0 && !strings.Contains(fmt.Sprint(got["error"]), "no sidecar is running") {
+			t.Errorf("%q: no error saying why no answer came: %s", tc.args, out)
+		}
 	}
 }

@@ -69,6 +69,7 @@ func commands() []*cli.Command {
 		doctorCommand(),
 		prepareBridgeCommand(),
 		installHermesPluginCommand(),
+		pairCommand(),
 	}, clientCommands()...)
 }
 

@@ -30,7 +30,7 @@ func stateDirFlag() cli.Flag {
 
 func feedFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "listen", Value: feed.DefaultListen, Usage: "address of the status server: host:port, or unix:/path for a Unix socket (mode 0600)", EnvVars: envs("LISTEN")},
+		&cli.StringFlag{Name: "listen", Aliases: []string{"addr"}, Value: feed.DefaultListen, Usage: "address of the status server: host:port, or unix:/path for a Unix socket (mode 0600); --addr and $WA_SIDECAR_ADDR, the client commands' names, work too", EnvVars: []string{"WA_SIDECAR_LISTEN", "WA_SIDECAR_ADDR"}},
 		&cli.StringFlag{Name: "token-file", Usage: "file holding the control token (else $" + tokenEnv + ", else one is generated into the state directory)", EnvVars: envs("TOKEN_FILE")},
 		stateDirFlag(),
 		&cli.StringSliceFlag{Name: "allow-origin", Usage: "browser origin allowed to open the websocket besides the server's own, e.g. app.example.com or https://app.example.com (repeatable)", EnvVars: envs("ALLOW_ORIGIN")},

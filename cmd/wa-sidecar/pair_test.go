@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
+)
+
+// simBridge is the command of a simulated bridge that shows a QR code
+// every 300 ms and is scanned after pairAfter ("0s": never).
+func simBridge(t *testing.T, bin, session, pairAfter string) []string {
+	t.Helper()
+	port := strings.TrimPrefix(freeAddr(t), "127.0.0.1:")
+	if _, err := strconv.Atoi(port); err != nil {
+		t.Fatal(port)
+	}
+	return []string{bin, "simulate-bridge", "--port", port, "--session", session,
+		"--qr-every", "300ms", "--pair-after", pairAfter, "--connect-after", "100ms"}
+}
+
+// pair against a running sidecar draws the QR codes it is sent as a
+// token holder, and exits 0 once the bridge is connected; watch on a
+// terminal draws them too, while a piped watch, sending no token, is
+// never sent them.
+func TestPairDrawsTheQRCodeUntilConnected(t *testing.T) {
+	bin, _ := binaries(t)
+	dir := t.TempDir()
+	state, session := filepath.Join(dir, "state"), filepath.Join(dir, "session")
+	p := startSidecar(t, append([]string{bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--"}, simBridge(t, bin, session, "4s")...)...)
+	p.waitLog("bridge started")
+
+	piped := exec.Command(bin, "watch", "--state-dir", state)
+	piped.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+	stdout, err := piped.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := piped.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { piped.Process.Kill(); piped.Wait() }()
+
+	watch := startOnTerminal(t, bin, "watch", "--state-dir", state)
+	pair := startOnTerminal(t, bin, "pair", "--state-dir", state)
+	at := pair.waitFor("Scan this QR code: WhatsApp on your phone", 0)
+	pair.waitFor("█", at)
+	pair.waitFor("paired: the bridge is connected to WhatsApp", at)
+	if code := pair.wait(); code != 0 {
+		t.Fatalf("pair: exit %d; it showed:\n%s", code, pair.plain())
+	}
+	watch.waitFor("Scan this QR code", 0)
+	watch.ctrlC()
+	if code := watch.wait(); code != 0 {
+		t.Errorf("watch: exit %d", code)
+	}
+
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		m, err := feed.DecodeMessage(sc.Bytes())
+		if err != nil {
+			t.Fatalf("piped watch printed %q: %v", sc.Text(), err)
+		}
+		if m.Type == feed.TypeHello && m.Control {
+			t.Error("piped watch sent the token unasked")
+		}
+		if m.Event == "qr" {
+			if _, ok := m.Fields["qr_rows"]; ok {
+				t.Errorf("piped watch was sent the QR code: %s", sc.Text())
+			}
+			break
+		}
+	}
+
+	// Paired already: pair says so and exits 0 at once.
+	again := startOnTerminal(t, bin, "pair", "--state-dir", state)
+	again.waitFor("already paired", 0)
+	if code := again.wait(); code != 0 {
+		t.Errorf("pair when paired: exit %d", code)
+	}
+	p.stopOK()
+}
+
+// With no sidecar running, pair runs the bridge as run would until it is
+// paired, then stops it and leaves nothing running; not paired within
+// --wait, it exits 75.
+func TestPairRunsTheBridgeWhenNoSidecarRuns(t *testing.T) {
+	bin, _ := binaries(t)
+	dir := t.TempDir()
+	state, session := filepath.Join(dir, "state"), filepath.Join(dir, "session")
+
+	never := startOnTerminal(t, append([]string{bin, "pair", "--state-dir", state, "--wait", "3s", "--"}, simBridge(t, bin, session, "0s")...)...)
+	never.waitFor("did not connect within --wait", never.waitFor("Scan this QR code", 0))
+	if code := never.wait(); code != exitPairTimeout {
+		t.Fatalf("pair that is never scanned: exit %d, want %d; it showed:\n%s", code, exitPairTimeout, never.plain())
+	}
+
+	pair := startOnTerminal(t, append([]string{bin, "pair", "--state-dir", state, "--"}, simBridge(t, bin, session, "1s")...)...)
+	at := pair.waitFor("Scan this QR code", 0)
+	pair.waitFor("paired: the bridge is connected to WhatsApp", at)
+	if code := pair.wait(); code != 0 {
+		t.Fatalf("pair: exit %d; it showed:\n%s", code, pair.plain())
+	}
+	if _, err := os.Stat(filepath.Join(session, "creds.json")); err != nil {
+		t.Errorf("no creds.json after pairing: %v", err)
+	}
+	// The sidecar it ran is gone with its discovery file and lock.
+	if _, err := os.Stat(filepath.Join(state, feed.DiscoveryFileName)); !os.IsNotExist(err) {
+		t.Errorf("sidecar.json left behind: %v", err)
+	}
+	q := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--", bin, "simulate-bridge", "--session", session)
+	q.waitLog("bridge started")
+	q.stopOK()
+}
+
+// A bridge that cannot show a QR code until a person acts (here it was
+// stopped) makes pair say what to do and exit 1, not wait.
+func TestPairCannotPairAStoppedBridge(t *testing.T) {
+	bin, _ := binaries(t)
+	dir := t.TempDir()
+	state, session := filepath.Join(dir, "state"), filepath.Join(dir, "session")
+	p := startSidecar(t, append([]string{bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--"}, simBridge(t, bin, session, "0s")...)...)
+	p.waitLog("bridge started")
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+	if _, stderr, code := cliRun(t, bin, env, "stop", "--state-dir", state); code != 0 {
+		t.Fatalf("stop: %d %q", code, stderr)
+	}
+	out, stderr, code := cliRun(t, bin, env, "pair", "--state-dir", state)
+	if code != exitError || !strings.Contains(stderr, "wa-sidecar start") {
+		t.Errorf("pair of a stopped bridge: exit %d, %q", code, stderr)
+	}
+	// Piped, pair prints the messages as JSON lines, the hello first.
+	if line, _, _ := strings.Cut(out, "\n"); !json.Valid([]byte(line)) || !strings.Contains(line, `"hello"`) {
+		t.Errorf("pair's stdout: %q", out)
+	}
+	p.stopOK()
+}
