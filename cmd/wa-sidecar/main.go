@@ -70,6 +70,7 @@ func commands() []*cli.Command {
 		prepareBridgeCommand(),
 		installHermesPluginCommand(),
 		pairCommand(),
+		logsCommand(),
 	}, clientCommands()...)
 }
 
