@@ -19,3 +19,7 @@ ci:
 # Soak: a crash-looping bridge for DURATION (30s, 10m, 2h); fds, threads, RSS, zombies must stay flat.
 soak DURATION="10m":
     bash bench/soak.sh {{DURATION}}
+
+# The manual page, generated from the commands and flags, into ./bin (man -l bin/wa-sidecar.1).
+man:
+    mkdir -p bin && go run ./cmd/wa-sidecar man > bin/wa-sidecar.1

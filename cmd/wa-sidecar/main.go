@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -20,19 +19,6 @@ const (
 	exitError = 1
 	exitUsage = 64
 )
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = ""
-
-func sidecarVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
 
 // usageError marks a mistake in the command line, which exits with 64.
 func usageError(format string, args ...any) error {
@@ -51,7 +37,7 @@ func newApp() *cli.App {
 		Description: "wa-sidecar spawns the bridge, tells normal shutdowns (SIGTERM, SIGINT, SIGKILL) from\n" +
 			"crashes, respawns it with capped, jittered backoff, and never exits because the bridge failed.",
 		OnUsageError:         onUsageError,
-		EnableBashCompletion: false,
+		EnableBashCompletion: true, // completion bash|zsh|fish asks the binary itself
 		HideHelpCommand:      true,
 		Commands:             commands(),
 		CommandNotFound: func(c *cli.Context, name string) {
@@ -62,7 +48,7 @@ func newApp() *cli.App {
 }
 
 func commands() []*cli.Command {
-	return append([]*cli.Command{
+	cmds := append([]*cli.Command{
 		runCommand(),
 		simulateBridgeCommand(),
 		installServiceCommand(),
@@ -71,7 +57,12 @@ func commands() []*cli.Command {
 		installHermesPluginCommand(),
 		pairCommand(),
 		logsCommand(),
+		completionCommand(),
 	}, clientCommands()...)
+	if man := manCommand(); man != nil {
+		cmds = append(cmds, man)
+	}
+	return cmds
 }
 
 func main() {
