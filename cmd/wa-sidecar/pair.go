@@ -162,11 +162,11 @@ func pairError(ctx context.Context, err error) error {
 func cannotPair(st procmon.Status) string {
 	switch st.State {
 	case bridge.StateNeedsPairing:
-		msg := "WhatsApp logged this device out"
+		msg := "WhatsApp logged this device out; delete the bridge's session directory, and the sidecar starts it again by itself"
 		if st.Message != "" {
 			msg = printable(st.Message)
 		}
-		return msg + "; once the session is deleted the bridge starts again by itself, then run pair again"
+		return msg + " Then run 'wa-sidecar pair' again."
 	case procmon.StateGivenUp:
 		return "the sidecar gave up on the bridge (" + printable(st.Message) + "); fix the cause, run 'wa-sidecar start', then pair again"
 	case procmon.StateStopped:
