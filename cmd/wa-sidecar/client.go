@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -98,11 +97,13 @@ type clientConn struct {
 	// guessed says the address is the default, tried because the state
 	// directory names none; no token is sent there.
 	guessed bool
-	dir     string
-	json    bool
-	colour  bool
-	out     io.Writer
-	errw    io.Writer
+	// stale is why sidecar.json was not used although it is there.
+	stale  *feed.StaleDiscoveryError
+	dir    string
+	json   bool
+	colour bool
+	out    io.Writer
+	errw   io.Writer
 }
 
 // tokenUse is when a command sends the control token. A token is only
@@ -145,10 +146,15 @@ func newSession(c *cli.Context, use tokenUse) (*clientConn, error) {
 	if err != nil {
 		return nil, usageError("%v", err)
 	}
+	// ReadDiscovery checks the file: private, naming an address of this
+	// machine and a process that still runs as its writer. A stale one
+	// names no sidecar, as a missing one does.
 	disc, derr := feed.ReadDiscovery(dir)
 	if derr != nil && !errors.Is(derr, fs.ErrNotExist) {
 		return nil, cli.Exit("wa-sidecar: "+derr.Error(), exitError)
 	}
+	var stale *feed.StaleDiscoveryError
+	errors.As(derr, &stale)
 	addr := c.String("addr")
 	if strings.HasSuffix(addr, ":0") {
 		// The server's "any free port" (from its --listen or
@@ -168,7 +174,7 @@ func newSession(c *cli.Context, use tokenUse) (*clientConn, error) {
 	}
 	tty := isTerminal(os.Stdout)
 	s := &clientConn{
-		addr: addr, anon: anon, guessed: guessed, dir: dir,
+		addr: addr, anon: anon, guessed: guessed, dir: dir, stale: stale,
 		json:   c.Bool("json") || !tty,
 		colour: tty && os.Getenv("NO_COLOR") == "",
 		out:    c.App.Writer, errw: c.App.ErrWriter,
@@ -176,7 +182,7 @@ func newSession(c *cli.Context, use tokenUse) (*clientConn, error) {
 	if use == tokenNever {
 		return s, nil
 	}
-	token, from, asked, why, err := findToken(c, disc, dir, addr, guessed)
+	token, from, asked, why, err := findToken(c, disc, dir, addr, guessed, stale)
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +205,10 @@ func (s *clientConn) Close() {
 
 // noteGuess says, for a read, which address is tried and why.
 func (s *clientConn) noteGuess() {
-	if s.guessed {
+	switch {
+	case s.guessed && s.stale != nil:
+		fmt.Fprintf(s.errw, "wa-sidecar: %s; trying the default address %s without a token\n", printable(s.stale.Error()), s.addr)
+	case s.guessed:
 		fmt.Fprintf(s.errw, "wa-sidecar: %s has no %s (no sidecar runs with this --state-dir); trying the default address %s without a token\n",
 			s.dir, feed.DiscoveryFileName, s.addr)
 	}
@@ -218,9 +227,13 @@ func isTerminal(f *os.File) bool {
 // sidecar.json; the last belongs to the sidecar that wrote sidecar.json,
 // and goes to no other address. Without a token, reads still work; why
 // says, for a control op, why there is none.
-func findToken(c *cli.Context, disc feed.Discovery, dir, addr string, guessed bool) (token, from string, asked bool, why string, err error) {
+func findToken(c *cli.Context, disc feed.Discovery, dir, addr string, guessed bool, stale *feed.StaleDiscoveryError) (token, from string, asked bool, why string, err error) {
+	noDisc := fmt.Sprintf("%s has no %s", dir, feed.DiscoveryFileName)
+	if stale != nil {
+		noDisc = printable(stale.Error())
+	}
 	if guessed {
-		return "", "", false, fmt.Sprintf("%s has no %s, so no token is known to belong to whatever answers at the default address", dir, feed.DiscoveryFileName), nil
+		return "", "", false, noDisc + ", so no token is known to belong to whatever answers at the default address", nil
 	}
 	if f := c.String("token-file"); f != "" {
 		t, err := feed.ReadTokenFile(f)
@@ -237,29 +250,19 @@ func findToken(c *cli.Context, disc feed.Discovery, dir, addr string, guessed bo
 	}
 	switch {
 	case disc.Listen == "":
-		return "", "", false, fmt.Sprintf("neither --token-file nor $%s is set, and %s has no %s", tokenEnv, dir, feed.DiscoveryFileName), nil
+		return "", "", false, fmt.Sprintf("neither --token-file nor $%s is set, and %s", tokenEnv, noDisc), nil
 	case !sameAddr(disc.Listen, addr):
 		return "", "", false, fmt.Sprintf("neither --token-file nor $%s is set, and the token in %s belongs to the sidecar at %s, not %s",
 			tokenEnv, dir, disc.Listen, addr), nil
 	case disc.TokenFile == "":
 		return "", "", false, fmt.Sprintf("neither --token-file nor $%s is set, and the sidecar at %s keeps its token in no file (it was given $%s)",
 			tokenEnv, addr, tokenEnv), nil
-	case disc.Pid > 0 && !processExists(disc.Pid):
-		return "", "", false, fmt.Sprintf("%s is stale: pid %d, which wrote it, is gone, so whatever answers at %s now is not known to own its token",
-			filepath.Join(dir, feed.DiscoveryFileName), disc.Pid, addr), nil
 	}
-	t, err := feed.ReadTokenFile(disc.TokenFile)
+	t, err := feed.ReadDiscoveredToken(dir, disc)
 	if err != nil {
 		return "", "", false, fmt.Sprintf("looked at --token-file, $%s and %s (%v)", tokenEnv, disc.TokenFile, errors.Unwrap(err)), nil
 	}
 	return t, disc.TokenFile, false, "", nil
-}
-
-// processExists reports whether a process with this pid runs, whoever
-// owns it.
-func processExists(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // sameAddr reports whether a client dialling b reaches the server that

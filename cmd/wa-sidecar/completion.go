@@ -50,7 +50,8 @@ func completionCommand() *cli.Command {
 		Usage:     "print a shell completion script: bash, zsh or fish",
 		ArgsUsage: "bash|zsh|fish",
 		Description: "Examples:\n" +
-			"   source <(wa-sidecar completion bash)          # in ~/.bashrc\n" +
+			"   wa-sidecar completion bash > ~/.local/share/bash-completion/completions/wa-sidecar\n" +
+			"   source <(wa-sidecar completion bash)          # or this, in ~/.bashrc\n" +
 			"   wa-sidecar completion zsh > \"${fpath[1]}/_wa-sidecar\"\n" +
 			"   wa-sidecar completion fish > ~/.config/fish/completions/wa-sidecar.fish",
 		OnUsageError: onUsageError,

@@ -162,8 +162,8 @@ func TestTheStateDirsTokenGoesOnlyToItsSidecar(t *testing.T) {
 	// its address now gets no token.
 	owner.reset()
 	writeState(t, named, owner.addr, deadPid(t))
-	_, stderr, code := cliRun(t, bin, env, "restart", "--state-dir", named)
-	if code != exitDenied || !strings.Contains(stderr, "stale") {
+	_, stderr, code := cliRun(t, bin, env, "restart", "--state-dir", named, "--addr", owner.addr)
+	if code != exitDenied || !strings.Contains(stderr, "no longer the sidecar that wrote it") {
 		t.Errorf("restart with a stale sidecar.json: exit %d, %q", code, stderr)
 	}
 	if _, tokens := owner.sent(); len(tokens) > 0 {
