@@ -142,3 +142,26 @@ func TestPairCannotPairAStoppedBridge(t *testing.T) {
 	}
 	p.stopOK()
 }
+
+// A pair that joins after the bridge showed its QR code draws that code
+// at once, from its hello, instead of waiting for the next one (here an
+// hour away).
+func TestPairDrawsTheCurrentQRCodeAtOnce(t *testing.T) {
+	bin, _ := binaries(t)
+	dir := t.TempDir()
+	state, session := filepath.Join(dir, "state"), filepath.Join(dir, "session")
+	port := strings.TrimPrefix(freeAddr(t), "127.0.0.1:")
+	p := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--",
+		bin, "simulate-bridge", "--port", port, "--session", session, "--qr-every", "1h", "--pair-after", "0s")
+	p.waitLog("pairing QR code #1")
+	pair := startOnTerminal(t, bin, "pair", "--state-dir", state, "--wait", "2s")
+	at := pair.waitFor("Scan this QR code", 0)
+	pair.waitFor("█", at)
+	if code := pair.wait(); code != exitPairTimeout {
+		t.Errorf("pair: exit %d, want %d", code, exitPairTimeout)
+	}
+	if n := strings.Count(pair.plain(), "Scan this QR code"); n != 1 {
+		t.Errorf("pair drew %d codes, want the current one once:\n%s", n, pair.plain())
+	}
+	p.stopOK()
+}
