@@ -39,9 +39,7 @@ func Listen(addr string) (net.Listener, error) {
 	}
 	ln, err := net.Listen("tcp", addr)
 	if errors.Is(err, syscall.EADDRINUSE) {
-		e := &AddrInUseError{Addr: addr, Err: err}
-		e.Pid, e.Name = holderOf(addr)
-		return nil, e
+		return nil, &AddrInUseError{Addr: addr, Holder: holderOf(addr), Err: err}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", addr, err)
@@ -70,19 +68,20 @@ func CheckListen(addr string) error {
 }
 
 // AddrInUseError is Listen's error when another socket holds the address.
-// Pid and Name say who, when /proc tells (Pid 0 otherwise). It is a
-// temporary state: the holder may be an old sidecar still stopping.
+// Holder says who, when /proc tells: a process this user can see, else
+// one of another user with Pid 0 and its UID; nil when /proc does not
+// tell. It is a temporary state: the holder may be an old sidecar still
+// stopping.
 type AddrInUseError struct {
-	Addr string
-	Pid  int
-	Name string
-	Err  error
+	Addr   string
+	Holder *session.Holder
+	Err    error
 }
 
 func (e *AddrInUseError) Error() string {
 	by := ""
-	if e.Pid != 0 {
-		by = fmt.Sprintf(" by pid %d (%s)", e.Pid, e.Name)
+	if e.Holder != nil {
+		by = " by " + e.Holder.String()
 	}
 	return fmt.Sprintf("--listen %s is already in use%s (is another wa-sidecar running? 'wa-sidecar status --addr %s' tells); pass --listen to choose another address", e.Addr, by, e.Addr)
 }
@@ -353,22 +352,22 @@ func rootCause(err error) error {
 	}
 }
 
-// holderOf names the process that holds a loopback TCP address, or
-// returns 0 when /proc does not tell.
-func holderOf(addr string) (pid int, name string) {
+// holderOf finds what holds a TCP address: the first process /proc
+// names, else a socket of another user's, else nil.
+func holderOf(addr string) *session.Holder {
 	_, portText, _ := net.SplitHostPort(addr)
 	port, err := strconv.Atoi(portText)
 	if err != nil {
-		return 0, ""
+		return nil
 	}
 	holders, err := session.PortHolders(port)
-	if err != nil {
-		return 0, ""
+	if err != nil || len(holders) == 0 {
+		return nil
 	}
 	for _, h := range holders {
 		if h.Pid != 0 {
-			return h.Pid, h.Name
+			return &h
 		}
 	}
-	return 0, ""
+	return &holders[0]
 }
