@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -124,4 +127,29 @@ func FuzzAppendText(f *testing.F) {
 			t.Fatalf("%q changed to %q", s, got)
 		}
 	})
+}
+
+// Exit records, which /v1/status shows to any reader, keep no line that
+// carries a pairing code, indented or not.
+func TestStatusTailHasNoPairingCode(t *testing.T) {
+	bin, _ := binaries(t)
+	state := t.TempDir()
+	script := `printf '  {"event":"qr","qr":"2@indented-secret"}\n\t{"event":"qr","qr":"2@tab-secret"}\n{"event":"qr","QR":"2@case-secret"}\nlast words\n'; exit 3`
+	cmd := exec.Command(bin, "run", "--bridge-log", "off", "--backoff-initial", "1h", "--backoff-max", "1h", "--", "sh", "-c", script)
+	cmd.Env = append(os.Environ(), "WA_SIDECAR_LISTEN=127.0.0.1:0", "WA_SIDECAR_STATE_DIR="+state)
+	p := startCmd(t, cmd)
+	p.waitLog("bridge failed")
+	resp, err := http.Get("http://" + listenOf(t, state) + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "last words") {
+		t.Fatalf("no tail in the status: %s", body)
+	}
+	if strings.Contains(string(body), "secret") {
+		t.Fatalf("a pairing code in the status anyone may read: %s", body)
+	}
+	p.stopOK()
 }
