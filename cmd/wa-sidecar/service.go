@@ -656,6 +656,10 @@ func checkRunArgs(args []string) (map[string]string, error) {
 	if err := fs.Parse(flags); err != nil {
 		return nil, usageError("the flags after -- are for 'wa-sidecar run': %v (see wa-sidecar run --help)", err)
 	}
+	if fs.NArg() > 0 {
+		// run refuses them too, and would exit 64 at every start.
+		return nil, usageError("%q after -- is not a flag of run; a command for run to supervise goes after a second --: install-service -- [RUN-FLAGS] -- COMMAND", fs.Arg(0))
+	}
 	set := map[string]string{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = f.Value.String() })
 	return set, nil

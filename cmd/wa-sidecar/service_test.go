@@ -352,6 +352,7 @@ func TestInstallServiceCommand(t *testing.T) {
 		{[]string{"--", "--stop-timeout", "5s"}, "install-service itself"},
 		{[]string{"--", "--stop-timeout=5s"}, "install-service itself"},
 		{[]string{"--", "--no-such-flag"}, "no-such-flag"},
+		{[]string{"--", "--backoff-max", "30s", "Justfile"}, `"Justfile" after -- is not a flag of run`},
 		{[]string{"--", "--backoff-max", "soon"}, "backoff-max"},
 		{[]string{"--name", "my unit"}, "--name"},
 		{[]string{"--watchdog", "1s"}, "--watchdog"},
