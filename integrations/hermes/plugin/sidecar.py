@@ -8,10 +8,14 @@ reports into the gateway's platform states.
 from __future__ import annotations
 
 import asyncio
+import grp
+import ipaddress
 import json
 import logging
 import os
+import pwd
 import random
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, Optional
@@ -73,6 +77,62 @@ def _read_token_file(path: str) -> Optional[str]:
     return tok or None
 
 
+class UntrustedFile(Exception):
+    """A file that sidecar.json's rules say not to believe (see docs/security.md)."""
+
+
+def _check_dir(path: Path) -> os.stat_result:
+    """Return the state directory's stat, or raise UntrustedFile when others could change it."""
+    st = os.stat(path)
+    if st.st_mode & 0o022 and not (st.st_mode & 0o002 == 0 and _user_private_group(st)):
+        raise UntrustedFile(f"{path} is writable by other users (mode {st.st_mode & 0o7777:04o}); chmod go-w {path}")
+    return st
+
+
+def _user_private_group(st: os.stat_result) -> bool:
+    """Whether the file's group is its owner's own group (same name), as the sidecar also accepts."""
+    try:
+        return grp.getgrgid(st.st_gid).gr_name == pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        return False
+
+
+def _read_trusted(path: Path, owners: set, follow: bool = False, limit: int = 64 << 10) -> bytes:
+    """Read a file that must be a regular file of one of owners, with one link, writable by its owner
+    alone; unless follow is set (a token file outside the state directory, such as a mounted secret,
+    which is a link), a link planted in its place is not followed."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UntrustedFile(f"{path} is not a regular file")
+        if st.st_uid not in owners:
+            raise UntrustedFile(f"{path} belongs to uid {st.st_uid}, not to the sidecar's user or root")
+        if st.st_nlink != 1:
+            raise UntrustedFile(f"{path} has {st.st_nlink} links")
+        if st.st_mode & 0o022:
+            raise UntrustedFile(f"{path} is writable by other users (mode {st.st_mode & 0o7777:04o})")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit + 1)[:limit]
+    finally:
+        os.close(fd)
+
+
+def _local_addr(addr: str) -> bool:
+    """Whether addr is a Unix socket or an address of this machine: the only places a token goes."""
+    if addr.startswith("unix:"):
+        return os.path.isabs(addr[len("unix:"):])
+    host = addr.rsplit(":", 1)[0].strip("[]") if ":" in addr else ""
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_unspecified
+
+
 def _explicit_token(extra: Mapping[str, Any], env: Mapping[str, str]) -> Optional[str]:
     path = extra.get("sidecar_token_file") or env.get("WA_SIDECAR_TOKEN_FILE")
     if path:
@@ -101,24 +161,37 @@ def locate(extra: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> Loc
     # another account's). Only the sidecar's own default state directory falls back to it.
     src = ("the platform's sidecar_state_dir" if extra.get("sidecar_state_dir") else "$WA_SIDECAR_STATE_DIR") if state else ""
     try:
-        data = json.loads(disc.read_text())
+        owners = {0, os.geteuid(), _check_dir(state_dir).st_uid}
+        data = json.loads(_read_trusted(disc, owners))
     except FileNotFoundError:
         if state:
             return Location("", None, f"{state_dir} ({src})", f"there is no {disc}: the sidecar with that state directory is not running")
         return Location(DEFAULT_ADDR, None, f"the default address (no {disc})")
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, UntrustedFile) as e:
         if state:
-            return Location("", None, f"{state_dir} ({src})", f"cannot read {disc}: {e}")
-        logger.warning("wa-sidecar: cannot read %s (%s); trying %s", disc, e, DEFAULT_ADDR)
-        return Location(DEFAULT_ADDR, None, f"the default address ({disc} unreadable)")
+            return Location("", None, f"{state_dir} ({src})", f"cannot use {disc}: {e}")
+        logger.warning("wa-sidecar: cannot use %s (%s); trying %s without the token", disc, e, DEFAULT_ADDR)
+        return Location(DEFAULT_ADDR, None, f"the default address ({disc} not usable)")
     listen = data.get("listen") if isinstance(data, dict) else None
     if not isinstance(listen, str) or not listen:
         if state:
             return Location("", None, f"{state_dir} ({src})", f"{disc} names no address")
         return Location(DEFAULT_ADDR, None, f"the default address ({disc} names no address)")
+    if not _local_addr(listen):
+        # A token goes only to a sidecar on this machine: a file naming another host is not believed.
+        msg = f"{disc} names {listen!r}, which is not an address of this machine"
+        if state:
+            return Location("", None, f"{state_dir} ({src})", msg)
+        logger.warning("wa-sidecar: %s; trying %s without the token", msg, DEFAULT_ADDR)
+        return Location(DEFAULT_ADDR, None, f"the default address ({msg})")
     token = _explicit_token(extra, env)
-    if token is None and isinstance(data.get("token_file"), str) and data["token_file"]:
-        token = _read_token_file(data["token_file"])
+    tf = data.get("token_file")
+    if token is None and isinstance(tf, str) and os.path.isabs(tf):
+        inside = os.path.dirname(os.path.normpath(tf)) == os.path.normpath(state_dir)
+        try:
+            token = _read_trusted(Path(tf), owners, follow=not inside).decode().strip() or None
+        except (OSError, UnicodeDecodeError, UntrustedFile) as e:
+            logger.warning("wa-sidecar: not reading the token file %s: %s", tf, e)
     return Location(listen, token, f"{disc}")
 
 

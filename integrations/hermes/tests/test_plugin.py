@@ -155,6 +155,51 @@ class Judge(unittest.TestCase):
             loc = sidecar.locate({"sidecar_addr": "unix:/run/x.sock"}, env)
             self.assertEqual((loc.addr, loc.token, loc.url("/v1/events")), ("unix:/run/x.sock", None, "http://localhost/v1/events"))
 
+    def test_locate_believes_only_files_others_cannot_plant(self):
+        import json
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            env = {"WA_SIDECAR_STATE_DIR": d}
+            disc, tok = Path(d, "sidecar.json"), Path(d, "token")
+            tok.write_text("abc\n")
+
+            def write(**kw):
+                if disc.is_symlink() or disc.exists():
+                    disc.unlink()
+                disc.write_text(json.dumps({"listen": "127.0.0.1:7999", "token_file": str(tok), **kw}))
+
+            write()
+            self.assertEqual(sidecar.locate({}, env).token, "abc")
+            # Another machine's address: no token goes there, and the file is not followed.
+            write(listen="192.0.2.7:7390")
+            loc = sidecar.locate({}, env)
+            self.assertEqual((loc.addr, loc.token), ("", None))
+            self.assertIn("not an address of this machine", loc.missing)
+            # A token file that is a link planted in the state directory is not read.
+            write()
+            with tempfile.TemporaryDirectory() as other:
+                secret = Path(other, "secret")
+                secret.write_text("root-only\n")
+                tok.unlink()
+                tok.symlink_to(secret)
+                self.assertIsNone(sidecar.locate({}, env).token)
+                # sidecar.json itself as a planted link is refused.
+                real = Path(other, "sidecar.json")
+                real.write_text(json.dumps({"listen": "127.0.0.1:7999"}))
+                disc.unlink()
+                disc.symlink_to(real)
+                loc = sidecar.locate({}, env)
+                self.assertEqual((loc.addr, loc.token), ("", None))
+            # A state directory everyone can write is not believed at all.
+            write()
+            os.chmod(d, 0o777)
+            try:
+                loc = sidecar.locate({}, env)
+                self.assertEqual((loc.addr, loc.token), ("", None))
+                self.assertIn("writable by other users", loc.missing)
+            finally:
+                os.chmod(d, 0o700)
+
 
 class FakeFeed:
     """A status server that sends the snapshots it is given, for states the real sidecar passes
