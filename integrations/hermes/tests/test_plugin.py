@@ -347,7 +347,8 @@ class Following(Base):
         pid = self.world.bridge_pid()
         os.kill(pid, signal.SIGKILL)
         await self.until(lambda: not a.is_connected, 3, "the adapter to see the bridge go")
-        self.assertIn("retrying", self.states(a))
+        # The retryable status is written once the poll task is cancelled, a step after detaching.
+        await self.until(lambda: "retrying" in self.states(a), 3, "a retrying status")
         await self.until(lambda: a.is_connected, 10, "the adapter to reattach")
         self.assertNotEqual(self.world.bridge_pid(), pid)
         # One poll may race the sidecar's word of the exit; none follow it.
