@@ -397,7 +397,7 @@ func status(ctx context.Context, s *clientConn) error {
 	if s.json {
 		fmt.Fprint(s.out, string(body))
 	} else {
-		fmt.Fprint(s.out, statusTable(st, body, time.Now(), s.colour))
+		fmt.Fprint(s.out, statusTable(st, time.Now(), s.colour))
 	}
 	if st.State != procmon.StateRunning {
 		return cli.Exit("", exitNotRunning)

@@ -518,15 +518,15 @@ func TestStatusTable(t *testing.T) {
 		"WhatsApp:  connected as Ada (491701234567@s.whatsapp.net)\n" +
 		"Adoptable: yes\n" +
 		"Last exit: SIGTERM (normal shutdown), 5m00s ago\n"
-	if got := statusTable(st, nil, now, false); got != want {
+	if got := statusTable(st, now, false); got != want {
 		t.Errorf("statusTable =\n%s\nwant\n%s", got, want)
 	}
 
 	// Parked, with a reason code from the snapshot and a message that a
 	// bridge could have filled with escape sequences.
-	parked := procmon.Status{State: "needs_pairing", Since: now.Add(-time.Minute), Message: "logged out\x1b]0;owned\x07",
+	parked := procmon.Status{State: "needs_pairing", Since: now.Add(-time.Minute), Message: "logged out\x1b]0;owned\x07", Reason: "logged_out",
 		Details: map[string]any{"whatsapp": map[string]any{"connection": "down", "bridge_pid": 0.0}}}
-	got := statusTable(parked, []byte(`{"reason":"logged_out"}`), now, false)
+	got := statusTable(parked, now, false)
 	for _, line := range []string{"PID:       -", "Uptime:    - (needs_pairing for 1m00s)", "WhatsApp:  down",
 		"Adoptable: unknown (the gateway's checks are not known)", "Last exit: -", `Reason:    logged_out: logged out\x1b]0;owned\a`} {
 		if !strings.Contains(got, line+"\n") {
@@ -535,7 +535,12 @@ func TestStatusTable(t *testing.T) {
 	}
 	// A snapshot from before the layer heard of the new child.
 	st.Details["whatsapp"].(map[string]any)["bridge_pid"] = 700.0
-	if got := statusTable(st, nil, now, false); !strings.Contains(got, "WhatsApp:  unknown\n") {
+	if got := statusTable(st, now, false); !strings.Contains(got, "WhatsApp:  unknown\n") {
 		t.Errorf("an old child's connection was shown as the new one's:\n%s", got)
+	}
+	// The process a state waits on.
+	busy := procmon.Status{State: procmon.StateBackoff, Reason: "port_busy", Holder: &procmon.Holder{Pid: 812, Name: "python3"}, Message: "port 3000 is in use"}
+	if got := statusTable(busy, now, false); !strings.Contains(got, "Reason:    port_busy (held by pid 812 (python3)): port 3000 is in use\n") {
+		t.Errorf("the holder is missing:\n%s", got)
 	}
 }

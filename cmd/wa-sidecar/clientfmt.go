@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -194,9 +193,8 @@ func eventLine(m feed.Message, colour bool) string {
 }
 
 // statusTable is status for a person: one field a line, as
-// supervisorctl and systemctl status show them. raw is the snapshot as
-// sent, for fields this client's procmon.Status may not know.
-func statusTable(st procmon.Status, raw []byte, now time.Time, colour bool) string {
+// supervisorctl and systemctl status show them.
+func statusTable(st procmon.Status, now time.Time, colour bool) string {
 	var rows [][2]string
 	add := func(k, v string) { rows = append(rows, [2]string{k, v}) }
 	add("State", paint(colour, ansiBold+stateColour(st), string(st.State)))
@@ -230,7 +228,7 @@ func statusTable(st procmon.Status, raw []byte, now time.Time, colour bool) stri
 	} else {
 		add("Last exit", "-")
 	}
-	if why := reasonText(st, raw); why != "" {
+	if why := reasonText(st); why != "" {
 		add("Reason", printable(why))
 	}
 	var b strings.Builder
@@ -288,19 +286,15 @@ func adoptableText(st procmon.Status) string {
 }
 
 // reasonText is why the bridge is in its state: the snapshot's
-// machine-readable reason when it has one, and its message.
-func reasonText(st procmon.Status, raw []byte) string {
-	var extra struct {
-		Reason json.RawMessage `json:"reason"`
-	}
-	json.Unmarshal(raw, &extra)
-	var code string
-	if json.Unmarshal(extra.Reason, &code) != nil {
-		var obj struct {
-			Code string `json:"code"`
+// machine-readable reason, the process it waits on, and its message.
+func reasonText(st procmon.Status) string {
+	code := st.Reason
+	if h := st.Holder; h != nil {
+		who := "a process wa-sidecar cannot see"
+		if h.Pid > 0 {
+			who = fmt.Sprintf("pid %d (%s)", h.Pid, h.Name)
 		}
-		json.Unmarshal(extra.Reason, &obj)
-		code = obj.Code
+		code = strings.TrimSpace(code + " (held by " + who + ")")
 	}
 	switch {
 	case code != "" && st.Message != "":
