@@ -165,3 +165,21 @@ func TestPairDrawsTheCurrentQRCodeAtOnce(t *testing.T) {
 	}
 	p.stopOK()
 }
+
+// After WhatsApp logged the device out, the sidecar parks the bridge in
+// needs_pairing, and pair says what to do instead of waiting.
+func TestPairAfterALogout(t *testing.T) {
+	bin, _ := binaries(t)
+	dir := t.TempDir()
+	state, session := filepath.Join(dir, "state"), filepath.Join(dir, "session")
+	port := strings.TrimPrefix(freeAddr(t), "127.0.0.1:")
+	p := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--",
+		bin, "simulate-bridge", "--port", port, "--session", session, "--qr-every", "1h", "--crash", "logout", "--crash-after", "300ms")
+	p.waitLog("bridge parked")
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+	_, stderr, code := cliRun(t, bin, env, "pair", "--state-dir", state)
+	if code != exitError || !strings.Contains(stderr, "logged this device out") || !strings.Contains(stderr, "run 'wa-sidecar pair' again") {
+		t.Errorf("pair after a logout: exit %d, %q", code, stderr)
+	}
+	p.stopOK()
+}
