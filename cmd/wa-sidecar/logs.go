@@ -172,9 +172,12 @@ func openLog(path string) (*os.File, error) {
 // flush is called whenever the lines found so far have been printed.
 func tailFile(ctx context.Context, path string, n int, follow bool, out func([]byte), flush func() error) error {
 	f, err := openLog(path)
-	if errors.Is(err, os.ErrNotExist) && follow {
+	switch {
+	case errors.Is(err, os.ErrNotExist) && follow:
 		f = nil // it comes with the bridge's first line
-	} else if err != nil {
+	case errors.Is(err, os.ErrNotExist):
+		return cli.Exit(fmt.Sprintf("wa-sidecar: logs: %s does not exist: no bridge has written there yet; -f waits for it, and --bridge-log or --session-dir name another", path), exitError)
+	case err != nil:
 		return cli.Exit("wa-sidecar: logs: "+err.Error(), exitError)
 	}
 	var pos int64

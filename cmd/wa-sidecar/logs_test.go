@@ -165,3 +165,13 @@ func TestLogsFindsTheRunningSidecarsSession(t *testing.T) {
 	}
 	p.stopOK()
 }
+
+func TestLogsOfAMissingFile(t *testing.T) {
+	bin, _ := binaries(t)
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "bridge.log")
+	_, stderr, code := cliRun(t, bin, []string{"PATH=/usr/bin:/bin", "HOME=" + dir}, "logs", "--bridge-log", missing)
+	if code != exitError || !strings.Contains(stderr, missing+" does not exist") || !strings.Contains(stderr, "-f waits") {
+		t.Errorf("logs of a missing file: exit %d, %q", code, stderr)
+	}
+}

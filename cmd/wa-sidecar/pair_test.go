@@ -183,3 +183,23 @@ func TestPairAfterALogout(t *testing.T) {
 	}
 	p.stopOK()
 }
+
+// What a sidecar sends for a QR code reaches the terminal; whatever it
+// holds, nothing that could steer the terminal does.
+func FuzzQRRows(f *testing.F) {
+	f.Add([]byte(`{"qr":"2@abc,def"}`))
+	f.Add([]byte(`{"qr_rows":["█ ▀▄","\u001b]0;x\u0007"]}`))
+	f.Add([]byte(`{"qr":{"qr_rows":["a"]}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fields map[string]json.RawMessage
+		if json.Unmarshal(b, &fields) != nil {
+			return
+		}
+		rows := append(qrRows(fields), helloQR(feed.Message{Fields: fields})...)
+		for _, r := range rows {
+			if strings.ContainsFunc(r, func(c rune) bool { return (c < 0x20 && c != '\t') || (c >= 0x7f && c < 0xa0) }) {
+				t.Fatalf("row %q keeps a control character", r)
+			}
+		}
+	})
+}
