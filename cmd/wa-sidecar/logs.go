@@ -177,6 +177,8 @@ func tailFile(ctx context.Context, path string, n int, follow bool, out func([]b
 		f = nil // it comes with the bridge's first line
 	case errors.Is(err, os.ErrNotExist):
 		return cli.Exit(fmt.Sprintf("wa-sidecar: logs: %s does not exist: no bridge has written there yet; -f waits for it, and --bridge-log or --session-dir name another", path), exitError)
+	case errors.Is(err, os.ErrPermission):
+		return cli.Exit(fmt.Sprintf("wa-sidecar: logs: %v; bridge.log is the sidecar's user's alone (it holds pairing codes): run logs as that user", err), exitError)
 	case err != nil:
 		return cli.Exit("wa-sidecar: logs: "+err.Error(), exitError)
 	}

@@ -175,3 +175,31 @@ func TestLogsOfAMissingFile(t *testing.T) {
 		t.Errorf("logs of a missing file: exit %d, %q", code, stderr)
 	}
 }
+
+// Another user's bridge.log is not readable, and logs says whose it is.
+func TestLogsOfAnotherUsersFile(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a second uid")
+	}
+	bin, _ := binaries(t)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	log := filepath.Join(dir, "bridge.log")
+	writeLines(t, log, 1, 1)
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "logs", "--bridge-log", log)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent"}
+	out, err := cmd.CombinedOutput()
+	if exitCodeOf(err) != exitError || !strings.Contains(string(out), "permission denied") || !strings.Contains(string(out), "run logs as that user") {
+		t.Errorf("logs of root's bridge.log as nobody: %v, %q", err, out)
+	}
+}
+
+func exitCodeOf(err error) int {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
