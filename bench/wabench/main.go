@@ -1,11 +1,17 @@
 // Command wabench measures wa-sidecar and its peers (supervisord,
-// s6-supervise, runsv and pm2) side by side on the same fake bridge, and
-// prints a table of medians and ratios. bench/run.sh installs the peers,
-// builds the binaries and runs it; see docs/performance.md.
+// s6-supervise, runsv, pm2 and tini) side by side on the same child, and
+// prints one table: a row per figure, a column per tool, the floor each
+// figure is measured against in the same run, and whether each goal is
+// met. bench/run.sh installs the peers, builds the binaries and runs it;
+// see docs/performance.md.
 //
-// Times are taken on CLOCK_MONOTONIC, which the fake bridge (-stamp), this
-// program and the pm2 listener (Node's hrtime) all read, so an instant
-// stamped in one process can be subtracted from one seen in another.
+// The child is the C child (bench/cchild), which has no runtime of its
+// own, except in the Hermes-shaped output row, which runs the Go fake
+// bridge. Times are taken on CLOCK_MONOTONIC, which the fake bridge
+// (-stamp), this program and the pm2 listener (Node's hrtime) all read;
+// the C child stamps CLOCK_REALTIME, moved onto the same clock, so an
+// instant stamped in one process can be subtracted from one seen in
+// another.
 package main
 
 import (
@@ -21,12 +27,14 @@ type config struct {
 	sidecar    string // wa-sidecar binary
 	stackfloor string // bench/stackfloor binary
 	fakebridge string // testdata/fakebridge binary
+	cchild     string // bench/cchild's binary; empty: none was built
 	self       string // this binary, run by supervisord as its event listener
 	pm2Listen  string // bench/pm2-listen.js
 	work       string // scratch directory, emptied per run
 	listenFlag string // how wa-sidecar is told to serve /v1/events
 
 	samples     int
+	startRuns   int
 	idle        time.Duration
 	outputBytes int64
 	outputRuns  int
@@ -36,6 +44,12 @@ type config struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "fanout-floor" {
+		if err := fanoutFloorServer(os.Args[2:]); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "supervisord-listener" {
 		// It returns only when supervisord goes away or fails.
 		fmt.Fprintln(os.Stderr, "wabench supervisord-listener:", supervisordListener(os.Args[2:]))
@@ -46,16 +60,18 @@ func main() {
 	flag.StringVar(&c.sidecar, "sidecar", "bin/wa-sidecar", "wa-sidecar binary")
 	flag.StringVar(&c.stackfloor, "stackfloor", "bin/stackfloor", "bench/stackfloor binary (wa-sidecar's libraries supervising nothing)")
 	flag.StringVar(&c.fakebridge, "fakebridge", "bin/fakebridge", "fake bridge binary (testdata/fakebridge)")
+	flag.StringVar(&c.cchild, "child", "bin/"+childName, "the C child (bench/cchild), used as the bridge except in Hermes-shaped runs; empty or missing: the fake bridge everywhere")
 	flag.StringVar(&c.pm2Listen, "pm2-listener", "bench/pm2-listen.js", "pm2 bus listener script")
 	flag.StringVar(&c.work, "work", "", "scratch directory (default: a new temporary one)")
 	flag.StringVar(&c.listenFlag, "listen-flag", "--listen", "wa-sidecar flag that takes the status server's address; empty runs it without one (no notification or fan-out figures)")
 	flag.IntVar(&c.samples, "n", 30, "exits to sample for the latency measurements (supervisord, s6 and runit take about 1 s each)")
+	flag.IntVar(&c.startRuns, "start-runs", 10, "starts of wa-sidecar to time")
 	flag.DurationVar(&c.idle, "idle", 30*time.Second, "idle window")
 	flag.Int64Var(&c.outputBytes, "output-bytes", 256<<20, "bytes of 100-byte lines for the pass-through measurement")
 	flag.IntVar(&c.outputRuns, "output-runs", 3, "runs of the pass-through measurement per tool")
 	flag.IntVar(&c.clients, "clients", 1000, "websocket clients for the fan-out measurement")
-	flag.StringVar(&tools, "tools", "floor,stack-floor,pipe-cat,wa-sidecar,wa-sidecar-raw,supervisord,s6,runit,pm2", "tools to measure")
-	flag.StringVar(&only, "only", "respawn,idle,output,fanout", "measurements to run (respawn also gives exit-to-notification)")
+	flag.StringVar(&tools, "tools", "floor,stack-floor,pipe-cat,wa-sidecar,wa-sidecar-raw,wa-sidecar-hermes,wa-sidecar-hermes-start,supervisord,s6,runit,pm2,tini", "tools to measure")
+	flag.StringVar(&only, "only", "respawn,idle,output,fanout,start", "measurements to run (respawn also gives exit-to-notification)")
 	flag.Parse()
 
 	var err error
@@ -68,6 +84,15 @@ func main() {
 		}
 		if _, err := os.Stat(*p); err != nil {
 			fatal(fmt.Errorf("%w; build it first (bench/run.sh does)", err))
+		}
+	}
+	if c.cchild != "" {
+		if c.cchild, err = filepath.Abs(c.cchild); err != nil {
+			fatal(err)
+		}
+		if _, err := os.Stat(c.cchild); err != nil {
+			logf("no C child (%v): the fake bridge is the child everywhere, and the floor is Go's", err)
+			c.cchild = ""
 		}
 	}
 	if c.work == "" {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -27,7 +28,11 @@ type result struct {
 	outputPeak int64   // the supervisor's largest resident size, KiB
 	fanout     []int64 // exit stamp to each client's note, ns
 	fanClients int
-	errs       []string
+	// startExec and startHealthz run from the sidecar's exec to the
+	// bridge's start stamp and to the first 200 from /healthz, ns.
+	startExec    []int64
+	startHealthz []int64
+	errs         []string
 }
 
 func run(c *config, tools []*tool) map[string]*result {
@@ -40,23 +45,33 @@ func run(c *config, tools []*tool) map[string]*result {
 			logf("%s: %s: %v", t.name, what, err)
 			r.errs = append(r.errs, what+": "+err.Error())
 		}
-		if c.only["respawn"] && !t.outputOnly && !t.idleOnly {
+		if c.only["respawn"] && !t.outputOnly && !t.idleOnly && !t.startOnly {
 			if err := measureCycle(c, t, r); err != nil {
 				fail("respawn", err)
 			}
 		}
-		if c.only["idle"] && t.start != nil && !t.outputOnly {
+		if c.only["start"] && (t.name == "wa-sidecar" || t.startOnly) && c.listenFlag != "" {
+			if err := measureStart(c, t, r, c.startRuns); err != nil {
+				fail("start", err)
+			}
+		}
+		if c.only["idle"] && t.start != nil && !t.outputOnly && !t.startOnly {
 			if err := measureIdle(c, t, r); err != nil {
 				fail("idle", err)
 			}
 		}
-		if c.only["output"] && !t.idleOnly {
+		if c.only["output"] && !t.idleOnly && !t.startOnly && !t.noOutput {
 			if err := measureOutput(c, t, r); err != nil {
 				fail("output", err)
 			}
 		}
 		if c.only["fanout"] && t.name == "wa-sidecar" && c.listenFlag != "" {
 			if err := measureFanout(c, t, r); err != nil {
+				fail("fanout", err)
+			}
+		}
+		if c.only["fanout"] && t.name == "floor" {
+			if err := measureFanoutFloor(c, r); err != nil {
 				fail("fanout", err)
 			}
 		}
@@ -97,9 +112,14 @@ func countExits(stamps []stamp) int {
 func measureCycle(c *config, t *tool, r *result) error {
 	dir := freshDir(c, t.name+"-cycle")
 	stamps := filepath.Join(dir, "stamps")
-	argv := []string{c.fakebridge, "-after", "100ms", "-exit", "1", "-stamp", stamps}
-	if t.start == nil {
+	argv := c.argv(cycleSpec, stamps)
+	switch {
+	case t.name == "floor" && c.cchild != "":
+		return cFloorCycle(c, dir, r)
+	case t.name == "floor":
 		return floorCycle(c, argv, r)
+	case t.name == "tini":
+		return tiniCycle(c, dir, r)
 	}
 	logf("%s: crash loop, %d exits", t.name, c.samples)
 	s, err := t.start(c, dir, scCycle, argv)
@@ -118,7 +138,7 @@ func measureCycle(c *config, t *tool, r *result) error {
 		return fmt.Errorf("only %d exits before the timeout; see %s", countExits(st), dir)
 	}
 	r.respawn = respawnTimes(st)
-	if t.noNotify == "" && (t.name != "wa-sidecar" || c.listenFlag != "") {
+	if t.noNotify == "" && (!strings.HasPrefix(t.name, "wa-sidecar") || c.listenFlag != "") {
 		r.notify, r.missed = notifyTimes(st, s.takeNotes(), settled)
 	}
 	return nil
@@ -180,8 +200,9 @@ func notifyTimes(st []stamp, notes []note, settled int64) ([]int64, int) {
 	return out, missed
 }
 
-// floorCycle is the least any supervisor can do: wait4 for the child and
-// fork+exec it again at once, from one thread.
+// floorCycle is the least a Go supervisor can do, measured when there is
+// no C child: wait4 for the child and fork+exec it again at once, from
+// one thread.
 func floorCycle(c *config, argv []string, r *result) error {
 	logf("floor: %d spawns", c.samples)
 	stamps := argv[len(argv)-1]
@@ -217,7 +238,7 @@ func floorCycle(c *config, argv []string, r *result) error {
 func measureIdle(c *config, t *tool, r *result) error {
 	dir := freshDir(c, t.name+"-idle")
 	stamps := filepath.Join(dir, "stamps")
-	s, err := t.start(c, dir, scIdle, []string{c.fakebridge, "-hang", "-stamp", stamps})
+	s, err := t.start(c, dir, scIdle, c.argv(idleSpec, stamps))
 	if err != nil {
 		return err
 	}
@@ -240,11 +261,10 @@ func measureIdle(c *config, t *tool, r *result) error {
 // from its start until its last line is in the log file.
 func measureOutput(c *config, t *tool, r *result) error {
 	want := "spew done " + strconv.FormatInt(c.outputBytes, 10)
-	argv := []string{c.fakebridge, "-spew", strconv.FormatInt(c.outputBytes, 10), "-line", "100", "-hang"}
 	for i := 0; i < c.outputRuns; i++ {
 		dir := freshDir(c, t.name+"-output")
 		stamps := filepath.Join(dir, "stamps")
-		a := append(argv, "-stamp", stamps)
+		a := c.argv(spec{spew: c.outputBytes, exit: -1, hang: true}, stamps)
 		var s *session
 		var err error
 		switch t.name {
@@ -264,8 +284,9 @@ func measureOutput(c *config, t *tool, r *result) error {
 		if err == nil && strings.HasPrefix(t.name, "wa-sidecar") {
 			// A fast time means nothing if lines were lost on the way.
 			lines := (c.outputBytes + 99) / 100
-			if got := countSpewLines(s.logFile); got != lines {
-				err = fmt.Errorf("the log holds %d of the bridge's %d lines", got, lines)
+			file := cmp.Or(s.countFile, s.logFile)
+			if got := countSpewLines(file); got != lines {
+				err = fmt.Errorf("%s holds %d of the bridge's %d lines", filepath.Base(file), got, lines)
 			}
 		}
 		os.RemoveAll(dir)
@@ -353,7 +374,7 @@ func measureFanout(c *config, t *tool, r *result) error {
 	stamps := filepath.Join(dir, "stamps")
 	// The bridge lives long enough for every client to take in one exit
 	// before the next.
-	s, err := t.start(c, dir, scFanout, []string{c.fakebridge, "-after", "300ms", "-exit", "1", "-stamp", stamps})
+	s, err := t.start(c, dir, scFanout, c.argv(fanoutSpec, stamps))
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ const (
 	scIdle   = "idle"   // starts and hangs
 	scOutput = "output" // prints the output volume, then hangs
 	scFanout = "fanout" // like cycle, watched by many websocket clients
+	scStart  = "start"  // starts and hangs; the sidecar's start is timed
 )
 
 // tool is one supervisor under test.
@@ -38,6 +39,16 @@ type tool struct {
 	// idleOnly one for the idle measurement alone.
 	outputOnly bool
 	idleOnly   bool
+	// startOnly marks a variant measured for its start alone, noOutput a
+	// tool whose output measurement would be the floor's (tini hands its
+	// stdout to the bridge).
+	startOnly bool
+	noOutput  bool
+	// extra are flags for wa-sidecar run; hermes adds a session directory
+	// (a session lock, creds.json checks, bridge.log beside it), as when
+	// the sidecar runs the Hermes bridge.
+	extra  []string
+	hermes bool
 }
 
 // session is one running supervisor.
@@ -45,8 +56,11 @@ type session struct {
 	cmd     *exec.Cmd
 	roots   func() []int // the supervisor's own processes start here
 	logFile string       // where the bridge's output ends up
-	addr    string       // wa-sidecar's status server
-	stopCmd []string     // asks the tool to stop, instead of SIGTERM
+	// countFile is where every line of the bridge's is, when logFile
+	// (a rotated bridge.log) may have let old ones go.
+	countFile string
+	addr      string   // wa-sidecar's status server
+	stopCmd   []string // asks the tool to stop, instead of SIGTERM
 
 	mu    sync.Mutex
 	notes []note // exit notifications the listener received
@@ -101,7 +115,7 @@ func (s *session) stop(stamps string) {
 	// A bridge that outlived its supervisor is one this program started
 	// (its pid is in the stamp file) and still runs the fake bridge.
 	for _, st := range readStamps(stamps) {
-		if p, ok := readProc(st.pid); ok && p.comm == "fakebridge" && p.state != "Z" {
+		if p, ok := readProc(st.pid); ok && isBridge(p.comm) && p.state != "Z" {
 			syscall.Kill(st.pid, syscall.SIGKILL)
 		}
 	}
@@ -159,8 +173,12 @@ func freeAddr() (string, error) {
 }
 
 func allTools(c *config) []*tool {
+	floor := "C parent: fork, exec and waitpid; output to a file directly"
+	if c.cchild == "" {
+		floor = "fork+exec and wait4 from one Go thread; output to a file directly"
+	}
 	return []*tool{
-		{name: "floor", version: func() string { return "fork+exec and wait4 from one thread; output to a file directly" }},
+		{name: "floor", version: func() string { return floor }},
 		{name: "stack-floor", version: func() string {
 			return "wa-sidecar's libraries starting the bridge and serving a websocket, supervising nothing"
 		}, start: startStackFloor, idleOnly: true},
@@ -169,11 +187,16 @@ func allTools(c *config) []*tool {
 		// The same sidecar passing the bridge's lines through unchanged,
 		// as supervisord, s6-log and svlogd do, instead of a JSON record
 		// per line.
-		{name: "wa-sidecar-raw", version: command(c.sidecar, "--version"), start: sidecarWith("--bridge-output", "raw"), outputOnly: true},
+		{name: "wa-sidecar-raw", version: command(c.sidecar, "--version"), start: sidecarWith("--bridge-output", "raw"), outputOnly: true, extra: []string{"--bridge-output", "raw"}},
+		// The Hermes shape: a session directory, so bridge.log beside it
+		// and the log too, and the session guard before each spawn.
+		{name: "wa-sidecar-hermes", version: command(c.sidecar, "--version"), start: startSidecarHermes, outputOnly: true, hermes: true},
+		{name: "wa-sidecar-hermes-start", version: command(c.sidecar, "--version"), start: startSidecarHermes, startOnly: true, hermes: true},
 		{name: "supervisord", version: command("supervisord", "--version"), start: startSupervisord},
 		{name: "s6", version: debVersion("s6"), start: startS6},
 		{name: "runit", version: debVersion("runit"), start: startRunit, noNotify: "no push; poll sv status"},
 		{name: "pm2", version: pm2Version, start: startPM2},
+		{name: "tini", version: command("tini", "--version"), start: startTini, noOutput: true},
 	}
 }
 
@@ -188,10 +211,33 @@ func sidecarWith(extra ...string) func(c *config, dir, scenario string, argv []s
 	}
 }
 
+func startSidecarHermes(c *config, dir, scenario string, argv []string) (*session, error) {
+	s, err := startSidecarArgs(c, dir, scenario, argv, []string{"--session-dir", filepath.Join(dir, "session")})
+	if err == nil {
+		s.countFile, s.logFile = s.logFile, filepath.Join(dir, "bridge.log")
+	}
+	return s, err
+}
+
 func startSidecarArgs(c *config, dir, scenario string, argv, extra []string) (*session, error) {
+	s, _, err := startSidecarAt(c, dir, scenario, argv, extra)
+	return s, err
+}
+
+// startSidecarTimed starts wa-sidecar for the start measurement, and says
+// when its exec happened: os/exec returns from Start once the exec has.
+func startSidecarTimed(c *config, dir string, argv []string, t *tool) (*session, int64, error) {
+	extra := t.extra
+	if t.hermes {
+		extra = append(extra, "--session-dir", filepath.Join(dir, "session"))
+	}
+	return startSidecarAt(c, dir, scStart, argv, extra)
+}
+
+func startSidecarAt(c *config, dir, scenario string, argv, extra []string) (*session, int64, error) {
 	addr, err := freeAddr()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	// Its own state directory: the machine's (or a real sidecar's) token
 	// and lock are none of the benchmark's business.
@@ -207,8 +253,9 @@ func startSidecarArgs(c *config, dir, scenario string, argv, extra []string) (*s
 	s := &session{cmd: exec.Command(c.sidecar, append(args, argv...)...), logFile: filepath.Join(dir, "sidecar.log"), addr: addr}
 	s.cmd.Dir = dir
 	if err := startCmd(s.cmd, s.logFile); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
+	t0 := mono()
 	pid := s.cmd.Process.Pid
 	s.roots = func() []int { return []int{pid} }
 	if scenario == scCycle && addr != "" {
@@ -218,10 +265,10 @@ func startSidecarArgs(c *config, dir, scenario string, argv, extra []string) (*s
 		s.done = append(s.done, cancel)
 		if err := <-ready; err != nil {
 			s.stop("")
-			return nil, err
+			return nil, 0, err
 		}
 	}
-	return s, nil
+	return s, t0, nil
 }
 
 func startStackFloor(c *config, dir, scenario string, argv []string) (*session, error) {

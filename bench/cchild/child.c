@@ -1,0 +1,211 @@
+/*
+ * child: the benchmark's bridge with no runtime of its own, and the C
+ * floor that supervises it (see docs/performance.md).
+ *
+ * As a bridge (the fake bridge's flags, the few the benchmark uses):
+ *
+ *   child [-stamp FILE] [-after MS] [-exit CODE] [-hang]
+ *         [-spew BYTES [-line LEN]]
+ *
+ * It appends "start NS PID realtime" to FILE first thing, and
+ * "exit NS PID realtime" just before exiting, NS read on CLOCK_REALTIME
+ * after the file is open, so only one write separates the stamp from the
+ * exit. -spew writes BYTES of LEN-byte lines and then "spew done BYTES".
+ *
+ * As the floor:
+ *
+ *   child -floor N -notes FILE -- ARGV...
+ *
+ * fork, exec ARGV (stdin, stdout and stderr on /dev/null) and waitpid for
+ * it, N+1 times in a row; then it writes one "NS PID" line per exit to
+ * FILE, NS the CLOCK_REALTIME instant waitpid returned.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void stamp(const char *file, const char *what)
+{
+	char line[96];
+	int fd, n;
+
+	if (!file)
+		return;
+	fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		perror("stamp");
+		exit(3);
+	}
+	n = snprintf(line, sizeof line, "%s %lld %d realtime\n", what, now_ns(), (int)getpid());
+	if (write(fd, line, n) != n) {
+		perror("stamp");
+		exit(3);
+	}
+	close(fd);
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static void spew(long long bytes, int len)
+{
+	enum { BUF = 64 << 10 };
+	static char buf[BUF];
+	size_t per = BUF / (size_t)len, fill = per * (size_t)len, i;
+	long long done = 0;
+	char tail[64];
+	int n;
+
+	for (i = 0; i < fill; i++)
+		buf[i] = (i + 1) % (size_t)len == 0 ? '\n' : 'y';
+	while (done < bytes) {
+		/* Whole lines, like the Go fake bridge: the last one may overshoot. */
+		long long left = bytes - done;
+		size_t n = left >= (long long)fill ? fill : ((size_t)(left + len - 1) / (size_t)len) * (size_t)len;
+		if (write_all(1, buf, n) < 0) {
+			perror("spew");
+			exit(3);
+		}
+		done += (long long)n;
+	}
+	n = snprintf(tail, sizeof tail, "spew done %lld\n", bytes);
+	if (write_all(1, tail, (size_t)n) < 0)
+		exit(3);
+}
+
+static int floor_run(int rounds, const char *notes, char **argv)
+{
+	long long *at = calloc((size_t)rounds + 1, sizeof *at);
+	int *pids = calloc((size_t)rounds + 1, sizeof *pids);
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	FILE *f;
+	int i;
+
+	if (!at || !pids || null < 0) {
+		perror("floor");
+		return 1;
+	}
+	for (i = 0; i <= rounds; i++) {
+		int status;
+		pid_t pid = fork();
+		if (pid < 0) {
+			perror("fork");
+			return 1;
+		}
+		if (pid == 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+			dup2(null, 2);
+			execv(argv[0], argv);
+			_exit(127);
+		}
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+		at[i] = now_ns();
+		pids[i] = (int)pid;
+	}
+	f = fopen(notes, "w");
+	if (!f) {
+		perror(notes);
+		return 1;
+	}
+	for (i = 0; i <= rounds; i++)
+		fprintf(f, "%lld %d\n", at[i], pids[i]);
+	return fclose(f) == 0 ? 0 : 1;
+}
+
+static void usage(void)
+{
+	fputs("usage: child [-stamp FILE] [-after MS] [-exit CODE] [-hang] [-spew BYTES [-line LEN]]\n"
+	      "       child -floor N -notes FILE -- ARGV...\n", stderr);
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	const char *stampfile = NULL, *notes = NULL;
+	long after = 0, code = -1, line = 100, rounds = -1;
+	long long spewbytes = 0;
+	int hang = 0, i;
+
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "-hang")) {
+			hang = 1;
+			continue;
+		}
+		if (!strcmp(a, "--")) {
+			i++;
+			break;
+		}
+		if (!v)
+			usage();
+		i++;
+		if (!strcmp(a, "-stamp"))
+			stampfile = v;
+		else if (!strcmp(a, "-after"))
+			after = strtol(v, NULL, 10);
+		else if (!strcmp(a, "-exit"))
+			code = strtol(v, NULL, 10);
+		else if (!strcmp(a, "-spew"))
+			spewbytes = strtoll(v, NULL, 10);
+		else if (!strcmp(a, "-line"))
+			line = strtol(v, NULL, 10);
+		else if (!strcmp(a, "-floor"))
+			rounds = strtol(v, NULL, 10);
+		else if (!strcmp(a, "-notes"))
+			notes = v;
+		else
+			usage();
+	}
+	if (rounds >= 0) {
+		if (!notes || i >= argc)
+			usage();
+		return floor_run((int)rounds, notes, argv + i);
+	}
+	stamp(stampfile, "start");
+	if (spewbytes > 0) {
+		if (line < 1 || line > 4096)
+			usage();
+		spew(spewbytes, (int)line);
+	}
+	if (after > 0) {
+		struct timespec ts = {after / 1000, (after % 1000) * 1000000L};
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
+	if (code >= 0) {
+		stamp(stampfile, "exit");
+		_exit((int)code);
+	}
+	if (hang)
+		for (;;)
+			pause();
+	return 0;
+}
