@@ -42,8 +42,9 @@ func pairCommand() *cli.Command {
 			"'wa-sidecar run' would with the same flags, until the phone is linked, then stops it.\n\n" +
 			"Exit status: 0 paired (or already connected); 1 the bridge cannot pair now (logged out and\n" +
 			"waiting for its session to be deleted, stopped, or given up; the message says what to do);\n" +
-			"69 the sidecar went away; 75 not connected within --wait; 77 no control token for this\n" +
-			"sidecar, or it was refused; 78 no bridge found to run.\n\n" +
+			"69 the sidecar went away; 75 not connected within --wait (or, running the bridge itself,\n" +
+			"another sidecar holds the session); 77 no control token for this sidecar, or it was\n" +
+			"refused; 78 no bridge found to run; 130 interrupted by Ctrl-C.\n\n" +
 			"Examples:\n" +
 			"   wa-sidecar pair\n" +
 			"   wa-sidecar pair --state-dir /var/lib/wa-sidecar\n" +
