@@ -63,6 +63,20 @@ type ExitRecord struct {
 	// a failure (Monitor.Recycle); Requested is then true and Class failure.
 	Reason string    `json:"reason,omitempty"`
 	At     time.Time `json:"at"`
+	// Escaped lists the processes the child started outside its process
+	// group (with setsid, say) that outlived it. EscapedStopped says the
+	// monitor stops them, as it does when it reaps all (PID 1, a
+	// subreaper): SIGTERM, then SIGKILL after StopTimeout. Otherwise they
+	// are only reported, as far as they can be found: those that still
+	// hold the child's output.
+	Escaped        []Escapee `json:"escaped,omitempty"`
+	EscapedStopped bool      `json:"escaped_stopped,omitempty"`
+}
+
+// Escapee is a process a child left behind.
+type Escapee struct {
+	Pid  int    `json:"pid"`
+	Name string `json:"name"`
 }
 
 // MarshalJSON writes returncode as null for a child that never ran

@@ -88,8 +88,12 @@ type Config struct {
 	// records, which anyone who can read the status sees: a layer above
 	// leaves out lines that carry secrets, such as a pairing QR code.
 	KeepInTail   func(text []byte) bool
-	MaxLineBytes int           // longer output lines are cut; 64 KiB
-	WaitDelay    time.Duration // how long output is still read after exit; 2 s
+	MaxLineBytes int // longer output lines are cut; 64 KiB
+	// WaitDelay bounds how long output is still read after the child's
+	// exit, while the pipe keeps filling (something the child left behind
+	// goes on writing to it); 2 s. What the child itself wrote is always
+	// read to the end.
+	WaitDelay time.Duration
 	// Output receives every line the child prints, from two goroutines
 	// (one per stream). nil discards them.
 	Output func(Line)
@@ -167,6 +171,9 @@ type Monitor struct {
 	status atomic.Pointer[Status]
 	once   sync.Once
 	done   chan struct{}
+	// sweeps counts the stops of processes a child left behind that are
+	// still under way; Run waits for them.
+	sweeps sync.WaitGroup
 }
 
 // ErrNotRunning is returned by commands sent after Run has returned.
@@ -228,6 +235,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 		defer reaper.Close()
 	}
 	l := &loop{m: m, cfg: &m.cfg, reaper: reaper, st: m.Status(), log: m.cfg.Logger}
+	defer m.sweeps.Wait()
 	return l.run(ctx)
 }
 
@@ -336,7 +344,13 @@ type run struct {
 	stdout, stderr *os.File // read ends of the child's pipes, owned by watch
 }
 
-type exitMsg struct{ r *run }
+type exitMsg struct {
+	r *run
+	// escaped are the processes the child left behind outside its group;
+	// stopping says the monitor is stopping them.
+	escaped  []signals.Identity
+	stopping bool
+}
 
 // loop is the monitor's state, owned by the Run goroutine alone.
 type loop struct {
@@ -392,7 +406,7 @@ func (l *loop) run(ctx context.Context) error {
 		case c := <-l.m.cmds:
 			c.reply <- l.handle(c)
 		case e := <-l.m.exits:
-			l.exited(e.r)
+			l.exited(e)
 		case <-timerC(l.backoff):
 			l.backoff = nil
 			l.spawn()
@@ -581,7 +595,7 @@ func (l *loop) spawn() {
 	l.st.Ready = !l.cfg.ExternalReadiness
 	l.log.Info("bridge started", "pid", child.Pid, "command", l.cfg.Command)
 	l.emit(Event{Kind: EventStarted, Pid: child.Pid})
-	go l.m.watch(r, r.stdout, r.stderr)
+	go l.m.watch(r, l.reaper)
 	if l.cfg.Backoff.Reset > 0 && (l.st.ConsecutiveFailures > 0 || l.st.Crashloop) {
 		l.reset = time.NewTimer(l.cfg.Backoff.Reset)
 	}
@@ -676,15 +690,19 @@ func describeSpawnError(name, dir string, err error) error {
 	}
 }
 
-// watch drains the child's output and, once the child is reaped and its
-// output is finished (or WaitDelay has passed, in case a grandchild outside
-// its group holds a pipe), reports the exit to the loop.
-func (m *Monitor) watch(r *run, outR, errR *os.File) {
+// watch drains the child's output and, once the child is reaped and what
+// it wrote has been read, reports the exit to the loop. Processes it left
+// behind outside its group are found then: stopped when the reaper reaps
+// all (they are our children now), reported otherwise.
+func (m *Monitor) watch(r *run, reaper *signals.Reaper) {
+	outR, errR := r.stdout, r.stderr
+	pipes := [2]*pipeReader{{f: outR}, {f: errR}}
 	var readers sync.WaitGroup
 	readers.Add(2)
 	pid := r.child.Pid
-	drain := func(f *os.File, s Stream) {
+	drain := func(p *pipeReader, s Stream) {
 		defer readers.Done()
+		f := p.f
 		defer f.Close()
 		recent := r.tail.recent()
 		batch := func() {
@@ -694,9 +712,9 @@ func (m *Monitor) watch(r *run, outR, errR *os.File) {
 			}
 		}
 		keep := m.cfg.KeepInTail
-		var in io.Reader = f
+		var in io.Reader = p
 		if m.cfg.OutputRaw != nil {
-			in = rawTee{f, s, m.cfg.OutputRaw}
+			in = rawTee{p, s, m.cfg.OutputRaw}
 		}
 		readLines(in, m.cfg.MaxLineBytes, func(text []byte, truncated bool) {
 			if keep == nil || keep(text) {
@@ -709,12 +727,33 @@ func (m *Monitor) watch(r *run, outR, errR *os.File) {
 		// An unterminated last line comes after the last read.
 		batch()
 	}
-	go drain(outR, Stdout)
-	go drain(errR, Stderr)
+	go drain(pipes[0], Stdout)
+	go drain(pipes[1], Stderr)
 	readersDone := make(chan struct{})
 	go func() { readers.Wait(); close(readersDone) }()
 
 	<-r.child.Done()
+	msg := exitMsg{r: r}
+	if reaper.ReapsAll() {
+		msg.escaped = reaper.Strays(r.child.StartTime, pid)
+		msg.stopping = len(msg.escaped) > 0
+	} else if signals.HasWriters(outR) || signals.HasWriters(errR) {
+		// Something still holds the output: a process of the group, dying
+		// of the reaper's SIGKILL, or one that left the group.
+		msg.escaped = signals.PipeHolders(outR, pid)
+	}
+	if msg.stopping {
+		m.sweeps.Add(1)
+		go func() {
+			defer m.sweeps.Done()
+			signals.Terminate(msg.escaped, m.cfg.StopTimeout, func() []signals.Identity {
+				return reaper.Strays(r.child.StartTime, pid)
+			})
+		}()
+	}
+	for _, p := range pipes {
+		p.finish()
+	}
 	t := time.NewTimer(m.cfg.WaitDelay)
 	select {
 	case <-readersDone:
@@ -724,10 +763,11 @@ func (m *Monitor) watch(r *run, outR, errR *os.File) {
 		<-readersDone
 	}
 	t.Stop()
-	m.exits <- exitMsg{r}
+	m.exits <- msg
 }
 
-func (l *loop) exited(r *run) {
+func (l *loop) exited(e exitMsg) {
+	r := e.r
 	ws := r.child.Status()
 	class := Classify(ws, l.cfg.NormalSignals, r.requested)
 	rec := newExitRecord(r.child.Pid, ws, class)
@@ -735,10 +775,12 @@ func (l *loop) exited(r *run) {
 		rec.Class, rec.Reason = ClassFailure, r.recycle
 		class = ClassFailure
 	}
-	rec.At = time.Now()
+	// When it was reaped, not when its output was finished.
+	rec.At = r.child.Ended()
 	uptime := rec.At.Sub(r.child.Started)
 	rec.UptimeMS = uptime.Milliseconds()
 	rec.Tail = r.tail.snapshot()
+	l.escaped(&rec, e)
 	if class == ClassShutdown && !l.exiting && killedBySIGKILL(ws) &&
 		(l.cfg.Backoff.Reset == 0 || uptime < l.cfg.Backoff.Reset) {
 		// Nobody stops a bridge with SIGKILL on purpose, least of all
@@ -1002,6 +1044,28 @@ func killedBySIGKILL(ws syscall.WaitStatus) bool {
 		return ws.Signal() == syscall.SIGKILL
 	}
 	return ws.Exited() && ws.ExitStatus() == 128+int(syscall.SIGKILL)
+}
+
+// escaped notes in rec the processes the child left behind outside its
+// group, and says so in the log.
+func (l *loop) escaped(rec *ExitRecord, e exitMsg) {
+	if len(e.escaped) == 0 {
+		return
+	}
+	rec.Escaped = make([]Escapee, len(e.escaped))
+	pids := make([]int, len(e.escaped))
+	for i, id := range e.escaped {
+		rec.Escaped[i] = Escapee{Pid: id.Pid, Name: signals.ProcessName(id.Pid)}
+		pids[i] = id.Pid
+	}
+	rec.EscapedStopped = e.stopping
+	if e.stopping {
+		l.log.Warn("the bridge left processes behind outside its process group; stopping them (SIGTERM, then SIGKILL after the stop timeout)",
+			"pid", rec.Pid, "processes", pids, "timeout", l.cfg.StopTimeout.String())
+		return
+	}
+	l.log.Warn("the bridge left processes behind outside its process group, which outlive it; they are not stopped (a subreaper would stop them)",
+		"pid", rec.Pid, "processes", pids)
 }
 
 func lastLines(lines []string, n int) []string {

@@ -14,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
+	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
 func TestExitClassesWithRealProcesses(t *testing.T) {
@@ -400,21 +403,80 @@ func TestGrandchildInGroupDiesWithBridge(t *testing.T) {
 	waitGone(t, all[1])
 }
 
-func TestEscapedGrandchildDoesNotHangExit(t *testing.T) {
+func TestEscapedGrandchildIsReportedAndDelaysNothing(t *testing.T) {
+	pids := filepath.Join(t.TempDir(), "pids")
+	h := start(t, Config{
+		Command: []string{fakeBridge, "-escapee", "-say", "last words", "-pidfile", pids, "-after", "100ms", "-exit", "4"},
+		Backoff: Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2},
+		// The escapee holds the bridge's stdout for as long as it lives:
+		// the exit must be reported without waiting for that.
+		WaitDelay: time.Hour,
+	})
+	h.next(EventStarted)
+	all := proctest.WaitPids(t, pids, 2)
+	// The escapee is in its own session, outside the bridge's group, and
+	// this monitor is no subreaper; it is this test's own leftover, so the
+	// test cleans it up.
+	defer syscall.Kill(all[1], syscall.SIGKILL)
+	ex := h.next(EventExited)
+	if *ex.Exit.Code != 4 || len(ex.Exit.Tail) != 1 || ex.Exit.Tail[0] != "last words" {
+		t.Fatalf("exit: %+v", ex.Exit)
+	}
+	want := []Escapee{{Pid: all[1], Name: "fakebridge"}}
+	if len(ex.Exit.Escaped) != 1 || ex.Exit.Escaped[0] != want[0] || ex.Exit.EscapedStopped {
+		t.Fatalf("escaped: %+v (stopped %v), want %+v", ex.Exit.Escaped, ex.Exit.EscapedStopped, want)
+	}
+	if !proctest.Running(all[1]) {
+		t.Fatal("the escapee was stopped, though the monitor is no subreaper")
+	}
+}
+
+// subreaper makes this test process a subreaper, with a Reaper that reaps
+// all, as `wa-sidecar run --subreaper` does, for the rest of the test.
+func subreaper(t *testing.T) *signals.Reaper {
+	t.Helper()
+	if err := signals.BecomeSubreaper(); err != nil {
+		t.Skipf("cannot become a subreaper: %v", err)
+	}
+	r := signals.NewReaper(signals.ReaperOptions{ReapAll: true})
+	t.Cleanup(func() {
+		r.Close()
+		unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	})
+	return r
+}
+
+func TestSubreaperStopsWhatTheBridgeLeftBehind(t *testing.T) {
+	r := subreaper(t)
 	pids := filepath.Join(t.TempDir(), "pids")
 	h := start(t, Config{
 		Command:   []string{fakeBridge, "-escapee", "-pidfile", pids, "-after", "100ms", "-exit", "4"},
 		Backoff:   Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2},
-		WaitDelay: 200 * time.Millisecond,
+		WaitDelay: time.Hour,
+		Reaper:    r,
 	})
 	h.next(EventStarted)
 	all := proctest.WaitPids(t, pids, 2)
-	// The escapee is in its own session, outside the bridge's group; it is
-	// this test's own leftover, so the test cleans it up.
-	defer syscall.Kill(all[1], syscall.SIGKILL)
 	ex := h.next(EventExited)
-	if *ex.Exit.Code != 4 {
-		t.Fatalf("exit: %+v", ex.Exit)
+	if len(ex.Exit.Escaped) != 1 || ex.Exit.Escaped[0].Pid != all[1] || !ex.Exit.EscapedStopped {
+		t.Fatalf("escaped: %+v (stopped %v), want pid %d stopped", ex.Exit.Escaped, ex.Exit.EscapedStopped, all[1])
+	}
+	waitGone(t, all[1])
+}
+
+func TestSubreaperShutdownWaitsForWhatTheBridgeLeftBehind(t *testing.T) {
+	r := subreaper(t)
+	pids := filepath.Join(t.TempDir(), "pids")
+	h := start(t, Config{Command: []string{fakeBridge, "-escapee", "-pidfile", pids}, Reaper: r, StopTimeout: 5 * time.Second})
+	h.next(EventStarted)
+	all := proctest.WaitPids(t, pids, 2)
+	h.cancel()
+	<-h.m.Done()
+	if proctest.Running(all[1]) {
+		t.Fatalf("the bridge's escaped grandchild %d outlived the monitor", all[1])
+	}
+	if ex := h.next(EventExited); len(ex.Exit.Escaped) != 1 || ex.Exit.Escaped[0].Pid != all[1] {
+		t.Fatalf("escaped: %+v", ex.Exit.Escaped)
 	}
 }
 

@@ -37,16 +37,8 @@ func StartTime(pid int) (uint64, error) {
 // (field 2) may hold spaces and parentheses, so fields are counted from the
 // last ')'.
 func parseStartTime(stat []byte) (uint64, error) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc stat line")
-	}
-	fields := bytes.Fields(stat[i+1:])
-	// fields[0] is field 3 (state), so field 22 is fields[19].
-	if len(fields) < 20 {
-		return 0, fmt.Errorf("short /proc stat line")
-	}
-	return strconv.ParseUint(string(fields[19]), 10, 64)
+	s, err := parseStat(stat)
+	return s.StartTime, err
 }
 
 // IdentityOf records pid's identity now.

@@ -76,6 +76,7 @@ type Child struct {
 	mu       sync.Mutex // orders Signal against reaping
 	pidfd    int        // -1 where pidfd_open is not available
 	reaped   bool
+	ended    time.Time // when it was reaped
 	status   syscall.WaitStatus
 	rusage   syscall.Rusage
 	done     chan struct{}
@@ -297,6 +298,7 @@ func (r *Reaper) reap() {
 			// would). The status is lost; say so rather than hang.
 			c.mu.Lock()
 			c.reaped = true
+			c.ended = time.Now()
 			c.status = syscall.WaitStatus(0xff << 8) // exit code 255
 			c.closePidfd()
 			c.mu.Unlock()
@@ -319,6 +321,7 @@ func (r *Reaper) finish(c *Child) {
 	}
 	c.status = ws
 	c.reaped = true
+	c.ended = time.Now()
 	c.closePidfd()
 	c.mu.Unlock()
 	delete(r.children, c.Pid)
@@ -377,6 +380,14 @@ func (c *Child) Status() syscall.WaitStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.status
+}
+
+// Ended is when the child was reaped, that is when its end was learnt;
+// valid once Done is closed.
+func (c *Child) Ended() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ended
 }
 
 // Rusage is the child's resource usage; valid once Done is closed.

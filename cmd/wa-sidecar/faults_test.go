@@ -1,14 +1,18 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 )
 
 // TestStalledNotifySocketDoesNotHangExit runs the sidecar under a
@@ -77,6 +81,72 @@ func TestInheritedDescriptorIsNotPassedToTheBridge(t *testing.T) {
 	}
 	if strings.Contains(listing, "FD=3 "+planted) || strings.Contains(listing, " "+planted) {
 		t.Fatalf("the sidecar's inherited descriptor reached the bridge; log:\n%s", listing)
+	}
+	p.stopOK()
+}
+
+// setsidBridge writes a bridge script that starts a grandchild in a
+// session of its own, as a daemonising helper would, and prints its pid.
+func setsidBridge(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Skip("setsid not installed")
+	}
+	script := filepath.Join(t.TempDir(), "bridge.sh")
+	body := "#!/bin/sh\nsetsid sleep 1000 &\necho \"grandchild $!\"\nexec sleep 1000\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return script
+}
+
+func grandchildPid(t *testing.T, p *sidecarProc) int {
+	t.Helper()
+	rec := p.waitLog("grandchild ")
+	var pid int
+	if _, err := fmt.Sscanf(fmt.Sprint(rec["msg"]), "grandchild %d", &pid); err != nil || pid <= 0 {
+		t.Fatalf("no grandchild pid in %v", rec)
+	}
+	return pid
+}
+
+// TestSubreaperStopsASetsidGrandchild: with --subreaper, what the bridge
+// started in a session of its own is stopped with the bridge, and the
+// sidecar exits only once it is gone.
+func TestSubreaperStopsASetsidGrandchild(t *testing.T) {
+	bin, _ := binaries(t)
+	p := startSidecar(t, bin, "run", "--subreaper", "--", "/bin/sh", setsidBridge(t))
+	gc := grandchildPid(t, p)
+	defer syscall.Kill(gc, syscall.SIGKILL) // only if the test fails
+	p.signal(syscall.SIGTERM)
+	left := p.waitLog("left processes behind")
+	if !strings.Contains(fmt.Sprint(left["processes"]), strconv.Itoa(gc)) {
+		t.Fatalf("the warning does not name pid %d: %v", gc, left)
+	}
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d; log:\n%s", code, p.logText())
+	}
+	if proctest.Running(gc) {
+		t.Fatalf("the setsid grandchild %d outlived the sidecar", gc)
+	}
+}
+
+// TestSetsidGrandchildIsReportedWithoutSubreaper: without --subreaper the
+// sidecar cannot stop what escaped, but it says so, names it, and reports
+// the bridge's own exit at once.
+func TestSetsidGrandchildIsReportedWithoutSubreaper(t *testing.T) {
+	bin, _ := binaries(t)
+	p := startSidecar(t, bin, "run", "--", "/bin/sh", setsidBridge(t))
+	gc := grandchildPid(t, p)
+	defer syscall.Kill(gc, syscall.SIGKILL) // this test's own leftover
+	p.signal(syscall.SIGHUP)
+	left := p.waitLog("left processes behind")
+	if !strings.Contains(fmt.Sprint(left["processes"]), strconv.Itoa(gc)) {
+		t.Fatalf("the warning does not name pid %d: %v", gc, left)
+	}
+	p.waitLog("bridge started")
+	if !proctest.Running(gc) {
+		t.Fatal("the grandchild was stopped without --subreaper")
 	}
 	p.stopOK()
 }

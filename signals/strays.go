@@ -1,0 +1,250 @@
+package signals
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Stat is what the sidecar reads of a process from /proc/PID/stat.
+type Stat struct {
+	Pid, PPid int
+	Pgrp      int    // process group
+	StartTime uint64 // clock ticks after boot
+}
+
+// ReadStat reads pid's /proc/PID/stat.
+func ReadStat(pid int) (Stat, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return Stat{}, err
+	}
+	return parseStat(b)
+}
+
+// parseStat reads a /proc/PID/stat line. The command name (field 2) may
+// hold spaces and parentheses, so fields are counted from the last ')'.
+func parseStat(stat []byte) (Stat, error) {
+	pid, _, _ := bytes.Cut(stat, []byte(" "))
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return Stat{}, errors.New("malformed /proc stat line")
+	}
+	// fields[0] is field 3 (state): field 4 (ppid) is fields[1], field 5
+	// (pgrp) fields[2] and field 22 (starttime) fields[19].
+	fields := bytes.Fields(stat[i+1:])
+	if len(fields) < 20 {
+		return Stat{}, errors.New("short /proc stat line")
+	}
+	var s Stat
+	var errs [4]error
+	s.Pid, errs[0] = strconv.Atoi(string(pid))
+	s.PPid, errs[1] = strconv.Atoi(string(fields[1]))
+	s.Pgrp, errs[2] = strconv.Atoi(string(fields[2]))
+	s.StartTime, errs[3] = strconv.ParseUint(string(fields[19]), 10, 64)
+	if err := errors.Join(errs[:]...); err != nil {
+		return Stat{}, fmt.Errorf("malformed /proc stat line: %w", err)
+	}
+	return s, nil
+}
+
+// processes reads the stat of every process in /proc. Those that end
+// while it reads are left out.
+func processes() []Stat {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	out := make([]Stat, 0, len(entries))
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if s, err := ReadStat(pid); err == nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// ReapsAll reports whether the Reaper waits for any child (as PID 1 and
+// subreapers do), so that descendants of its children that outlive them
+// become its own children.
+func (r *Reaper) ReapsAll() bool { return r.opts.ReapAll }
+
+// Strays lists what a child of this Reaper left behind outside its
+// process group (group, the child's pid): the processes re-parented to
+// this process, as PID 1 or a subreaper, that the Reaper did not spawn and
+// that started no earlier than since (the child's start time), with all
+// their descendants. A process that left the group with setsid or setpgid
+// and outlived the child is one; members of group are left out, since the
+// Reaper kills the group itself.
+func (r *Reaper) Strays(since uint64, group int) []Identity {
+	self := os.Getpid()
+	all := processes()
+	kids := map[int][]Stat{}
+	for _, s := range all {
+		kids[s.PPid] = append(kids[s.PPid], s)
+	}
+	r.mu.Lock()
+	var roots []Stat
+	for _, s := range kids[self] {
+		if _, ours := r.children[s.Pid]; !ours && s.StartTime >= since {
+			roots = append(roots, s)
+		}
+	}
+	r.mu.Unlock()
+	var out []Identity
+	for len(roots) > 0 {
+		s := roots[0]
+		roots = roots[1:]
+		if s.Pgrp != group {
+			out = append(out, Identity{Pid: s.Pid, StartTime: s.StartTime})
+		}
+		roots = append(roots, kids[s.Pid]...)
+	}
+	return out
+}
+
+// HasWriters says whether anything still holds the write end of the pipe
+// whose read end is f. It says false once f is closed.
+func HasWriters(f *os.File) bool {
+	c, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	held := false
+	c.Control(func(fd uintptr) {
+		// A pipe without writers polls as hung up, data or not.
+		p := []unix.PollFd{{Fd: int32(fd)}}
+		if n, err := unix.Poll(p, 0); err == nil {
+			held = n == 0 || p[0].Revents&unix.POLLHUP == 0
+		}
+	})
+	return held
+}
+
+// PipeHolders lists the processes other than this one that have the pipe
+// of f open, leaving out the members of process group group. It only
+// sees the processes whose descriptors it may read (its own user's, or
+// all as root).
+func PipeHolders(f *os.File, group int) []Identity {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	want := "pipe:[" + strconv.FormatUint(st.Ino, 10) + "]"
+	self := os.Getpid()
+	var out []Identity
+	for _, s := range processes() {
+		if s.Pid == self || s.Pgrp == group {
+			continue
+		}
+		dir := "/proc/" + strconv.Itoa(s.Pid) + "/fd/"
+		fds, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			if target, err := os.Readlink(dir + fd.Name()); err == nil && target == want {
+				out = append(out, Identity{Pid: s.Pid, StartTime: s.StartTime})
+				break
+			}
+		}
+	}
+	return out
+}
+
+// Terminate stops processes the sidecar is responsible for but did not
+// spawn: it sends SIGTERM to each that is still the recorded process,
+// waits until all have ended or grace has passed, and then sends SIGKILL
+// to those left and to those more (if set) then lists, such as children
+// they started meanwhile. Each process is held by a pidfd from the moment
+// its identity is checked, so a pid reused by another program is never
+// signalled.
+func Terminate(ids []Identity, grace time.Duration, more func() []Identity) {
+	var open []int
+	defer func() {
+		for _, fd := range open {
+			unix.Close(fd)
+		}
+	}()
+	for _, id := range ids {
+		if fd, ok := pidfdOf(id); ok {
+			open = append(open, fd)
+			_ = unix.PidfdSendSignal(fd, unix.SIGTERM, nil, 0)
+		}
+	}
+	waitExited(open, grace)
+	for _, fd := range open {
+		_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+	}
+	if more == nil {
+		return
+	}
+	for _, id := range more() {
+		if fd, ok := pidfdOf(id); ok {
+			_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+			unix.Close(fd)
+		}
+	}
+}
+
+// pidfdOf opens a pidfd for id, if it is still that process: the start
+// time read after the pidfd was opened proves the pidfd is not someone
+// else's.
+func pidfdOf(id Identity) (int, bool) {
+	if id.Pid <= 0 {
+		return -1, false
+	}
+	fd, err := unix.PidfdOpen(id.Pid, 0)
+	if err != nil {
+		return -1, false
+	}
+	if st, err := StartTime(id.Pid); err != nil || st != id.StartTime {
+		unix.Close(fd)
+		return -1, false
+	}
+	return fd, true
+}
+
+// waitExited waits until every pidfd in fds says its process has ended,
+// or d has passed.
+func waitExited(fds []int, d time.Duration) {
+	deadline := time.Now().Add(d)
+	left := append([]int(nil), fds...)
+	for len(left) > 0 {
+		ms := time.Until(deadline).Milliseconds()
+		if ms <= 0 {
+			return
+		}
+		p := make([]unix.PollFd, len(left))
+		for i, fd := range left {
+			p[i] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+		}
+		n, err := unix.Poll(p, int(min(ms, 1000)))
+		if err != nil && err != unix.EINTR {
+			return
+		}
+		if n <= 0 {
+			continue
+		}
+		left = left[:0]
+		for _, q := range p {
+			if q.Revents == 0 {
+				left = append(left, int(q.Fd))
+			}
+		}
+	}
+}
