@@ -93,6 +93,15 @@ type Refusal interface {
 	Refusal() (reason string, holder *Holder)
 }
 
+// A Causer is an error from Config.BeforeSpawn that comes with an event
+// of its own, telling what refused the spawn (such as port_busy): the
+// monitor emits it, as it would a Post, right before spawn_failed, so that
+// the cause comes before its effect.
+type Causer interface {
+	error
+	CauseEvent() Event
+}
+
 // Event is one thing that happened, with the snapshot right after it.
 type Event struct {
 	Seq     uint64      `json:"seq"`

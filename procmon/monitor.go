@@ -581,6 +581,9 @@ func (l *loop) spawn() {
 		if errors.As(err, &ref) {
 			rec.Reason, holder = ref.Refusal()
 		}
+		if c := Causer(nil); errors.As(err, &c) {
+			l.post(c.CauseEvent())
+		}
 		l.failed(&rec, EventSpawnFailed, holder, func() { l.log.Error("could not start the bridge; will retry", "error", err) })
 		return
 	}

@@ -16,6 +16,9 @@ func (r refused) Error() string { return "port 3000 is in use by pid 812 (python
 func (r refused) Refusal() (string, *Holder) {
 	return "port_busy", r.holder
 }
+func (r refused) CauseEvent() Event {
+	return Event{Kind: "port_busy", Message: r.Error(), Data: map[string]any{"holder_pid": r.holder.Pid}}
+}
 
 func TestStatusCarriesAReasonAProgramCanRead(t *testing.T) {
 	calls := 0
@@ -27,8 +30,13 @@ func TestStatusCarriesAReasonAProgramCanRead(t *testing.T) {
 			}
 			return nil
 		}})
-	// A refused spawn: its reason and holder, in the snapshot and on the wire.
+	// A refused spawn: its cause's event first, then the failure, with
+	// its reason and holder in the snapshot and on the wire.
+	cause := h.nextUnless("port_busy", EventSpawnFailed)
 	failed := h.next(EventSpawnFailed)
+	if failed.Seq != cause.Seq+1 || cause.Data["holder_pid"] != 812 || failed.Status.Message != cause.Message {
+		t.Fatalf("cause %+v, then %+v", cause, failed)
+	}
 	if failed.Exit.Reason != "port_busy" || failed.Status.State != StateBackoff || failed.Status.Reason != "port_busy" ||
 		failed.Status.Holder == nil || *failed.Status.Holder != (Holder{Pid: 812, Name: "python3"}) {
 		t.Fatalf("refused spawn: exit %+v, status %+v", failed.Exit, failed.Status)

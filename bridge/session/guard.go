@@ -570,19 +570,9 @@ func (g *Guard) checkPort() error {
 	if err != nil {
 		g.log.Warn("could not find who holds the port", "port", g.cfg.Port, "error", err)
 	}
-	busy := &PortBusyError{Port: g.cfg.Port, Holders: holders}
-	list := make([]map[string]any, len(holders))
-	for i, h := range holders {
-		list[i] = map[string]any{"pid": h.Pid, "name": h.Name, "uid": h.UID}
-	}
-	data := map[string]any{"port": g.cfg.Port, "holders": list}
-	if len(holders) > 0 {
-		// Not "pid": that is the event's own field, and the feed drops a
-		// layer's field of that name.
-		data["holder_pid"], data["holder_name"] = holders[0].Pid, holders[0].Name
-	}
-	g.out.put(procmon.Event{Kind: EventPortBusy, Message: busy.Error(), Data: data})
-	return busy
+	// The monitor emits its port_busy event (CauseEvent) before the
+	// spawn_failed it causes.
+	return &PortBusyError{Port: g.cfg.Port, Holders: holders}
 }
 
 // readRecord reads the last spawn on this session, if it was in this boot.

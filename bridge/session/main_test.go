@@ -246,6 +246,12 @@ func (h *harness) next(kinds ...procmon.Kind) procmon.Event {
 	return h.events.Next(h.t, kinds...)
 }
 
+// nextUnless is next, but fails if one of forbidden comes first.
+func (h *harness) nextUnless(want procmon.Kind, forbidden ...procmon.Kind) procmon.Event {
+	h.t.Helper()
+	return h.events.NextUnless(h.t, want, forbidden...)
+}
+
 func (h *harness) kinds() []procmon.Kind { return h.events.Kinds() }
 
 func ctxT(t *testing.T) context.Context {

@@ -69,6 +69,22 @@ func (e *PortBusyError) Refusal() (string, *procmon.Holder) {
 	return ReasonPortBusy, e.Holders[0].procmonHolder()
 }
 
+// CauseEvent is the port_busy event, which the monitor emits before the
+// spawn_failed this error causes.
+func (e *PortBusyError) CauseEvent() procmon.Event {
+	list := make([]map[string]any, len(e.Holders))
+	for i, h := range e.Holders {
+		list[i] = map[string]any{"pid": h.Pid, "name": h.Name, "uid": h.UID}
+	}
+	data := map[string]any{"port": e.Port, "holders": list}
+	if len(e.Holders) > 0 {
+		// Not "pid": that is the event's own field, and the feed drops a
+		// layer's field of that name.
+		data["holder_pid"], data["holder_name"] = e.Holders[0].Pid, e.Holders[0].Name
+	}
+	return procmon.Event{Kind: EventPortBusy, Message: e.Error(), Data: data}
+}
+
 func (h Holder) procmonHolder() *procmon.Holder {
 	return &procmon.Holder{Pid: h.Pid, Name: h.Name}
 }

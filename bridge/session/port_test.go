@@ -103,7 +103,12 @@ func TestForeignProcessOnPortSurvivesUntouched(t *testing.T) {
 	g := openGuard(t, Config{SessionDir: dir, Port: port})
 	h := startMonitor(t, g, procmon.Config{Command: []string{fakeBridge, "-hang"}})
 
+	// The cause first: port_busy, then the spawn_failed it makes.
+	busy := h.nextUnless(EventPortBusy, procmon.EventSpawnFailed)
 	failed := h.next(procmon.EventSpawnFailed)
+	if failed.Seq != busy.Seq+1 {
+		t.Fatalf("port_busy (seq %d) not right before spawn_failed (seq %d): %v", busy.Seq, failed.Seq, h.kinds())
+	}
 	if failed.Exit == nil || !strings.Contains(failed.Exit.Error, "pid "+strconv.Itoa(pid)) {
 		t.Fatalf("spawn failure does not name the holder: %+v", failed.Exit)
 	}
@@ -112,7 +117,6 @@ func TestForeignProcessOnPortSurvivesUntouched(t *testing.T) {
 	if st := failed.Status; st.Reason != ReasonPortBusy || st.Holder == nil || *st.Holder != want || failed.Exit.Reason != ReasonPortBusy {
 		t.Fatalf("port_busy status: reason %q holder %+v (want %+v), exit reason %q", st.Reason, st.Holder, want, failed.Exit.Reason)
 	}
-	busy := h.next(EventPortBusy)
 	if busy.Data["holder_pid"] != pid || busy.Data["holder_name"] != signals.ProcessName(pid) || busy.Data["pid"] != nil || busy.Data["port"] != port {
 		t.Fatalf("port_busy data %+v, want pid %d", busy.Data, pid)
 	}
@@ -121,8 +125,8 @@ func TestForeignProcessOnPortSurvivesUntouched(t *testing.T) {
 	}
 	// Retried with backoff, and refused again each time.
 	h.next(procmon.EventBackoff)
+	h.nextUnless(EventPortBusy, procmon.EventSpawnFailed)
 	h.next(procmon.EventSpawnFailed)
-	h.next(EventPortBusy)
 
 	// Untouched: still serving, and it got no signal at all.
 	c, err := net.Dial("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
