@@ -318,12 +318,12 @@ func leftoverGroup(leader signals.Identity) []signals.Identity {
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + p.Name() + "/stat")
+		st, err := signals.ReadStat(pid)
 		if err != nil {
 			continue
 		}
-		pgrp, start, ok := parseGroupAndStart(b)
-		if !ok || pgrp != leader.Pid || start < leader.StartTime || (pid == leader.Pid && start != leader.StartTime) {
+		pgrp, start := st.Pgrp, st.StartTime
+		if pgrp != leader.Pid || start < leader.StartTime || (pid == leader.Pid && start != leader.StartTime) {
 			continue
 		}
 		id := signals.Identity{Pid: pid, StartTime: start}
@@ -334,26 +334,6 @@ func leftoverGroup(leader signals.Identity) []signals.Identity {
 		out = append(out, id)
 	}
 	return out
-}
-
-// parseGroupAndStart reads the process group (field 5) and start time
-// (field 22) of a /proc/PID/stat line, counting fields from the last ')'
-// since the command name may hold both spaces and parentheses.
-func parseGroupAndStart(stat []byte) (pgrp int, start uint64, ok bool) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := bytes.Fields(stat[i+1:])
-	if len(f) < 20 { // f[0] is field 3
-		return 0, 0, false
-	}
-	pgrp, err := strconv.Atoi(string(f[2]))
-	if err != nil {
-		return 0, 0, false
-	}
-	start, err = strconv.ParseUint(string(f[19]), 10, 64)
-	return pgrp, start, err == nil
 }
 
 // stopLeftover stops processes an earlier sidecar on this session left

@@ -477,28 +477,6 @@ func BenchmarkBeforeSpawn(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/spawn")
 }
 
-func TestParseGroupAndStart(t *testing.T) {
-	rest := " S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10"
-	cases := []struct {
-		line  string
-		pgrp  int
-		start uint64
-		ok    bool
-	}{
-		{"4243 (sleep)" + rest, 4242, 98765, true},
-		{"4243 (a) (b c)" + rest, 4242, 98765, true}, // a name with ") " in it
-		{"4243 (sleep) S 1 4242", 0, 0, false},
-		{"no parenthesis", 0, 0, false},
-		{"4243 (x) S 1 pg 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765", 0, 0, false},
-	}
-	for _, c := range cases {
-		pgrp, start, ok := parseGroupAndStart([]byte(c.line))
-		if pgrp != c.pgrp || start != c.start || ok != c.ok {
-			t.Errorf("parseGroupAndStart(%q) = %d, %d, %v; want %d, %d, %v", c.line, pgrp, start, ok, c.pgrp, c.start, c.ok)
-		}
-	}
-}
-
 func TestBridgeOnOurSessionIsYieldedTo(t *testing.T) {
 	dir := newSession(t, pairedCreds)
 	// The gateway's own bridge: another program, on this session, holding
