@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
+	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
 // TestStalledNotifySocketDoesNotHangExit runs the sidecar under a
@@ -147,6 +150,54 @@ func TestSetsidGrandchildIsReportedWithoutSubreaper(t *testing.T) {
 	p.waitLog("bridge started")
 	if !proctest.Running(gc) {
 		t.Fatal("the grandchild was stopped without --subreaper")
+	}
+	p.stopOK()
+}
+
+// TestStatusSaysPortBusyForPrograms: while a program the sidecar must
+// leave alone holds the bridge's port, /v1/status carries the reason and
+// the holder in fields, not only in the message.
+func TestStatusSaysPortBusyForPrograms(t *testing.T) {
+	sidecar, fake := binaries(t)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	state := t.TempDir()
+	p := startSidecar(t, sidecar, "run", "--state-dir", state, "--session-dir", filepath.Join(t.TempDir(), "session"),
+		"--port", port, "--backoff-initial", "50ms", "--backoff-max", "200ms", "--", fake, "-hang")
+	p.waitLog("status server listening")
+	p.waitLog("could not start the bridge")
+	type holder struct {
+		Pid  int    `json:"pid"`
+		Name string `json:"name"`
+	}
+	var st struct {
+		State  string  `json:"state"`
+		Reason string  `json:"reason"`
+		Holder *holder `json:"holder"`
+	}
+	// Between refusals the bridge is starting again for a moment: read
+	// the status until it is caught in backoff.
+	for deadline := time.Now().Add(20 * time.Second); st.State != "backoff"; {
+		if time.Now().After(deadline) {
+			t.Fatalf("never in backoff while the port is held: %+v", st)
+		}
+		resp, err := http.Get("http://" + listenOf(t, state) + "/v1/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := holder{Pid: os.Getpid(), Name: signals.ProcessName(os.Getpid())}
+	if st.Reason != "port_busy" || st.Holder == nil || *st.Holder != want {
+		t.Fatalf("/v1/status while the port is held: %+v (holder %+v), want port_busy held by %+v", st, st.Holder, want)
 	}
 	p.stopOK()
 }
