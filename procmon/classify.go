@@ -68,7 +68,8 @@ type ExitRecord struct {
 	// monitor stops them, as it does when it reaps all (PID 1, a
 	// subreaper): SIGTERM, then SIGKILL after StopTimeout. Otherwise they
 	// are only reported, as far as they can be found: those that still
-	// hold the child's output.
+	// hold the child's output, and those it had started when it was
+	// asked to stop.
 	Escaped        []Escapee `json:"escaped,omitempty"`
 	EscapedStopped bool      `json:"escaped_stopped,omitempty"`
 }

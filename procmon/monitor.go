@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -342,13 +343,16 @@ type run struct {
 	requested      bool
 	recycle        string   // why a Recycle stops it; its exit is then a failure
 	stdout, stderr *os.File // read ends of the child's pipes, owned by watch
+	// outside are the descendants it had outside its group when it was
+	// asked to stop, found while they were still known to be its own.
+	outside atomic.Pointer[[]leftover]
 }
 
 type exitMsg struct {
 	r *run
 	// escaped are the processes the child left behind outside its group;
 	// stopping says the monitor is stopping them.
-	escaped  []signals.Identity
+	escaped  []leftover
 	stopping bool
 }
 
@@ -738,18 +742,31 @@ func (m *Monitor) watch(r *run, reaper *signals.Reaper) {
 	<-r.child.Done()
 	msg := exitMsg{r: r}
 	if reaper.ReapsAll() {
-		msg.escaped = reaper.Strays(r.child.StartTime, pid)
+		msg.escaped = named(reaper.Strays(r.child.StartTime, pid))
+		if out := r.outside.Load(); out != nil {
+			// Told to stop with the child, some may be gone already.
+			msg.escaped = appendNew(msg.escaped, *out, false)
+		}
 		msg.stopping = len(msg.escaped) > 0
-	} else if signals.HasWriters(outR) || signals.HasWriters(errR) {
-		// Something still holds the output: a process of the group, dying
-		// of the reaper's SIGKILL, or one that left the group.
-		msg.escaped = signals.PipeHolders(outR, pid)
+	} else {
+		if signals.HasWriters(outR) || signals.HasWriters(errR) {
+			// Something still holds the output: a process of the group,
+			// dying of the reaper's SIGKILL, or one that left the group.
+			msg.escaped = named(signals.PipeHolders(outR, pid))
+		}
+		if out := r.outside.Load(); out != nil {
+			msg.escaped = appendNew(msg.escaped, *out, true)
+		}
 	}
 	if msg.stopping {
 		m.sweeps.Add(1)
 		go func() {
 			defer m.sweeps.Done()
-			signals.Terminate(msg.escaped, m.cfg.StopTimeout, func() []signals.Identity {
+			ids := make([]signals.Identity, len(msg.escaped))
+			for i, e := range msg.escaped {
+				ids[i] = e.Identity
+			}
+			signals.Terminate(ids, m.cfg.StopTimeout, func() []signals.Identity {
 				return reaper.Strays(r.child.StartTime, pid)
 			})
 		}()
@@ -1005,11 +1022,23 @@ func (l *loop) stop(after afterStop) {
 	l.setState(StateStopping)
 	l.log.Info("stopping the bridge", "pid", pid, "signal", signals.Name(l.cfg.StopSignal), "timeout", l.cfg.StopTimeout.String())
 	l.emit(Event{Kind: EventStopping, Pid: pid, Signal: signals.Name(l.cfg.StopSignal)})
+	// What it started outside its group gets none of the signals below.
+	// Note it now, while it is still known to be its own: it is reported
+	// with the exit if it outlives it. Reaping all, the monitor stops it
+	// after the exit, and tells it to stop now already.
+	outside := signals.Descendants(pid, pid)
+	if len(outside) > 0 {
+		found := named(outside)
+		l.cur.outside.Store(&found)
+	}
 	if err := l.signal(l.cfg.StopSignal); err != nil && !errors.Is(err, signals.ErrFinished) {
 		l.log.Warn("could not send the stop signal", "pid", pid, "error", err)
 	}
 	// A stopped (SIGSTOP, Ctrl-Z) process would not act on the stop signal.
 	_ = l.signal(syscall.SIGCONT)
+	if len(outside) > 0 && l.reaper.ReapsAll() {
+		signals.SignalAll(outside, syscall.SIGTERM)
+	}
 	stopTimer(&l.kill)
 	l.kill = time.NewTimer(l.cfg.StopTimeout)
 }
@@ -1049,6 +1078,32 @@ func killedBySIGKILL(ws syscall.WaitStatus) bool {
 	return ws.Exited() && ws.ExitStatus() == 128+int(syscall.SIGKILL)
 }
 
+// leftover is a process a child left behind, with its name as it was
+// when it was found.
+type leftover struct {
+	signals.Identity
+	name string
+}
+
+func named(ids []signals.Identity) []leftover {
+	out := make([]leftover, len(ids))
+	for i, id := range ids {
+		out[i] = leftover{id, signals.ProcessName(id.Pid)}
+	}
+	return out
+}
+
+// appendNew adds to found those of more it does not hold yet; with
+// alive, only those that still run.
+func appendNew(found, more []leftover, alive bool) []leftover {
+	for _, l := range more {
+		if !slices.ContainsFunc(found, func(f leftover) bool { return f.Identity == l.Identity }) && (!alive || l.Alive()) {
+			found = append(found, l)
+		}
+	}
+	return found
+}
+
 // escaped notes in rec the processes the child left behind outside its
 // group, and says so in the log.
 func (l *loop) escaped(rec *ExitRecord, e exitMsg) {
@@ -1057,9 +1112,9 @@ func (l *loop) escaped(rec *ExitRecord, e exitMsg) {
 	}
 	rec.Escaped = make([]Escapee, len(e.escaped))
 	pids := make([]int, len(e.escaped))
-	for i, id := range e.escaped {
-		rec.Escaped[i] = Escapee{Pid: id.Pid, Name: signals.ProcessName(id.Pid)}
-		pids[i] = id.Pid
+	for i, l := range e.escaped {
+		rec.Escaped[i] = Escapee{Pid: l.Pid, Name: l.name}
+		pids[i] = l.Pid
 	}
 	rec.EscapedStopped = e.stopping
 	if e.stopping {

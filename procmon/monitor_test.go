@@ -431,6 +431,29 @@ func TestEscapedGrandchildIsReportedAndDelaysNothing(t *testing.T) {
 	}
 }
 
+func TestStopReportsWhatTheBridgeStartedOutsideItsGroup(t *testing.T) {
+	// A daemon in a session of its own, its output on /dev/null: nothing
+	// of it holds the bridge's pipes, but it was the bridge's when the
+	// stop began.
+	orphans := make(chan int, 1)
+	h := start(t, Config{Command: []string{fakeBridge, "-orphan", "1h", "-hang"}, Output: func(l Line) {
+		var pid int
+		if _, err := fmt.Sscanf(string(l.Text), "orphan %d", &pid); err == nil {
+			orphans <- pid
+		}
+	}})
+	h.next(EventStarted)
+	orphan := <-orphans
+	defer syscall.Kill(orphan, syscall.SIGKILL) // no subreaper: this test's own leftover
+	if err := h.m.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	ex := h.next(EventExited)
+	if len(ex.Exit.Escaped) != 1 || ex.Exit.Escaped[0].Pid != orphan || ex.Exit.EscapedStopped {
+		t.Fatalf("escaped: %+v (stopped %v), want pid %d, not stopped", ex.Exit.Escaped, ex.Exit.EscapedStopped, orphan)
+	}
+}
+
 // subreaper makes this test process a subreaper, with a Reaper that reaps
 // all, as `wa-sidecar run --subreaper` does, for the rest of the test.
 func subreaper(t *testing.T) *signals.Reaper {

@@ -113,6 +113,38 @@ func (r *Reaper) Strays(since uint64, group int) []Identity {
 	return out
 }
 
+// Descendants lists pid's descendants, as /proc shows them now, that are
+// not in process group group: those that left the group with setsid or
+// setpgid, and their own descendants.
+func Descendants(pid, group int) []Identity {
+	kids := map[int][]Stat{}
+	for _, s := range processes() {
+		kids[s.PPid] = append(kids[s.PPid], s)
+	}
+	var out []Identity
+	next := kids[pid]
+	for len(next) > 0 {
+		s := next[0]
+		next = next[1:]
+		if s.Pgrp != group {
+			out = append(out, Identity{Pid: s.Pid, StartTime: s.StartTime})
+		}
+		next = append(next, kids[s.Pid]...)
+	}
+	return out
+}
+
+// SignalAll sends sig to each of ids that is still the recorded process,
+// through a pidfd checked against its start time.
+func SignalAll(ids []Identity, sig syscall.Signal) {
+	for _, id := range ids {
+		if fd, ok := pidfdOf(id); ok {
+			_ = unix.PidfdSendSignal(fd, sig, nil, 0)
+			unix.Close(fd)
+		}
+	}
+}
+
 // HasWriters says whether anything still holds the write end of the pipe
 // whose read end is f. It says false once f is closed.
 func HasWriters(f *os.File) bool {
