@@ -33,9 +33,15 @@ type BridgeLogConfig struct {
 }
 
 // BridgeLog appends the bridge's output lines to a file that rotates by
-// size. Each line is written with one write(2) as it arrives, so the file
-// is complete up to the last line even if the sidecar is killed, and
-// `tail -f` shows each line at once.
+// size. Line writes each line with one write(2) as it arrives. Append and
+// Flush, wired to procmon.Config.Output and OutputFlush, write the lines
+// of each read of the bridge's output with one write(2) instead, before
+// the sidecar reads (and may wait for) more: the file is then complete up
+// to the last line the bridge printed before it went quiet, and `tail -f`
+// shows each line as soon as the batch it came in is handled. A chatty
+// bridge prints millions of lines, and a write(2) and the two stat calls
+// that notice a moved file, for each line, cost more than the rest of its
+// way through the sidecar.
 //
 // The file lives in a private directory (see internal/privdir) and is
 // never opened through a link, so no one else can make the sidecar append
@@ -130,18 +136,54 @@ func (b *BridgeLog) close() error {
 	return err
 }
 
-// Line appends one line of the bridge's output. It has the shape of
-// procmon.Config.Output and is safe for its two goroutines.
+// Line writes one line of the bridge's output at once. It has the shape
+// of procmon.Config.Output and is safe for its two goroutines.
 func (b *BridgeLog) Line(l procmon.Line) {
-	text := l.Text
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.appendLine(l.Text)
+	b.flush()
+}
+
+// Append adds one line of the bridge's output to what the next Flush
+// writes. It has the shape of procmon.Config.Output; Flush must be wired
+// to OutputFlush beside it.
+func (b *BridgeLog) Append(l procmon.Line) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.appendLine(l.Text)
+}
+
+// Flush writes the lines appended so far, of both streams, in the order
+// they came. It has the shape of procmon.Config.OutputFlush.
+func (b *BridgeLog) Flush(procmon.Stream) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.flush()
+}
+
+// flushBytes bounds what Append holds before it writes on its own.
+const flushBytes = 256 << 10
+
+func (b *BridgeLog) appendLine(text []byte) {
 	if len(text) > b.max {
 		text = text[:b.max]
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(append(b.buf[:0], text...), '\n')
+	// A line that would take the file past its size is written after a
+	// rotation, as when each line was written on its own.
+	if n := int64(len(b.buf) + len(text) + 1); len(b.buf) > 0 && (n > flushBytes || b.size+n > b.maxSize) {
+		b.flush()
+	}
+	b.buf = append(append(b.buf, text...), '\n')
+}
+
+func (b *BridgeLog) flush() {
+	if len(b.buf) == 0 {
+		return
+	}
 	err := b.write(b.buf)
-	if cap(b.buf) > 64<<10 { // one huge line must not pin its buffer for good
+	b.buf = b.buf[:0]
+	if cap(b.buf) > 2*flushBytes { // one huge line must not pin its buffer for good
 		b.buf = make([]byte, 0, 4096)
 	}
 	switch {
@@ -230,9 +272,11 @@ func (b *BridgeLog) rotate() error {
 	return nil
 }
 
-// Close closes the file. Lines after Close reopen it.
+// Close writes what was appended and closes the file. Lines after Close
+// reopen it.
 func (b *BridgeLog) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.flush()
 	return b.close()
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -84,8 +85,14 @@ func TestOpenBridgeLogErrors(t *testing.T) {
 	}
 }
 
-// Rotation by size keeps every line whole, in one file or the next.
+// Rotation by size keeps every line whole, in one file or the next,
+// whether each line is written on its own or each batch of them at once.
 func TestBridgeLogRotatesWholeLines(t *testing.T) {
+	t.Run("line", func(t *testing.T) { testRotatesWholeLines(t, false) })
+	t.Run("batched", func(t *testing.T) { testRotatesWholeLines(t, true) })
+}
+
+func testRotatesWholeLines(t *testing.T, batched bool) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "bridge.log")
 	bl, err := OpenBridgeLog(BridgeLogConfig{Path: path, MaxSizeMB: 1, MaxBackups: 10})
@@ -95,11 +102,15 @@ func TestBridgeLogRotatesWholeLines(t *testing.T) {
 	defer bl.Close()
 	const total = 3 << 20
 	const lineLen = 1000
-	h := startMonitor(t, nil, procmon.Config{
+	cfg := procmon.Config{
 		Command: []string{fakeBridge, "-spew", "3145728", "-line", "1000", "-exit", "0"},
 		Output:  bl.Line,
 		Backoff: once,
-	})
+	}
+	if batched {
+		cfg.Output, cfg.OutputFlush = bl.Append, bl.Flush
+	}
+	h := startMonitor(t, nil, cfg)
 	h.next(procmon.EventExited)
 
 	files, _ := filepath.Glob(filepath.Join(dir, "bridge*.log"))
@@ -131,6 +142,31 @@ func TestBridgeLogRotatesWholeLines(t *testing.T) {
 	}
 	if want := (total + lineLen - 1) / lineLen; n != want {
 		t.Fatalf("%d lines in all files, want %d", n, want)
+	}
+}
+
+// Batched, the lines are in the file in the order the bridge printed
+// them, all of them by the time its exit is reported.
+func TestBridgeLogBatchesKeepOrder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bridge.log")
+	bl, err := OpenBridgeLog(BridgeLogConfig{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bl.Close()
+	var want []string
+	for i := range 500 {
+		want = append(want, strconv.Itoa(i))
+	}
+	h := startMonitor(t, nil, procmon.Config{
+		Command:     []string{fakeBridge, "-say", strings.Join(want, "|"), "-exit", "0"},
+		Output:      bl.Append,
+		OutputFlush: bl.Flush,
+		Backoff:     once,
+	})
+	h.next(procmon.EventExited)
+	if got := readFile(t, path); got != strings.Join(want, "\n")+"\n" {
+		t.Fatalf("bridge.log holds %q, want the 500 lines in order", got)
 	}
 }
 

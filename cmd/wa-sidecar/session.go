@@ -82,10 +82,16 @@ func protectSession(c *cli.Context, target bridge.Target, cfg *procmon.Config, l
 		return nil, nil, cli.Exit(fmt.Sprintf("wa-sidecar: %v", err), exitError)
 	}
 	logger.Info("appending the bridge's output to bridge.log", "path", logPath)
+	// Each batch of the bridge's output goes to bridge.log with one write.
 	if prev := cfg.Output; prev != nil {
-		cfg.Output = func(l procmon.Line) { bl.Line(l); prev(l) }
+		cfg.Output = func(l procmon.Line) { bl.Append(l); prev(l) }
 	} else {
-		cfg.Output = bl.Line
+		cfg.Output = bl.Append
+	}
+	if prev := cfg.OutputFlush; prev != nil {
+		cfg.OutputFlush = func(s procmon.Stream) { bl.Flush(s); prev(s) }
+	} else {
+		cfg.OutputFlush = bl.Flush
 	}
 	return g, bl, nil
 }
