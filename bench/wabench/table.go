@@ -185,7 +185,7 @@ func table(c *config, tools []*tool, res map[string]*result) string {
 	if c.cchild == "" {
 		child = "the Go fake bridge (no C child was built)"
 	}
-	fmt.Fprintf(&b, "Child: %s; Hermes-shaped output rows: the Go fake bridge.\n\n", child)
+	fmt.Fprintf(&b, "Child: %s.\n\n", child)
 	fmt.Fprintf(&b, "| figure | floor | %s | goal | met |\n", strings.Join(columns, " | "))
 	fmt.Fprintf(&b, "|---|---|%s---|---|\n", strings.Repeat("---|", len(columns)))
 	for _, r := range rows {
