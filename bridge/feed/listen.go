@@ -279,10 +279,18 @@ func NewClient(addr, token string) (*Client, error) {
 		}
 		c.base = "http://localhost"
 	} else {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
 			return nil, fmt.Errorf("address %q: want host:port or unix:/path", addr)
 		}
-		c.base = "http://" + addr
+		// A server that listens on every address (0.0.0.0, written [::]
+		// in sidecar.json) is reached here through loopback: the URL's
+		// host is the Host header, and the server answers only to
+		// loopback names and the host of its --listen.
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			host = "127.0.0.1"
+		}
+		c.base = "http://" + net.JoinHostPort(host, port)
 	}
 	c.http = &http.Client{Transport: tr}
 	return c, nil

@@ -247,6 +247,35 @@ func TestHostCheckBeyondLoopback(t *testing.T) {
 	}
 }
 
+// A client given the address of a server that listens on every address,
+// as its sidecar.json names it ([::]:port) or as --listen gave it
+// (0.0.0.0:port), reaches it: a Host of [::] would be refused.
+func TestClientReachesAServerOnEveryAddress(t *testing.T) {
+	r := newRig(t, Options{Listen: "0.0.0.0:0"}, "-hang")
+	_, port, _ := net.SplitHostPort(r.srv.Addr())
+	for _, addr := range []string{r.srv.Addr(), "0.0.0.0:" + port, "[::]:" + port, ":" + port} {
+		c, err := NewClient(addr, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.Get(ctxT(t), "/v1/status")
+		if err != nil {
+			t.Fatalf("%s: %v", addr, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("client for %s: %s, want 200", addr, resp.Status)
+		}
+		ws, err := c.Events(ctxT(t))
+		if err != nil {
+			t.Errorf("client for %s: events: %v", addr, err)
+		} else {
+			ws.CloseNow()
+		}
+		c.Close()
+	}
+}
+
 func TestMalformedAndOversizedFrames(t *testing.T) {
 	r := newRig(t, Options{MaxMessageBytes: 1024}, "-hang")
 	p := r.dial(t, "")

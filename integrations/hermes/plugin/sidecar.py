@@ -60,6 +60,15 @@ class Location:
     def url(self, path: str) -> str:
         if self.addr.startswith("unix:"):
             return "http://localhost" + path
+        host, _, port = self.addr.rpartition(":")
+        # A sidecar listening on every address (sidecar.json then says [::] or 0.0.0.0) answers only
+        # to loopback names as Host: reach it through loopback.
+        try:
+            every = host == "" or ipaddress.ip_address(host.strip("[]")).is_unspecified
+        except ValueError:
+            every = False
+        if every:
+            return f"http://127.0.0.1:{port}{path}"
         return f"http://{self.addr}{path}"
 
     def connector(self) -> Optional[aiohttp.BaseConnector]:

@@ -154,6 +154,11 @@ class Judge(unittest.TestCase):
             self.assertNotIn("abc", repr(loc))
             loc = sidecar.locate({"sidecar_addr": "unix:/run/x.sock"}, env)
             self.assertEqual((loc.addr, loc.token, loc.url("/v1/events")), ("unix:/run/x.sock", None, "http://localhost/v1/events"))
+            # a sidecar on every address is asked through loopback: it refuses a Host of [::]
+            for listen in ("[::]:7999", "0.0.0.0:7999"):
+                Path(d, "sidecar.json").write_text(json.dumps({"listen": listen, "token_file": f"{d}/token"}))
+                loc = sidecar.locate({}, env)
+                self.assertEqual((loc.addr, loc.token, loc.url("/v1/status")), (listen, "abc", "http://127.0.0.1:7999/v1/status"))
 
     def test_locate_believes_only_files_others_cannot_plant(self):
         import json
