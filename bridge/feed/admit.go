@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -157,11 +158,16 @@ func clientLimits(o *Options) (clients, anon int) {
 // as many connections as it may: a connection waiting in the backlog, a
 // probe perhaps, then gets in at once instead of after IdleTimeout. HTTP
 // clients expect a server to close an idle connection at any time.
+//
+// It counts connections from their accept to their close, as the
+// LimitListener does: a websocket holds its connection after the HTTP
+// server lets go of it (StateHijacked), so the server's connection states
+// alone would never find it full while websockets hold places.
 type idleReaper struct {
-	max int
+	max  int
+	open atomic.Int64 // connections accepted and not yet closed
 
 	mu   sync.Mutex
-	open int
 	idle map[net.Conn]time.Time // since when each idle connection is idle
 }
 
@@ -169,22 +175,50 @@ func newIdleReaper(max int) *idleReaper {
 	return &idleReaper{max: max, idle: map[net.Conn]time.Time{}}
 }
 
+// listener counts the connections ln accepts until each is closed; the
+// server must serve the listener it returns, so that track sees the same
+// connections.
+func (r *idleReaper) listener(ln net.Listener) net.Listener {
+	return &reapedListener{Listener: ln, r: r}
+}
+
+type reapedListener struct {
+	net.Listener
+	r *idleReaper
+}
+
+func (l *reapedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.r.open.Add(1)
+	return &reapedConn{Conn: c, r: l.r}, nil
+}
+
+type reapedConn struct {
+	net.Conn
+	r    *idleReaper
+	once sync.Once
+}
+
+func (c *reapedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.r.open.Add(-1) })
+	return err
+}
+
 // track is the server's http.Server.ConnState.
 func (r *idleReaper) track(c net.Conn, st http.ConnState) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch st {
-	case http.StateNew:
-		r.open++
 	case http.StateIdle:
 		r.idle[c] = time.Now()
-	case http.StateActive:
+	case http.StateActive, http.StateHijacked, http.StateClosed:
 		delete(r.idle, c)
-	case http.StateHijacked, http.StateClosed:
-		delete(r.idle, c)
-		r.open--
 	}
-	if r.open < r.max || (st != http.StateNew && st != http.StateIdle) {
+	if r.open.Load() < int64(r.max) || (st != http.StateNew && st != http.StateIdle) {
 		return
 	}
 	// Full: the longest idle connection makes room for the next one.

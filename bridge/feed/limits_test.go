@@ -440,3 +440,35 @@ func TestIdleConnectionsMakeRoomForProbes(t *testing.T) {
 		t.Fatalf("a probe with every connection idle: %d %s", code, body)
 	}
 }
+
+// Websockets hold connections too: with every websocket place taken and
+// the rest of the connections idle keep-alives, a probe is not kept
+// waiting until one times out. (The reaper once stopped counting a
+// connection when the websocket took it over, so it never found the
+// server full, and probes waited in the backlog.)
+func TestIdleConnectionsMakeRoomForProbesBesideWebsockets(t *testing.T) {
+	const max = 8
+	// The websockets stay: no ping asks them to answer while the test runs.
+	r := newRig(t, Options{MaxConns: max, IdleTimeout: time.Hour, PingInterval: time.Hour}, "-hang")
+	clients, _ := clientLimits(&r.srv.opts)
+	for range clients {
+		r.dial(t, testToken)
+	}
+	for range max - clients {
+		c, err := net.Dial("tcp", r.srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if code, body := rawGet(t, r.srv.Addr(), "GET /healthz HTTP/1.0\r\n\r\n"); code != 200 {
+		t.Fatalf("a probe with every websocket place taken and the other connections idle: %d %s", code, body)
+	}
+}

@@ -305,18 +305,19 @@ func (s *Server) Serve(ctx context.Context) error {
 	sub, last := s.opts.Monitor.Subscribe(hubQueue)
 	s.hub.setLast(s.hub.encode(last))
 
+	reaper := newIdleReaper(s.opts.MaxConns)
 	hs := &http.Server{
 		Handler:           s.checkHost(s.mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       s.opts.IdleTimeout,
-		ConnState:         newIdleReaper(s.opts.MaxConns).track,
+		ConnState:         reaper.track,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	// Each connection takes a file descriptor: past MaxConns the next one
 	// waits in the kernel's backlog, so that clients cannot take the
 	// descriptors the sidecar needs to spawn the bridge. The idle reaper
 	// keeps idle keep-alive connections from making it wait long.
-	ln := netutil.LimitListener(s.ln, s.opts.MaxConns)
+	ln := reaper.listener(netutil.LimitListener(s.ln, s.opts.MaxConns))
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	s.log.Info("status server listening", "listen", s.Addr())
