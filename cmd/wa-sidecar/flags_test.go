@@ -79,6 +79,7 @@ func TestFlagsAreCheckedBeforeTheDisk(t *testing.T) {
 		{"normal signals TSTP", []string{"run", "--normal-signals", "TSTP"}, exitUsage, "SIGTSTP does not end"},
 		{"normal signals TTIN", []string{"run", "--normal-signals", "TTIN"}, exitUsage, "SIGTTIN does not end"},
 		{"normal signals TTOU", []string{"run", "--normal-signals", "TTOU"}, exitUsage, "SIGTTOU does not end"},
+		{"max line bytes", []string{"run", "--max-line-bytes", "16777216"}, exitUsage, "--max-line-bytes must be between 80 and 1048576"},
 		{"stray word", []string{"run", justfile}, exitUsage, "put it after --"},
 		{"stray words after flags", []string{"run", "--session-dir", "ROOT/session", justfile, "README.md"}, exitUsage, "is not a flag of run"},
 		{"command not found", []string{"run", "--session-dir", "ROOT/session", "--", "no-such-bridge-command"}, exitConfig, `cannot start "no-such-bridge-command"`},

@@ -93,7 +93,7 @@ func runFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "signal-group", Usage: "send the stop signal and forwarded signals to the bridge's whole process group (for wrappers like npm or sh that do not pass them on)", EnvVars: envs("SIGNAL_GROUP")},
 		&cli.BoolFlag{Name: "subreaper", Usage: "become a child subreaper and reap orphaned descendants (implied when running as PID 1)", EnvVars: envs("SUBREAPER")},
 		&cli.IntFlag{Name: "tail-lines", Value: 20, Usage: "lines of the bridge's output kept for each exit record", EnvVars: envs("TAIL_LINES")},
-		&cli.IntFlag{Name: "max-line-bytes", Value: 64 << 10, Usage: "longer output lines are cut to this many bytes", EnvVars: envs("MAX_LINE_BYTES")},
+		&cli.IntFlag{Name: "max-line-bytes", Value: 64 << 10, Usage: "longer output lines are cut to this many bytes (at most 1 MiB)", EnvVars: envs("MAX_LINE_BYTES")},
 		&cli.StringFlag{Name: "log-format", Value: "auto", Usage: "auto (coloured text on a terminal, plain with $NO_COLOR; text with syslog priorities under journald; JSON lines otherwise), text or json", EnvVars: envs("LOG_FORMAT")},
 		&cli.StringFlag{Name: "bridge-output", Value: bridgeOutputLog, Usage: "where the bridge's output goes: log (a record per line in the sidecar's log, marked with stream and pid), raw (the lines unchanged, the bridge's stdout on stdout and its stderr on stderr) or off", EnvVars: envs("BRIDGE_OUTPUT")},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: envs("LOG_LEVEL")},
@@ -174,8 +174,10 @@ func runConfig(c *cli.Context, target bridge.Target) (procmon.Config, error) {
 		return cfg, usageError("--tail-lines must be between 1 and 1000 (got %d)", cfg.TailLines)
 	}
 	cfg.MaxLineBytes = c.Int("max-line-bytes")
-	if cfg.MaxLineBytes < 80 || cfg.MaxLineBytes > 16<<20 {
-		return cfg, usageError("--max-line-bytes must be between 80 and 16777216 (got %d)", cfg.MaxLineBytes)
+	// A line becomes one log record, whose escaping may make it six times
+	// longer: 16 MiB lines made 100 MB records, and as much memory.
+	if cfg.MaxLineBytes < 80 || cfg.MaxLineBytes > 1<<20 {
+		return cfg, usageError("--max-line-bytes must be between 80 and 1048576 (got %d)", cfg.MaxLineBytes)
 	}
 	if dir := c.String("workdir"); dir != "" {
 		st, err := os.Stat(dir)
