@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
@@ -99,7 +100,7 @@ func parseConfig(file string, data []byte) *config {
 	return c
 }
 
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
+var yamlLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^yaml: line (\d+): `) })
 
 // decode parses the one document the gateway expects. The YAML library is
 // not trusted never to panic on hostile input; a panic is a problem too.
@@ -141,7 +142,7 @@ func (c *config) decode(data []byte) (root *yaml.Node, ok bool) {
 func (c *config) syntaxProblem(data []byte, err error) {
 	msg := err.Error()
 	line := 0
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+	if m := yamlLine().FindStringSubmatch(msg); m != nil {
 		line, _ = strconv.Atoi(m[1])
 		msg = msg[len(m[0]):]
 	} else {

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf16"
 
 	"go.yaml.in/yaml/v3"
@@ -42,20 +43,28 @@ type pyValue struct {
 }
 
 // PyYAML's implicit resolvers for plain scalars (resolver.py), tried float
-// first, then int, as PyYAML does.
+// first, then int, as PyYAML does. They are compiled on first use: every
+// start of the sidecar would otherwise pay for them, also when there is no
+// config.yaml to read.
 var (
-	pyBoolPattern  = regexp.MustCompile(`^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$`)
-	pyNullPattern  = regexp.MustCompile(`^(?:~|null|Null|NULL|)$`)
-	pyFloatPattern = regexp.MustCompile(`^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?` +
-		`|\.[0-9_]+(?:[eE][-+][0-9]+)?` +
-		`|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*` +
-		`|[-+]?\.(?:inf|Inf|INF)` +
-		`|\.(?:nan|NaN|NAN))$`)
-	pyIntPattern = regexp.MustCompile(`^(?:[-+]?0b[0-1_]+` +
-		`|[-+]?0[0-7_]+` +
-		`|[-+]?(?:0|[1-9][0-9_]*)` +
-		`|[-+]?0x[0-9a-fA-F_]+` +
-		`|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$`)
+	pyBoolPattern = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$`)
+	})
+	pyNullPattern  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(?:~|null|Null|NULL|)$`) })
+	pyFloatPattern = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?` +
+			`|\.[0-9_]+(?:[eE][-+][0-9]+)?` +
+			`|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*` +
+			`|[-+]?\.(?:inf|Inf|INF)` +
+			`|\.(?:nan|NaN|NAN))$`)
+	})
+	pyIntPattern = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^(?:[-+]?0b[0-1_]+` +
+			`|[-+]?0[0-7_]+` +
+			`|[-+]?(?:0|[1-9][0-9_]*)` +
+			`|[-+]?0x[0-9a-fA-F_]+` +
+			`|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$`)
+	})
 )
 
 // pyScalar types a scalar node as PyYAML would. Values PyYAML itself could
@@ -71,20 +80,20 @@ func pyScalar(n *yaml.Node) pyValue {
 		return str
 	}
 	switch {
-	case tag == "!!null" || tag == "" && pyNullPattern.MatchString(text):
+	case tag == "!!null" || tag == "" && pyNullPattern().MatchString(text):
 		return pyValue{kind: pyNone}
-	case tag == "!!bool" || tag == "" && pyBoolPattern.MatchString(text):
+	case tag == "!!bool" || tag == "" && pyBoolPattern().MatchString(text):
 		switch strings.ToLower(text) {
 		case "yes", "true", "on":
 			return pyValue{kind: pyBool, b: true}
 		case "no", "false", "off":
 			return pyValue{kind: pyBool, b: false}
 		}
-	case tag == "!!float" || tag == "" && pyFloatPattern.MatchString(text):
+	case tag == "!!float" || tag == "" && pyFloatPattern().MatchString(text):
 		if f, ok := parsePyFloat(text); ok {
 			return pyValue{kind: pyFloat, f: f}
 		}
-	case tag == "!!int" || tag == "" && pyIntPattern.MatchString(text):
+	case tag == "!!int" || tag == "" && pyIntPattern().MatchString(text):
 		if i, ok := parsePyInt(text); ok {
 			return pyValue{kind: pyInt, i: i}
 		}

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -72,13 +73,15 @@ var hermesInterface = []struct{ file, want string }{
 	{"hermes_cli/plugins.py", "def register_platform("},
 }
 
-var pyprojectVersion = regexp.MustCompile(`(?m)^version\s*=\s*"([^"]+)"`)
+// The command's patterns are compiled on first use, so that run, which
+// never needs them, does not compile them at each start.
+var pyprojectVersion = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^version\s*=\s*"([^"]+)"`) })
 
 // checkHermes reports the gateway's version (empty when unknown) and what of
 // hermesInterface its code at dir lacks.
 func checkHermes(dir string) (version string, missing []string, err error) {
 	if b, err := os.ReadFile(filepath.Join(dir, "pyproject.toml")); err == nil {
-		if m := pyprojectVersion.FindSubmatch(b); m != nil {
+		if m := pyprojectVersion().FindSubmatch(b); m != nil {
 			version = string(m[1])
 		}
 	}
@@ -450,13 +453,13 @@ func pluginList(doc map[string]any, key string) []string {
 	return out
 }
 
-var flowOne = regexp.MustCompile(`^\[\s*(['"]?)([^'",\[\]]+)(['"]?)\s*\]\s*(#.*)?$`)
+var flowOne = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^\[\s*(['"]?)([^'",\[\]]+)(['"]?)\s*\]\s*(#.*)?$`) })
 
 // pluginsSection finds the top-level plugins: key, or -1 when there is none;
 // one written inline is not edited.
 func pluginsSection(lines []string) (int, error) {
 	for i, l := range lines {
-		if m := topKey.FindStringSubmatch(strings.TrimRight(l, "\r\n")); m != nil && m[1] == "plugins" {
+		if m := topKey().FindStringSubmatch(strings.TrimRight(l, "\r\n")); m != nil && m[1] == "plugins" {
 			if rest := strings.TrimSpace(m[2]); rest != "" && !strings.HasPrefix(rest, "#") {
 				return -1, errors.New("its plugins: section is written inline")
 			}
@@ -481,7 +484,7 @@ func pluginsChild(lines []string, at int, key string) (indent string, keyAt, end
 		if l[0] != ' ' && l[0] != '\t' {
 			return indent, keyAt, i
 		}
-		if m := childKey.FindStringSubmatch(l); m != nil {
+		if m := childKey().FindStringSubmatch(l); m != nil {
 			if indent == "" {
 				indent = m[1]
 			}
@@ -514,10 +517,10 @@ func removeDisabled(src []byte, name string) ([]byte, error) {
 	}
 	keyLine := strings.TrimRight(lines[disabledAt], "\r\n")
 	nl := lines[disabledAt][len(keyLine):]
-	m := childKey.FindStringSubmatch(keyLine)
+	m := childKey().FindStringSubmatch(keyLine)
 	rest := strings.TrimSpace(m[3])
 	if rest != "" && !strings.HasPrefix(rest, "#") {
-		if f := flowOne.FindStringSubmatch(rest); f != nil && f[1] == f[3] && strings.TrimSpace(f[2]) == name {
+		if f := flowOne().FindStringSubmatch(rest); f != nil && f[1] == f[3] && strings.TrimSpace(f[2]) == name {
 			tail := ""
 			if f[4] != "" {
 				tail = "  " + f[4]
@@ -535,7 +538,7 @@ func removeDisabled(src []byte, name string) ([]byte, error) {
 		if t == "" || strings.HasPrefix(t, "#") {
 			continue
 		}
-		lm := listItem.FindStringSubmatch(l)
+		lm := listItem().FindStringSubmatch(l)
 		if lm == nil || len(lm[1]) < len(indent) {
 			break
 		}
@@ -599,10 +602,10 @@ func sameExceptEnabled(a, b map[string]any) bool {
 }
 
 var (
-	topKey    = regexp.MustCompile(`^([A-Za-z_][\w-]*)\s*:(.*)$`)
-	childKey  = regexp.MustCompile(`^(\s+)([A-Za-z_][\w-]*)\s*:(.*)$`)
-	listItem  = regexp.MustCompile(`^(\s*)-\s`)
-	flowEmpty = regexp.MustCompile(`^\s*\[\s*\]\s*(#.*)?$`)
+	topKey    = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^([A-Za-z_][\w-]*)\s*:(.*)$`) })
+	childKey  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(\s+)([A-Za-z_][\w-]*)\s*:(.*)$`) })
+	listItem  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(\s*)-\s`) })
+	flowEmpty = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^\s*\[\s*\]\s*(#.*)?$`) })
 )
 
 // insertEnabled adds name to plugins.enabled by inserting or changing as few
@@ -648,10 +651,10 @@ func insertEnabled(src []byte, name string) ([]byte, error) {
 	if enabledAt < 0 {
 		return insert(pluginsAt+1, indent+"enabled:", indent+"  - "+name), nil
 	}
-	m := childKey.FindStringSubmatch(strings.TrimRight(lines[enabledAt], "\r\n"))
+	m := childKey().FindStringSubmatch(strings.TrimRight(lines[enabledAt], "\r\n"))
 	rest := strings.TrimSpace(m[3])
 	switch {
-	case flowEmpty.MatchString(rest):
+	case flowEmpty().MatchString(rest):
 		lines[enabledAt] = m[1] + "enabled:" + nl
 		return insert(enabledAt+1, indent+"  - "+name), nil
 	case rest != "" && !strings.HasPrefix(rest, "#"):
@@ -665,7 +668,7 @@ func insertEnabled(src []byte, name string) ([]byte, error) {
 		if t == "" || strings.HasPrefix(t, "#") {
 			continue
 		}
-		lm := listItem.FindStringSubmatch(l)
+		lm := listItem().FindStringSubmatch(l)
 		if lm == nil || len(lm[1]) < len(indent) {
 			break
 		}

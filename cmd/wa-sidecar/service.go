@@ -241,11 +241,11 @@ func cEscape(s string) string {
 	return strings.ReplaceAll(s, `"`, `\"`)
 }
 
-var unitName = regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+$`)
+var unitName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+$`) })
 
 func installServiceAction(c *cli.Context) error {
 	name := strings.TrimSuffix(c.String("name"), ".service")
-	if !unitName.MatchString(name) {
+	if !unitName().MatchString(name) {
 		return usageError("--name %q: use letters, digits and : _ . - only", c.String("name"))
 	}
 	stop := c.Duration("stop-timeout")
@@ -460,7 +460,7 @@ func checkArgs(set map[string]string, env []string, home string) ([]string, erro
 func gatewayUnitFor(c *cli.Context, set map[string]string, env []string) (string, error) {
 	if n := c.String("gateway-unit"); n != "" {
 		n = strings.TrimSuffix(n, ".service")
-		if !unitName.MatchString(n) {
+		if !unitName().MatchString(n) {
 			return "", usageError("--gateway-unit %q: use letters, digits and : _ . - only", c.String("gateway-unit"))
 		}
 		return n, nil
@@ -483,7 +483,7 @@ func gatewayUnitFor(c *cli.Context, set map[string]string, env []string) (string
 		return "", usageError("cannot name the gateway's unit: %v; pass --gateway-unit NAME (or --no-gateway-dropin)", err)
 	}
 	n := gatewayUnit(hermesHome, home, cwd)
-	if !unitName.MatchString(n) {
+	if !unitName().MatchString(n) {
 		return "", usageError("the Hermes home %q gives the gateway's unit the name %q, which systemd cannot take; pass --gateway-unit NAME", hermesHome, n)
 	}
 	return n, nil
@@ -493,7 +493,7 @@ func gatewayUnitFor(c *cli.Context, set map[string]string, env []string) (string
 const gatewayUnitBase = "hermes-gateway"
 
 // profileName is what the gateway accepts as a profile's directory name.
-var profileName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+var profileName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`) })
 
 // gatewayUnit is the unit name 'hermes gateway install' gives the gateway
 // when HERMES_HOME is hermesHome (empty: unset), the user's home is home
@@ -525,7 +525,7 @@ func gatewayUnit(hermesHome, home, cwd string) string {
 	if h == r {
 		return gatewayUnitBase
 	}
-	if rel, ok := relParts(h, resolvePath(filepath.Join(r, "profiles"), cwd)); ok && len(rel) == 1 && profileName.MatchString(rel[0]) {
+	if rel, ok := relParts(h, resolvePath(filepath.Join(r, "profiles"), cwd)); ok && len(rel) == 1 && profileName().MatchString(rel[0]) {
 		return gatewayUnitBase + "-" + rel[0]
 	}
 	sum := sha256.Sum256([]byte(h))
