@@ -34,6 +34,10 @@ func demoTarget(c *cli.Context, knobs []string) (bridge.Target, error) {
 	return t, nil
 }
 
+// demoListen is where a demo that keeps to itself listens: any free
+// loopback port.
+const demoListen = "127.0.0.1:0"
+
 // demoState decides where the demo t keeps its state, unless --state-dir
 // says so.
 //
@@ -43,7 +47,8 @@ func demoTarget(c *cli.Context, knobs []string) (bridge.Target, error) {
 // token goes to its temporary directory all the same, so the token file
 // of a real sidecar that is not running is never replaced, and both go
 // away with the demo. When another sidecar holds the default state
-// directory, the demo keeps everything to itself and says how to reach it.
+// directory, the demo keeps everything to itself, on a free port unless
+// --listen says otherwise, and says how to reach it.
 func demoState(c *cli.Context, t bridge.Target, fs *feedSettings, logger *slog.Logger) error {
 	if c.IsSet("state-dir") {
 		return nil
@@ -53,6 +58,12 @@ func demoState(c *cli.Context, t bridge.Target, fs *feedSettings, logger *slog.L
 	if err == nil {
 		var held *feed.StateDirHeldError
 		if err = stateDirFree(shared); errors.As(err, &held) {
+			// That sidecar most likely has the default address too: a
+			// free port keeps the demo from exiting 75 beside it, and the
+			// clients find the port in the demo's own sidecar.json.
+			if !c.IsSet("listen") {
+				fs.opts.Listen = demoListen
+			}
 			logger.Info("another sidecar uses the default state directory; this demo keeps its own, so pass --state-dir to the client commands",
 				"state_dir", own, "try", "wa-sidecar status --state-dir "+own)
 		}

@@ -224,8 +224,10 @@ func TestDemoAnswersTheREADMEsClientCommands(t *testing.T) {
 }
 
 // When another sidecar holds the default state directory, a demo keeps
-// its token and sidecar.json in its temporary directory, says how to
-// reach it, and takes them away when it ends; the other's stay.
+// its token and sidecar.json in its temporary directory, and, with no
+// --listen, takes a free port rather than the default address, which the
+// other most likely holds; it says how to reach it, and takes its files
+// away when it ends; the other's stay.
 func TestDemoKeepsItsStateToItselfBesideAnotherSidecar(t *testing.T) {
 	bin, home := userHome(t)
 	other := startCmd(t, asUser(t, exec.Command(bin, "run", "--demo", "--listen", "127.0.0.1:0"), home))
@@ -237,7 +239,7 @@ func TestDemoKeepsItsStateToItselfBesideAnotherSidecar(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	p := startCmd(t, asUser(t, exec.Command(bin, "run", "--demo", "--listen", "127.0.0.1:0"), home))
+	p := startCmd(t, asUser(t, exec.Command(bin, "run", "--demo"), home))
 	hint := p.waitLog("another sidecar uses the default state directory")
 	own, _ := hint["state_dir"].(string)
 	demoDir := filepath.Dir(p.waitLog("appending the bridge's output to bridge.log")["path"].(string))
@@ -247,6 +249,9 @@ func TestDemoKeepsItsStateToItselfBesideAnotherSidecar(t *testing.T) {
 	tok, _ := p.waitLog("generated a control token")["file"].(string)
 	if !strings.HasPrefix(tok, own+string(filepath.Separator)) {
 		t.Fatalf("the demo's token went to %s, not into its directory %s", tok, own)
+	}
+	if listen, _ := p.waitLog("status server listening")["listen"].(string); listen == feed.DefaultListen || !strings.HasPrefix(listen, "127.0.0.1:") {
+		t.Fatalf("the demo beside another sidecar listens on %q, want a free loopback port other than the default %s", listen, feed.DefaultListen)
 	}
 	p.waitLog("bridge started")
 	if out, code := runOutput(t, asUser(t, exec.Command(bin, "status", "--json", "--state-dir", own), home)); code != 0 {
