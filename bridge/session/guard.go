@@ -146,7 +146,8 @@ func Open(cfg Config) (*Guard, error) {
 // whoever could would be able to plant links where the sidecar writes, or
 // a bridge.json that names a process for it to stop.
 func (g *Guard) makeDirs() error {
-	for _, dir := range []string{g.stateDir, g.cfg.SessionDir} {
+	// The session directory first: nothing is made in one that is refused.
+	for _, dir := range []string{g.cfg.SessionDir, g.stateDir} {
 		d, err := privdir.Open(dir, true)
 		var unsafe *privdir.UnsafeError
 		if errors.As(err, &unsafe) {

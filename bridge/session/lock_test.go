@@ -147,6 +147,10 @@ func TestSessionDirOthersCanChangeIsRefused(t *testing.T) {
 		if !errors.As(err, &unsafe) || !strings.Contains(err.Error(), "chmod go-w "+d) {
 			t.Fatalf("%s mode 0777: Open = %v", d, err)
 		}
+		// Nothing is made in a directory that is refused.
+		if _, err := os.Lstat(filepath.Join(dir, StateDirName)); d == dir && err == nil {
+			t.Fatalf("Open made %s in a session directory it refused", StateDirName)
+		}
 		os.Chmod(d, 0o700)
 	}
 	if os.Geteuid() != 0 {
