@@ -575,6 +575,12 @@ func (h *Hermes) exited(rec procmon.ExitRecord, st procmon.Status) []procmon.Eve
 	for i := range evs {
 		evs[i].Status.Details = details
 		h.logEvent(evs[i], rec.Pid, det)
+		// A bridge parked by this exit has a message of its own in the
+		// snapshot, what to do (pair again, start it), which pair and
+		// status show; the verdict, posted after it, would replace it.
+		if evs[i].Kind == EventAdoption && (st.State == StateNeedsPairing || st.State == procmon.StateGivenUp) {
+			evs[i].Message = ""
+		}
 	}
 	h.ended.put(rec.Pid, endedChild{det: det, connected: connected})
 	return evs

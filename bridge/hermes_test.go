@@ -118,6 +118,41 @@ func TestLoggedOutParksUntilCredsChange(t *testing.T) {
 	h.nextUnless(procmon.EventStarted, EventCredsChanged)
 }
 
+// A connected, adoptable bridge that WhatsApp logs out changes the
+// gateway's verdict as it exits, but the snapshot's message stays the
+// park's, which says how to pair again (pair and status show it), and so
+// does that of a bridge given up on.
+func TestAParkedAdoptableBridgeKeepsItsStatesMessage(t *testing.T) {
+	for _, tc := range []struct {
+		crash   sim.Crash
+		max     int
+		state   procmon.State
+		message string
+	}{
+		{sim.CrashLogout, 0, StateNeedsPairing, "logged this device out"},
+		{sim.CrashException, 1, procmon.StateGivenUp, "gave up after 1"},
+	} {
+		t.Run(string(tc.state), func(t *testing.T) {
+			c := simConfig(t)
+			pair(t, c.SessionDir)
+			c.CrashAfter = 2 * time.Second // time to become adoptable first
+			c.Crashes = []sim.Crash{tc.crash}
+			opts := testOptions(c)
+			opts.Expect = &Expect{}
+			h := startConfig(t, procmon.Config{Command: simCommand(c), MaxRestarts: tc.max}, opts)
+			for _, a := adoption(t, h); !a.Adoptable; _, a = adoption(t, h) {
+			}
+			if _, a := adoption(t, h); a.Adoptable {
+				t.Fatalf("still adoptable after the exit: %+v", a)
+			}
+			parked := h.nextUnless(procmon.Kind(tc.state), procmon.EventStarting, procmon.EventBackoff)
+			if st := h.m.Status(); parked.Status.State != tc.state || !strings.Contains(parked.Status.Message, tc.message) || st.Message != parked.Status.Message {
+				t.Fatalf("parked in %q with message %q (snapshot: %q), want one saying %q", parked.Status.State, parked.Status.Message, st.Message, tc.message)
+			}
+		})
+	}
+}
+
 // repair replaces creds.json in one atomic change, as a finished pairing
 // would: a second change (a write, then a touch) could land after the
 // next park and resume the bridge a second time.

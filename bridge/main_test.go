@@ -70,16 +70,20 @@ var fast = procmon.Backoff{Initial: 20 * time.Millisecond, Max: 100 * time.Milli
 
 func start(t *testing.T, command []string, opts Options) *harness {
 	t.Helper()
+	return startConfig(t, procmon.Config{Command: command}, opts)
+}
+
+// startConfig is start with the monitor's cfg (its Command set), given
+// the test's environment, backoff and stop timeout.
+func startConfig(t *testing.T, cfg procmon.Config, opts Options) *harness {
+	t.Helper()
 	h, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := procmon.Config{
-		Command:     command,
-		Env:         append(os.Environ(), simEnv+"=1"),
-		Backoff:     fast,
-		StopTimeout: 5 * time.Second,
-	}
+	cfg.Env = append(os.Environ(), simEnv+"=1")
+	cfg.Backoff = fast
+	cfg.StopTimeout = 5 * time.Second
 	h.Configure(&cfg)
 	m, err := procmon.New(cfg)
 	if err != nil {
