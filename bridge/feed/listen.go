@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/sys/unix"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge/session"
 )
@@ -267,6 +268,17 @@ type Client struct {
 // NewClient returns a client for addr (host:port or unix:/path). token may
 // be empty for read access.
 func NewClient(addr, token string) (*Client, error) {
+	return NewClientOf(addr, token, 0)
+}
+
+// NewClientOf is NewClient for the sidecar of process pid, the one whose
+// sidecar.json names addr: over a Unix socket, nothing is sent unless the
+// kernel says pid listens on it (SO_PEERCRED), and the request fails with
+// a *PeerError. A socket is only a name in a directory, and whoever can
+// write that directory can move the sidecar's away and put their own
+// there while the sidecar runs. A TCP port needs no such check: while the
+// sidecar runs, no one else can listen on it. A pid of 0 checks nothing.
+func NewClientOf(addr, token string, pid int) (*Client, error) {
 	c := &Client{addr: addr, token: token}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if path, ok := strings.CutPrefix(addr, unixPrefix); ok {
@@ -275,7 +287,15 @@ func NewClient(addr, token string) (*Client, error) {
 		}
 		var d net.Dialer
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, "unix", path)
+			conn, err := d.DialContext(ctx, "unix", path)
+			if err != nil || pid == 0 {
+				return conn, err
+			}
+			if err := checkPeer(conn, path, pid); err != nil {
+				conn.Close()
+				return nil, err
+			}
+			return conn, nil
 		}
 		c.base = "http://localhost"
 	} else {
@@ -294,6 +314,45 @@ func NewClient(addr, token string) (*Client, error) {
 	}
 	c.http = &http.Client{Transport: tr}
 	return c, nil
+}
+
+// PeerError says that a Unix socket is served by another process than
+// the sidecar that the client was made for.
+type PeerError struct {
+	Path     string
+	Pid, UID int // who listens on the socket
+	Want     int // the sidecar's pid
+}
+
+func (e *PeerError) Error() string {
+	return fmt.Sprintf("the socket %s is served by pid %d (uid %d), not by the sidecar (pid %d) that sidecar.json names: whoever can write %s may have put it there; nothing was sent to it",
+		e.Path, e.Pid, e.UID, e.Want, filepath.Dir(e.Path))
+}
+
+// checkPeer says whether pid listens on the Unix socket conn reached.
+func checkPeer(conn net.Conn, path string, pid int) error {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("%s: not a Unix socket connection", path)
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	cerr := raw.Control(func(fd uintptr) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return fmt.Errorf("%s: who listens: %w", path, err)
+	}
+	if int(cred.Pid) != pid {
+		return &PeerError{Path: path, Pid: int(cred.Pid), UID: int(cred.Uid), Want: pid}
+	}
+	return nil
 }
 
 // Addr is the address the client dials.

@@ -168,7 +168,13 @@ func newSession(c *cli.Context, use tokenUse) (*clientConn, error) {
 	if guessed {
 		addr = feed.DefaultListen
 	}
-	anon, err := feed.NewClient(addr, "")
+	// At the address sidecar.json names, only its sidecar is spoken to:
+	// over a Unix socket, its pid must be the one that listens.
+	pid := 0
+	if derr == nil && sameAddr(disc.Listen, addr) {
+		pid = disc.Pid
+	}
+	anon, err := feed.NewClientOf(addr, "", pid)
 	if err != nil {
 		return nil, usageError("--addr: %v", err)
 	}
@@ -188,7 +194,7 @@ func newSession(c *cli.Context, use tokenUse) (*clientConn, error) {
 	}
 	s.tokFrom, s.asked, s.noTok = from, asked, why
 	if token != "" {
-		if s.tok, err = feed.NewClient(addr, token); err != nil {
+		if s.tok, err = feed.NewClientOf(addr, token, pid); err != nil {
 			return nil, usageError("--addr: %v", err)
 		}
 	}
@@ -345,11 +351,14 @@ func (s *clientConn) noteRefused() {
 // and a distinct exit code.
 func clientError(err error, addr string) error {
 	var se *feed.StatusError
+	var pe *feed.PeerError
 	switch {
 	case errors.Is(err, feed.ErrUnreachable):
 		return cli.Exit(fmt.Sprintf("wa-sidecar: no sidecar is running at %s; start one with 'wa-sidecar run', or pass --addr or --state-dir to reach another", addr), exitNoSidecar)
 	case errors.As(err, &se) && se.Code == http.StatusUnauthorized:
 		return cli.Exit("wa-sidecar: the sidecar refused the token; pass --token-file or set $"+tokenEnv+" to the one it uses", exitDenied)
+	case errors.As(err, &pe):
+		return cli.Exit("wa-sidecar: "+pe.Error(), exitError)
 	case errors.Is(err, context.DeadlineExceeded):
 		return cli.Exit(fmt.Sprintf("wa-sidecar: the sidecar at %s did not answer in time (--timeout)", addr), exitError)
 	}

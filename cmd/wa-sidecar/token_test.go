@@ -32,7 +32,12 @@ func newRecorder(t *testing.T) *recorder {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &recorder{addr: ln.Addr().String()}
+	return recordOn(t, ln, ln.Addr().String())
+}
+
+// recordOn is a recorder that serves ln, which a client reaches at addr.
+func recordOn(t *testing.T, ln net.Listener, addr string) *recorder {
+	r := &recorder{addr: addr}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
 		r.auth = append(r.auth, req.URL.Path+" "+req.Header.Get("Authorization"))
@@ -177,6 +182,46 @@ func TestTheStateDirsTokenGoesOnlyToItsSidecar(t *testing.T) {
 	cliRun(t, bin, env, "restart", "--state-dir", noDisc, "--addr", stranger.addr, "--token-file", given)
 	if _, tokens := stranger.sent(); len(tokens) != 1 || tokens[0] != "/v1/events Bearer given-token" {
 		t.Errorf("restart --token-file sent %q", tokens)
+	}
+}
+
+// A Unix socket is only a name in a directory: whoever can write the
+// directory can move the sidecar's socket away and listen at its path
+// while the sidecar runs, and the token went to them. It goes only to a
+// socket on which the process that sidecar.json names listens.
+func TestTheTokenGoesOnlyToTheSidecarsOwnSocket(t *testing.T) {
+	bin, _ := binaries(t)
+	dir := t.TempDir()
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+	path := filepath.Join(dir, "s.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	impostor := recordOn(t, ln, "unix:"+path)
+	// The sidecar that sidecar.json names runs, but this test listens.
+	sidecar := exec.Command("sleep", "60")
+	if err := sidecar.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sidecar.Wait()
+	defer sidecar.Process.Kill()
+	state := filepath.Join(dir, "state")
+	writeState(t, state, impostor.addr, sidecar.Process.Pid)
+	for _, args := range [][]string{{"restart"}, {"status"}, {"watch"}} {
+		_, stderr, code := cliRun(t, bin, env, append(args, "--state-dir", state)...)
+		if code != exitError || !strings.Contains(stderr, "not by the sidecar") {
+			t.Errorf("%s at an impostor's socket: exit %d, %q", args[0], code, stderr)
+		}
+	}
+	if all, _ := impostor.sent(); len(all) > 0 {
+		t.Errorf("requests reached a socket the sidecar does not listen on: %q", all)
+	}
+	// Served by the process sidecar.json names, the same socket gets it.
+	writeState(t, state, impostor.addr, os.Getpid())
+	cliRun(t, bin, env, "restart", "--state-dir", state)
+	if _, tokens := impostor.sent(); len(tokens) != 1 {
+		t.Errorf("restart at the sidecar's own socket sent %q; want the token once", tokens)
 	}
 }
 
