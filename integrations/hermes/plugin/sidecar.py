@@ -152,16 +152,19 @@ def _explicit_token(extra: Mapping[str, Any], env: Mapping[str, str]) -> Optiona
 def locate(extra: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> Location:
     """Find the sidecar the way its own CLI does.
 
-    An address in the platform's settings (``sidecar_addr``) or in ``$WA_SIDECAR_ADDR`` wins; else
+    An address in the platform's settings (``sidecar_addr``), ``$WA_SIDECAR_ADDR`` or ``$WA_SIDECAR_LISTEN`` wins; else
     ``sidecar.json`` in the state directory (``sidecar_state_dir``, ``$WA_SIDECAR_STATE_DIR``, or the
     sidecar's default); else the default address, to which no token is sent, since nothing says the
     token belongs to whatever answers there. The file is read again at each call, so a sidecar that
     restarts elsewhere is found.
     """
-    addr = extra.get("sidecar_addr") or env.get("WA_SIDECAR_ADDR")
-    if addr:
-        src = "the platform's sidecar_addr" if extra.get("sidecar_addr") else "$WA_SIDECAR_ADDR"
-        return Location(str(addr), _explicit_token(extra, env), src)
+    # $WA_SIDECAR_LISTEN is the server's name for the same address, so a gateway given the sidecar's
+    # environment finds it too; its "any free port" (:0) is for sidecar.json to tell.
+    named = [(extra.get("sidecar_addr"), "the platform's sidecar_addr"), (env.get("WA_SIDECAR_ADDR"), "$WA_SIDECAR_ADDR"),
+             (env.get("WA_SIDECAR_LISTEN"), "$WA_SIDECAR_LISTEN")]
+    for addr, src in named:
+        if addr and not str(addr).endswith(":0"):
+            return Location(str(addr), _explicit_token(extra, env), src)
     state = extra.get("sidecar_state_dir") or env.get("WA_SIDECAR_STATE_DIR")
     state_dir = Path(str(state)).expanduser() if state else default_state_dir(env)
     disc = state_dir / DISCOVERY_FILE

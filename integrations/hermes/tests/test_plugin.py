@@ -154,6 +154,13 @@ class Judge(unittest.TestCase):
             self.assertNotIn("abc", repr(loc))
             loc = sidecar.locate({"sidecar_addr": "unix:/run/x.sock"}, env)
             self.assertEqual((loc.addr, loc.token, loc.url("/v1/events")), ("unix:/run/x.sock", None, "http://localhost/v1/events"))
+            # the server's name for the address works too; its "any free port" leaves it to sidecar.json
+            loc = sidecar.locate({}, {**env, "WA_SIDECAR_LISTEN": "127.0.0.1:7391"})
+            self.assertEqual((loc.addr, loc.source), ("127.0.0.1:7391", "$WA_SIDECAR_LISTEN"))
+            loc = sidecar.locate({}, {**env, "WA_SIDECAR_LISTEN": "127.0.0.1:0"})
+            self.assertEqual((loc.addr, loc.token), ("127.0.0.1:7999", "abc"))
+            loc = sidecar.locate({}, {**env, "WA_SIDECAR_ADDR": "127.0.0.1:7392", "WA_SIDECAR_LISTEN": "127.0.0.1:7391"})
+            self.assertEqual(loc.addr, "127.0.0.1:7392")
             # a sidecar on every address is asked through loopback: it refuses a Host of [::]
             for listen in ("[::]:7999", "0.0.0.0:7999"):
                 Path(d, "sidecar.json").write_text(json.dumps({"listen": listen, "token_file": f"{d}/token"}))
