@@ -142,6 +142,27 @@ def _local_addr(addr: str) -> bool:
     return ip.is_loopback or ip.is_unspecified
 
 
+def _writer_gone(data: Mapping[str, Any], owner: int) -> str:
+    """Why the sidecar that wrote sidecar.json no longer runs, or "" while it does: its pid must be
+    a process of the file's owner, with the start time the file records, as the CLI checks."""
+    pid = data.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return f"it names no process (pid {pid!r})"
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != owner:
+            return f"pid {pid} is not a process of the file's owner"
+        start = data.get("start_time")
+        if start:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                # Field 22, counted after the command name, which may hold spaces and parentheses.
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[19]) != start:
+                return f"pid {pid} is another process now"
+    except (OSError, IndexError, ValueError):
+        return f"pid {pid} no longer runs"
+    return ""
+
+
 def _explicit_token(extra: Mapping[str, Any], env: Mapping[str, str]) -> Optional[str]:
     path = extra.get("sidecar_token_file") or env.get("WA_SIDECAR_TOKEN_FILE")
     if path:
@@ -175,6 +196,7 @@ def locate(extra: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> Loc
     try:
         owners = {0, os.geteuid(), _check_dir(state_dir).st_uid}
         data = json.loads(_read_trusted(disc, owners))
+        writer = os.lstat(disc).st_uid
     except FileNotFoundError:
         if state:
             return Location("", None, f"{state_dir} ({src})", f"there is no {disc}: the sidecar with that state directory is not running")
@@ -192,6 +214,14 @@ def locate(extra: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> Loc
     if not _local_addr(listen):
         # A token goes only to a sidecar on this machine: a file naming another host is not believed.
         msg = f"{disc} names {listen!r}, which is not an address of this machine"
+        if state:
+            return Location("", None, f"{state_dir} ({src})", msg)
+        logger.warning("wa-sidecar: %s; trying %s without the token", msg, DEFAULT_ADDR)
+        return Location(DEFAULT_ADDR, None, f"the default address ({msg})")
+    gone = _writer_gone(data, writer)
+    if gone:
+        # A file that a killed sidecar left names whatever listens at its address now.
+        msg = f"{disc} is stale ({gone}): the sidecar that wrote it is gone"
         if state:
             return Location("", None, f"{state_dir} ({src})", msg)
         logger.warning("wa-sidecar: %s; trying %s without the token", msg, DEFAULT_ADDR)

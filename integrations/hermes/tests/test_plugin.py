@@ -148,7 +148,7 @@ class Judge(unittest.TestCase):
                 loc = sidecar.locate({}, {"XDG_STATE_HOME": d})
                 self.assertEqual((loc.addr, loc.token), (sidecar.DEFAULT_ADDR, None))
             Path(d, "token").write_text("abc\n")
-            Path(d, "sidecar.json").write_text(json.dumps({"listen": "127.0.0.1:7999", "token_file": f"{d}/token"}))
+            Path(d, "sidecar.json").write_text(json.dumps({"listen": "127.0.0.1:7999", "token_file": f"{d}/token", "pid": os.getpid()}))
             loc = sidecar.locate({}, env)
             self.assertEqual((loc.addr, loc.token), ("127.0.0.1:7999", "abc"))
             self.assertNotIn("abc", repr(loc))
@@ -163,7 +163,7 @@ class Judge(unittest.TestCase):
             self.assertEqual(loc.addr, "127.0.0.1:7392")
             # a sidecar on every address is asked through loopback: it refuses a Host of [::]
             for listen in ("[::]:7999", "0.0.0.0:7999"):
-                Path(d, "sidecar.json").write_text(json.dumps({"listen": listen, "token_file": f"{d}/token"}))
+                Path(d, "sidecar.json").write_text(json.dumps({"listen": listen, "token_file": f"{d}/token", "pid": os.getpid()}))
                 loc = sidecar.locate({}, env)
                 self.assertEqual((loc.addr, loc.token, loc.url("/v1/status")), (listen, "abc", "http://127.0.0.1:7999/v1/status"))
 
@@ -178,7 +178,7 @@ class Judge(unittest.TestCase):
             def write(**kw):
                 if disc.is_symlink() or disc.exists():
                     disc.unlink()
-                disc.write_text(json.dumps({"listen": "127.0.0.1:7999", "token_file": str(tok), **kw}))
+                disc.write_text(json.dumps({"listen": "127.0.0.1:7999", "token_file": str(tok), "pid": os.getpid(), **kw}))
 
             write()
             self.assertEqual(sidecar.locate({}, env).token, "abc")
@@ -197,11 +197,27 @@ class Judge(unittest.TestCase):
                 self.assertIsNone(sidecar.locate({}, env).token)
                 # sidecar.json itself as a planted link is refused.
                 real = Path(other, "sidecar.json")
-                real.write_text(json.dumps({"listen": "127.0.0.1:7999"}))
+                real.write_text(json.dumps({"listen": "127.0.0.1:7999", "pid": os.getpid()}))
                 disc.unlink()
                 disc.symlink_to(real)
                 loc = sidecar.locate({}, env)
                 self.assertEqual((loc.addr, loc.token), ("", None))
+            # A file that a killed sidecar left names whatever listens at its address now: a pid
+            # that is gone, or reused by another process, gets no token there.
+            import subprocess
+            tok.unlink()
+            tok.write_text("abc\n")
+            dead = subprocess.Popen(["true"])
+            dead.wait()
+            with open(f"/proc/{os.getpid()}/stat") as f:
+                start = int(f.read().rsplit(")", 1)[1].split()[19])
+            for kw in ({"pid": dead.pid}, {"pid": None}, {"start_time": start + 1}):
+                write(**kw)
+                loc = sidecar.locate({}, env)
+                self.assertEqual((loc.addr, loc.token), ("", None), kw)
+                self.assertIn("stale", loc.missing)
+            write(start_time=start)
+            self.assertEqual(sidecar.locate({}, env).token, "abc")
             # A state directory everyone can write is not believed at all.
             write()
             os.chmod(d, 0o777)
