@@ -50,7 +50,7 @@ func run(c *config, tools []*tool) map[string]*result {
 				fail("respawn", err)
 			}
 		}
-		if c.only["start"] && (t.name == "wa-sidecar" || t.startOnly) && c.listenFlag != "" {
+		if c.only["start"] && (t.name == "wa-sidecar" || t.name == "stack-floor" || t.startOnly) && c.listenFlag != "" {
 			if err := measureStart(c, t, r, c.startRuns); err != nil {
 				fail("start", err)
 			}
