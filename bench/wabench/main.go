@@ -32,6 +32,7 @@ type config struct {
 	pm2Listen  string // bench/pm2-listen.js
 	work       string // scratch directory, emptied per run
 	listenFlag string // how wa-sidecar is told to serve /v1/events
+	sidecarEnv []string
 
 	samples     int
 	startRuns   int
@@ -56,7 +57,7 @@ func main() {
 		os.Exit(1)
 	}
 	var c config
-	var tools, only string
+	var tools, only, sidecarEnv string
 	flag.StringVar(&c.sidecar, "sidecar", "bin/wa-sidecar", "wa-sidecar binary")
 	flag.StringVar(&c.stackfloor, "stackfloor", "bin/stackfloor", "bench/stackfloor binary (wa-sidecar's libraries supervising nothing)")
 	flag.StringVar(&c.fakebridge, "fakebridge", "bin/fakebridge", "fake bridge binary (testdata/fakebridge)")
@@ -72,7 +73,11 @@ func main() {
 	flag.IntVar(&c.clients, "clients", 1000, "websocket clients for the fan-out measurement")
 	flag.StringVar(&tools, "tools", "floor,stack-floor,pipe-cat,wa-sidecar,wa-sidecar-raw,wa-sidecar-hermes,wa-sidecar-hermes-start,supervisord,s6,runit,pm2,tini", "tools to measure")
 	flag.StringVar(&only, "only", "respawn,idle,output,fanout,start", "measurements to run (respawn also gives exit-to-notification)")
+	flag.StringVar(&sidecarEnv, "sidecar-env", "", "comma-separated NAME=VALUE settings for wa-sidecar's environment alone, e.g. GOMAXPROCS=1")
 	flag.Parse()
+	if sidecarEnv != "" {
+		c.sidecarEnv = strings.Split(sidecarEnv, ",")
+	}
 
 	var err error
 	if c.self, err = os.Executable(); err != nil {

@@ -67,7 +67,7 @@ func table(c *config, tools []*tool, res map[string]*result) string {
 		if dm > 500_000 || dp > 2_000_000 || sc.missed > 0 {
 			verdict = "**not met**"
 		}
-		r.met = fmt.Sprintf("%s: floor + %s, p99 floor + %s", verdict, ms(dm), ms(dp))
+		r.met = fmt.Sprintf("%s: floor %s, p99 floor's %s", verdict, signedMs(dm), signedMs(dp))
 	}
 	add(r)
 
@@ -245,7 +245,7 @@ func ratioGoal(v, floor []int64, limit float64) string {
 		return ""
 	}
 	x := float64(median(v)) / float64(median(floor))
-	return fmt.Sprintf("%s: %.2f× (+%s)", verdict(x <= limit), x, ms(median(v)-median(floor)))
+	return fmt.Sprintf("%s: %.2f× (%s)", verdict(x <= limit), x, signedMs(median(v)-median(floor)))
 }
 
 func ratioGoalP99(v, floor []int64, limit float64) string {
@@ -277,4 +277,11 @@ func distMax(v []int64) string {
 	}
 	s := sorted(v)
 	return fmt.Sprintf("%s (%s, n=%d)", ms(percentile(s, 50)), ms(s[len(s)-1]), len(v))
+}
+
+func signedMs(ns int64) string {
+	if ns < 0 {
+		return "− " + ms(-ns)
+	}
+	return "+ " + ms(ns)
 }

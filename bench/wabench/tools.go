@@ -252,6 +252,9 @@ func startSidecarAt(c *config, dir, scenario string, argv, extra []string) (*ses
 	args = append(args, "--")
 	s := &session{cmd: exec.Command(c.sidecar, append(args, argv...)...), logFile: filepath.Join(dir, "sidecar.log"), addr: addr}
 	s.cmd.Dir = dir
+	if len(c.sidecarEnv) > 0 {
+		s.cmd.Env = append(os.Environ(), c.sidecarEnv...)
+	}
 	if err := startCmd(s.cmd, s.logFile); err != nil {
 		return nil, 0, err
 	}
