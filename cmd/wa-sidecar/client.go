@@ -21,6 +21,7 @@ import (
 
 	"github.com/wa-sidecar/wa-sidecar/bridge"
 	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
+	"github.com/wa-sidecar/wa-sidecar/bridge/session"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
@@ -448,17 +449,21 @@ func doOp(ctx context.Context, s *clientConn, op string) error {
 	if err := ws.Write(ctx, websocket.MessageText, req); err != nil {
 		return clientError(err, s.addr)
 	}
+	var settled *procmon.Status // the last event that ends op, already read
 	for {
 		_, b, err := ws.Read(ctx)
 		if err != nil {
 			return clientError(err, s.addr)
 		}
 		m, err := feed.DecodeMessage(b)
+		if err == nil && m.Type == feed.TypeEvent && m.Status != nil && endsOp(op, m.Event) {
+			settled = m.Status
+		}
 		if err != nil || m.Type != feed.TypeResult || string(m.ID) != `"`+id+`"` {
 			continue
 		}
-		ws.Close(websocket.StatusNormalClosure, "")
 		if s.json {
+			ws.Close(websocket.StatusNormalClosure, "")
 			fmt.Fprintln(s.out, string(b))
 		}
 		if !m.OK {
@@ -469,9 +474,58 @@ func doOp(ctx context.Context, s *clientConn, op string) error {
 			return cli.Exit("wa-sidecar: "+op+": "+m.Error, code)
 		}
 		if !s.json && m.Status != nil {
-			fmt.Fprintf(s.out, "%s: done; %s\n", op, statusLine(*m.Status, time.Now(), s.colour))
+			// For a person, as systemctl does: done once the bridge is up
+			// again (or down), not when the command was taken.
+			st, done := awaitOp(ctx, ws, op, *m.Status, settled)
+			ws.Close(websocket.StatusNormalClosure, "")
+			if done {
+				fmt.Fprintf(s.out, "%s: done; %s\n", op, statusLine(st, time.Now(), s.colour))
+			} else {
+				fmt.Fprintf(s.out, "%s: under way, not done within --timeout; %s\n", op, statusLine(st, time.Now(), s.colour))
+			}
 		}
 		return nil
+	}
+}
+
+// endsOp reports whether an event of kind ends a control op: the bridge
+// is up again (or its start failed or was put off) after a restart or
+// start, and down after a stop.
+func endsOp(op string, kind procmon.Kind) bool {
+	if op == "stop" {
+		return kind == procmon.EventStopped
+	}
+	switch kind {
+	case procmon.EventStarted, procmon.EventSpawnFailed, procmon.EventStopped, procmon.EventGivenUp, procmon.Kind(session.StateYielded):
+		return true
+	}
+	return false
+}
+
+// awaitOp follows the events after op was taken, with the snapshot st of
+// its result, until one ends it (settled, when one came before the
+// result), and returns the snapshot then and true; at the end of ctx, the
+// last snapshot seen and false.
+func awaitOp(ctx context.Context, ws *websocket.Conn, op string, st procmon.Status, settled *procmon.Status) (procmon.Status, bool) {
+	switch {
+	case settled != nil:
+		return *settled, true
+	case op == "stop" && st.State == procmon.StateStopped, op != "stop" && st.State == procmon.StateRunning:
+		return st, true
+	}
+	for {
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			return st, false
+		}
+		m, err := feed.DecodeMessage(b)
+		if err != nil || m.Type != feed.TypeEvent || m.Status == nil {
+			continue
+		}
+		st = *m.Status
+		if endsOp(op, m.Event) {
+			return st, true
+		}
 	}
 }
 

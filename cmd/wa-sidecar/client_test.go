@@ -544,3 +544,27 @@ func TestStatusTable(t *testing.T) {
 		t.Errorf("the holder is missing:\n%s", got)
 	}
 }
+
+// On a terminal, restart, stop and start say done once the bridge is up
+// again or down, as systemctl does, not as soon as the command was taken
+// (with the bridge still stopping).
+func TestControlOpsOnATerminalAreDoneWhenTheBridgeIs(t *testing.T) {
+	bin, _ := binaries(t)
+	dir := t.TempDir()
+	state, session := filepath.Join(dir, "state"), filepath.Join(dir, "session")
+	p := startSidecar(t, append([]string{bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--"}, simBridge(t, bin, session, "1s")...)...)
+	first := fmt.Sprintf("(pid %v)", p.waitLog("bridge started")["pid"])
+	for _, tc := range []struct{ op, want string }{
+		{"restart", "restart: done; running (pid "},
+		{"stop", "stop: done; stopped"},
+		{"start", "start: done; running (pid "},
+	} {
+		o := startOnTerminal(t, bin, tc.op, "--state-dir", state)
+		code := o.wait()
+		<-o.done
+		if out := o.plain(); code != 0 || !strings.Contains(out, tc.want) || strings.Contains(out, first) {
+			t.Fatalf("%s on a terminal: exit %d, %q; want a line starting %q, of a bridge other than %s", tc.op, code, out, tc.want, first)
+		}
+	}
+	p.stopOK()
+}
