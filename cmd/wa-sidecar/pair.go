@@ -73,10 +73,18 @@ func pairAction(c *cli.Context) error {
 			return err
 		}
 		defer s.Close()
-		if s.reachable(ctx, c.Duration("timeout")) {
+		// A --state-dir without a live sidecar.json names a sidecar that
+		// is not running: whatever answers at the default address is
+		// another one, which no token may go to, so it is not asked.
+		elsewhere := s.guessed && c.IsSet("state-dir")
+		if !elsewhere && s.reachable(ctx, c.Duration("timeout")) {
 			return s.pair(ctx, c)
 		}
-		if ctx.Err() == nil {
+		switch {
+		case ctx.Err() != nil:
+		case elsewhere:
+			fmt.Fprintf(c.App.ErrWriter, "wa-sidecar: no sidecar runs with --state-dir %s; running the bridge until it is paired\n", s.dir)
+		default:
 			fmt.Fprintf(c.App.ErrWriter, "wa-sidecar: no sidecar answers at %s; running the bridge until it is paired\n", s.addr)
 		}
 	}

@@ -3,11 +3,14 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
@@ -118,6 +121,40 @@ func TestPairRunsTheBridgeWhenNoSidecarRuns(t *testing.T) {
 	q := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--", bin, "simulate-bridge", "--session", session)
 	q.waitLog("bridge started")
 	q.stopOK()
+}
+
+// pair --state-dir DIR, with no sidecar running for DIR, runs the bridge
+// itself (here, with no Hermes install, it finds none: 78) even when
+// another sidecar answers at the default address: that one is not DIR's,
+// and no token may go to it, so asking it could only end in 77.
+func TestPairForAStateDirWithoutSidecarLeavesTheDefaultAddressAlone(t *testing.T) {
+	bin, _ := binaries(t)
+	ln, err := net.Listen("tcp", feed.DefaultListen)
+	if err != nil {
+		t.Skipf("the default address is taken, so this test cannot stand in for a sidecar there: %v", err)
+	}
+	var asked atomic.Int32
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		w.Write([]byte(`{"ok":true,"pid":1}`))
+	})}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	defer func() { srv.Close(); <-served }()
+
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "HERMES_HOME=" + filepath.Join(dir, "hermes")}
+	_, stderr, code := cliRun(t, bin, env, "pair", "--state-dir", state, "--wait", "10s")
+	if code != exitConfig || !strings.Contains(stderr, "no sidecar runs with --state-dir "+state) {
+		t.Errorf("pair --state-dir with another sidecar at the default address: exit %d, %q; want %d, running the bridge itself", code, stderr, exitConfig)
+	}
+	if n := asked.Load(); n != 0 {
+		t.Errorf("pair asked the sidecar at the default address %d times", n)
+	}
 }
 
 // A bridge that cannot show a QR code until a person acts (here it was
