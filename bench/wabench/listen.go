@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,11 +24,21 @@ import (
 var exitedMarker = []byte(`"event":"exited"`)
 
 func followFeed(ctx context.Context, addr string, add func(note), ready chan<- error) {
+	followFeedAs(ctx, addr, "", add, ready)
+}
+
+// followFeedAs is followFeed with the token, if not empty: the sidecar
+// keeps only 768 of its 1024 places for clients without it.
+func followFeedAs(ctx context.Context, addr, token string, add func(note), ready chan<- error) {
+	var opts *websocket.DialOptions
+	if token != "" {
+		opts = &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + token}}}
+	}
 	var ws *websocket.Conn
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var err error
-		ws, _, err = websocket.Dial(ctx, "ws://"+addr+"/v1/events", nil)
+		ws, _, err = websocket.Dial(ctx, "ws://"+addr+"/v1/events", opts)
 		if err == nil {
 			break
 		}

@@ -378,6 +378,15 @@ func measureFanout(c *config, t *tool, r *result) error {
 	if err != nil {
 		return err
 	}
+	// The clients hold the token: without it they may take only 768 of
+	// the sidecar's 1024 places.
+	tokenFile := filepath.Join(dir, "state", "token")
+	var token string
+	waitFor(20*time.Second, func() bool {
+		b, err := os.ReadFile(tokenFile)
+		token = strings.TrimSpace(string(b))
+		return err == nil && token != ""
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	clients := make([]*session, c.clients)
@@ -387,7 +396,7 @@ func measureFanout(c *config, t *tool, r *result) error {
 		wg.Add(1)
 		go func(cl *session) {
 			defer wg.Done()
-			followFeed(ctx, s.addr, cl.addNote, readyc)
+			followFeedAs(ctx, s.addr, token, cl.addNote, readyc)
 		}(clients[i])
 	}
 	var errs int
