@@ -67,7 +67,7 @@ func CheckToken(tok string) error {
 // ReadTokenFile reads a token from path. Surrounding white space, such as
 // the newline an editor adds, is ignored.
 func ReadTokenFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := privdir.ReadRegularFile(path, maxTokenBytes+64)
 	if err != nil {
 		return "", fmt.Errorf("read token file: %w", err)
 	}

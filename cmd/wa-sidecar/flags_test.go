@@ -53,6 +53,12 @@ func TestFlagsAreCheckedBeforeTheDisk(t *testing.T) {
 	if err := os.WriteFile(justfile, []byte("#!/bin/sh\nexec sleep 600\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// A FIFO named by mistake blocked the open before SIGTERM could be
+	// acted on; /dev/zero was read without end.
+	fifo := filepath.Join(elsewhere, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		args []string // "ROOT" is replaced by the test's empty directory
@@ -67,6 +73,9 @@ func TestFlagsAreCheckedBeforeTheDisk(t *testing.T) {
 		{"both gateway urls", []string{"run", "--gateway-url", "ws://x/", "--gateway-url-file", justfile}, exitUsage, "--gateway-url-file"},
 		{"allow origin", []string{"run", "--allow-origin", "*"}, exitUsage, "--allow-origin"},
 		{"token file", []string{"run", "--token-file", "/nonexistent"}, exitUsage, "--token-file"},
+		{"token file fifo", []string{"run", "--token-file", fifo}, exitUsage, "is not a regular file"},
+		{"token file device", []string{"run", "--token-file", "/dev/zero"}, exitUsage, "is not a regular file"},
+		{"gateway url file fifo", []string{"run", "--gateway-url-file", fifo}, exitUsage, "is not a regular file"},
 		{"token file with a session", []string{"run", "--token-file", "/nonexistent", "--session-dir", "ROOT/session", "--", fake, "-hang"}, exitUsage, "--token-file"},
 		{"bridge output", []string{"run", "--bridge-output", "loud", "--session-dir", "ROOT/session", "--", fake}, exitUsage, "--bridge-output"},
 		{"jitter NaN", []string{"run", "--backoff-jitter", "NaN"}, exitUsage, "--backoff-jitter"},

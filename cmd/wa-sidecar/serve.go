@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
+	"github.com/wa-sidecar/wa-sidecar/internal/privdir"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
@@ -104,7 +105,7 @@ func gatewayURLFlag(c *cli.Context, logger *slog.Logger) (string, error) {
 		return "", usageError("--gateway-url and --gateway-url-file both given; keep one")
 	}
 	if file != "" {
-		b, err := os.ReadFile(file)
+		b, err := privdir.ReadRegularFile(file, 64<<10)
 		if err != nil {
 			return "", usageError("--gateway-url-file: %v", err)
 		}

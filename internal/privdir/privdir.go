@@ -384,3 +384,30 @@ func (d *Dir) Names() ([]string, error) {
 	defer f.Close()
 	return f.Readdirnames(-1)
 }
+
+// ReadRegularFile reads a file that a user named, such as a flag's, which
+// may be reached through links: it must be a regular file of at most max
+// bytes. A FIFO or a device named by mistake gets an error at once instead
+// of blocking the open, or a read that never ends (/dev/zero).
+func ReadRegularFile(path string, max int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
+	}
+	return b, nil
+}

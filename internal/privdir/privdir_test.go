@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -167,5 +168,43 @@ func TestWriteFileReplacesLinks(t *testing.T) {
 	}
 	if _, err := d.ReadFile("token", 2); err == nil {
 		t.Fatal("a file over the limit was read")
+	}
+}
+
+// A file a flag names may be a link, but a FIFO or a device named by
+// mistake must not hang the read: --token-file on a FIFO blocked the
+// sidecar in open(2) before it could act on SIGTERM, and /dev/zero was
+// read without end.
+func TestReadRegularFileRefusesFIFOsAndDevices(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, make([]byte, 100), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(big, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{fifo, "/dev/zero", big} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := ReadRegularFile(path, 10)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("ReadRegularFile(%s) = nil error", path)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("ReadRegularFile(%s) still blocks", path)
+		}
+	}
+	if b, err := ReadRegularFile(link, 100); err != nil || len(b) != 100 {
+		t.Errorf("ReadRegularFile through a link: %d bytes, %v", len(b), err)
 	}
 }
