@@ -15,7 +15,9 @@ import logging
 import os
 import pwd
 import random
+import socket
 import stat
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, Optional
@@ -53,6 +55,7 @@ class Location:
     token: Optional[str] = field(repr=False)  # never in a log line or a traceback
     source: str  # for messages: "sidecar.json in DIR", "the platform's sidecar_addr", ...
     missing: str = ""  # why there is no address, when addr is empty
+    pid: int = 0  # the sidecar sidecar.json names: the only process a Unix socket may be served by
 
     def describe(self) -> str:
         return f"{self.addr} ({self.source})" if self.addr else self.source
@@ -73,8 +76,30 @@ class Location:
 
     def connector(self) -> Optional[aiohttp.BaseConnector]:
         if self.addr.startswith("unix:"):
-            return aiohttp.UnixConnector(path=self.addr[len("unix:"):])
+            return _PeerConnector(self.addr[len("unix:"):], self.pid)
         return None
+
+
+class _PeerConnector(aiohttp.UnixConnector):
+    """A Unix socket is only a name in a directory: whoever can write the directory can move the
+    sidecar's socket away and listen at its path. With a pid, nothing is sent unless the kernel says
+    that process listens there (SO_PEERCRED), as the sidecar's own CLI checks."""
+
+    def __init__(self, path: str, pid: int):
+        super().__init__(path=path)
+        self._pid = pid
+
+    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        proto = await super()._create_connection(*args, **kwargs)
+        if self._pid:
+            sock = proto.transport.get_extra_info("socket")
+            pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+            if pid != self._pid:
+                proto.transport.close()
+                raise aiohttp.ClientConnectionError(
+                    f"the socket {self.path} is served by pid {pid} (uid {uid}), not by the sidecar (pid {self._pid}) "
+                    "that sidecar.json names: whoever can write its directory may have put it there; nothing was sent")
+        return proto
 
 
 def _read_token_file(path: str) -> Optional[str]:
@@ -234,7 +259,7 @@ def locate(extra: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> Loc
             token = _read_trusted(Path(tf), owners, follow=not inside).decode().strip() or None
         except (OSError, UnicodeDecodeError, UntrustedFile) as e:
             logger.warning("wa-sidecar: not reading the token file %s: %s", tf, e)
-    return Location(listen, token, f"{disc}")
+    return Location(listen, token, f"{disc}", pid=data["pid"])
 
 
 def _describe_exit(last: Any) -> str:

@@ -229,6 +229,48 @@ class Judge(unittest.TestCase):
                 os.chmod(d, 0o700)
 
 
+class UnixPeer(unittest.IsolatedAsyncioTestCase):
+    async def test_a_socket_another_process_serves_gets_nothing(self):
+        """A Unix socket is a name in a directory: one put at the sidecar's path by whoever can write
+        the directory, served by another process than the sidecar.json's, gets no request at all."""
+        import subprocess
+        import tempfile
+
+        import aiohttp
+        from aiohttp import web
+
+        seen = []
+
+        async def status(request):
+            seen.append(request.headers.get("Authorization", ""))
+            return web.json_response({"state": "running"})
+
+        app = web.Application()
+        app.router.add_get("/v1/status", status)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        other = subprocess.Popen(["sleep", "60"])
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                path = os.path.join(d, "s.sock")
+                await web.UnixSite(runner, path).start()
+                for pid, served in ((other.pid, False), (os.getpid(), True)):
+                    loc = sidecar.Location("unix:" + path, "abc", "test", pid=pid)
+                    async with aiohttp.ClientSession(connector=loc.connector()) as session:
+                        try:
+                            async with session.get(loc.url("/v1/status"), headers={"Authorization": "Bearer abc"}) as r:
+                                got = r.status == 200
+                        except aiohttp.ClientConnectionError as e:
+                            self.assertIn("not by the sidecar", str(e))
+                            got = False
+                    self.assertEqual(got, served, f"served by pid {pid}")
+        finally:
+            other.kill()
+            other.wait()
+            await runner.cleanup()
+        self.assertEqual(seen, ["Bearer abc"])
+
+
 class FakeFeed:
     """A status server that sends the snapshots it is given, for states the real sidecar passes
     through too quickly to test against."""
