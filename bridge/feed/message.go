@@ -114,6 +114,7 @@ var reserved = map[string]bool{
 	"pid": true, "code": true, "signal": true, "returncode": true, "core_dumped": true,
 	"class": true, "requested": true, "uptime_ms": true, "tail": true, "error": true,
 	"delay_ms": true, "attempt": true, "reason": true, "message": true, "ready": true,
+	"escaped": true, "escaped_stopped": true,
 }
 
 // object appends the members of one JSON object in the order they are added.
@@ -180,6 +181,12 @@ func encodeEvent(ev procmon.Event, status []byte, private bool) (msg []byte, ski
 		o.add("tail", tail)
 		if x.Error != "" {
 			o.add("error", x.Error)
+		}
+		if len(x.Escaped) > 0 {
+			o.add("escaped", x.Escaped)
+		}
+		if x.EscapedStopped {
+			o.add("escaped_stopped", true)
 		}
 	} else {
 		if ev.Pid != 0 {
