@@ -172,19 +172,19 @@ def _writer_gone(data: Mapping[str, Any], owner: int) -> str:
     a process of the file's owner, with the start time the file records, as the CLI checks."""
     pid = data.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return f"it names no process (pid {pid!r})"
+        return "that is no process"
     try:
         if os.stat(f"/proc/{pid}").st_uid != owner:
-            return f"pid {pid} is not a process of the file's owner"
+            return "that is not a process of the file's owner here"
         start = data.get("start_time")
         if start:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 # Field 22, counted after the command name, which may hold spaces and parentheses.
                 fields = f.read().rsplit(b")", 1)[1].split()
             if int(fields[19]) != start:
-                return f"pid {pid} is another process now"
+                return "that is another process now"
     except (OSError, IndexError, ValueError):
-        return f"pid {pid} no longer runs"
+        return "no such process runs here"
     return ""
 
 
@@ -245,12 +245,12 @@ def locate(extra: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> Loc
         return Location(DEFAULT_ADDR, None, f"the default address ({msg})")
     gone = _writer_gone(data, writer)
     if gone:
-        # A file that a killed sidecar left names whatever listens at its address now.
-        msg = f"{disc} is stale ({gone}): the sidecar that wrote it is gone"
-        if state:
-            return Location("", None, f"{state_dir} ({src})", msg)
-        logger.warning("wa-sidecar: %s; trying %s without the token", msg, DEFAULT_ADDR)
-        return Location(DEFAULT_ADDR, None, f"the default address ({msg})")
+        # A file that a killed sidecar left names whatever listens at its address now: no token
+        # goes there. Reading is harmless, and it is all that works when the sidecar runs in
+        # another pid namespace (another container sharing the state directory), whose pids this
+        # one cannot check.
+        logger.warning("wa-sidecar: %s names pid %r, but %s; reading %s without the token", disc, data.get("pid"), gone, listen)
+        return Location(listen, None, f"{disc} (its pid cannot be checked, so no token)")
     token = _explicit_token(extra, env)
     tf = data.get("token_file")
     if token is None and isinstance(tf, str) and os.path.isabs(tf):
