@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -54,9 +55,24 @@ func parseStat(stat []byte) (Stat, error) {
 	return s, nil
 }
 
+// ProcIsOurs reports whether /proc shows this process's own PID
+// namespace. Under `unshare --pid` without a /proc of its own, /proc is
+// the outer namespace's: its pids and parents are not ours, so a scan of
+// it would name other namespaces' processes as ours. Every scan here
+// (Strays, Descendants, PipeHolders) finds nothing then, and pidfdOf
+// refuses to vouch for a process by its /proc start time.
+var ProcIsOurs = sync.OnceValue(func() bool {
+	self, err := os.Readlink("/proc/self")
+	return err == nil && self == strconv.Itoa(os.Getpid())
+})
+
 // processes reads the stat of every process in /proc. Those that end
-// while it reads are left out.
+// while it reads are left out. It reads nothing when /proc is another
+// PID namespace's.
 func processes() []Stat {
+	if !ProcIsOurs() {
+		return nil
+	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -237,7 +253,7 @@ func Terminate(ids []Identity, grace time.Duration, more func() []Identity) {
 // time read after the pidfd was opened proves the pidfd is not someone
 // else's.
 func pidfdOf(id Identity) (int, bool) {
-	if id.Pid <= 0 {
+	if id.Pid <= 0 || !ProcIsOurs() {
 		return -1, false
 	}
 	fd, err := unix.PidfdOpen(id.Pid, 0)

@@ -66,6 +66,12 @@ func TestAsPID1InPIDNamespace(t *testing.T) {
 	if code := p.wait(); code != 0 {
 		t.Fatalf("exit code %d; log:\n%s", code, p.logText())
 	}
+	// /proc here is the outer namespace's: its processes are not the
+	// bridge's leftovers, and the sidecar says it cannot tell them apart.
+	log := p.logText()
+	if strings.Contains(log, "left processes behind") || !strings.Contains(log, "/proc shows another PID namespace") {
+		t.Fatalf("the sidecar took the outer namespace's /proc for its own:\n%s", log)
+	}
 }
 
 // childOf finds the single child of pid (the sidecar under unshare).

@@ -312,6 +312,9 @@ func runAction(c *cli.Context) error {
 	}
 	if reapAll {
 		logger.Info("reaping orphaned processes", "pid1", os.Getpid() == 1)
+		if !signals.ProcIsOurs() {
+			logger.Warn("/proc shows another PID namespace, so processes the bridge leaves behind are reaped but not stopped or reported; mount a /proc of this namespace (unshare --mount-proc, or a container's own /proc)")
+		}
 	}
 	return supervise(m, sigs, logger)
 }
