@@ -16,7 +16,9 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-ARG VERSION=dev
+# Without --build-arg VERSION the binary says it is an unstamped build
+# (there is no .git in the build context to name a commit).
+ARG VERSION=
 # Static: the runtime image needs no particular libc. urfave_cli_no_docs leaves
 # out the CLI library's man-page and markdown generators, which the sidecar
 # never uses: 0.3 MB of binary and about 0.8 MiB of resident memory.
