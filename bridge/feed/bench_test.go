@@ -38,7 +38,9 @@ type arrival struct {
 }
 
 func benchExit(b *testing.B, n int) {
-	r := newRig(b, Options{MaxClients: n + 1}, "-hang")
+	// The clients hold no token: three quarters of the places are open to
+	// them, and a quarter of the connections is kept for probes.
+	r := newRig(b, Options{MaxClients: 2 * n, MaxConns: 3*n + 64}, "-hang")
 	sub, last := r.m.Subscribe(1024)
 	defer sub.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
