@@ -84,6 +84,7 @@ func TestFlagsAreCheckedBeforeTheDisk(t *testing.T) {
 		{"normal signals empty", []string{"run", "--normal-signals", ""}, exitUsage, "--normal-signals is empty"},
 		{"normal signals commas", []string{"run", "--normal-signals", ", ,"}, exitUsage, "--normal-signals is empty"},
 		{"normal signals STOP", []string{"run", "--normal-signals", "TERM,STOP"}, exitUsage, "SIGSTOP does not end a process"},
+		{"stop signal STOP", []string{"run", "--stop-signal", "STOP"}, exitUsage, "--stop-signal SIGSTOP does not end a process"},
 		{"normal signals CONT", []string{"run", "--normal-signals", "CONT"}, exitUsage, "SIGCONT does not end"},
 		{"normal signals TSTP", []string{"run", "--normal-signals", "TSTP"}, exitUsage, "SIGTSTP does not end"},
 		{"normal signals TTIN", []string{"run", "--normal-signals", "TTIN"}, exitUsage, "SIGTTIN does not end"},

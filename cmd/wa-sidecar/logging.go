@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/lmittmann/tint"
@@ -910,6 +911,11 @@ func appendText(b, s []byte) []byte {
 		case r >= 0x80 && r < 0xa0:
 			b = append(b, s[start:i]...)
 			b = append(b, '\\', 'u', '0', '0', hex[r>>4], hex[r&0xf])
+		case r == '\u2028' || r == '\u2029' || unicode.Is(unicode.Bidi_Control, r):
+			// Line and paragraph separators break a record's line on some
+			// terminals; bidi controls reorder what follows them.
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', hex[r>>12], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
 		default:
 			i += size
 			continue

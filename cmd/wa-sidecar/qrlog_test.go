@@ -85,8 +85,8 @@ func TestQRFilterAcrossReads(t *testing.T) {
 // and in a text log: no retitled window, no cleared screen, no \r that
 // starts a forged record over the line.
 func TestTextModeEscapesControlCharacters(t *testing.T) {
-	hostile := "title\x1b]0;pwned\x07 clear\x1b[2J\x1b[H cr\r12:00:00 INF wa-sidecar exiting del\x7f c1\u009b6n bad\xff tab\tok ü\\x"
-	const shown = `title\x1b]0;pwned\x07 clear\x1b[2J\x1b[H cr\r12:00:00 INF wa-sidecar exiting del\x7f c1\u009b6n bad\xff tab` + "\tok ü\\x"
+	hostile := "title\x1b]0;pwned\x07 clear\x1b[2J\x1b[H cr\r12:00:00 INF wa-sidecar exiting del\x7f c1\u009b6n bad\xff tab\tok ü\\x rlo\u202eevil ls\u2028next"
+	const shown = `title\x1b]0;pwned\x07 clear\x1b[2J\x1b[H cr\r12:00:00 INF wa-sidecar exiting del\x7f c1\u009b6n bad\xff tab` + "\tok ü\\x" + ` rlo\u202eevil ls\u2028next`
 	if got := string(appendText(nil, []byte(hostile))); got != shown {
 		t.Fatalf("appendText:\n got %q\nwant %q", got, shown)
 	}

@@ -144,6 +144,9 @@ func runConfig(c *cli.Context, target bridge.Target) (procmon.Config, error) {
 	if err != nil {
 		return cfg, usageError("--stop-signal: %v", err)
 	}
+	if nonTerminating[stop] {
+		return cfg, usageError("--stop-signal %s does not end a process (it stops, continues or is ignored), so the bridge would only be killed at --stop-timeout; use TERM (the default) or INT", signals.Name(stop))
+	}
 	if stop == syscall.SIGKILL {
 		return cfg, usageError("--stop-signal KILL leaves the bridge no chance to stop cleanly; use TERM (the default) and a short --stop-timeout instead")
 	}

@@ -88,3 +88,16 @@ func TestInstallServiceKeepsSecretsOutOfTheUnit(t *testing.T) {
 		t.Fatalf("credentials in the run flags: exit %d:\n%s", code, out)
 	}
 }
+
+// A bare credential name is a secret as much as one with a prefix.
+func TestSecretEnvNames(t *testing.T) {
+	for name, want := range map[string]bool{
+		"PASSWORD": true, "DB_PASSWORD": true, "TOKEN": true, "GITHUB_TOKEN": true, "API_KEY": true,
+		"AWS_CREDENTIALS": true, "WA_SIDECAR_TOKEN": true, "WA_SIDECAR_GATEWAY_URL": true,
+		"WHATSAPP_MODE": false, "KEYBOARD": false, "PATH": false, "HERMES_HOME": false,
+	} {
+		if got := secretEnv(name); got != want {
+			t.Errorf("secretEnv(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

@@ -152,7 +152,7 @@ func startFeed(c *cli.Context, fs feedSettings, m *procmon.Monitor, logger *slog
 	}
 	token, tokenFile := fs.token, fs.tokenFile
 	if err := feed.PrepareStateDir(dir); err != nil {
-		return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitError)
+		return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), fileExitCode(err))
 	}
 	lock, err := feed.LockStateDir(dir)
 	var held *feed.StateDirHeldError
@@ -160,7 +160,7 @@ func startFeed(c *cli.Context, fs feedSettings, m *procmon.Monitor, logger *slog
 		return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitTempFail)
 	}
 	if err != nil {
-		return nil, nil, cli.Exit("wa-sidecar: "+err.Error()+"; pass --state-dir to choose another", exitError)
+		return nil, nil, cli.Exit("wa-sidecar: "+err.Error()+"; pass --state-dir to choose another", fileExitCode(err))
 	}
 	defer func() {
 		if err != nil {
@@ -218,4 +218,15 @@ func startFeed(c *cli.Context, fs feedSettings, m *procmon.Monitor, logger *slog
 		lock.Unlock()
 	}
 	return srv, wait, nil
+}
+
+// fileExitCode is the exit code for an error about the sidecar's own
+// directories: 78 (a configuration to fix, which the unit does not
+// restart in a loop) when one is not safe to trust, else 1.
+func fileExitCode(err error) int {
+	var unsafe *privdir.UnsafeError
+	if errors.As(err, &unsafe) {
+		return exitConfig
+	}
+	return exitError
 }

@@ -708,8 +708,8 @@ func secretEnv(name string) bool {
 	case tokenEnv, gatewayURLEnv:
 		return true
 	}
-	n := strings.ToUpper(name)
-	for _, suffix := range []string{"_TOKEN", "_KEY", "_SECRET", "_PASSWORD", "_PASS"} {
+	n := "_" + strings.ToUpper(name)
+	for _, suffix := range []string{"_TOKEN", "_KEY", "_SECRET", "_PASSWORD", "_PASS", "_PASSWD", "_CREDENTIALS"} {
 		if strings.HasSuffix(n, suffix) {
 			return true
 		}

@@ -59,7 +59,7 @@ func protectSession(c *cli.Context, target bridge.Target, cfg *procmon.Config, l
 			return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitTempFail)
 		}
 		if err != nil {
-			return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitError)
+			return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), fileExitCode(err))
 		}
 		cfg.Hold = g.Hold
 		cfg.BeforeSpawn = chainBefore(cfg.BeforeSpawn, g.BeforeSpawn)
@@ -79,7 +79,7 @@ func protectSession(c *cli.Context, target bridge.Target, cfg *procmon.Config, l
 		if g != nil {
 			g.Close()
 		}
-		return nil, nil, cli.Exit(fmt.Sprintf("wa-sidecar: %v", err), exitError)
+		return nil, nil, cli.Exit(fmt.Sprintf("wa-sidecar: %v", err), fileExitCode(err))
 	}
 	logger.Info("appending the bridge's output to bridge.log", "path", logPath)
 	// Each batch of the bridge's output goes to bridge.log with one write.
