@@ -117,16 +117,7 @@ func (r *Reaper) Strays(since uint64, group int) []Identity {
 		}
 	}
 	r.mu.Unlock()
-	var out []Identity
-	for len(roots) > 0 {
-		s := roots[0]
-		roots = roots[1:]
-		if s.Pgrp != group {
-			out = append(out, Identity{Pid: s.Pid, StartTime: s.StartTime})
-		}
-		roots = append(roots, kids[s.Pid]...)
-	}
-	return out
+	return outsideGroup(roots, kids, group)
 }
 
 // Descendants lists pid's descendants, as /proc shows them now, that are
@@ -137,15 +128,20 @@ func Descendants(pid, group int) []Identity {
 	for _, s := range processes() {
 		kids[s.PPid] = append(kids[s.PPid], s)
 	}
+	return outsideGroup(kids[pid], kids, group)
+}
+
+// outsideGroup walks roots and their descendants (kids maps a pid to its
+// children) and lists those not in process group group.
+func outsideGroup(roots []Stat, kids map[int][]Stat, group int) []Identity {
 	var out []Identity
-	next := kids[pid]
-	for len(next) > 0 {
-		s := next[0]
-		next = next[1:]
+	for len(roots) > 0 {
+		s := roots[0]
+		roots = roots[1:]
 		if s.Pgrp != group {
 			out = append(out, Identity{Pid: s.Pid, StartTime: s.StartTime})
 		}
-		next = append(next, kids[s.Pid]...)
+		roots = append(roots, kids[s.Pid]...)
 	}
 	return out
 }

@@ -317,24 +317,15 @@ func ReadDiscoveredToken(dir string, d Discovery) (string, error) {
 }
 
 func readForeignToken(path string, owner uint32) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
-	}
-	switch {
-	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return nil, &privdir.UnsafeError{Path: path, Problem: "is not a regular file", Fix: "pass --token-file"}
-	case st.Uid != 0 && st.Uid != owner:
-		return nil, &privdir.UnsafeError{Path: path, Problem: fmt.Sprintf("is owned by uid %d, neither root nor the sidecar's user", st.Uid), Fix: "pass --token-file"}
-	case st.Mode&0o022 != 0:
-		return nil, &privdir.UnsafeError{Path: path, Problem: fmt.Sprintf("is writable by other users (mode %04o)", st.Mode&0o7777), Fix: "chmod go-w " + path}
-	}
-	return io.ReadAll(io.LimitReader(f, maxTokenBytes+64))
+	return privdir.ReadRegularFileChecked(path, maxTokenBytes+64, func(st *unix.Stat_t) error {
+		switch {
+		case st.Uid != 0 && st.Uid != owner:
+			return &privdir.UnsafeError{Path: path, Problem: fmt.Sprintf("is owned by uid %d, neither root nor the sidecar's user", st.Uid), Fix: "pass --token-file"}
+		case st.Mode&0o022 != 0:
+			return &privdir.UnsafeError{Path: path, Problem: fmt.Sprintf("is writable by other users (mode %04o)", st.Mode&0o7777), Fix: "chmod go-w " + path}
+		}
+		return nil
+	})
 }
 
 // RemoveDiscovery removes the discovery file in dir if it is still the

@@ -120,22 +120,6 @@ func TestListenErrors(t *testing.T) {
 	}
 }
 
-// victimFile is a file an attack tries to overwrite or read through a
-// planted link; untouched fails the test if it changed.
-func victimFile(t *testing.T) (path string, untouched func()) {
-	t.Helper()
-	path = filepath.Join(t.TempDir(), "victim")
-	if err := os.WriteFile(path, []byte("precious\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path, func() {
-		t.Helper()
-		if b, err := os.ReadFile(path); err != nil || string(b) != "precious\n" {
-			t.Fatalf("the planted link's target changed: %q, %v", b, err)
-		}
-	}
-}
-
 func wantUnsafe(t *testing.T, what string, err error, says string) {
 	t.Helper()
 	var ue *privdir.UnsafeError
@@ -148,7 +132,7 @@ func wantUnsafe(t *testing.T, what string, err error, says string) {
 // (it used to be truncated and overwritten with the holder's pid).
 func TestLockStateDirRefusesAPlantedLink(t *testing.T) {
 	dir := t.TempDir()
-	target, untouched := victimFile(t)
+	target, untouched := proctest.VictimFile(t)
 	os.Symlink(target, filepath.Join(dir, LockFileName))
 	_, err := LockStateDir(dir)
 	wantUnsafe(t, "symlinked lock", err, "is a symbolic link")
@@ -164,7 +148,7 @@ func TestStateDirWritableByAnotherUserIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(dir, 0o777)
-	target, untouched := victimFile(t)
+	target, untouched := proctest.VictimFile(t)
 	for what, err := range map[string]error{
 		"PrepareStateDir": PrepareStateDir(dir),
 		"LockStateDir":    func() error { _, err := LockStateDir(dir); return err }(),
@@ -190,7 +174,7 @@ func TestStateDirWritableByAnotherUserIsRefused(t *testing.T) {
 // through.
 func TestStateFilesReplacePlantedLinks(t *testing.T) {
 	dir := t.TempDir()
-	target, untouched := victimFile(t)
+	target, untouched := proctest.VictimFile(t)
 	for _, name := range []string{TokenFileName, DiscoveryFileName} {
 		os.Symlink(target, filepath.Join(dir, name))
 	}
@@ -298,7 +282,7 @@ func TestReadDiscoveredToken(t *testing.T) {
 	if tok, err := ReadDiscoveredToken(dir, disc(path)); err != nil || tok != "good-token" {
 		t.Fatalf("token in the state dir: %q, %v", tok, err)
 	}
-	target, _ := victimFile(t) // one line, so it would pass as a token
+	target, _ := proctest.VictimFile(t) // one line, so it would pass as a token
 	os.Remove(path)
 	os.Symlink(target, path)
 	if tok, err := ReadDiscoveredToken(dir, disc(path)); err == nil {

@@ -197,7 +197,7 @@ func line(s string) procmon.Line {
 // (the bridge's output, QR codes included, used to be appended to it).
 func TestBridgeLogRefusesAPlantedLink(t *testing.T) {
 	dir := t.TempDir()
-	target, untouched := victimFile(t)
+	target, untouched := proctest.VictimFile(t)
 	os.Symlink(target, filepath.Join(dir, "bridge.log"))
 	_, err := OpenBridgeLog(BridgeLogConfig{Path: filepath.Join(dir, "bridge.log")})
 	if err == nil || !strings.Contains(err.Error(), "symbolic link") || !strings.Contains(err.Error(), "--bridge-log") {
@@ -212,7 +212,7 @@ func TestBridgeLogInADirectoryOthersCanWriteIsRefused(t *testing.T) {
 	dir := filepath.Join(proctest.SharedTempDir(t), "shared")
 	os.Mkdir(dir, 0o700)
 	os.Chmod(dir, 0o1777)
-	target, untouched := victimFile(t)
+	target, untouched := proctest.VictimFile(t)
 	path := filepath.Join(dir, "bridge.log")
 	if _, err := OpenBridgeLog(BridgeLogConfig{Path: path}); err == nil || !strings.Contains(err.Error(), "chmod go-w "+dir) {
 		t.Fatalf("OpenBridgeLog = %v, want a refusal with the fix", err)

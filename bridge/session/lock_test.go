@@ -104,27 +104,11 @@ func FuzzParseLockInfo(f *testing.F) {
 	})
 }
 
-// victimFile is a file an attack tries to reach through a planted link;
-// untouched fails the test if it changed.
-func victimFile(t *testing.T) (path string, untouched func()) {
-	t.Helper()
-	path = filepath.Join(t.TempDir(), "victim")
-	if err := os.WriteFile(path, []byte("precious\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path, func() {
-		t.Helper()
-		if b, err := os.ReadFile(path); err != nil || string(b) != "precious\n" {
-			t.Fatalf("the planted link's target changed: %q, %v", b, err)
-		}
-	}
-}
-
 // A session lock planted as a link is refused and its target left alone
 // (it used to be truncated and overwritten with our pid).
 func TestSessionLockRefusesAPlantedLink(t *testing.T) {
 	dir := newSession(t, pairedCreds)
-	target, untouched := victimFile(t)
+	target, untouched := proctest.VictimFile(t)
 	os.Mkdir(filepath.Join(dir, StateDirName), 0o700)
 	os.Symlink(target, filepath.Join(dir, StateDirName, "lock"))
 	_, err := Open(Config{SessionDir: dir})

@@ -390,6 +390,12 @@ func (d *Dir) Names() ([]string, error) {
 // bytes. A FIFO or a device named by mistake gets an error at once instead
 // of blocking the open, or a read that never ends (/dev/zero).
 func ReadRegularFile(path string, max int64) ([]byte, error) {
+	return ReadRegularFileChecked(path, max, nil)
+}
+
+// ReadRegularFileChecked is ReadRegularFile with one more check, if check
+// is not nil, of the opened file's status before anything is read.
+func ReadRegularFileChecked(path string, max int64, check func(st *unix.Stat_t) error) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 	if err != nil {
 		return nil, err
@@ -400,7 +406,12 @@ func ReadRegularFile(path string, max int64) ([]byte, error) {
 		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("%s is not a regular file", path)
+		return nil, &UnsafeError{Path: path, Problem: "is not a regular file", Fix: "name a regular file"}
+	}
+	if check != nil {
+		if err := check(&st); err != nil {
+			return nil, err
+		}
 	}
 	b, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {

@@ -2,6 +2,7 @@ package privdir
 
 import (
 	"errors"
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,21 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// victim is a file the attacks below try to reach; it must stay as it is.
-func victim(t *testing.T) (path string, check func()) {
-	t.Helper()
-	path = filepath.Join(t.TempDir(), "victim")
-	if err := os.WriteFile(path, []byte("precious\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path, func() {
-		t.Helper()
-		if b, err := os.ReadFile(path); err != nil || string(b) != "precious\n" {
-			t.Fatalf("the link's target was touched: %q, %v", b, err)
-		}
-	}
-}
 
 func unsafeErr(t *testing.T, err error, want string) {
 	t.Helper()
@@ -110,7 +96,7 @@ func TestOpenFileRefusesPlantedFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	target, untouched := victim(t)
+	target, untouched := proctest.VictimFile(t)
 
 	os.Symlink(target, filepath.Join(dir, "lock"))
 	_, err = d.OpenFile("lock", os.O_RDWR|os.O_CREATE, 0o600)
@@ -150,7 +136,7 @@ func TestWriteFileReplacesLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	target, untouched := victim(t)
+	target, untouched := proctest.VictimFile(t)
 	os.Symlink(target, filepath.Join(dir, "token"))
 	if err := d.WriteFile("token", []byte("new\n"), 0o600, true); err != nil {
 		t.Fatal(err)

@@ -40,3 +40,19 @@ func SharedTempDir(t testing.TB) string {
 	}
 	return dir
 }
+
+// VictimFile makes a file that an attack through a planted link tries to
+// overwrite or read; untouched fails the test if it changed.
+func VictimFile(t testing.TB) (path string, untouched func()) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(path, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, func() {
+		t.Helper()
+		if b, err := os.ReadFile(path); err != nil || string(b) != "precious\n" {
+			t.Fatalf("the planted link's target changed: %q, %v", b, err)
+		}
+	}
+}
