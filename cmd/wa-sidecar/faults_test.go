@@ -23,17 +23,7 @@ import (
 // and SIGTERM must all go on, and the sidecar exits 0.
 func TestStalledNotifySocketDoesNotHangExit(t *testing.T) {
 	bin, fake := binaries(t)
-	dir, err := os.MkdirTemp("", "sdn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "notify")
-	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sock.Close()
+	path, _ := notifySocket(t)
 	filler, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
@@ -164,17 +154,7 @@ func TestSetsidGrandchildIsReportedWithoutSubreaper(t *testing.T) {
 // leave alone holds the bridge's port, /v1/status carries the reason and
 // the holder in fields, not only in the message.
 func TestStatusSaysPortBusyForPrograms(t *testing.T) {
-	sidecar, fake := binaries(t)
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	state := t.TempDir()
-	p := startSidecar(t, sidecar, "run", "--state-dir", state, "--session-dir", filepath.Join(t.TempDir(), "session"),
-		"--port", port, "--backoff-initial", "50ms", "--backoff-max", "200ms", "--", fake, "-hang")
-	p.waitLog("status server listening")
+	p, _, state, _ := sidecarWithPortHeld(t)
 	p.waitLog("could not start the bridge")
 	type holder struct {
 		Pid  int    `json:"pid"`

@@ -377,17 +377,7 @@ func TestInstallServiceCommand(t *testing.T) {
 // bridge is ready, WATCHDOG=1 pings, and STOPPING=1 at SIGTERM, then exit 0.
 func TestSystemdNotifyFromTheBinary(t *testing.T) {
 	bin, fake := binaries(t)
-	dir, err := os.MkdirTemp("", "sdn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	sock, conn := notifySocket(t)
 	msgs := make(chan string, 1024)
 	go func() {
 		defer close(msgs)
@@ -669,4 +659,23 @@ func TestInstallServiceGatewayName(t *testing.T) {
 			t.Errorf("%s %q: files %q; want the drop-in at %s", tc.env, tc.args, paths, want)
 		}
 	}
+}
+
+// notifySocket is a NOTIFY_SOCKET of the test's: a datagram socket at a
+// short path (a socket's path is limited to 108 bytes, which t.TempDir can
+// exceed), closed and removed when the test ends.
+func notifySocket(t *testing.T) (path string, conn *net.UnixConn) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sdn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path = filepath.Join(dir, "notify")
+	conn, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return path, conn
 }

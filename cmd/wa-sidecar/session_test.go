@@ -76,17 +76,7 @@ func TestBridgeLogOff(t *testing.T) {
 // sidecar's own events ("pid" is the event's own field there, so the
 // holder's pid needs a name of its own).
 func TestPortBusyNamesTheHolderOnTheWire(t *testing.T) {
-	sidecar, fake := binaries(t)
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	state := t.TempDir()
-	p := startSidecar(t, sidecar, "run", "--state-dir", state, "--session-dir", filepath.Join(t.TempDir(), "session"),
-		"--port", port, "--backoff-initial", "50ms", "--backoff-max", "200ms", "--", fake, "-hang")
-	p.waitLog("status server listening")
+	p, sidecar, state, port := sidecarWithPortHeld(t)
 
 	watch := exec.Command(sidecar, "watch", "--json", "--state-dir", state)
 	out, err := watch.StdoutPipe()
@@ -114,8 +104,27 @@ func TestPortBusyNamesTheHolderOnTheWire(t *testing.T) {
 		t.Fatalf("watch ended without a port_busy event: %v", sc.Err())
 	}
 	me := float64(os.Getpid())
-	if busy["holder_pid"] != me || busy["holder_name"] != signals.ProcessName(os.Getpid()) || busy["port"] != float64(ln.Addr().(*net.TCPAddr).Port) {
+	if busy["holder_pid"] != me || busy["holder_name"] != signals.ProcessName(os.Getpid()) || busy["port"] != float64(port) {
 		t.Fatalf("port_busy on the wire does not name this test (pid %v) as the holder: %v", me, busy)
 	}
 	p.stopOK()
+}
+
+// sidecarWithPortHeld starts a sidecar whose bridge port a program of the
+// test's holds (a listener the sidecar must leave alone), and waits until
+// its status server listens.
+func sidecarWithPortHeld(t *testing.T) (p *sidecarProc, sidecar, state string, port int) {
+	t.Helper()
+	sidecar, fake := binaries(t)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	port = ln.Addr().(*net.TCPAddr).Port
+	state = t.TempDir()
+	p = startSidecar(t, sidecar, "run", "--state-dir", state, "--session-dir", filepath.Join(t.TempDir(), "session"),
+		"--port", strconv.Itoa(port), "--backoff-initial", "50ms", "--backoff-max", "200ms", "--", fake, "-hang")
+	p.waitLog("status server listening")
+	return p, sidecar, state, port
 }
