@@ -24,20 +24,57 @@ type Identity struct {
 // start, so it must not be signalled.
 var ErrNotSameProcess = errors.New("pid now belongs to another process")
 
-// StartTime reads when pid started, in clock ticks after boot.
-func StartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	return parseStartTime(b)
+// Stat is what /proc/PID/stat tells of a process: the one parse of that
+// line for wa-sidecar, its tests and its benchmark.
+type Stat struct {
+	Pid       int
+	Comm      string // command name (field 2), without its parentheses
+	State     string // state letter (field 3): R, S, D, Z, X, ...
+	PPid      int    // parent pid
+	Pgrp      int    // process group
+	StartTime uint64 // clock ticks after boot
 }
 
-// parseStartTime reads field 22 of a /proc/PID/stat line. The command name
-// (field 2) may hold spaces and parentheses, so fields are counted from the
-// last ')'.
-func parseStartTime(stat []byte) (uint64, error) {
-	s, err := parseStat(stat)
+// ReadStat reads pid's /proc/PID/stat.
+func ReadStat(pid int) (Stat, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return Stat{}, err
+	}
+	return ParseStat(b)
+}
+
+// ParseStat reads a /proc/PID/stat line. The command name (field 2) may
+// hold anything a program chose, spaces, parentheses and newlines
+// included, so it runs from the first '(' to the last ')' and the other
+// fields are counted from there.
+func ParseStat(stat []byte) (Stat, error) {
+	open := bytes.IndexByte(stat, '(')
+	end := bytes.LastIndexByte(stat, ')')
+	if open < 1 || end < open || stat[open-1] != ' ' {
+		return Stat{}, errors.New("malformed /proc stat line")
+	}
+	// fields[0] is field 3 (state): field 4 (ppid) is fields[1], field 5
+	// (pgrp) fields[2] and field 22 (starttime) fields[19].
+	fields := bytes.Fields(stat[end+1:])
+	if len(fields) < 20 {
+		return Stat{}, errors.New("short /proc stat line")
+	}
+	s := Stat{Comm: string(stat[open+1 : end]), State: string(fields[0])}
+	var errs [4]error
+	s.Pid, errs[0] = strconv.Atoi(string(stat[:open-1]))
+	s.PPid, errs[1] = strconv.Atoi(string(fields[1]))
+	s.Pgrp, errs[2] = strconv.Atoi(string(fields[2]))
+	s.StartTime, errs[3] = strconv.ParseUint(string(fields[19]), 10, 64)
+	if err := errors.Join(errs[:]...); err != nil {
+		return Stat{}, fmt.Errorf("malformed /proc stat line: %w", err)
+	}
+	return s, nil
+}
+
+// StartTime reads when pid started, in clock ticks after boot.
+func StartTime(pid int) (uint64, error) {
+	s, err := ReadStat(pid)
 	return s.StartTime, err
 }
 

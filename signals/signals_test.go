@@ -46,19 +46,6 @@ func TestSet(t *testing.T) {
 	}
 }
 
-func TestParseStartTime(t *testing.T) {
-	line := []byte("123 (we ird) (name)) S 1 123 123 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 0 0")
-	got, err := parseStartTime(line)
-	if err != nil || got != 987654 {
-		t.Fatalf("got %d, %v", got, err)
-	}
-	for _, bad := range []string{"", "no paren", "1 (x) S 1"} {
-		if _, err := parseStartTime([]byte(bad)); err == nil {
-			t.Errorf("parseStartTime(%q) accepted", bad)
-		}
-	}
-}
-
 func TestIdentityRefusesAnotherProcess(t *testing.T) {
 	cmd := exec.Command("sleep", "30")
 	if err := cmd.Start(); err != nil {

@@ -1,9 +1,6 @@
 package signals
 
 import (
-	"bytes"
-	"errors"
-	"fmt"
 	"os"
 	"strconv"
 	"sync"
@@ -12,48 +9,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// Stat is what the sidecar reads of a process from /proc/PID/stat.
-type Stat struct {
-	Pid, PPid int
-	Pgrp      int    // process group
-	StartTime uint64 // clock ticks after boot
-}
-
-// ReadStat reads pid's /proc/PID/stat.
-func ReadStat(pid int) (Stat, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return Stat{}, err
-	}
-	return parseStat(b)
-}
-
-// parseStat reads a /proc/PID/stat line. The command name (field 2) may
-// hold spaces and parentheses, so fields are counted from the last ')'.
-func parseStat(stat []byte) (Stat, error) {
-	pid, _, _ := bytes.Cut(stat, []byte(" "))
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return Stat{}, errors.New("malformed /proc stat line")
-	}
-	// fields[0] is field 3 (state): field 4 (ppid) is fields[1], field 5
-	// (pgrp) fields[2] and field 22 (starttime) fields[19].
-	fields := bytes.Fields(stat[i+1:])
-	if len(fields) < 20 {
-		return Stat{}, errors.New("short /proc stat line")
-	}
-	var s Stat
-	var errs [4]error
-	s.Pid, errs[0] = strconv.Atoi(string(pid))
-	s.PPid, errs[1] = strconv.Atoi(string(fields[1]))
-	s.Pgrp, errs[2] = strconv.Atoi(string(fields[2]))
-	s.StartTime, errs[3] = strconv.ParseUint(string(fields[19]), 10, 64)
-	if err := errors.Join(errs[:]...); err != nil {
-		return Stat{}, fmt.Errorf("malformed /proc stat line: %w", err)
-	}
-	return s, nil
-}
 
 // ProcIsOurs reports whether /proc shows this process's own PID
 // namespace. Under `unshare --pid` without a /proc of its own, /proc is

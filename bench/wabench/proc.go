@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
 // mono is now on CLOCK_MONOTONIC, in nanoseconds.
@@ -81,20 +82,11 @@ type procInfo struct {
 }
 
 func readProc(pid int) (procInfo, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s, err := signals.ReadStat(pid)
 	if err != nil {
 		return procInfo{}, false
 	}
-	open, close := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-	if open < 0 || close < open {
-		return procInfo{}, false
-	}
-	f := strings.Fields(string(b[close+1:]))
-	if len(f) < 2 {
-		return procInfo{}, false
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return procInfo{pid: pid, ppid: ppid, comm: string(b[open+1 : close]), state: f[0]}, true
+	return procInfo{pid: pid, ppid: s.PPid, comm: s.Comm, state: s.State}, true
 }
 
 func allProcs() []procInfo {

@@ -179,7 +179,10 @@ func descendants(pid int) []int {
 }
 
 // parentOf reads the parent pid (field 4) of /proc/PID/stat, counting from
-// the last ')' since the command name may hold anything.
+// the last ')' since the command name may hold anything. It does not use
+// signals.ReadStat: the model imports nothing of wa-sidecar (see the
+// package doc and kill.go), so that a bug in the sidecar's /proc reading
+// cannot hide in the model meant to catch it.
 func parentOf(pid int) (int, bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
 // Main runs a package's tests with the fake bridge built into a temporary
@@ -88,26 +90,11 @@ func CheckLeaks(opts ...goleak.Option) error {
 // State returns pid's state letter (R, S, Z, ...) and parent pid from
 // /proc/PID/stat, and false once there is no such process.
 func State(pid int) (state string, ppid int, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	s, err := signals.ReadStat(pid)
 	if err != nil {
 		return "", 0, false
 	}
-	// The command name (field 2) may hold spaces and parentheses, so
-	// fields are counted from the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return "", 0, false
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 2 {
-		return "", 0, false
-	}
-	ppid, err = strconv.Atoi(f[1])
-	if err != nil {
-		return "", 0, false
-	}
-	return f[0], ppid, true
+	return s.State, s.PPid, true
 }
 
 // Running reports whether pid is alive and not a zombie.
