@@ -120,7 +120,7 @@ func WriteToken(dir, tok string) (string, error) {
 		return "", err
 	}
 	defer d.Close()
-	if err := d.WriteFile(TokenFileName, []byte(tok+"\n"), 0o600, false); err != nil {
+	if err := d.WriteFile(TokenFileName, []byte(tok+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write token: %w", err)
 	}
 	return filepath.Join(d.Path(), TokenFileName), nil
@@ -156,7 +156,7 @@ func WriteDiscovery(dir string, d Discovery) error {
 		return err
 	}
 	defer sd.Close()
-	if err := sd.WriteFile(DiscoveryFileName, append(b, '\n'), 0o600, false); err != nil {
+	if err := sd.WriteFile(DiscoveryFileName, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write discovery file: %w", err)
 	}
 	return nil

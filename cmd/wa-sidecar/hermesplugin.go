@@ -17,8 +17,8 @@ import (
 	"github.com/urfave/cli/v2"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/wa-sidecar/wa-sidecar/bridge/session"
 	"github.com/wa-sidecar/wa-sidecar/integrations/hermes"
+	"github.com/wa-sidecar/wa-sidecar/internal/privdir"
 )
 
 func installHermesPluginCommand() *cli.Command {
@@ -686,10 +686,10 @@ func insertEnabled(src []byte, name string) ([]byte, error) {
 	return insert(last+1, itemIndent+"- "+name), nil
 }
 
-// writeFileChecked is session.WriteFile (atomic, never through a link),
+// writeFileChecked is privdir.WriteFile (atomic, never through a link),
 // with the path in its error.
 func writeFileChecked(p string, data []byte, perm os.FileMode) error {
-	if err := session.WriteFile(p, data, perm); err != nil {
+	if err := privdir.WriteFile(p, data, perm); err != nil {
 		return fmt.Errorf("write %s: %w", p, err)
 	}
 	return nil

@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
-	"github.com/wa-sidecar/wa-sidecar/bridge/session"
+	"github.com/wa-sidecar/wa-sidecar/internal/privdir"
 )
 
 func prepareBridgeCommand() *cli.Command {
@@ -71,7 +71,7 @@ func prepareBridgeAction(c *cli.Context) error {
 		return cli.Exit("wa-sidecar: prepare-bridge: "+err.Error(), exitError)
 	}
 	path := filepath.Join(dir, "node_modules", ".hermes-pkg-hash")
-	if err := session.WriteFile(path, []byte(stamp), 0o644); err != nil {
+	if err := privdir.WriteFile(path, []byte(stamp), 0o644); err != nil {
 		return cli.Exit("wa-sidecar: prepare-bridge: write the npm stamp: "+err.Error(), exitError)
 	}
 	fmt.Fprintf(c.App.Writer, "wrote %s (%s)\n", path, stamp)
@@ -98,7 +98,7 @@ func copyBridgeFiles(src, dst string) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		if err := session.WriteFile(filepath.Join(dst, e.Name()), data, 0o644); err != nil {
+		if err := privdir.WriteFile(filepath.Join(dst, e.Name()), data, 0o644); err != nil {
 			return n, err
 		}
 		n++

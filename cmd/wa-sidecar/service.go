@@ -26,6 +26,7 @@ import (
 
 	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
 	"github.com/wa-sidecar/wa-sidecar/bridge/notify"
+	"github.com/wa-sidecar/wa-sidecar/internal/privdir"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
@@ -817,9 +818,10 @@ func writeUnitFiles(files []unitFile, force bool) ([]bool, error) {
 	return changed, nil
 }
 
-// writeUnitFile writes then renames, so systemd never reads half a file.
-// The temporary file is created afresh (never through a link planted
-// there), so a secret one is mode 0600 from its first byte.
+// writeUnitFile replaces a unit file atomically, so systemd never reads
+// half a file. privdir.WriteFile creates its temporary file afresh, mode
+// 0600 and never through a link planted there, so a secret one is private
+// from its first byte.
 func writeUnitFile(path, text string, secret bool) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("creating %s: %w", filepath.Dir(path), err)
@@ -828,23 +830,7 @@ func writeUnitFile(path, text string, secret bool) error {
 	if secret {
 		mode = 0o600
 	}
-	tmp := path + ".tmp"
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("writing %s: %w", tmp, err)
-	}
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", tmp, err)
-	}
-	_, err = f.WriteString(text)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := privdir.WriteFile(path, []byte(text), mode); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil

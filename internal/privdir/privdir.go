@@ -286,9 +286,10 @@ func (d *Dir) ReadFile(name string, max int64) ([]byte, error) {
 
 // WriteFile replaces name in d with data, mode perm: through a temporary
 // file and a rename, so a reader sees the old file or the new one, and a
-// link at name is replaced, never followed. With sync, the data and the
-// rename are flushed to disk before it returns.
-func (d *Dir) WriteFile(name string, data []byte, perm os.FileMode, sync bool) error {
+// link at name is replaced, never followed. The data and then the rename
+// are flushed to disk before it returns, so a crash or a power cut at any
+// moment leaves the old file or the new one, never a torn or empty one.
+func (d *Dir) WriteFile(name string, data []byte, perm os.FileMode) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -315,10 +316,8 @@ func (d *Dir) WriteFile(name string, data []byte, perm os.FileMode, sync bool) e
 	if _, err := f.Write(data); err != nil {
 		return err
 	}
-	if sync {
-		if err := f.Sync(); err != nil {
-			return err
-		}
+	if err := f.Sync(); err != nil {
+		return err
 	}
 	if err := f.Close(); err != nil {
 		return err
@@ -329,12 +328,25 @@ func (d *Dir) WriteFile(name string, data []byte, perm os.FileMode, sync bool) e
 		return &os.LinkError{Op: "rename", Old: d.join(tmp), New: d.join(name), Err: err}
 	}
 	ok = true
-	if sync {
-		if err := unix.Fsync(d.fd); err != nil {
-			return &os.PathError{Op: "fsync", Path: d.path, Err: err}
-		}
+	if err := unix.Fsync(d.fd); err != nil {
+		return &os.PathError{Op: "fsync", Path: d.path, Err: err}
 	}
 	return nil
+}
+
+// WriteFile replaces the file at path with data, mode perm, as
+// Dir.WriteFile does, in a directory the caller chose that need not be
+// private (a systemd unit directory, the bridge's install): atomically and
+// durably, and a link at path is replaced, never written through.
+func WriteFile(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	d := &Dir{path: dir, fd: fd}
+	defer d.Close()
+	return d.WriteFile(filepath.Base(path), data, perm)
 }
 
 // Remove removes name from d; a link is removed, not its target.

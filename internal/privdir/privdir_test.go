@@ -138,7 +138,7 @@ func TestWriteFileReplacesLinks(t *testing.T) {
 	defer d.Close()
 	target, untouched := proctest.VictimFile(t)
 	os.Symlink(target, filepath.Join(dir, "token"))
-	if err := d.WriteFile("token", []byte("new\n"), 0o600, true); err != nil {
+	if err := d.WriteFile("token", []byte("new\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	untouched()
@@ -154,6 +154,36 @@ func TestWriteFileReplacesLinks(t *testing.T) {
 	}
 	if _, err := d.ReadFile("token", 2); err == nil {
 		t.Fatal("a file over the limit was read")
+	}
+}
+
+// The package's WriteFile works in a directory it does not vouch for, with
+// the same atomic rename: a link at the path is replaced, the mode is the
+// one asked for, and no temporary file is left.
+func TestWriteFileAnyDirectory(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	target, untouched := proctest.VictimFile(t)
+	path := filepath.Join(dir, "unit.service")
+	os.Symlink(target, path)
+	if err := WriteFile(path, []byte("[Unit]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	untouched()
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode() != 0o644 {
+		t.Fatalf("mode %v, %v", fi.Mode(), err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "[Unit]\n" {
+		t.Fatalf("content %q", b)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("temporary files left: %v", ents)
+	}
+	if err := WriteFile(filepath.Join(dir, "missing", "x"), nil, 0o600); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a missing directory: %v", err)
 	}
 }
 
