@@ -369,11 +369,30 @@ func makeCacheDirs(in gateway.Install, logger *slog.Logger) {
 // commands: the first TERM, INT or QUIT stops gracefully, a second INT forces,
 // HUP restarts the bridge, USR1 and USR2 are passed on.
 func supervise(m *procmon.Monitor, sigs <-chan os.Signal, logger *slog.Logger) error {
-
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() { errc <- m.Run(ctx) }()
+
+	// The commands go to the monitor from one goroutine, in the order their
+	// signals came: a goroutine each let USR2 overtake USR1. The loop below
+	// never waits for them, so a stop still gets through at once.
+	cmds := make(chan func(), 64)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for f := range cmds {
+			f()
+		}
+	}()
+	defer func() { close(cmds); <-sent }()
+	queue := func(sig syscall.Signal, f func()) {
+		select {
+		case cmds <- f:
+		default:
+			logger.Warn("too many signals waiting to be passed on; this one is dropped", "signal", signals.Name(sig))
+		}
+	}
 
 	stopping := false
 	for {
@@ -398,15 +417,15 @@ func supervise(m *procmon.Monitor, sigs <-chan os.Signal, logger *slog.Logger) e
 					cancel()
 				} else if sig == syscall.SIGINT {
 					logger.Warn("second interrupt: killing the bridge now")
-					go m.Kill(context.Background())
+					queue(sig, func() { logIfErr(logger, "kill", m.Kill(context.Background())) })
 				} else {
 					logger.Info("already stopping", "signal", signals.Name(sig))
 				}
 			case syscall.SIGHUP:
 				logger.Info("SIGHUP: restarting the bridge")
-				go func() { logIfErr(logger, "restart", m.Restart(context.Background())) }()
+				queue(sig, func() { logIfErr(logger, "restart", m.Restart(context.Background())) })
 			default:
-				go func() { logIfErr(logger, "forward "+signals.Name(sig), m.Signal(context.Background(), sig)) }()
+				queue(sig, func() { logIfErr(logger, "forward "+signals.Name(sig), m.Signal(context.Background(), sig)) })
 			}
 		}
 	}
