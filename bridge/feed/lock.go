@@ -1,17 +1,12 @@
 package feed
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/wa-sidecar/wa-sidecar/internal/privdir"
-	"github.com/wa-sidecar/wa-sidecar/signals"
+	"github.com/wa-sidecar/wa-sidecar/internal/lockfile"
 )
 
 // LockFileName is the lock a running server holds in its state directory.
@@ -43,15 +38,7 @@ func (e *StateDirHeldError) Error() string {
 // held for the server's life. The kernel drops it when the holder dies,
 // however it dies, so a crashed sidecar never blocks the next one.
 type StateLock struct {
-	f *os.File
-}
-
-// lockHolder is what the holder writes into the lock file, so that a
-// second sidecar can name it.
-type lockHolder struct {
-	Pid       int       `json:"pid"`
-	StartTime uint64    `json:"start_time"`
-	Since     time.Time `json:"since"`
+	l *lockfile.Lock
 }
 
 // LockStateDir takes the lock of dir, which must exist, or returns a
@@ -65,59 +52,19 @@ func LockStateDir(dir string) (*StateLock, error) {
 		return nil, err
 	}
 	defer d.Close()
-	path := filepath.Join(d.Path(), LockFileName)
-	f, err := d.OpenFile(LockFileName, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
+	l, err := lockfile.Take(d, LockFileName)
+	var held *lockfile.HeldError
+	switch {
+	case errors.As(err, &held):
+		return nil, &StateDirHeldError{Dir: d.Path(), Pid: held.Holder.Pid, Name: held.Name, Since: held.Since}
+	case err != nil:
 		return nil, fmt.Errorf("open the state directory's lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, stateDirHeldBy(d)
-		}
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	id, err := signals.IdentityOf(os.Getpid())
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("read own identity: %w", err)
-	}
-	data, err := json.Marshal(lockHolder{Pid: id.Pid, StartTime: id.StartTime, Since: time.Now().UTC()})
-	if err == nil {
-		err = f.Truncate(0)
-	}
-	if err == nil {
-		_, err = f.WriteAt(append(data, '\n'), 0)
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("write %s: %w", path, err)
-	}
-	return &StateLock{f: f}, nil
-}
-
-// stateDirHeldBy reads the lock file of a lock another process holds. It
-// names the holder only if that process still runs, so a damaged or old
-// file never names a wrong one.
-func stateDirHeldBy(d *privdir.Dir) error {
-	e := &StateDirHeldError{Dir: d.Path()}
-	data, err := d.ReadFile(LockFileName, 4096)
-	if err != nil {
-		return e
-	}
-	var h lockHolder
-	if json.Unmarshal(data, &h) != nil || h.Pid <= 0 || h.StartTime == 0 {
-		return e
-	}
-	if !(signals.Identity{Pid: h.Pid, StartTime: h.StartTime}).Alive() {
-		return e
-	}
-	e.Pid, e.Name, e.Since = h.Pid, signals.ProcessName(h.Pid), h.Since
-	return e
+	return &StateLock{l: l}, nil
 }
 
 // Unlock releases the lock. The file stays: removing it would let a
 // second sidecar lock a new file while a third still waits on the old one.
 func (l *StateLock) Unlock() error {
-	return l.f.Close()
+	return l.l.Close()
 }

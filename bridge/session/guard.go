@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wa-sidecar/wa-sidecar/internal/lockfile"
 	"github.com/wa-sidecar/wa-sidecar/internal/privdir"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 	"github.com/wa-sidecar/wa-sidecar/signals"
@@ -101,7 +102,7 @@ type Guard struct {
 	out      outbox
 
 	mu         sync.Mutex // orders BeforeSpawn against checkpoints from Run
-	lock       *fileLock
+	lock       *lockfile.Lock
 	restoredAt *time.Time
 	yieldedTo  *Holder // the bridge Hold last yielded to; the monitor's goroutine alone uses it
 
@@ -166,7 +167,7 @@ func (g *Guard) backupPath() string { return filepath.Join(g.stateDir, "creds.js
 func (g *Guard) recordPath() string { return filepath.Join(g.stateDir, "bridge.json") }
 
 // Close releases the lock. Call it once the monitor has finished.
-func (g *Guard) Close() error { return g.lock.close() }
+func (g *Guard) Close() error { return g.lock.Close() }
 
 // BeforeSpawn is the monitor's BeforeSpawn hook: it checks the lock and
 // creds.json, stops a bridge an earlier sidecar left running, and fails
@@ -186,7 +187,7 @@ func (g *Guard) BeforeSpawn() error {
 // relock takes the lock again when its file has gone, as when the session
 // directory was deleted to pair again.
 func (g *Guard) relock() error {
-	if !g.lock.stale() {
+	if !g.lock.Stale() {
 		return nil
 	}
 	if err := g.makeDirs(); err != nil {
@@ -196,7 +197,7 @@ func (g *Guard) relock() error {
 	if err != nil {
 		return err
 	}
-	g.lock.close()
+	g.lock.Close()
 	g.lock = l
 	g.log.Info("the session lock file had gone (session directory deleted?); locked the session again", "lock", g.lockPath())
 	return nil

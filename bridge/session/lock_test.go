@@ -92,18 +92,6 @@ func TestLockSurvivesSessionDeletion(t *testing.T) {
 	}
 }
 
-func FuzzParseLockInfo(f *testing.F) {
-	f.Add([]byte(`{"pid":12,"start_time":345,"since":"2026-01-02T03:04:05Z"}`))
-	f.Add([]byte(`{"pid":-1}`))
-	f.Add([]byte(``))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		li, err := parseLockInfo(data)
-		if err == nil && (li.Pid <= 0 || li.StartTime == 0) {
-			t.Fatalf("accepted %+v", li)
-		}
-	})
-}
-
 // A session lock planted as a link is refused and its target left alone
 // (it used to be truncated and overwritten with our pid).
 func TestSessionLockRefusesAPlantedLink(t *testing.T) {
