@@ -1,7 +1,9 @@
-// Package signals holds what a signal means to wa-sidecar and the Linux
-// plumbing around child processes: spawning with a parent-death signal,
-// process groups, reaping, and checks that a pid is still the process the
-// sidecar started.
+// Package signals holds what a signal means to wa-sidecar and all of its
+// Linux process plumbing: spawning with a parent-death signal, process
+// groups, reaping, reading /proc (the one parser of /proc/PID/stat),
+// checks that a pid is still the process the sidecar started, finding the
+// processes a child left behind, and terminating processes the sidecar did
+// not spawn through pidfds.
 package signals
 
 import (

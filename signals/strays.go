@@ -1,6 +1,8 @@
 package signals
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"sync"
@@ -105,7 +107,7 @@ func outsideGroup(roots []Stat, kids map[int][]Stat, group int) []Identity {
 // through a pidfd checked against its start time.
 func SignalAll(ids []Identity, sig syscall.Signal) {
 	for _, id := range ids {
-		if fd, ok := pidfdOf(id); ok {
+		if fd, ok, _ := pidfdOf(id); ok {
 			_ = unix.PidfdSendSignal(fd, sig, nil, 0)
 			unix.Close(fd)
 		}
@@ -165,68 +167,97 @@ func PipeHolders(f *os.File, group int) []Identity {
 	return out
 }
 
+// killWait bounds how long Terminate waits for the processes it sent
+// SIGKILL to: the kernel ends them at once unless they are stuck in an
+// uninterruptible sleep.
+const killWait = 5 * time.Second
+
 // Terminate stops processes the sidecar is responsible for but did not
-// spawn: it sends SIGTERM to each that is still the recorded process,
-// waits until all have ended or grace has passed, and then sends SIGKILL
-// to those left and to those more (if set) then lists, such as children
-// they started meanwhile. Each process is held by a pidfd from the moment
-// its identity is checked, so a pid reused by another program is never
-// signalled.
-func Terminate(ids []Identity, grace time.Duration, more func() []Identity) {
+// spawn: it sends SIGTERM (and SIGCONT, in case one is stopped) to each
+// that is still the recorded process, waits until all have ended or grace
+// has passed, and then sends SIGKILL to those left and to those more (if
+// set) then lists, such as children they started meanwhile. Each process
+// is held by a pidfd from the moment its identity is checked, so a pid
+// reused by another program is never signalled.
+//
+// It returns how many of ids were still the recorded processes and have
+// now ended, and an error for one it could not open or signal, or that
+// was still there some seconds after SIGKILL.
+func Terminate(ids []Identity, grace time.Duration, more func() []Identity) (int, error) {
+	var errs []error
 	var open []int
+	pids := map[int]int{}
 	defer func() {
 		for _, fd := range open {
 			unix.Close(fd)
 		}
 	}()
 	for _, id := range ids {
-		if fd, ok := pidfdOf(id); ok {
-			open = append(open, fd)
-			_ = unix.PidfdSendSignal(fd, unix.SIGTERM, nil, 0)
+		fd, ok, err := pidfdOf(id)
+		if err != nil {
+			errs = append(errs, err)
 		}
+		if !ok {
+			continue
+		}
+		open = append(open, fd)
+		pids[fd] = id.Pid
+		if err := unix.PidfdSendSignal(fd, unix.SIGTERM, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("signal pid %d: %w", id.Pid, err))
+		}
+		_ = unix.PidfdSendSignal(fd, unix.SIGCONT, nil, 0)
 	}
-	waitExited(open, grace)
-	for _, fd := range open {
+	left := waitExited(open, grace)
+	for _, fd := range left {
 		_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
 	}
-	if more == nil {
-		return
-	}
-	for _, id := range more() {
-		if fd, ok := pidfdOf(id); ok {
-			_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-			unix.Close(fd)
+	if more != nil {
+		for _, id := range more() {
+			if fd, ok, _ := pidfdOf(id); ok {
+				_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+				unix.Close(fd)
+			}
 		}
 	}
+	left = waitExited(left, killWait)
+	for _, fd := range left {
+		errs = append(errs, fmt.Errorf("pid %d did not die after SIGKILL", pids[fd]))
+	}
+	return len(open) - len(left), errors.Join(errs...)
 }
 
 // pidfdOf opens a pidfd for id, if it is still that process: the start
 // time read after the pidfd was opened proves the pidfd is not someone
-// else's.
-func pidfdOf(id Identity) (int, bool) {
+// else's. It says false, without an error, for a process that has gone
+// or whose pid is another's now, and for any when /proc cannot vouch for
+// the start time.
+func pidfdOf(id Identity) (int, bool, error) {
 	if id.Pid <= 0 || !ProcIsOurs() {
-		return -1, false
+		return -1, false, nil
 	}
 	fd, err := unix.PidfdOpen(id.Pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return -1, false, nil
+	}
 	if err != nil {
-		return -1, false
+		return -1, false, fmt.Errorf("pidfd_open %d: %w", id.Pid, err)
 	}
 	if st, err := StartTime(id.Pid); err != nil || st != id.StartTime {
 		unix.Close(fd)
-		return -1, false
+		return -1, false, nil
 	}
-	return fd, true
+	return fd, true, nil
 }
 
 // waitExited waits until every pidfd in fds says its process has ended,
-// or d has passed.
-func waitExited(fds []int, d time.Duration) {
+// or d has passed, and returns those whose process has not ended.
+func waitExited(fds []int, d time.Duration) []int {
 	deadline := time.Now().Add(d)
 	left := append([]int(nil), fds...)
 	for len(left) > 0 {
 		ms := time.Until(deadline).Milliseconds()
 		if ms <= 0 {
-			return
+			return left
 		}
 		p := make([]unix.PollFd, len(left))
 		for i, fd := range left {
@@ -234,7 +265,7 @@ func waitExited(fds []int, d time.Duration) {
 		}
 		n, err := unix.Poll(p, int(min(ms, 1000)))
 		if err != nil && err != unix.EINTR {
-			return
+			return left
 		}
 		if n <= 0 {
 			continue
@@ -246,4 +277,5 @@ func waitExited(fds []int, d time.Duration) {
 			}
 		}
 	}
+	return left
 }

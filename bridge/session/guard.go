@@ -365,7 +365,7 @@ func (g *Guard) stopLeftover() {
 	name := signals.ProcessName(procs[0].Pid)
 	g.log.Warn("processes started by an earlier wa-sidecar on this session are still running; stopping them",
 		"pid", rec.Pid, "name", name, "bridge_running", leaderAlive, "processes", len(procs))
-	stopped, err := stopLeftover(procs, g.cfg.LeftoverTimeout)
+	stopped, err := signals.Terminate(procs, g.cfg.LeftoverTimeout, nil)
 	if err != nil {
 		g.log.Error("could not stop the leftover bridge", "pid", rec.Pid, "error", err)
 		return

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -334,111 +333,4 @@ func leftoverGroup(leader signals.Identity) []signals.Identity {
 		out = append(out, id)
 	}
 	return out
-}
-
-// stopLeftover stops processes an earlier sidecar on this session left
-// running (the bridge and what is left of its process group): SIGTERM (and
-// SIGCONT, in case they were stopped), then SIGKILL to those still there
-// after timeout. It works through pidfds opened before each start time is
-// checked again, so the signals reach those very processes even if one
-// exits and its pid is reused meanwhile; nothing else is ever signalled.
-// It returns how many of them were ours and have now ended.
-func stopLeftover(ids []signals.Identity, timeout time.Duration) (int, error) {
-	var fds []int
-	var pids []int
-	defer func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	}()
-	for _, id := range ids {
-		fd, err := unix.PidfdOpen(id.Pid, 0)
-		if err != nil {
-			if errors.Is(err, unix.ESRCH) {
-				continue
-			}
-			return 0, fmt.Errorf("pidfd_open %d: %w", id.Pid, err)
-		}
-		if !id.Alive() {
-			unix.Close(fd) // gone, or the pid is someone else's now
-			continue
-		}
-		fds, pids = append(fds, fd), append(pids, id.Pid)
-	}
-	ended := make([]bool, len(fds))
-	for _, step := range []struct {
-		sig  unix.Signal
-		wait time.Duration
-	}{{unix.SIGTERM, timeout}, {unix.SIGKILL, 5 * time.Second}} {
-		for i, fd := range fds {
-			if ended[i] {
-				continue
-			}
-			if err := unix.PidfdSendSignal(fd, step.sig, nil, 0); err != nil {
-				if errors.Is(err, unix.ESRCH) {
-					ended[i] = true
-					continue
-				}
-				return count(ended), fmt.Errorf("signal leftover pid %d: %w", pids[i], err)
-			}
-			if step.sig == unix.SIGTERM {
-				_ = unix.PidfdSendSignal(fd, unix.SIGCONT, nil, 0)
-			}
-		}
-		deadline := time.Now().Add(step.wait)
-		for i, fd := range fds {
-			if ended[i] {
-				continue
-			}
-			exited, err := waitPidfd(fd, time.Until(deadline))
-			if err != nil {
-				return count(ended), err
-			}
-			ended[i] = exited
-		}
-		if count(ended) == len(fds) {
-			return len(fds), nil
-		}
-	}
-	for i, e := range ended {
-		if !e {
-			return count(ended), fmt.Errorf("leftover pid %d did not die after SIGKILL", pids[i])
-		}
-	}
-	return count(ended), nil
-}
-
-func count(bs []bool) int {
-	n := 0
-	for _, b := range bs {
-		if b {
-			n++
-		}
-	}
-	return n
-}
-
-// waitPidfd waits until the process behind fd exits, or d passes.
-func waitPidfd(fd int, d time.Duration) (bool, error) {
-	deadline := time.Now().Add(d)
-	for {
-		left := time.Until(deadline)
-		if left < 0 {
-			left = 0
-		}
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd, int(left.Milliseconds()))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return false, fmt.Errorf("poll pidfd: %w", err)
-		}
-		if n > 0 {
-			return true, nil
-		}
-		if left == 0 {
-			return false, nil
-		}
-	}
 }

@@ -245,7 +245,8 @@ func TestLeftoverGroupIsStoppedWhenItsLeaderIsGone(t *testing.T) {
 	if err := g.BeforeSpawn(); err != nil {
 		t.Fatalf("BeforeSpawn: %v", err)
 	}
-	if exited, err := waitPidfd(memberFd, 0); err != nil || !exited {
+	// A pidfd polls readable once its process has ended.
+	if n, err := unix.Poll([]unix.PollFd{{Fd: int32(memberFd), Events: unix.POLLIN}}, 0); err != nil || n != 1 {
 		t.Fatalf("the leftover group's member %d still runs (%v)", member, err)
 	}
 	var ev *procmon.Event
