@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,26 +72,14 @@ type AdoptionNote struct {
 	Message string `json:"message"`
 }
 
+// equal says a and o are the same verdict. It must see every field (a
+// test checks that it does): Details compares its Adoption by pointer,
+// and relies on assess keeping the pointer of an equal verdict.
 func (a *Adoption) equal(o *Adoption) bool {
-	if (a == nil) != (o == nil) {
-		return false
+	if a == nil || o == nil {
+		return a == o
 	}
-	if a == nil {
-		return true
-	}
-	return a.Adoptable == o.Adoptable && a.DiskHash == o.DiskHash && notesEqual(a.Reasons, o.Reasons) && notesEqual(a.Warnings, o.Warnings)
-}
-
-func notesEqual(a, b []AdoptionNote) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+	return a.Adoptable == o.Adoptable && a.DiskHash == o.DiskHash && slices.Equal(a.Reasons, o.Reasons) && slices.Equal(a.Warnings, o.Warnings)
 }
 
 func (a *Adoption) codes() string {
@@ -149,13 +138,14 @@ func (f *bridgeFiles) check(script, reported string) (disk string, match bool, s
 // assess works out whether the gateway would adopt the bridge now. It is
 // nil without expectations.
 func (w *watcher) assess() *Adoption {
-	return w.h.assess(w.pid, w.answered, w.state, &w.det, &w.files)
+	return w.h.assess(w.pid, w.cur.answered, w.state, &w.det, &w.files)
 }
 
 // assess works out whether the gateway would adopt the bridge pid (0 when
 // none runs) in state, with det its details; answered says it has
 // answered /health. files caches the hashes of the bridge files; it is
-// only used for a bridge that runs and has answered.
+// only used for a bridge that runs and has answered. A verdict equal to
+// det's is det's own, so that Details stay comparable with ==.
 func (h *Hermes) assess(pid int, answered bool, state procmon.State, det *Details, files *bridgeFiles) *Adoption {
 	ex := h.opts.Expect
 	if ex == nil {
@@ -169,7 +159,7 @@ func (h *Hermes) assess(pid int, answered bool, state procmon.State, det *Detail
 	switch {
 	case pid == 0:
 		add(ReasonNotRunning, "the bridge is not running (state %s)", state)
-	case det.Connection != "connected":
+	case det.Connection != ConnectionConnected:
 		add(ReasonNotConnected, "the bridge is not connected to WhatsApp (%s); the gateway would stop it and start its own", det.Connection)
 	}
 	if ex.Port != 0 && h.opts.Port != ex.Port {
@@ -201,13 +191,16 @@ func (h *Hermes) assess(pid int, answered bool, state procmon.State, det *Detail
 		}
 	}
 	if running {
-		rr := det.SendReadReceipts != nil && *det.SendReadReceipts
+		rr := det.SendReadReceipts.Value
 		if rr != ex.SendReadReceipts {
 			add(ReasonReadReceiptsDiffer, "the bridge sends read receipts: %v, the gateway's send_read_receipts is %v; set WHATSAPP_SEND_READ_RECEIPTS to match, or change the setting",
 				rr, ex.SendReadReceipts)
 		}
 	}
 	a.Adoptable = len(a.Reasons) == 0
+	if a.equal(det.Adoption) {
+		return det.Adoption
+	}
 	return a
 }
 
@@ -234,14 +227,14 @@ func orNone(s string) string {
 func (w *watcher) reassess() {
 	a := w.assess()
 	if a == nil {
-		w.setReady(w.det.Connection == "connected")
+		w.setReady(w.det.Connection == ConnectionConnected)
 		return
 	}
 	prev := w.det.Adoption
 	w.det.Adoption = a
 	// The verdict first, then what follows from it: readiness, a restart.
 	w.announceAdoption(prev, a)
-	w.setReady(w.det.Connection == "connected" && a.Adoptable)
+	w.setReady(w.det.Connection == ConnectionConnected && a.Adoptable)
 	w.restartIfUpdated(a)
 }
 
@@ -282,24 +275,24 @@ func (w *watcher) restartIfUpdated(a *Adoption) {
 	}
 	if hashOK {
 		if w.det.ScriptHash != "" {
-			w.matched = true
+			w.cur.matched = true
 		}
-		w.staleSince = time.Time{}
+		w.cur.staleSince = time.Time{}
 		return
 	}
-	if !w.matched || w.updating || w.state != procmon.StateRunning || w.det.Connection == "pairing" {
+	if !w.cur.matched || w.cur.updating || w.state != procmon.StateRunning || w.det.Connection == ConnectionPairing {
 		return // a pairing in progress would have to start again
 	}
-	if w.staleSince.IsZero() {
-		w.staleSince = time.Now()
+	if w.cur.staleSince.IsZero() {
+		w.cur.staleSince = time.Now()
 	}
-	if w.det.QueueLength != nil && *w.det.QueueLength > 0 && time.Since(w.staleSince) < staleQueueWait {
+	if w.det.QueueLength.Value > 0 && time.Since(w.cur.staleSince) < staleQueueWait {
 		return // messages wait for the gateway; try again at the next probe
 	}
-	w.updating = true
+	w.cur.updating = true
 	msg := fmt.Sprintf("the bridge's files changed on disk (hermes update?): it serves %s, the files hash to %s; restarting it so that they agree again",
 		w.det.ScriptHash, orNone(a.DiskHash))
-	w.messageSet = true
+	w.cur.messageSet = true
 	w.post(procmon.Event{Kind: EventBridgeUpdated, Message: msg, Data: map[string]any{"running_hash": w.det.ScriptHash, "disk_hash": a.DiskHash}})
 	if err := w.m.Restart(w.ctx); err != nil && w.ctx.Err() == nil {
 		w.log.Warn("could not restart the updated bridge", "error", err)
@@ -315,10 +308,10 @@ const staleQueueWait = time.Minute
 // setReady keeps the monitor's readiness in line with what the gateway
 // needs: connected, and adoptable when the gateway's checks are known.
 func (w *watcher) setReady(ready bool) {
-	if w.h.opts.Port == 0 || w.pid == 0 || ready == w.ready {
+	if w.h.opts.Port == 0 || w.pid == 0 || ready == w.cur.ready {
 		return
 	}
-	w.ready = ready
+	w.cur.ready = ready
 	if err := w.m.SetReady(w.ctx, w.pid, ready); err != nil && w.ctx.Err() == nil && !errors.Is(err, procmon.ErrNotRunning) {
 		w.log.Warn("could not set readiness", "error", err)
 	}

@@ -15,11 +15,11 @@ import (
 
 // Health is the bridge's answer to GET /health.
 type Health struct {
-	Status           string  `json:"status"` // connected or disconnected
-	QueueLength      int     `json:"queueLength"`
-	Uptime           float64 `json:"uptime"` // seconds
-	ScriptHash       string  `json:"scriptHash"`
-	SendReadReceipts bool    `json:"sendReadReceipts"`
+	Status           Connection `json:"status"` // connected or disconnected
+	QueueLength      int        `json:"queueLength"`
+	Uptime           float64    `json:"uptime"` // seconds
+	ScriptHash       string     `json:"scriptHash"`
+	SendReadReceipts bool       `json:"sendReadReceipts"`
 }
 
 // maxHealthBody bounds what is read of a /health answer; the real one is
@@ -80,7 +80,7 @@ func parseHealth(body []byte) (Health, error) {
 	if err := json.Unmarshal(body, &h); err != nil {
 		return Health{}, fmt.Errorf("GET /health answered something that is not the bridge's JSON (%v); is another program on this port?", err)
 	}
-	if h.Status != "connected" && h.Status != "disconnected" {
+	if h.Status != ConnectionConnected && h.Status != ConnectionDisconnected {
 		return Health{}, fmt.Errorf("GET /health answered status %q, want connected or disconnected; is another program on this port?", h.Status)
 	}
 	if len(h.ScriptHash) > 64 {

@@ -58,7 +58,7 @@ func TestPairingFromTheQRBlockThenConnected(t *testing.T) {
 		t.Fatalf("ready event says %v", ready.Ready)
 	}
 	d := details(t, conn)
-	if d.Connection != "connected" || d.Health != "ok" || len(d.ScriptHash) != 16 || d.QueueLength == nil {
+	if d.Connection != "connected" || d.Health != "ok" || len(d.ScriptHash) != 16 || !d.QueueLength.Known {
 		t.Fatalf("details after connecting: %+v", d)
 	}
 	if !Paired(c.SessionDir) {

@@ -4,37 +4,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/wa-sidecar/wa-sidecar/bridge/qrcode"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
-
-// drawQR shows a pairing code to the person at the sidecar's terminal, in
-// one write so the log lines around it cannot split it. A payload is drawn
-// anew; rows the bridge drew are shown as they are.
-func (w *watcher) drawQR(payload string, rows []string) {
-	out := w.h.opts.QRWriter
-	if out == nil {
-		return
-	}
-	if payload != "" {
-		rows = qrcode.Lines(payload)
-	}
-	if len(rows) == 0 {
-		return
-	}
-	var sb strings.Builder
-	sb.WriteString("\nScan this QR code: WhatsApp on your phone → Settings → Linked devices → Link a device\n\n")
-	for _, r := range rows {
-		sb.WriteString(r)
-		sb.WriteByte('\n')
-	}
-	sb.WriteByte('\n')
-	out.Write([]byte(sb.String()))
-}
 
 // fingerprint tells one state of creds.json from another without reading
 // it: a new pairing writes a new file (new inode or size or mtime), and
@@ -58,45 +32,70 @@ func credsFingerprint(session string) fingerprint {
 	return fp
 }
 
-// startCredsWatch begins polling creds.json while the bridge is parked in
-// needs_pairing. Polling (one stat a second, only while parked) is used
-// rather than inotify because the way out of a logout is to delete the
-// session directory, and an inotify watch dies with the directory it
-// watches; a stat does not care.
+// credsWatch polls creds.json while the bridge is parked in needs_pairing.
+// Polling (one stat a second, only while parked) is used rather than
+// inotify because the way out of a logout is to delete the session
+// directory, and an inotify watch dies with the directory it watches; a
+// stat does not care.
+type credsWatch struct {
+	dir  string
+	poll time.Duration
+	tick *time.Ticker // nil while not watching
+	seen fingerprint  // creds.json when the watch began
+}
+
+// start begins watching for a change from seen.
+func (c *credsWatch) start(seen fingerprint) {
+	c.stop()
+	c.seen = seen
+	c.tick = time.NewTicker(c.poll)
+}
+
+func (c *credsWatch) stop() {
+	if c.tick != nil {
+		c.tick.Stop()
+		c.tick = nil
+	}
+}
+
+// C is when to check again, nil while not watching.
+func (c *credsWatch) C() <-chan time.Time { return tickC(c.tick) }
+
+// check says whether creds.json has changed since the watch began: new
+// credentials from a pairing, or none at all after the session was
+// deleted. A 0-byte file is a write in progress and is waited out.
+func (c *credsWatch) check() (fingerprint, bool) {
+	fp := credsFingerprint(c.dir)
+	return fp, fp != c.seen && (!fp.exists || fp.size != 0)
+}
+
+// startCredsWatch watches creds.json from how it was when the bridge was
+// parked, so that a change made right after the park is not missed.
 func (w *watcher) startCredsWatch() {
-	w.stopCredsWatch()
-	if w.h.opts.SessionDir == "" {
+	w.creds.stop()
+	if w.creds.dir == "" {
 		return
 	}
-	w.credsFP = credsFingerprint(w.h.opts.SessionDir)
-	if fp := w.h.parkedCreds.Load(); fp != nil {
-		w.credsFP = *fp
+	fp := w.h.parkedCreds.Load()
+	if fp == nil {
+		now := credsFingerprint(w.creds.dir)
+		fp = &now
 	}
-	w.creds = time.NewTicker(w.h.opts.CredsPoll)
+	w.creds.start(*fp)
 }
 
-func (w *watcher) stopCredsWatch() {
-	if w.creds != nil {
-		w.creds.Stop()
-		w.creds = nil
-	}
-}
-
-// checkCreds resumes the bridge once creds.json has changed: new
-// credentials from a pairing, or none at all after the session was deleted
-// (the bridge then shows a QR code). A 0-byte file is a write in progress
-// and is waited out.
+// checkCreds resumes the bridge once creds.json has changed.
 func (w *watcher) checkCreds() {
-	fp := credsFingerprint(w.h.opts.SessionDir)
-	if fp == w.credsFP || (fp.exists && fp.size == 0) {
+	fp, changed := w.creds.check()
+	if !changed {
 		return
 	}
-	w.stopCredsWatch()
+	w.creds.stop()
 	what := "creds.json was removed"
 	if fp.exists {
 		what = "creds.json changed"
 	}
-	w.log.Info(what+"; starting the bridge again", "session", w.h.opts.SessionDir)
+	w.log.Info(what+"; starting the bridge again", "session", w.creds.dir)
 	w.post(procmon.Event{Kind: EventCredsChanged, Message: what + "; starting the bridge again", Data: map[string]any{"exists": fp.exists}})
 	if err := w.m.Start(w.ctx); err != nil && !errors.Is(err, procmon.ErrNotRunning) {
 		w.log.Warn("could not resume the bridge", "error", err)
