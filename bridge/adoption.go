@@ -261,35 +261,12 @@ func adoptionEvent(prev, a *Adoption) *procmon.Event {
 	return &ev
 }
 
-// restartIfUpdated restarts the bridge once when its files changed on disk
-// after it had matched them (a `hermes update` under a running bridge),
-// at a moment when no message waits in its queue, so the gateway can adopt
-// it again. A bridge that never matched is left alone: restarting could
-// not help it, and would never end.
+// restartIfUpdated restarts the bridge when its files changed under it,
+// once the verdict a says it is due.
 func (w *watcher) restartIfUpdated(a *Adoption) {
-	hashOK := true
-	for _, r := range a.Reasons {
-		if r.Code == ReasonScriptHashDiffers {
-			hashOK = false
-		}
-	}
-	if hashOK {
-		if w.det.ScriptHash != "" {
-			w.cur.matched = true
-		}
-		w.cur.staleSince = time.Time{}
+	if !w.cur.stale.due(time.Now(), a, &w.det, w.state == procmon.StateRunning) {
 		return
 	}
-	if !w.cur.matched || w.cur.updating || w.state != procmon.StateRunning || w.det.Connection == ConnectionPairing {
-		return // a pairing in progress would have to start again
-	}
-	if w.cur.staleSince.IsZero() {
-		w.cur.staleSince = time.Now()
-	}
-	if w.det.QueueLength.Value > 0 && time.Since(w.cur.staleSince) < staleQueueWait {
-		return // messages wait for the gateway; try again at the next probe
-	}
-	w.cur.updating = true
 	msg := fmt.Sprintf("the bridge's files changed on disk (hermes update?): it serves %s, the files hash to %s; restarting it so that they agree again",
 		w.det.ScriptHash, orNone(a.DiskHash))
 	w.cur.messageSet = true
@@ -297,6 +274,46 @@ func (w *watcher) restartIfUpdated(a *Adoption) {
 	if err := w.m.Restart(w.ctx); err != nil && w.ctx.Err() == nil {
 		w.log.Warn("could not restart the updated bridge", "error", err)
 	}
+}
+
+// staleFiles decides when one child is restarted because its files
+// changed on disk after it had matched them (a `hermes update` under a
+// running bridge): once, at a moment when no message waits in its queue,
+// so the gateway can adopt it again. A bridge that never matched is left
+// alone: restarting could not help it, and would never end.
+type staleFiles struct {
+	matched  bool      // its scriptHash has matched the files
+	updating bool      // the restart is due already
+	since    time.Time // when the files were first seen changed under it
+}
+
+// due takes in the verdict a on the child with details det at now, and
+// says whether it is time to restart it; running says it runs.
+func (s *staleFiles) due(now time.Time, a *Adoption, det *Details, running bool) bool {
+	hashOK := true
+	for _, r := range a.Reasons {
+		if r.Code == ReasonScriptHashDiffers {
+			hashOK = false
+		}
+	}
+	if hashOK {
+		if det.ScriptHash != "" {
+			s.matched = true
+		}
+		s.since = time.Time{}
+		return false
+	}
+	if !s.matched || s.updating || !running || det.Connection == ConnectionPairing {
+		return false // a pairing in progress would have to start again
+	}
+	if s.since.IsZero() {
+		s.since = now
+	}
+	if det.QueueLength.Value > 0 && now.Sub(s.since) < staleQueueWait {
+		return false // messages wait for the gateway; try again at the next probe
+	}
+	s.updating = true
+	return true
 }
 
 // staleQueueWait is how long a restart for changed files waits for the

@@ -144,10 +144,8 @@ type child struct {
 	closeReason string // the last reason it printed for a drop
 	qrShown     bool   // a QR code was shown since it last connected: the next connect is a pairing
 	qr          qrCollector
-	ready       bool      // readiness as last set for it
-	matched     bool      // its scriptHash has matched the files
-	updating    bool      // a restart for changed files was asked for
-	staleSince  time.Time // when the files were first seen changed under it
+	ready       bool // readiness as last set for it
+	stale       staleFiles
 }
 
 func newWatcher(h *Hermes, m *procmon.Monitor) *watcher {

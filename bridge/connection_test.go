@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
@@ -130,5 +131,73 @@ func TestAssessKeepsAnEqualVerdict(t *testing.T) {
 	det.Adoption = next
 	if det == before {
 		t.Fatal("details with a changed verdict compare equal")
+	}
+}
+
+// A child whose files changed under it is restarted once, only after it
+// had matched them, not while pairing, and not while messages wait in its
+// queue unless they have waited staleQueueWait.
+func TestStaleFilesRestartIsDue(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	matching := &Adoption{Reasons: []AdoptionNote{}}
+	stale := &Adoption{Reasons: []AdoptionNote{{Code: ReasonScriptHashDiffers, Message: "m"}}}
+	connected := Details{Connection: ConnectionConnected, ScriptHash: "abc", QueueLength: reported(0)}
+	queued := connected
+	queued.QueueLength = reported(2)
+	pairing := connected
+	pairing.Connection = ConnectionPairing
+	type step struct {
+		at      time.Duration
+		a       *Adoption
+		det     Details
+		stopped bool
+		want    bool
+	}
+	cases := []struct {
+		name  string
+		steps []step
+	}{
+		{"matched, then changed", []step{
+			{a: matching, det: connected},
+			{at: time.Second, a: stale, det: connected, want: true},
+			{at: 2 * time.Second, a: stale, det: connected}, // once
+		}},
+		{"never matched", []step{
+			{a: stale, det: connected},
+			{at: time.Hour, a: stale, det: connected},
+		}},
+		{"a match without a hash is no match", []step{
+			{a: matching, det: Details{Connection: ConnectionConnected}},
+			{at: time.Second, a: stale, det: connected},
+		}},
+		{"not while pairing or stopped", []step{
+			{a: matching, det: connected},
+			{at: time.Second, a: stale, det: pairing},
+			{at: 2 * time.Second, a: stale, det: connected, stopped: true},
+			{at: 3 * time.Second, a: stale, det: connected, want: true},
+		}},
+		{"a queue waits, up to staleQueueWait from the first stale sight", []step{
+			{a: matching, det: connected},
+			{at: time.Second, a: stale, det: queued},
+			{at: time.Second + staleQueueWait - time.Millisecond, a: stale, det: queued},
+			{at: time.Second + staleQueueWait, a: stale, det: queued, want: true},
+		}},
+		{"matching again starts the wait anew", []step{
+			{a: matching, det: connected},
+			{at: time.Second, a: stale, det: queued},
+			{at: staleQueueWait, a: matching, det: queued},
+			{at: staleQueueWait + time.Second, a: stale, det: queued},
+			{at: 2*staleQueueWait + time.Second, a: stale, det: queued, want: true},
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var s staleFiles
+			for i, st := range tc.steps {
+				if got := s.due(t0.Add(st.at), st.a, &st.det, !st.stopped); got != st.want {
+					t.Fatalf("step %d at %s: due %t, want %t", i, st.at, got, st.want)
+				}
+			}
+		})
 	}
 }
