@@ -19,6 +19,7 @@ import (
 
 	"github.com/wa-sidecar/wa-sidecar/integrations/hermes"
 	"github.com/wa-sidecar/wa-sidecar/internal/privdir"
+	"github.com/wa-sidecar/wa-sidecar/internal/unit"
 )
 
 func installHermesPluginCommand() *cli.Command {
@@ -243,7 +244,7 @@ func expandHome(p string) string {
 func gatewayUnitName(home string) string {
 	h, _ := os.UserHomeDir()
 	cwd, _ := os.Getwd()
-	return gatewayUnit(home, h, cwd)
+	return unit.GatewayName(home, h, cwd)
 }
 
 var manualLines = "plugins:\n  enabled:\n    - " + hermes.PluginName + "\n(or, if plugins.enabled exists, add `- " + hermes.PluginName + "` to it), and delete `- " + hermes.PluginName + "` from plugins.disabled if it is there: a name in plugins.disabled stays off whatever plugins.enabled says"

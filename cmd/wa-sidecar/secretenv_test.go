@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wa-sidecar/wa-sidecar/internal/unit/unitcheck"
 )
 
 // install-service keeps secrets out of the unit file, which is mode 0644
@@ -47,8 +49,8 @@ func TestInstallServiceKeepsSecretsOutOfTheUnit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := parseUnit(t, string(unit))
-	if got := one(t, u, "Service", "EnvironmentFile"); got != envPath {
+	u := unitcheck.Parse(t, string(unit))
+	if got := unitcheck.One(t, u, "Service", "EnvironmentFile"); got != envPath {
 		t.Errorf("EnvironmentFile = %q, want %q", got, envPath)
 	}
 	if env := strings.Join(u["Service"]["Environment"], " "); !strings.Contains(env, `"WHATSAPP_MODE=bot"`) || strings.Contains(env, "TOKEN") ||
@@ -66,7 +68,7 @@ func TestInstallServiceKeepsSecretsOutOfTheUnit(t *testing.T) {
 		}
 	}
 	if _, err := exec.LookPath("systemd-analyze"); err == nil {
-		systemdVerifier(t)(unitPath, string(unit))
+		unitcheck.Verifier(t)(unitPath, string(unit))
 	}
 
 	// The same again leaves both alone; an environment file others can
