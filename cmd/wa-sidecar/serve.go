@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -151,12 +150,9 @@ func startFeed(c *cli.Context, fs feedSettings, m *procmon.Monitor, logger *slog
 		return nil, nil, usageError("%v", err)
 	}
 	token, tokenFile := fs.token, fs.tokenFile
-	if err := feed.PrepareStateDir(dir); err != nil {
-		return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), fileExitCode(err))
-	}
-	lock, err := feed.LockStateDir(dir)
-	var held *feed.StateDirHeldError
-	if errors.As(err, &held) {
+	held, err := feed.HoldStateDir(dir)
+	var busy *feed.StateDirHeldError
+	if errors.As(err, &busy) {
 		return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitTempFail)
 	}
 	if err != nil {
@@ -164,7 +160,7 @@ func startFeed(c *cli.Context, fs feedSettings, m *procmon.Monitor, logger *slog
 	}
 	defer func() {
 		if err != nil {
-			lock.Unlock()
+			held.Release()
 		}
 	}()
 	generated := token == ""
@@ -194,8 +190,7 @@ func startFeed(c *cli.Context, fs feedSettings, m *procmon.Monitor, logger *slog
 		}
 		logger.Info("generated a control token", "file", tokenFile)
 	}
-	disc := feed.Discovery{Listen: srv.Addr(), TokenFile: tokenFile, Pid: os.Getpid(), Version: sidecarVersion(), StartedAt: time.Now()}
-	if err := feed.WriteDiscovery(dir, disc); err != nil {
+	if err := held.Publish(feed.Discovery{Listen: srv.Addr(), TokenFile: tokenFile, Version: sidecarVersion()}); err != nil {
 		logger.Warn("the client commands will need --addr to find this sidecar", "error", err)
 	}
 
@@ -212,10 +207,9 @@ func startFeed(c *cli.Context, fs feedSettings, m *procmon.Monitor, logger *slog
 			logger.Warn("status server", "error", err)
 		}
 		cancel()
-		if err := feed.RemoveDiscovery(dir, os.Getpid()); err != nil {
-			logger.Warn("could not remove the discovery file", "error", err)
+		if err := held.Release(); err != nil {
+			logger.Warn("could not release the state directory", "error", err)
 		}
-		lock.Unlock()
 	}
 	return srv, wait, nil
 }
