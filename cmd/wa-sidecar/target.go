@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -123,7 +121,7 @@ func bridgeTarget(c *cli.Context, in gateway.Install) (bridge.Target, error) {
 		if _, err := exec.LookPath(args[0]); err != nil && !errors.Is(err, exec.ErrDot) {
 			return bridge.Target{}, cli.Exit(fmt.Sprintf("wa-sidecar: cannot start %q: %v; install it, or give its full path after --", args[0], rootErr(err)), exitConfig)
 		}
-		t := bridge.Target{Command: args, Port: portArg(args), SessionDir: flagArg(args, "--session"), Script: scriptArg(args)}
+		t := bridge.CommandTarget(args)
 		if c.IsSet("port") {
 			t.Port = c.Int("port")
 		}
@@ -144,39 +142,6 @@ func bridgeTarget(c *cli.Context, in gateway.Install) (bridge.Target, error) {
 		return t, cli.Exit("wa-sidecar: "+err.Error(), exitConfig)
 	}
 	return t, nil
-}
-
-// scriptArg finds the bridge.js in a command given after --, whose hash
-// the gateway compares before adopting.
-func scriptArg(args []string) string {
-	for _, a := range args {
-		if filepath.Base(a) == "bridge.js" {
-			return a
-		}
-	}
-	return ""
-}
-
-// portArg reads the real bridge's --port from a command given after --, so
-// its health can be probed without repeating the port.
-func portArg(args []string) int {
-	p, err := strconv.Atoi(flagArg(args, "--port"))
-	if err != nil || p < 1 || p > 65535 {
-		return 0
-	}
-	return p
-}
-
-func flagArg(args []string, name string) string {
-	for i, a := range args {
-		if a == name && i+1 < len(args) {
-			return args[i+1]
-		}
-		if len(a) > len(name)+1 && a[:len(name)+1] == name+"=" {
-			return a[len(name)+1:]
-		}
-	}
-	return ""
 }
 
 // rootErr is the innermost error of a chain: exec.LookPath's errors repeat
