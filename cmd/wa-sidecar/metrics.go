@@ -5,7 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
-	"github.com/wa-sidecar/wa-sidecar/bridge/metrics"
+	"github.com/wa-sidecar/wa-sidecar/internal/metrics"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 

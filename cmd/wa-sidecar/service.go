@@ -20,7 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
-	"github.com/wa-sidecar/wa-sidecar/bridge/notify"
+	"github.com/wa-sidecar/wa-sidecar/internal/notify"
 	"github.com/wa-sidecar/wa-sidecar/internal/unit"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
