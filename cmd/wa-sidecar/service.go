@@ -441,7 +441,7 @@ func currentUser() string {
 // server listens: READY=1 promises that it does. Outside systemd it does
 // nothing. Call stop once supervising is over.
 func followSystemd(m *procmon.Monitor, logger *slog.Logger) (stop func(), err error) {
-	n, err := notify.New(logger)
+	n, err := notify.New(m, logger)
 	if err != nil {
 		return nil, cli.Exit("wa-sidecar: "+err.Error(), exitError)
 	}
@@ -466,7 +466,7 @@ func followSystemd(m *procmon.Monitor, logger *slog.Logger) (stop func(), err er
 	}()
 	go func() {
 		defer wg.Done()
-		n.Run(ctx, m)
+		n.Run(ctx)
 	}()
 	n.Ready()
 	return func() {

@@ -65,8 +65,7 @@ const (
 
 // Metrics follows one monitor and serves what it saw.
 type Metrics struct {
-	mon *procmon.Monitor
-	sub *procmon.Subscription
+	f   *procmon.Follower
 	log *slog.Logger
 	set *vm.Set
 
@@ -101,8 +100,8 @@ var knownStates = []procmon.State{
 	procmon.StateStopping, procmon.StateStopped, procmon.StateGivenUp,
 }
 
-// New subscribes to m at once, so that no exit is missed when m.Run starts
-// afterwards, and returns the metrics; call Run to follow the events.
+// New follows m at once, so that no exit is missed when m.Run starts
+// afterwards, and returns the metrics; call Run to apply the events.
 func New(m *procmon.Monitor, opts Options) *Metrics {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -111,7 +110,6 @@ func New(m *procmon.Monitor, opts Options) *Metrics {
 	vm.ExposeMetadata(true)
 	set := vm.NewSet()
 	x := &Metrics{
-		mon:       m,
 		log:       opts.Logger,
 		set:       set,
 		states:    map[procmon.State]*vm.Gauge{},
@@ -138,8 +136,8 @@ func New(m *procmon.Monitor, opts Options) *Metrics {
 		set.NewGauge(nameClients, func() float64 { return float64(clients()) })
 	}
 
-	sub, last := m.Subscribe(1024)
-	x.sub = sub
+	x.f = m.Follow(1024)
+	last := x.f.Last()
 	x.restartsSeen = last.Status.Restarts
 	x.setGauges(last.Status)
 	return x
@@ -161,27 +159,24 @@ func (x *Metrics) Handler() http.Handler {
 }
 
 // Run applies the monitor's events until ctx is done or the monitor has
-// finished, in which case every event it emitted has been applied.
+// finished, in which case every event it emitted has been applied. It
+// releases the follower when it returns.
 func (x *Metrics) Run(ctx context.Context) error {
-	defer func() { x.sub.Close() }()
+	defer x.f.Close()
 	for {
-		select {
-		case <-ctx.Done():
+		u, err := x.f.Next(ctx)
+		switch {
+		case ctx.Err() != nil, errors.Is(err, procmon.ErrFinished):
 			return nil
-		case ev, ok := <-x.sub.C:
-			if ok {
-				x.apply(ev)
-				continue
-			}
-			if !errors.Is(x.sub.Err(), procmon.ErrOverflow) {
-				return nil
-			}
+		case err != nil:
+			return err
+		case u.Missed > 0:
 			// The gauges resync from the snapshot; the exits in between are
 			// lost, which the warning admits.
-			x.log.Warn("metrics fell behind the event stream; some exits were not counted")
-			var last procmon.Event
-			x.sub, last = x.mon.Subscribe(1024)
-			x.apply(procmon.Event{Status: last.Status})
+			x.log.Warn("metrics fell behind the event stream; some exits were not counted", "missed_events", u.Missed)
+			x.apply(procmon.Event{Status: u.Status})
+		default:
+			x.apply(u.Event)
 		}
 	}
 }

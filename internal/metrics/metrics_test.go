@@ -104,19 +104,16 @@ func check(t *testing.T, fams map[string]*dto.MetricFamily, when string, exps ..
 // done, so a scrape afterwards sees exactly that point of the stream.
 func drive(t *testing.T, x *Metrics, done func(procmon.Event) bool) {
 	t.Helper()
-	deadline := time.After(20 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
 	for {
-		select {
-		case ev, ok := <-x.sub.C:
-			if !ok {
-				t.Fatalf("event stream ended: %v", x.sub.Err())
-			}
-			x.apply(ev)
-			if done(ev) {
-				return
-			}
-		case <-deadline:
-			t.Fatal("timed out waiting for the bridge")
+		u, err := x.f.Next(ctx)
+		if err != nil {
+			t.Fatalf("waiting for the bridge: %v", err)
+		}
+		x.apply(u.Event)
+		if done(u.Event) {
+			return
 		}
 	}
 }
@@ -202,7 +199,7 @@ func TestMetricsFollowTheBridge(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Run did not return after the monitor finished")
 	}
-	stepped.sub.Close()
+	stepped.f.Close()
 	check(t, scrape(t, followingSrv), "after the sidecar stopped the bridge",
 		expect{"wa_sidecar_bridge_state", []string{"state", "stopped"}, 1},
 		expect{"wa_sidecar_bridge_state", []string{"state", "running"}, 0},
@@ -258,7 +255,7 @@ func TestTypesAndFormat(t *testing.T) {
 	}
 	version := `v1.2 "dirty" \ build`
 	x := New(m, Options{Version: version, Clients: func() int { return 0 }})
-	defer x.sub.Close()
+	defer x.f.Close()
 	srv := httptest.NewServer(x.Handler())
 	defer srv.Close()
 
@@ -320,7 +317,7 @@ func TestEveryMetricHasHelpAndType(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := New(m, Options{Version: "v1", Clients: func() int { return 0 }})
-	defer x.sub.Close()
+	defer x.f.Close()
 	code := 1
 	x.apply(procmon.Event{Kind: procmon.EventExited, Exit: &procmon.ExitRecord{Pid: 1, Code: &code, ReturnCode: 1, Class: procmon.ClassFailure}})
 	srv := httptest.NewServer(x.Handler())
@@ -416,7 +413,7 @@ func unstarted(t *testing.T) (*Metrics, *httptest.Server) {
 		t.Fatal(err)
 	}
 	x := New(m, Options{})
-	t.Cleanup(func() { x.sub.Close() })
+	t.Cleanup(func() { x.f.Close() })
 	srv := httptest.NewServer(x.Handler())
 	t.Cleanup(srv.Close)
 	return x, srv

@@ -28,6 +28,8 @@ import (
 // Notifier sends the sidecar's state to systemd. Its zero value is not
 // usable; call New.
 type Notifier struct {
+	m        *procmon.Monitor
+	f        *procmon.Follower // nil when systemd does not listen
 	log      *slog.Logger
 	socket   string // NOTIFY_SOCKET
 	enabled  bool
@@ -38,13 +40,15 @@ type Notifier struct {
 }
 
 // New reads NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID from the
-// environment. A malformed watchdog setting is an error, because running
-// without the pings systemd expects would get the sidecar killed.
-func New(logger *slog.Logger) (*Notifier, error) {
+// environment and, when systemd listens, follows m at once, so that Run
+// reports every state from the first even if m.Run starts before it. A
+// malformed watchdog setting is an error, because running without the
+// pings systemd expects would get the sidecar killed.
+func New(m *procmon.Monitor, logger *slog.Logger) (*Notifier, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	n := &Notifier{log: logger, socket: os.Getenv("NOTIFY_SOCKET")}
+	n := &Notifier{m: m, log: logger, socket: os.Getenv("NOTIFY_SOCKET")}
 	n.enabled = n.socket != ""
 	if !n.enabled {
 		return n, nil
@@ -54,6 +58,7 @@ func New(logger *slog.Logger) (*Notifier, error) {
 		return nil, fmt.Errorf("systemd watchdog settings: %w (check WatchdogSec= in the unit)", err)
 	}
 	n.watchdog = wd
+	n.f = m.Follow(256)
 	return n, nil
 }
 
@@ -113,73 +118,78 @@ func (n *Notifier) write(state string) error {
 	return err
 }
 
-// Run follows m's events and keeps systemd's STATUS= in step with them, and
-// feeds the watchdog for as long as the monitor goroutine answers a Ping:
-// a stuck monitor stops the pings and lets systemd restart the sidecar. Run
-// returns when ctx is done or the monitor has finished. Without
-// NOTIFY_SOCKET it returns at once.
-func (n *Notifier) Run(ctx context.Context, m *procmon.Monitor) error {
+// Run follows the monitor's events and keeps systemd's STATUS= in step
+// with them, and feeds the watchdog for as long as the monitor goroutine
+// answers a Ping: a stuck monitor stops the pings and lets systemd restart
+// the sidecar. Run returns when ctx is done or the monitor has finished,
+// and releases the follower. Without NOTIFY_SOCKET it returns at once.
+func (n *Notifier) Run(ctx context.Context) error {
 	if !n.enabled {
 		return nil
 	}
-	sub, last := m.Subscribe(256)
-	defer func() { sub.Close() }()
-	st := last.Status
-
-	var tick <-chan time.Time
+	defer n.f.Close()
 	if n.watchdog > 0 {
-		// Half the interval, as sd_watchdog_enabled(3) advises, leaves room
-		// for one late ping.
-		t := time.NewTicker(n.watchdog / 2)
-		defer t.Stop()
-		tick = t.C
+		wctx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.feedWatchdog(wctx)
+		}()
+		defer wg.Wait()
+		defer stop()
 	}
-	refresh := time.NewTimer(time.Hour)
-	refresh.Stop()
-	defer refresh.Stop()
 
+	st := n.f.Last().Status
 	sent := ""
-	update := func() {
+	for {
 		now := time.Now()
-		text := Describe(st, now)
-		if text != sent {
+		if text := Describe(st, now); text != sent {
 			sent = text
 			n.send("STATUS=" + text)
 		}
-		refresh.Stop()
+		// Waiting at most until the text would change by itself (the
+		// uptime it shows) keeps it current between events.
+		wait, cancel := ctx, context.CancelFunc(func() {})
 		if d, ok := nextChange(st, now); ok {
-			refresh.Reset(d)
+			wait, cancel = context.WithTimeout(ctx, d)
 		}
-	}
-	update()
-	for {
-		select {
-		case <-ctx.Done():
+		u, err := n.f.Next(wait)
+		cancel()
+		switch {
+		case ctx.Err() != nil, errors.Is(err, procmon.ErrFinished):
 			return nil
-		case ev, ok := <-sub.C:
-			if !ok {
-				if !errors.Is(sub.Err(), procmon.ErrOverflow) {
-					return nil
-				}
-				// Only the latest snapshot matters here, so a resync loses nothing.
-				sub, last = m.Subscribe(256)
-				st = last.Status
-			} else {
-				st = ev.Status
-			}
-			update()
-		case <-refresh.C:
-			update()
-		case <-tick:
-			n.feedWatchdog(ctx, m)
+		case errors.Is(err, context.DeadlineExceeded):
+		case err != nil:
+			return err
+		default:
+			// Only the latest snapshot matters here, so a resync loses
+			// nothing.
+			st = u.Status
 		}
 	}
 }
 
-func (n *Notifier) feedWatchdog(ctx context.Context, m *procmon.Monitor) {
+// feedWatchdog pings the monitor every half watchdog interval, as
+// sd_watchdog_enabled(3) advises, which leaves room for one late ping,
+// and tells systemd each time it answered, until ctx is done.
+func (n *Notifier) feedWatchdog(ctx context.Context) {
+	t := time.NewTicker(n.watchdog / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.ping(ctx)
+		}
+	}
+}
+
+func (n *Notifier) ping(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, n.watchdog/2)
 	defer cancel()
-	err := m.Ping(pctx)
+	err := n.m.Ping(pctx)
 	switch {
 	case err == nil:
 		n.send(daemon.SdNotifyWatchdog)

@@ -83,9 +83,9 @@ func (s *notifySocket) waitFor(t *testing.T, what string, ok func(string) bool) 
 	}
 }
 
-// runMonitor runs a monitor over the fake bridge and a Notifier over it,
-// and stops both when the test ends.
-func runMonitor(t *testing.T, n *Notifier, cfg procmon.Config) *procmon.Monitor {
+// newMonitor makes a monitor over the fake bridge, for a Notifier to
+// follow; runMonitor runs it.
+func newMonitor(t *testing.T, cfg procmon.Config) *procmon.Monitor {
 	t.Helper()
 	if cfg.Backoff == (procmon.Backoff{}) {
 		cfg.Backoff = procmon.Backoff{Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond, Multiplier: 2, Reset: time.Hour}
@@ -94,10 +94,17 @@ func runMonitor(t *testing.T, n *Notifier, cfg procmon.Config) *procmon.Monitor 
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m
+}
+
+// runMonitor runs m and n, a Notifier over it, and stops both when the
+// test ends.
+func runMonitor(t *testing.T, n *Notifier, m *procmon.Monitor) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	monDone := make(chan error, 1)
 	notDone := make(chan error, 1)
-	go func() { notDone <- n.Run(ctx, m) }()
+	go func() { notDone <- n.Run(ctx) }()
 	go func() { monDone <- m.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
@@ -112,12 +119,11 @@ func runMonitor(t *testing.T, n *Notifier, cfg procmon.Config) *procmon.Monitor 
 			}
 		}
 	})
-	return m
 }
 
 func TestDisabledWithoutSocket(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "")
-	n, err := New(nil)
+	n, err := New(newMonitor(t, procmon.Config{Command: []string{fakeBridge, "-hang"}}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,11 +133,7 @@ func TestDisabledWithoutSocket(t *testing.T) {
 	// Outside systemd these must neither block nor fail.
 	n.Ready()
 	n.Stopping()
-	m, err := procmon.New(procmon.Config{Command: []string{fakeBridge, "-hang"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Run(context.Background(), m); err != nil {
+	if err := n.Run(context.Background()); err != nil {
 		t.Fatalf("Run without NOTIFY_SOCKET: %v", err)
 	}
 }
@@ -140,7 +142,7 @@ func TestMalformedWatchdogIsAnError(t *testing.T) {
 	listenNotify(t)
 	t.Setenv("WATCHDOG_USEC", "soon")
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
-	_, err := New(nil)
+	_, err := New(newMonitor(t, procmon.Config{Command: []string{fakeBridge}}), nil)
 	if err == nil || !strings.Contains(err.Error(), "WatchdogSec") {
 		t.Fatalf("New with WATCHDOG_USEC=soon: got %v, want an error naming WatchdogSec", err)
 	}
@@ -150,7 +152,7 @@ func TestWatchdogForAnotherPidIsIgnored(t *testing.T) {
 	listenNotify(t)
 	t.Setenv("WATCHDOG_USEC", "1000000")
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()+1))
-	n, err := New(nil)
+	n, err := New(newMonitor(t, procmon.Config{Command: []string{fakeBridge}}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,15 +167,16 @@ func TestWatchdogForAnotherPidIsIgnored(t *testing.T) {
 func TestReadyAndStatusFollowTheBridge(t *testing.T) {
 	sock := listenNotify(t)
 	t.Setenv("WATCHDOG_USEC", "")
-	n, err := New(nil)
+	count := filepath.Join(t.TempDir(), "count")
+	m := newMonitor(t, procmon.Config{Command: []string{fakeBridge, "-count-file", count, "-fail-times", "1"}})
+	n, err := New(m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !n.Enabled() {
 		t.Fatal("not enabled with NOTIFY_SOCKET set")
 	}
-	count := filepath.Join(t.TempDir(), "count")
-	m := runMonitor(t, n, procmon.Config{Command: []string{fakeBridge, "-count-file", count, "-fail-times", "1"}})
+	runMonitor(t, n, m)
 	n.Ready()
 	n.Ready()
 
@@ -227,18 +230,11 @@ func TestWatchdogOnlyWhileTheMonitorAnswers(t *testing.T) {
 	t.Setenv("WATCHDOG_USEC", "100000")
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
 	logs := make(chan slog.Record, 16)
-	n, err := New(slog.New(recordHandler{logs}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n.Watchdog() != 100*time.Millisecond {
-		t.Fatalf("Watchdog() = %s; want 100ms", n.Watchdog())
-	}
 	release := make(chan struct{})
 	var releaseOnce sync.Once
 	unstick := func() { releaseOnce.Do(func() { close(release) }) }
 	stuck := true
-	runMonitor(t, n, procmon.Config{
+	m := newMonitor(t, procmon.Config{
 		Command: []string{fakeBridge, "-hang"},
 		BeforeSpawn: func() error {
 			if stuck {
@@ -248,6 +244,14 @@ func TestWatchdogOnlyWhileTheMonitorAnswers(t *testing.T) {
 			return nil
 		},
 	})
+	n, err := New(m, slog.New(recordHandler{logs}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Watchdog() != 100*time.Millisecond {
+		t.Fatalf("Watchdog() = %s; want 100ms", n.Watchdog())
+	}
+	runMonitor(t, n, m)
 	// Cleanups run last first: a failed test unsticks the monitor before
 	// runMonitor's cleanup waits for it.
 	t.Cleanup(unstick)
@@ -381,11 +385,8 @@ func TestStalledSocketNeverHoldsUpTheSidecar(t *testing.T) {
 	stalledNotify(t)
 	var logged strings.Builder
 	var mu sync.Mutex
-	n, err := New(slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := procmon.New(procmon.Config{Command: []string{fakeBridge, "-hang"}})
+	m := newMonitor(t, procmon.Config{Command: []string{fakeBridge, "-hang"}})
+	n, err := New(m, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,7 +401,7 @@ func TestStalledSocketNeverHoldsUpTheSidecar(t *testing.T) {
 	go func() {
 		defer close(done)
 		notDone := make(chan error, 1)
-		go func() { notDone <- n.Run(ctx, m) }()
+		go func() { notDone <- n.Run(ctx) }()
 		n.Ready()
 		for ev := range sub.C {
 			if ev.Kind == procmon.EventStarted {
