@@ -1,8 +1,8 @@
 package feed
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -116,38 +116,53 @@ func (h *hub) count() int {
 
 // run follows the monitor until its stream ends, then closes every
 // client's queue so each writer sends what is left and says goodbye. Once
-// stop is closed it waits at most grace more for the stream to end, as it
+// ctx is done it waits at most grace more for the stream to end, as it
 // does when the monitor is told to stop at the same time: the monitor's
 // last events (stopping, exited, stopped) still go out.
-func (h *hub) run(m *procmon.Monitor, sub *procmon.Subscription, stop <-chan struct{}, grace time.Duration) {
+func (h *hub) run(ctx context.Context, f *procmon.Follower, grace time.Duration) {
 	defer h.finish()
-	var deadline <-chan time.Time
+	follow, cancel := withGrace(ctx, grace)
+	defer cancel()
 	for {
-		select {
-		case ev, ok := <-sub.C:
-			if ok {
-				h.publish(h.encode(ev))
-				continue
-			}
-			if !errors.Is(sub.Err(), procmon.ErrOverflow) {
-				return
-			}
+		u, err := f.Next(follow)
+		switch {
+		case err != nil:
+			return
+		case u.Missed > 0:
 			// The hub itself fell behind; its clients have missed events
 			// and must resync from a fresh hello.
-			h.log.Warn("status feed fell behind the monitor; asking clients to reconnect")
+			h.log.Warn("status feed fell behind the monitor; asking clients to reconnect", "missed_events", u.Missed)
 			h.dropAll(websocket.StatusTryAgainLater, "the sidecar fell behind; reconnect")
-			var last procmon.Event
-			sub, last = m.Subscribe(hubQueue)
-			h.setLast(h.encode(last))
-		case <-stop:
-			stop = nil
-			t := time.NewTimer(grace)
-			defer t.Stop()
-			deadline = t.C
-		case <-deadline:
-			sub.Close()
-			return
+			h.setLast(h.encode(u.Event))
+		default:
+			h.publish(h.encode(u.Event))
 		}
+	}
+}
+
+// withGrace returns a context that ends grace after ctx does, or when
+// cancel is called.
+func withGrace(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	late, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var mu sync.Mutex
+	var timer *time.Timer
+	ended := false
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !ended {
+			timer = time.AfterFunc(grace, cancel)
+		}
+	})
+	return late, func() {
+		stop()
+		mu.Lock()
+		ended = true
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+		cancel()
 	}
 }
 

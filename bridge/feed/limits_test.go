@@ -22,10 +22,10 @@ import (
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
-// When Serve and the monitor are stopped at the same moment, as a process
+// When Run and the monitor are stopped at the same moment, as a process
 // that shares one context between them does, clients still get the
 // monitor's last events before the close.
-func TestFinalEventsWhenServeAndMonitorStopTogether(t *testing.T) {
+func TestFinalEventsWhenRunAndMonitorStopTogether(t *testing.T) {
 	m, err := procmon.New(procmon.Config{Command: []string{fakeBridge, "-hang"}, Backoff: fast, StopTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +37,7 @@ func TestFinalEventsWhenServeAndMonitorStopTogether(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	served, ran := make(chan error, 1), make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
+	go func() { served <- srv.Run(ctx) }()
 	go func() { ran <- m.Run(ctx) }()
 	r := &rig{m: m, srv: srv}
 	p := r.dial(t, "")

@@ -78,7 +78,7 @@ func newRigConfig(t testing.TB, cfg procmon.Config, opts Options, args ...string
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &rig{m: m, srv: srv, cancel: cancel, ran: make(chan error, 1), served: make(chan error, 1)}
-	go func() { r.served <- srv.Serve(context.Background()) }()
+	go func() { r.served <- srv.Run(context.Background()) }()
 	go func() { r.ran <- m.Run(ctx) }()
 	t.Cleanup(func() { r.stop(t) })
 	return r

@@ -129,6 +129,7 @@ type Server struct {
 	ln       net.Listener
 	loopback bool
 	mux      *http.ServeMux
+	follow   *procmon.Follower
 	hub      *hub
 	token    [sha256.Size]byte
 	hasToken bool
@@ -138,7 +139,7 @@ type Server struct {
 	started  atomic.Bool
 
 	// ctx ends every connection: it is cancelled once clients have had
-	// FlushTimeout to take the last events, or when Serve returns.
+	// FlushTimeout to take the last events, or when Run returns.
 	ctx context.Context
 
 	mu      sync.Mutex
@@ -146,8 +147,10 @@ type Server struct {
 	conns   sync.WaitGroup // websocket sessions and the push loop
 }
 
-// New checks opts and binds the listener, so a taken address is reported
-// before anything starts.
+// New checks opts, binds the listener, so a taken address is reported
+// before anything starts, and follows the monitor at once, so that clients
+// see every event from the first even if the monitor runs before Run
+// starts.
 func New(opts Options) (*Server, error) {
 	if opts.Monitor == nil {
 		return nil, errors.New("feed: no monitor")
@@ -174,6 +177,8 @@ func New(opts Options) (*Server, error) {
 		epoch:    time.Now(),
 		ctx:      context.Background(),
 	}
+	s.follow = opts.Monitor.Follow(hubQueue)
+	s.hub.setLast(s.hub.encode(s.follow.Last()))
 	maxClients, maxAnon := clientLimits(&opts)
 	s.admit = newAdmission(maxClients, maxAnon, opts.AnonymousIdle)
 	if opts.Token != "" {
@@ -261,13 +266,14 @@ func redactURL(raw string) string {
 // Addr is the address the server listens on, as NewClient takes it.
 func (s *Server) Addr() string { return AddrOf(s.ln) }
 
-// Close releases the address of a server that will not be served, as
-// when setup fails after New. Once Serve has been called, end it through
-// its context instead.
+// Close releases the address and the monitor's events of a server that
+// will not run, as when setup fails after New. Once Run has been called,
+// end it through its context instead.
 func (s *Server) Close() error {
 	if s.started.Load() {
-		return errors.New("feed: Close after Serve; cancel Serve's context instead")
+		return errors.New("feed: Close after Run; cancel Run's context instead")
 	}
+	s.follow.Close()
 	return s.ln.Close()
 }
 
@@ -286,13 +292,15 @@ func (s *Server) Handle(pattern string, h http.Handler) {
 	s.mux.Handle(pattern, s.guard(h))
 }
 
-// Serve answers requests, and in push mode dials the gateway, until the
+// Run answers requests, and in push mode dials the gateway, until the
 // monitor has finished and every client has been sent its last event, or
-// until ctx is cancelled. It closes the listener before it returns.
-func (s *Server) Serve(ctx context.Context) error {
+// until ctx is cancelled. It closes the listener and releases the
+// monitor's events before it returns.
+func (s *Server) Run(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
-		return errors.New("feed: Serve called twice")
+		return errors.New("feed: Run called twice")
 	}
+	defer s.follow.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	hard, cut := context.WithCancel(context.Background())
@@ -302,8 +310,6 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.log.Warn("the status server listens beyond this machine; status and events need the token from other hosts, probes are open to all",
 			"listen", s.Addr())
 	}
-	sub, last := s.opts.Monitor.Subscribe(hubQueue)
-	s.hub.setLast(s.hub.encode(last))
 
 	reaper := newIdleReaper(s.opts.MaxConns)
 	hs := &http.Server{
@@ -332,7 +338,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	hubDone := make(chan struct{})
 	go func() {
 		defer close(hubDone)
-		s.hub.run(s.opts.Monitor, sub, ctx.Done(), s.opts.FlushTimeout)
+		s.hub.run(ctx, s.follow, s.opts.FlushTimeout)
 	}()
 	var serveErr error
 	select {
@@ -364,7 +370,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	return serveErr
 }
 
-// enter registers a session unless the server is closing; Serve waits for
+// enter registers a session unless the server is closing; Run waits for
 // every registered one.
 func (s *Server) enter() bool {
 	s.mu.Lock()
@@ -560,7 +566,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 }
 
 // session runs one websocket until it ends, and reports whether it ended
-// because the event stream did (the monitor finished or Serve was
+// because the event stream did (the monitor finished or Run was
 // cancelled) rather than because of the peer. cc is the connection under
 // ws if the server accepted it, nil in push mode.
 func (s *Server) session(ws *websocket.Conn, cc *corkConn, c *client, peer string) (finished bool) {
@@ -570,7 +576,7 @@ func (s *Server) session(ws *websocket.Conn, cc *corkConn, c *client, peer strin
 	stop := func() bool { return false }
 	if cc != nil {
 		// Writes through cc are bounded by its deadline, not by a context
-		// (see write); this ends one under way when Serve is cancelled or
+		// (see write); this ends one under way when Run is cancelled or
 		// the reader finds the peer gone.
 		stop = context.AfterFunc(ctx, cc.abort)
 	}

@@ -196,7 +196,7 @@ func startFeed(c *cli.Context, fs feedSettings, m *procmon.Monitor, logger *slog
 
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
+	go func() { served <- srv.Run(ctx) }()
 	wait := func() {
 		select {
 		case <-m.Done():
