@@ -37,7 +37,7 @@ type Service struct {
 const StopMargin = 5 * time.Second
 
 // Render writes the unit. Type=notify because the sidecar reports READY=1
-// and its state (bridge/notify). KillMode=mixed sends SIGTERM to the
+// and its state (internal/notify). KillMode=mixed sends SIGTERM to the
 // sidecar alone, which stops the bridge in order; only if that overruns
 // does systemd kill everything left. The statuses in NoRestart (for the
 // sidecar, a bad command line and no bridge found) are not restarted every
