@@ -74,8 +74,8 @@ func Discover(w Where) (Target, error) {
 	if w.Port == 0 {
 		w.Port = DefaultPort
 	}
-	if w.Port < 1 || w.Port > 65535 {
-		return Target{}, fmt.Errorf("--port must be between 1 and 65535 (got %d)", w.Port)
+	if err := gateway.CheckPort(w.Port); err != nil {
+		return Target{}, err
 	}
 	if w.Mode == "" {
 		w.Mode = in.Mode

@@ -113,7 +113,6 @@ func TestDiscoverErrorsSayWhatWasLookedFor(t *testing.T) {
 		want string
 	}{
 		{Where{Script: filepath.Join(home, "missing.js")}, "--bridge-script"},
-		{Where{Script: filepath.Join(home, "b.js"), Port: 70000}, "--port"},
 		{Where{Script: filepath.Join(home, "b.js"), Mode: "group"}, "--mode"},
 		{Where{Script: filepath.Join(home, "b.js"), Node: "nonode"}, "--node"},
 	}
@@ -123,6 +122,14 @@ func TestDiscoverErrorsSayWhatWasLookedFor(t *testing.T) {
 		if _, err := Discover(c.w); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Discover(%+v): %v, want an error naming %s", c.w, err, c.want)
 		}
+	}
+
+	// A bad port is a typed error, which cmd words as its --port flag.
+	getenv, look = machine(map[string]string{"HOME": home}, "/usr/bin/node")
+	_, err = Discover(Where{Install: load(t, home), Script: filepath.Join(home, "b.js"), Port: 70000, Getenv: getenv, LookPath: look})
+	var pe *gateway.PortError
+	if !errors.As(err, &pe) || pe.Port != 70000 {
+		t.Errorf("port 70000: %v, want a *gateway.PortError", err)
 	}
 
 	getenv, look = machine(nil, "/usr/bin/node")

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
 	"github.com/wa-sidecar/wa-sidecar/bridge/session"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
@@ -84,8 +85,8 @@ func (o *Options) applyDefaults() error {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	switch {
-	case o.Port < 0 || o.Port > 65535:
-		return fmt.Errorf("--port must be between 1 and 65535 (got %d)", o.Port)
+	case o.Port != 0 && gateway.CheckPort(o.Port) != nil:
+		return gateway.CheckPort(o.Port)
 	case o.HealthPeriod < 0 || o.HealthTimeout < 0 || o.ConnectGrace < 0 || o.FlapWindow < 0 || o.CredsPoll < 0:
 		return errors.New("health and pairing durations must be positive")
 	case o.HealthTimeout > o.HealthPeriod:

@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
 )
 
 // CommandTarget is the target for a bridge command given in full, such as
@@ -30,7 +32,7 @@ func scriptArg(args []string) string {
 // is not a port.
 func portArg(args []string) int {
 	p, err := strconv.Atoi(flagArg(args, "--port"))
-	if err != nil || p < 1 || p > 65535 {
+	if err != nil || gateway.CheckPort(p) != nil {
 		return 0
 	}
 	return p

@@ -313,8 +313,8 @@ func (l *loader) port() {
 			port, _ = strconv.Atoi(v.s)
 		}
 	}
-	if port < 1 || port > 65535 {
-		l.cfg.problem(s.line, "%s is %s; want a port number from 1 to 65535; the default %d is used", s.path, describe(v, s), defaultPort)
+	if CheckPort(port) != nil {
+		l.cfg.problem(s.line, "%s is %s; want a port number from 1 to %d; the default %d is used", s.path, describe(v, s), MaxPort, defaultPort)
 		return
 	}
 	l.in.Port, l.in.PortFrom = port, s.from()

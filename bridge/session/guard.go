@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
 	"github.com/wa-sidecar/wa-sidecar/internal/lockfile"
 	"github.com/wa-sidecar/wa-sidecar/internal/privdir"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
@@ -121,8 +122,8 @@ func Open(cfg Config) (*Guard, error) {
 		return nil, fmt.Errorf("session directory %q: %w", cfg.SessionDir, err)
 	}
 	cfg.SessionDir = dir
-	if cfg.Port < 0 || cfg.Port > 65535 {
-		return nil, fmt.Errorf("--port must be between 1 and 65535 (got %d)", cfg.Port)
+	if err := gateway.CheckPort(cfg.Port); err != nil && cfg.Port != 0 {
+		return nil, err
 	}
 	if cfg.LeftoverTimeout <= 0 {
 		cfg.LeftoverTimeout = 3 * time.Second

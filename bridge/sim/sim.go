@@ -183,8 +183,8 @@ func parse(c Config, args []string, stderr io.Writer) (Config, error) {
 	if c.SessionDir == "" {
 		return c, errors.New("--session is required: the directory where creds.json is kept (use a temporary one)")
 	}
-	if c.Port < 1 || c.Port > 65535 {
-		return c, fmt.Errorf("--port must be between 1 and 65535 (got %d)", c.Port)
+	if gateway.CheckPort(c.Port) != nil {
+		return c, fmt.Errorf("--port must be between 1 and %d (got %d)", gateway.MaxPort, c.Port)
 	}
 	if c.Mode != "self-chat" && c.Mode != "bot" {
 		return c, fmt.Errorf("--mode must be self-chat or bot (got %q)", c.Mode)

@@ -100,7 +100,7 @@ func doctorAction(c *cli.Context) error {
 		w.Port = c.Int("port")
 	}
 	if t, err := bridge.Discover(w); err != nil {
-		r.Error = err.Error()
+		r.Error = flagError(err).Error()
 	} else {
 		r.Command = t.Command
 		r.Script, r.Session = t.Script, t.SessionDir

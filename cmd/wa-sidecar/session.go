@@ -59,7 +59,7 @@ func protectSession(c *cli.Context, target bridge.Target, cfg *procmon.Config, l
 			return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitTempFail)
 		}
 		if err != nil {
-			return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), fileExitCode(err))
+			return nil, nil, cli.Exit("wa-sidecar: "+flagError(err).Error(), fileExitCode(err))
 		}
 		cfg.Hold = g.Hold
 		cfg.BeforeSpawn = chainBefore(cfg.BeforeSpawn, g.BeforeSpawn)

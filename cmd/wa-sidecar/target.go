@@ -51,8 +51,8 @@ func healthFlags() []cli.Flag {
 // usage error it is (64, naming the flag), not as a missing bridge (78),
 // and not after a discovery whose result it would have changed.
 func checkFlags(c *cli.Context) error {
-	if p := c.Int("port"); p < 1 || p > 65535 {
-		return usageError("--port must be between 1 and 65535 (got %d)", p)
+	if err := gateway.CheckPort(c.Int("port")); err != nil {
+		return usageError("%v", flagError(err))
 	}
 	if m := c.String("mode"); m != "" && m != "self-chat" && m != "bot" {
 		return usageError("--mode must be self-chat or bot (got %q)", m)
@@ -100,7 +100,7 @@ func newHermes(c *cli.Context, t bridge.Target, expect *bridge.Expect, logger *s
 	}
 	h, err := bridge.New(opts)
 	if err != nil {
-		return nil, usageError("%v", err)
+		return nil, usageError("%v", flagError(err))
 	}
 	return h, nil
 }
@@ -139,7 +139,7 @@ func bridgeTarget(c *cli.Context, in gateway.Install) (bridge.Target, error) {
 	}
 	t, err := bridge.Discover(w)
 	if err != nil {
-		return t, cli.Exit("wa-sidecar: "+err.Error(), exitConfig)
+		return t, cli.Exit("wa-sidecar: "+flagError(err).Error(), exitConfig)
 	}
 	return t, nil
 }
