@@ -20,21 +20,49 @@ type Backoff struct {
 // DefaultBackoff is 1 s doubling to 60 s, ±20 %, forgiven after 2 min up.
 var DefaultBackoff = Backoff{Initial: time.Second, Max: time.Minute, Multiplier: 2, Jitter: 0.2, Reset: 2 * time.Minute}
 
-// Validate reports settings that cannot work, naming the flag to change.
+// BackoffError says a Backoff setting cannot work. Field names the
+// Backoff field at fault; a program that takes the settings from its
+// user tells them which of its own settings that is.
+type BackoffError struct {
+	Field   string // "Initial", "Max", "Multiplier", "Jitter" or "Reset"
+	Backoff Backoff
+}
+
+func (e *BackoffError) Error() string {
+	b := e.Backoff
+	switch e.Field {
+	case "Initial":
+		return fmt.Sprintf("backoff: the initial delay must not be negative (got %s)", b.Initial)
+	case "Max":
+		return fmt.Sprintf("backoff: the longest delay (%s) is shorter than the initial one (%s)", b.Max, b.Initial)
+	case "Multiplier":
+		return fmt.Sprintf("backoff: the multiplier must be at least 1 (got %g)", b.Multiplier)
+	case "Jitter":
+		return fmt.Sprintf("backoff: the jitter must be at least 0 and below 1 (got %g); 0.2 spreads delays by ±20 %%", b.Jitter)
+	case "Reset":
+		return fmt.Sprintf("backoff: the reset time must not be negative (got %s)", b.Reset)
+	}
+	return "backoff: bad " + e.Field
+}
+
+// Validate returns a *BackoffError for settings that cannot work.
 func (b Backoff) Validate() error {
+	field := ""
 	switch {
 	case b.Initial < 0:
-		return fmt.Errorf("--backoff-initial must not be negative (got %s)", b.Initial)
+		field = "Initial"
 	case b.Max < b.Initial:
-		return fmt.Errorf("--backoff-max (%s) is shorter than --backoff-initial (%s); raise --backoff-max or lower --backoff-initial", b.Max, b.Initial)
+		field = "Max"
 	case b.Multiplier < 1:
-		return fmt.Errorf("backoff multiplier must be at least 1 (got %g)", b.Multiplier)
+		field = "Multiplier"
 	case !(b.Jitter >= 0 && b.Jitter < 1): // NaN too
-		return fmt.Errorf("--backoff-jitter must be at least 0 and below 1 (got %g); 0.2 spreads delays by ±20 %%", b.Jitter)
+		field = "Jitter"
 	case b.Reset < 0:
-		return fmt.Errorf("--backoff-reset must not be negative (got %s)", b.Reset)
+		field = "Reset"
+	default:
+		return nil
 	}
-	return nil
+	return &BackoffError{Field: field, Backoff: b}
 }
 
 // Delay is the wait before the next spawn after the given number of

@@ -1,6 +1,8 @@
 package procmon
 
 import (
+	"errors"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -87,16 +89,22 @@ func TestBackoffDelay(t *testing.T) {
 }
 
 func TestBackoffValidate(t *testing.T) {
-	bad := []Backoff{
-		{Initial: -1, Max: 10, Multiplier: 2},
-		{Initial: 10, Max: 5, Multiplier: 2},
-		{Initial: 1, Max: 5, Multiplier: 0.5},
-		{Initial: 1, Max: 5, Multiplier: 2, Jitter: 1},
-		{Initial: 1, Max: 5, Multiplier: 2, Reset: -1},
+	bad := []struct {
+		b     Backoff
+		field string
+	}{
+		{Backoff{Initial: -1, Max: 10, Multiplier: 2}, "Initial"},
+		{Backoff{Initial: 10, Max: 5, Multiplier: 2}, "Max"},
+		{Backoff{Initial: 1, Max: 5, Multiplier: 0.5}, "Multiplier"},
+		{Backoff{Initial: 1, Max: 5, Multiplier: 2, Jitter: 1}, "Jitter"},
+		{Backoff{Initial: 1, Max: 5, Multiplier: 2, Reset: -1}, "Reset"},
 	}
-	for _, b := range bad {
-		if b.Validate() == nil {
-			t.Errorf("Validate(%+v) accepted", b)
+	for _, tc := range bad {
+		var be *BackoffError
+		if err := tc.b.Validate(); !errors.As(err, &be) || be.Field != tc.field || be.Backoff != tc.b {
+			t.Errorf("Validate(%+v) = %v, want a *BackoffError for %s", tc.b, err, tc.field)
+		} else if strings.Contains(err.Error(), "--") {
+			t.Errorf("Validate(%+v) names a flag: %q", tc.b, err)
 		}
 	}
 	if err := DefaultBackoff.Validate(); err != nil {

@@ -190,7 +190,7 @@ func New(cfg Config) (*Monitor, error) {
 		return nil, err
 	}
 	if cfg.MaxRestarts < 0 {
-		return nil, fmt.Errorf("--max-restarts must not be negative (got %d); 0 means unlimited", cfg.MaxRestarts)
+		return nil, fmt.Errorf("MaxRestarts must not be negative (got %d); 0 means unlimited", cfg.MaxRestarts)
 	}
 	m := &Monitor{
 		cfg:   cfg,
@@ -664,37 +664,53 @@ func growPipe(f *os.File) {
 	}
 }
 
+// SpawnError says why the child could not be started, as exec.Error does
+// for os/exec: Op is "find" when the program could not be found or is not
+// runnable, "start" when the spawn itself failed.
+type SpawnError struct {
+	Op   string
+	Name string // the program, as given in Config.Command
+	Dir  string // Config.Dir, if set
+	Err  error
+}
+
+func (e *SpawnError) Error() string {
+	q := fmt.Sprintf("cannot start %q", e.Name)
+	if e.Op == "find" {
+		switch {
+		case errors.Is(e.Err, exec.ErrNotFound):
+			return q + ": not found in PATH; install it or give its full path"
+		case errors.Is(e.Err, fs.ErrNotExist):
+			return q + ": no such file; check the path"
+		case errors.Is(e.Err, fs.ErrPermission):
+			return q + ": permission denied (is it executable? a script needs its interpreter, e.g. node script.js)"
+		}
+		return q + ": " + e.Err.Error()
+	}
+	switch {
+	case errors.Is(e.Err, syscall.ENOENT) && e.Dir != "":
+		return fmt.Sprintf("%s in %q: %v (does the working directory exist?)", q, e.Dir, e.Err)
+	case errors.Is(e.Err, syscall.EACCES):
+		return fmt.Sprintf("%s: %v (is it executable, and the working directory readable?)", q, e.Err)
+	}
+	return q + ": " + e.Err.Error()
+}
+
+func (e *SpawnError) Unwrap() error { return e.Err }
+
 // resolve finds the program the way a shell would, and makes a relative
 // path absolute first: the child changes into Dir before exec, and a
 // relative path would then point somewhere else.
 func resolve(name string) (string, error) {
 	path, err := exec.LookPath(name)
 	if err != nil && !errors.Is(err, exec.ErrDot) {
-		if errors.Is(err, exec.ErrNotFound) {
-			return "", fmt.Errorf("cannot start %q: not found in PATH; install it or give its full path", name)
-		}
-		if errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("cannot start %q: no such file; check the path (is the bridge installed there?)", name)
-		}
-		if errors.Is(err, fs.ErrPermission) {
-			return "", fmt.Errorf("cannot start %q: permission denied (is it executable? a script needs its interpreter, e.g. node bridge.js)", name)
-		}
-		return "", fmt.Errorf("cannot start %q: %w", name, err)
+		return "", &SpawnError{Op: "find", Name: name, Err: err}
 	}
 	return filepath.Abs(path)
 }
 
 func describeSpawnError(name, dir string, err error) error {
-	switch {
-	case errors.Is(err, syscall.ENOENT) && dir != "":
-		return fmt.Errorf("cannot start %q in %q: %w (does the --workdir exist?)", name, dir, err)
-	case errors.Is(err, syscall.ENOENT):
-		return fmt.Errorf("cannot start %q: %w", name, err)
-	case errors.Is(err, syscall.EACCES):
-		return fmt.Errorf("cannot start %q: %w (is it executable, and the --workdir readable?)", name, err)
-	default:
-		return fmt.Errorf("cannot start %q: %w", name, err)
-	}
+	return &SpawnError{Op: "start", Name: name, Dir: dir, Err: err}
 }
 
 // watch drains the child's output and, once the child is reaped and what

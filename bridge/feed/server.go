@@ -68,6 +68,10 @@ type Options struct {
 	// PushBackoff paces reconnection in push mode [0.5 s doubling to 30 s,
 	// ±20 %; a connection that lasted 30 s starts the delays over].
 	PushBackoff procmon.Backoff
+	// StartHint says how to start a stopped bridge again, and follows
+	// "the bridge was stopped" in /readyz's reason: a program's own
+	// command, such as "'wa-sidecar start' starts it" [none].
+	StartHint string
 }
 
 func (o *Options) applyDefaults() {
@@ -147,6 +151,17 @@ type Server struct {
 	conns   sync.WaitGroup // websocket sessions and the push loop
 }
 
+// PushBackoffError says Options.PushBackoff cannot work. It is feed's own
+// setting, not the monitor's restart backoff, though both are checked by
+// procmon.Backoff.Validate, whose error it wraps.
+type PushBackoffError struct {
+	Err error
+}
+
+func (e *PushBackoffError) Error() string { return "feed: Options.PushBackoff: " + e.Err.Error() }
+
+func (e *PushBackoffError) Unwrap() error { return e.Err }
+
 // New checks opts, binds the listener, so a taken address is reported
 // before anything starts, and follows the monitor at once, so that clients
 // see every event from the first even if the monitor runs before Run
@@ -160,7 +175,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	if err := opts.PushBackoff.Validate(); err != nil {
-		return nil, fmt.Errorf("push backoff: %w", err)
+		return nil, &PushBackoffError{Err: err}
 	}
 	ln, err := Listen(opts.Listen)
 	if err != nil {
@@ -495,7 +510,7 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, rd)
 		return
 	}
-	rd.Reason = notReadyReason(st, time.Now())
+	rd.Reason = notReadyReason(st, time.Now(), s.opts.StartHint)
 	writeJSON(w, http.StatusServiceUnavailable, rd)
 }
 
@@ -503,8 +518,9 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 // running bridge is not ready.
 type notReady interface{ NotReadyReason() string }
 
-// notReadyReason says in a sentence why the bridge is not ready.
-func notReadyReason(st procmon.Status, now time.Time) string {
+// notReadyReason says in a sentence why the bridge is not ready, with
+// startHint after a stop.
+func notReadyReason(st procmon.Status, now time.Time, startHint string) string {
 	if st.State == procmon.StateRunning {
 		for _, d := range st.Details {
 			if r, ok := d.(notReady); ok {
@@ -534,7 +550,10 @@ func notReadyReason(st procmon.Status, now time.Time) string {
 	case procmon.StateStopping:
 		return "the bridge is stopping"
 	case procmon.StateStopped:
-		return "the bridge was stopped; 'wa-sidecar start' starts it"
+		if startHint != "" {
+			return "the bridge was stopped; " + startHint
+		}
+		return "the bridge was stopped"
 	}
 	return fmt.Sprintf("the bridge is %s", st.State)
 }

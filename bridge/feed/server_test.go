@@ -923,3 +923,30 @@ func TestUnixListenPathTooLong(t *testing.T) {
 		t.Fatalf("left behind: %v", ents)
 	}
 }
+
+// A bad push backoff is blamed on feed's own setting, never on the
+// monitor's restart backoff (whose flags cmd would name).
+func TestBadPushBackoffNamesItsOwnSetting(t *testing.T) {
+	m, err := procmon.New(procmon.Config{Command: []string{fakeBridge}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(Options{Monitor: m, Listen: "127.0.0.1:0", PushBackoff: procmon.Backoff{Initial: time.Second, Max: time.Millisecond, Multiplier: 2}})
+	var pe *PushBackoffError
+	var be *procmon.BackoffError
+	if !errors.As(err, &pe) || !errors.As(err, &be) || be.Field != "Max" || !strings.Contains(err.Error(), "PushBackoff") {
+		t.Fatalf("New = %v, want a *PushBackoffError for its Max", err)
+	}
+}
+
+// A stopped bridge's reason ends with the hint the program gave, and
+// names no command of its own without one.
+func TestNotReadyReasonAfterAStop(t *testing.T) {
+	st := procmon.Status{State: procmon.StateStopped}
+	if got, want := notReadyReason(st, time.Now(), "'wa-sidecar start' starts it"), "the bridge was stopped; 'wa-sidecar start' starts it"; got != want {
+		t.Errorf("with a hint: %q, want %q", got, want)
+	}
+	if got, want := notReadyReason(st, time.Now(), ""), "the bridge was stopped"; got != want {
+		t.Errorf("without a hint: %q, want %q", got, want)
+	}
+}

@@ -164,7 +164,7 @@ func runConfig(c *cli.Context, target bridge.Target) (procmon.Config, error) {
 		Reset:      c.Duration("backoff-reset"),
 	}
 	if err := cfg.Backoff.Validate(); err != nil {
-		return cfg, usageError("%v", err)
+		return cfg, usageError("%v", flagError(err))
 	}
 	cfg.MaxRestarts = c.Int("max-restarts")
 	if cfg.MaxRestarts < 0 {
@@ -290,7 +290,7 @@ func runAction(c *cli.Context) error {
 
 	m, err := procmon.New(cfg)
 	if err != nil {
-		return usageError("%v", err)
+		return usageError("%v", flagError(err))
 	}
 	srv, waitFeed, err := startFeed(c, feedSet, m, logger)
 	if err != nil {
