@@ -22,7 +22,7 @@ const (
 	EventStopping    Kind = "stopping"     // stop signal sent
 	EventKilling     Kind = "killing"      // stop timed out, or was forced; SIGKILL to the group
 	EventStopped     Kind = "stopped"      // down on request, waiting for a start
-	EventGivenUp     Kind = "given_up"     // --max-restarts reached; parked until a start
+	EventGivenUp     Kind = "given_up"     // Config.MaxRestarts reached; parked until a start
 	EventSignal      Kind = "signal"       // a signal was forwarded to the child
 	EventNotice      Kind = "notice"       // something posted by a layer above (Post)
 )
