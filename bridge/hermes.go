@@ -104,8 +104,9 @@ func (o *Options) applyDefaults() error {
 // readiness, events and status details of a procmon.Monitor; it parks a
 // logged-out bridge instead of respawning it.
 //
-// Use it in three steps: New, Configure on the monitor's Config before
-// procmon.New, then Run with the monitor.
+// Use it in three steps: New; its Hook in the monitor's Config.Hooks (and
+// ExternalReadiness in its Config) before procmon.New; then Run with the
+// monitor.
 type Hermes struct {
 	opts      Options
 	lines     chan seenLine
@@ -115,10 +116,10 @@ type Hermes struct {
 	// /health or the guard last yielded to another bridge.
 	portTaken atomic.Int32
 	// parkedCreds is creds.json as it was when the bridge was parked, taken
-	// in OnExit so that a change made right after the park is not missed.
+	// in ParkExit so that a change made right after the park is not missed.
 	parkedCreds atomic.Pointer[fingerprint]
 	prober      *prober
-	// ended holds what the AfterExit hook posted for each child whose
+	// ended holds what the AfterExiter posted for each child whose
 	// exit it handled, until the watcher takes it.
 	ended endedChildren
 }
@@ -140,48 +141,46 @@ func New(opts Options) (*Hermes, error) {
 	return &Hermes{opts: opts, lines: make(chan seenLine, lineQueue), prober: newProber()}, nil
 }
 
-// Configure hooks the layer into a monitor's configuration: it reads every
-// output line (before any Output already set), parks the bridge in
-// needs_pairing when it exits logged out, and, when a port is known, makes
-// readiness wait for /health to say connected.
-func (h *Hermes) Configure(cfg *procmon.Config) {
-	// Both hooks run for every line a chatty bridge prints, so each rules
-	// out an ordinary line by its first byte before calling anything.
-	prevOut := cfg.Output
-	cfg.Output = func(l procmon.Line) {
-		if len(l.Text) > 0 && startBytes[l.Text[0]] {
-			h.observe(l)
-		}
-		if prevOut != nil {
-			prevOut(l)
-		}
-	}
-	prevExit := cfg.OnExit
-	cfg.OnExit = func(rec procmon.ExitRecord) *procmon.Park {
-		if p := h.onExit(rec); p != nil {
-			return p
-		}
-		if prevExit != nil {
-			return prevExit(rec)
-		}
-		return nil
-	}
-	cfg.AfterExit = append(cfg.AfterExit, h.exited)
-	prevKeep := cfg.KeepInTail
-	cfg.KeepInTail = func(text []byte) bool {
-		if len(text) > 0 && pairingStart[text[0]] && CarriesPairingCode(text) {
-			return false
-		}
-		return prevKeep == nil || prevKeep(text)
-	}
-	if h.opts.Port > 0 {
-		cfg.ExternalReadiness = true
+// Hook returns the layer's procmon hook, to put in the monitor's
+// Config.Hooks: it reads every output line, parks the bridge in
+// needs_pairing when it exits logged out (or in yielded, once, when its
+// port was taken as it started), ends what the layer said of a child when
+// it exits, and keeps pairing codes out of exit records.
+func (h *Hermes) Hook() procmon.Hook { return hook{h} }
+
+// ExternalReadiness says whether the monitor's readiness must wait for
+// this layer (procmon.Config.ExternalReadiness): with a port known, the
+// bridge is ready once /health says connected.
+func (h *Hermes) ExternalReadiness() bool { return h.opts.Port > 0 }
+
+// hook is the Hermes layer as the monitor sees it, so that the hook
+// methods stay off Hermes's own API.
+type hook struct{ h *Hermes }
+
+// WriteLine observes a line. It runs for every line a chatty bridge
+// prints, so it rules out an ordinary line by its first byte before
+// calling anything.
+func (k hook) WriteLine(l procmon.Line) {
+	if len(l.Text) > 0 && startBytes[l.Text[0]] {
+		k.h.observe(l)
 	}
 }
 
+// KeepInTail leaves the lines that carry a pairing code out of exit
+// records.
+func (k hook) KeepInTail(text []byte) bool {
+	return len(text) == 0 || !pairingStart[text[0]] || !CarriesPairingCode(text)
+}
+
+func (k hook) ParkExit(rec procmon.ExitRecord) *procmon.Park { return k.h.onExit(rec) }
+
+func (k hook) AfterExit(rec procmon.ExitRecord, st procmon.Status) []procmon.Event {
+	return k.h.exited(rec, st)
+}
+
 // observe runs on the monitor's output readers, for each line whose first
-// byte is in startBytes (the Output hook rules the others out): it must
-// not block, so it parses and queues.
+// byte is in startBytes (WriteLine rules the others out): it must not
+// block, so it parses and queues.
 func (h *Hermes) observe(l procmon.Line) {
 	p := ParseLine(l.Text)
 	if p.Kind == LineOther {
@@ -197,9 +196,9 @@ func (h *Hermes) observe(l procmon.Line) {
 	}
 }
 
-// onExit runs in the monitor's goroutine. The logged-out mark was stored
-// by observe before the exit was reported: the monitor reads all of a
-// child's output before it handles its exit.
+// onExit is the hook's ParkExit, in the monitor's goroutine. The
+// logged-out mark was stored by observe before the exit was reported: the
+// monitor reads all of a child's output before it handles its exit.
 func (h *Hermes) onExit(rec procmon.ExitRecord) *procmon.Park {
 	if portTakenAtStart(rec) && h.portTaken.Add(1) == 1 {
 		// Someone bound the port between the sidecar's check and the
@@ -254,8 +253,8 @@ func needsPairingMessage(session string) string {
 		"The sidecar resumes by itself when creds.json changes, or on a start command (SIGHUP).", session)
 }
 
-// Run follows m until it is done: it must be called once, after procmon.New
-// with the configuration Configure changed, and runs alongside m.Run.
+// Run follows m until it is done: it must be called once, with the
+// monitor made with the layer's Hook, and runs alongside m.Run.
 func (h *Hermes) Run(m *procmon.Monitor) {
 	w := newWatcher(h, m)
 	w.loop()
@@ -383,7 +382,7 @@ func (h *Hermes) down(det Details) Details {
 	return det
 }
 
-// exited is the monitor's AfterExit hook. It ends what this layer said of
+// exited is the hook's AfterExit. It ends what this layer said of
 // the child that exited (details.whatsapp as last posted, in st) from the
 // monitor's own goroutine, so that its disconnected event, and a changed
 // adoption verdict, come right after the exit: before the monitor's
@@ -424,7 +423,7 @@ func (h *Hermes) exited(rec procmon.ExitRecord, st procmon.Status) []procmon.Eve
 	return evs
 }
 
-// endedChild is what the AfterExit hook posted for one child.
+// endedChild is what the AfterExiter posted for one child.
 type endedChild struct {
 	det       Details
 	connected bool // it was connected when it exited

@@ -84,7 +84,8 @@ func startConfig(t *testing.T, cfg procmon.Config, opts Options) *harness {
 	cfg.Env = append(os.Environ(), simEnv+"=1")
 	cfg.Backoff = fast
 	cfg.StopTimeout = 5 * time.Second
-	h.Configure(&cfg)
+	cfg.Hooks = append([]procmon.Hook{h.Hook()}, cfg.Hooks...)
+	cfg.ExternalReadiness = cfg.ExternalReadiness || h.ExternalReadiness()
 	m, err := procmon.New(cfg)
 	if err != nil {
 		t.Fatal(err)

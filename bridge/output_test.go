@@ -135,7 +135,7 @@ func FuzzParseLine(f *testing.F) {
 		if l.Kind == LineOther && l != (Line{}) {
 			t.Fatalf("fields set on an unknown line: %+v", l)
 		}
-		// The hooks in Configure skip a line by its first byte; they must
+		// The layer's hook skips a line by its first byte; it must
 		// never skip one that matters.
 		if CarriesPairingCode(b) && !pairingStart[b[0]] {
 			t.Fatalf("a pairing line starts with %q, missing from pairingStart", b[0])

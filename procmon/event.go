@@ -85,7 +85,7 @@ type Holder struct {
 	Name string `json:"name"`
 }
 
-// A Refusal is an error from Config.BeforeSpawn that says, in a form a
+// A Refusal is an error from a BeforeSpawner that says, in a form a
 // program can read, why the spawn was refused: the status in backoff then
 // carries its reason and holder, and so does the exit record's Reason.
 type Refusal interface {
@@ -93,7 +93,7 @@ type Refusal interface {
 	Refusal() (reason string, holder *Holder)
 }
 
-// A Causer is an error from Config.BeforeSpawn that comes with an event
+// A Causer is an error from a BeforeSpawner that comes with an event
 // of its own, telling what refused the spawn (such as port_busy): the
 // monitor emits it, as it would a Post, right before spawn_failed, so that
 // the cause comes before its effect.

@@ -13,13 +13,13 @@ import (
 
 func TestBeforeSpawnErrorIsAFailureWithBackoff(t *testing.T) {
 	calls := 0
-	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: fast, BeforeSpawn: func() error {
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: fast, Hooks: []Hook{BeforeSpawnFunc(func(func(Event)) error {
 		calls++
 		if calls < 3 {
 			return errors.New("port 3000 is in use by pid 812 (python3)")
 		}
 		return nil
-	}})
+	})}})
 	for i := 1; i <= 2; i++ {
 		ev := h.next(EventSpawnFailed)
 		if !strings.Contains(ev.Exit.Error, "python3") {
@@ -34,7 +34,7 @@ func TestBeforeSpawnErrorIsAFailureWithBackoff(t *testing.T) {
 
 func TestAfterSpawnGetsTheChildsIdentity(t *testing.T) {
 	ids := make(chan signals.Identity, 1)
-	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, AfterSpawn: func(id signals.Identity) { ids <- id }})
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Hooks: []Hook{afterSpawnFunc(func(id signals.Identity) { ids <- id })}})
 	ev := h.next(EventStarted)
 	id := <-ids
 	if id.Pid != ev.Pid || id.StartTime == 0 || !id.Alive() {
@@ -44,12 +44,12 @@ func TestAfterSpawnGetsTheChildsIdentity(t *testing.T) {
 
 func TestOnExitParksInsteadOfRespawning(t *testing.T) {
 	h := start(t, Config{Command: []string{fakeBridge, "-say", "Logged out", "-exit", "1"}, Backoff: fast,
-		OnExit: func(rec ExitRecord) *Park {
+		Hooks: []Hook{parkExitFunc(func(rec ExitRecord) *Park {
 			if len(rec.Tail) > 0 && rec.Tail[len(rec.Tail)-1] == "Logged out" {
 				return &Park{State: "needs_pairing", Message: "pair again"}
 			}
 			return nil
-		}})
+		})}})
 	h.next(EventExited)
 	ev := h.next(Kind("needs_pairing"))
 	if ev.Status.State != "needs_pairing" || ev.Status.Message != "pair again" || ev.Status.NextStartAt != nil {
@@ -160,8 +160,8 @@ func TestCommandsAfterRunReturnErrNotRunning(t *testing.T) {
 
 func TestKeepInTailLeavesSecretsOut(t *testing.T) {
 	h := start(t, Config{Command: []string{fakeBridge, "-say", "before|SECRET 1|after", "-exit", "1"},
-		Backoff:    Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2},
-		KeepInTail: func(text []byte) bool { return !strings.HasPrefix(string(text), "SECRET") }})
+		Backoff: Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2},
+		Hooks:   []Hook{keepFunc(func(text []byte) bool { return !strings.HasPrefix(string(text), "SECRET") })}})
 	ex := h.next(EventExited)
 	if got := strings.Join(ex.Exit.Tail, "|"); got != "before|after" {
 		t.Fatalf("tail %q", got)
@@ -172,13 +172,13 @@ func TestHoldWaitsInStandbyWithoutCountingOrRestarting(t *testing.T) {
 	var holding atomic.Bool
 	holding.Store(true)
 	calls := atomic.Int32{}
-	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: fast, Hold: func() *Park {
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: fast, Hooks: []Hook{holdFunc(func() *Park {
 		calls.Add(1)
 		if holding.Load() {
 			return &Park{State: "yielded", Reason: "port_held", Message: "pid 42 holds the port", Recheck: 5 * time.Millisecond, Data: map[string]any{"holder_pid": 42}}
 		}
 		return nil
-	}})
+	})}})
 	ev := h.next(Kind("yielded"))
 	if ev.Status.State != "yielded" || ev.Reason != "port_held" || ev.Data["holder_pid"] != 42 || ev.Status.NextStartAt == nil {
 		t.Fatalf("standby event: %+v", ev)
@@ -206,7 +206,7 @@ func TestHoldWaitsInStandbyWithoutCountingOrRestarting(t *testing.T) {
 
 func TestHoldSituationChangeIsAnEvent(t *testing.T) {
 	n := atomic.Int32{}
-	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Hold: func() *Park {
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Hooks: []Hook{holdFunc(func() *Park {
 		switch n.Add(1) {
 		case 1:
 			return &Park{State: "yielded", Message: "pid 1 holds the port", Recheck: time.Millisecond}
@@ -214,7 +214,7 @@ func TestHoldSituationChangeIsAnEvent(t *testing.T) {
 			return &Park{State: "yielded", Message: "pid 2 holds the port", Recheck: time.Millisecond}
 		}
 		return nil
-	}})
+	})}})
 	if ev := h.next(Kind("yielded")); ev.Message != "pid 1 holds the port" {
 		t.Fatalf("first: %+v", ev)
 	}
@@ -227,12 +227,12 @@ func TestHoldSituationChangeIsAnEvent(t *testing.T) {
 func TestStopAndStartFromStandby(t *testing.T) {
 	var holding atomic.Bool
 	holding.Store(true)
-	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Hold: func() *Park {
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Hooks: []Hook{holdFunc(func() *Park {
 		if holding.Load() {
 			return &Park{State: "yielded", Message: "held", Recheck: time.Hour}
 		}
 		return nil
-	}})
+	})}})
 	h.next(Kind("yielded"))
 	if err := h.m.Stop(ctxT(t)); err != nil {
 		t.Fatal(err)
@@ -249,9 +249,9 @@ func TestStopAndStartFromStandby(t *testing.T) {
 
 func TestOnExitStandbyIsNotAFailure(t *testing.T) {
 	h := start(t, Config{Command: []string{fakeBridge, "-say", "Error: listen EADDRINUSE", "-exit", "1"}, Backoff: fast,
-		OnExit: func(rec ExitRecord) *Park {
+		Hooks: []Hook{parkExitFunc(func(rec ExitRecord) *Park {
 			return &Park{State: "yielded", Reason: "port_taken", Message: "the port was taken", Recheck: time.Hour}
-		}})
+		})}})
 	ex := h.next(EventExited)
 	if ex.Exit.Reason != "port_taken" {
 		t.Fatalf("exit record: %+v", ex.Exit)
@@ -265,10 +265,10 @@ func TestOnExitStandbyIsNotAFailure(t *testing.T) {
 func TestAfterExitEventsComeBeforeWhatFollowsTheExit(t *testing.T) {
 	var seen atomic.Int64
 	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: fast,
-		AfterExit: []func(ExitRecord, Status) []Event{func(rec ExitRecord, st Status) []Event {
+		Hooks: []Hook{afterExitFunc(func(rec ExitRecord, st Status) []Event {
 			seen.Store(int64(rec.Pid))
 			return []Event{{Kind: "lost", Data: map[string]any{"bridge_pid": rec.Pid}, Status: Status{Details: map[string]any{"layer": rec.Pid}}}}
-		}}})
+		})}})
 	expect := func(pid int, next Kind) {
 		t.Helper()
 		ex := h.next(EventExited)
@@ -302,4 +302,99 @@ func TestAfterExitEventsComeBeforeWhatFollowsTheExit(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(third, EventStopped)
+}
+
+// The test's own adapters, for the hook interfaces that no caller outside
+// needs a function type for.
+type (
+	holdFunc       func() *Park
+	afterSpawnFunc func(signals.Identity)
+	parkExitFunc   func(ExitRecord) *Park
+	afterExitFunc  func(ExitRecord, Status) []Event
+	keepFunc       func([]byte) bool
+)
+
+func (f holdFunc) HoldSpawn() *Park                                 { return f() }
+func (f afterSpawnFunc) AfterSpawn(id signals.Identity)             { f(id) }
+func (f parkExitFunc) ParkExit(rec ExitRecord) *Park                { return f(rec) }
+func (f afterExitFunc) AfterExit(rec ExitRecord, st Status) []Event { return f(rec, st) }
+func (f keepFunc) KeepInTail(text []byte) bool                      { return f(text) }
+
+// What a BeforeSpawner emits comes in the stream where it happened: after
+// the starting it belongs to, before the spawn_failed or started it leads
+// to, and with its details merged into the snapshot as a Post's are.
+func TestBeforeSpawnEventsComeBeforeTheirEffect(t *testing.T) {
+	calls := 0
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: fast, Hooks: []Hook{BeforeSpawnFunc(func(emit func(Event)) error {
+		calls++
+		emit(Event{Kind: "checked", Data: map[string]any{"call": calls}, Status: Status{Details: map[string]any{"guard": calls}}})
+		if calls == 1 {
+			return errors.New("not yet")
+		}
+		return nil
+	})}})
+	for call, effect := range []Kind{EventSpawnFailed, EventStarted} {
+		starting := h.next(EventStarting)
+		ev := h.next("checked", EventSpawnFailed, EventStarted)
+		if ev.Kind != "checked" || ev.Seq != starting.Seq+1 || ev.Data["call"] != call+1 || ev.Status.Details["guard"] != call+1 {
+			t.Fatalf("spawn %d: %+v after starting %d", call+1, ev, starting.Seq)
+		}
+		if next := h.next(EventSpawnFailed, EventStarted); next.Kind != effect || next.Seq != ev.Seq+1 || next.Status.Details["guard"] != call+1 {
+			t.Fatalf("spawn %d: %+v after the hook's event, want %s", call+1, next, effect)
+		}
+	}
+}
+
+// Hooks are asked in list order: a failing BeforeSpawner stops the ones
+// after it, the first ExitParker's park wins, and a line stays out of the
+// tail if any TailFilter leaves it out.
+func TestHooksAreCalledInListOrder(t *testing.T) {
+	var order []string
+	before := func(name string, fail bool) Hook {
+		return BeforeSpawnFunc(func(func(Event)) error {
+			order = append(order, name)
+			if fail && len(order) < 3 {
+				return errors.New(name + " refused")
+			}
+			return nil
+		})
+	}
+	park := func(state State) Hook {
+		return parkExitFunc(func(ExitRecord) *Park { return &Park{State: state, Message: string(state)} })
+	}
+	h := start(t, Config{Command: []string{fakeBridge, "-say", "a|b|c", "-exit", "1"}, Backoff: fast, Hooks: []Hook{
+		before("first", false), before("second", true), before("third", false),
+		parkExitFunc(func(ExitRecord) *Park { return nil }), park("parked_first"), park("parked_second"),
+		keepFunc(func(text []byte) bool { return string(text) != "a" }),
+		keepFunc(func(text []byte) bool { return string(text) != "c" }),
+	}})
+	failed := h.next(EventSpawnFailed)
+	if failed.Exit.Error != "second refused" {
+		t.Fatalf("spawn failed with %q, want the second hook's error", failed.Exit.Error)
+	}
+	// The refused spawn was parked too (it is a failure like any other).
+	if ev := h.next("parked_first", "parked_second"); ev.Kind != "parked_first" {
+		t.Fatalf("parked by %s, want the first ExitParker that parks", ev.Kind)
+	}
+	if got := strings.Join(order, ","); got != "first,second" {
+		t.Fatalf("BeforeSpawners called: %s", got)
+	}
+	if err := h.m.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	h.next(EventStarted)
+	if got := strings.Join(order, ","); got != "first,second,first,second,third" {
+		t.Fatalf("BeforeSpawners called: %s", got)
+	}
+	ex := h.next(EventExited)
+	if got := strings.Join(ex.Exit.Tail, "|"); got != "b" {
+		t.Fatalf("tail %q, want only the line both filters keep", got)
+	}
+}
+
+func TestNewRefusesAHookOfNoInterface(t *testing.T) {
+	_, err := New(Config{Command: []string{fakeBridge}, Hooks: []Hook{func() error { return nil }}})
+	if err == nil || !strings.Contains(err.Error(), "hook 0 (func() error)") {
+		t.Fatalf("New: %v", err)
+	}
 }

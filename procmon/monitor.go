@@ -49,64 +49,21 @@ type Config struct {
 	// such as npm or sh that do not pass signals on.
 	SignalGroup bool
 
-	// BeforeSpawn, if set, runs in the monitor goroutine before each spawn.
-	// An error counts as a failed spawn (with backoff), its text becoming
-	// the exit record's error. It must return promptly.
-	BeforeSpawn func() error
-	// AfterSpawn, if set, runs in the monitor goroutine right after each
-	// successful spawn, before the started event, with the child's identity:
-	// a layer above can record it so that a later sidecar recognises a child
-	// this one left behind. It must return promptly.
-	AfterSpawn func(signals.Identity)
-	// OnExit, if set, may park the child instead of respawning it after a
-	// failure: it returns the state to enter (such as "needs_pairing") and a
-	// message telling the user what to do. nil keeps the normal policy. A
-	// Park with a Recheck is a standby: the exit is not counted as a
-	// failure, and the next attempt comes after Recheck.
-	OnExit func(ExitRecord) *Park
-	// AfterExit are hooks run in order in the monitor goroutine for each
-	// exit of a child, with its exit record and the status its exited
-	// event carries. The events they return (Kind, Reason, Message, Data,
-	// Private and Status.Details are used, as in Post) are emitted right
-	// after the exited event, before anything the monitor does next
-	// (stopped, backoff, the next start), so that an old child's events
-	// never come after its successor's. Each runs before the exited event
-	// is published. They must return promptly.
-	AfterExit []func(ExitRecord, Status) []Event
-	// Hold, if set, runs in the monitor goroutine before each spawn, before
-	// anything else: a non-nil Park with a positive Recheck holds the spawn
-	// in its state (such as "yielded": another program's bridge has the
-	// port) without counting a failure or a restart, and Hold is asked
-	// again after Recheck. It must return promptly.
-	Hold func() *Park
+	// Hooks extend the monitor: each is called, in list order, through
+	// the hook interfaces it implements (see Hook).
+	Hooks []Hook
 
 	// ExternalReadiness makes readiness wait for SetReady instead of being
 	// implied by a successful spawn.
 	ExternalReadiness bool
 
-	TailLines int // lines kept for exit records; 20
-	// KeepInTail, if set, decides which output lines may appear in exit
-	// records, which anyone who can read the status sees: a layer above
-	// leaves out lines that carry secrets, such as a pairing QR code.
-	KeepInTail   func(text []byte) bool
+	TailLines    int // lines kept for exit records; 20
 	MaxLineBytes int // longer output lines are cut; 64 KiB
 	// WaitDelay bounds how long output is still read after the child's
 	// exit, while the pipe keeps filling (something the child left behind
 	// goes on writing to it); 2 s. What the child itself wrote is always
 	// read to the end.
 	WaitDelay time.Duration
-	// Output receives every line the child prints, from two goroutines
-	// (one per stream). nil discards them.
-	Output func(Line)
-	// OutputFlush, if set, is called for a stream each time the lines read
-	// so far have all gone to Output and the next read may block: a writer
-	// can buffer lines and write each batch at once, holding none back.
-	OutputFlush func(Stream)
-	// OutputRaw, if set, receives the child's output as read, every byte
-	// unchanged (partial lines and overlong lines too), from the stream's
-	// reader goroutine, before the lines in it reach Output. The slice is
-	// only valid during the call.
-	OutputRaw func(Stream, []byte)
 
 	Logger *slog.Logger    // nil discards the monitor's own log
 	Reaper *signals.Reaper // nil makes the monitor use its own
@@ -154,7 +111,7 @@ type Park struct {
 	// Reason is a machine-readable cause, carried in the state's event.
 	Reason string
 	// Recheck, when positive, is how long the monitor waits before it tries
-	// again (through Hold, when set).
+	// again (asking the SpawnHolders first).
 	Recheck time.Duration
 	// Data is added to the state's event.
 	Data map[string]any
@@ -166,6 +123,7 @@ type Park struct {
 // everything else reaches it through methods that send it commands.
 type Monitor struct {
 	cfg    Config
+	hooks  hooks
 	cmds   chan command
 	exits  chan exitMsg
 	broker *broker
@@ -192,8 +150,13 @@ func New(cfg Config) (*Monitor, error) {
 	if cfg.MaxRestarts < 0 {
 		return nil, fmt.Errorf("MaxRestarts must not be negative (got %d); 0 means unlimited", cfg.MaxRestarts)
 	}
+	hs, err := sortHooks(cfg.Hooks)
+	if err != nil {
+		return nil, err
+	}
 	m := &Monitor{
 		cfg:   cfg,
+		hooks: hs,
 		cmds:  make(chan command),
 		exits: make(chan exitMsg, 1),
 		done:  make(chan struct{}),
@@ -501,7 +464,7 @@ func (l *loop) handle(c command) error {
 	return nil
 }
 
-// post emits an event from a layer above (Post, an AfterExit hook).
+// post emits an event from a layer above (Post, a hook).
 func (l *loop) post(ev Event) {
 	if ev.Kind == "" {
 		ev.Kind = EventNotice
@@ -516,15 +479,15 @@ func (l *loop) post(ev Event) {
 }
 
 // emitExit emits a child's exit event, and right after it the events the
-// AfterExit hooks derive from the exit, before anything that follows
+// AfterExiters derive from the exit, before anything that follows
 // from it. The hooks run before the exit is published, so that a layer
 // above that follows the stream learns of the exit only once its hook
 // has seen it.
 func (l *loop) emitExit(ev Event) {
 	var after []Event
 	if ev.Exit != nil && ev.Exit.Pid != 0 {
-		for _, hook := range l.cfg.AfterExit {
-			after = append(after, hook(*ev.Exit, l.st)...)
+		for _, h := range l.m.hooks.exit {
+			after = append(after, h.AfterExit(*ev.Exit, l.st)...)
 		}
 	}
 	l.emit(ev)
@@ -562,11 +525,9 @@ func (l *loop) forgiveIfParked() {
 func (l *loop) spawn() {
 	stopTimer(&l.backoff)
 	l.after = stayDown
-	if l.cfg.Hold != nil {
-		if p := l.cfg.Hold(); p != nil && p.Recheck > 0 {
-			l.standby(p)
-			return
-		}
+	if p := l.m.hooks.holdSpawn(); p != nil {
+		l.standby(p)
+		return
 	}
 	l.held = nil
 	l.setState(StateStarting)
@@ -592,8 +553,8 @@ func (l *loop) spawn() {
 		return
 	}
 	l.cur = r
-	if l.cfg.AfterSpawn != nil {
-		l.cfg.AfterSpawn(child.Identity)
+	for _, h := range l.m.hooks.after {
+		h.AfterSpawn(child.Identity)
 	}
 	now := child.Started
 	l.setState(StateRunning)
@@ -609,8 +570,8 @@ func (l *loop) spawn() {
 }
 
 func (l *loop) startChild() (*signals.Child, *run, error) {
-	if l.cfg.BeforeSpawn != nil {
-		if err := l.cfg.BeforeSpawn(); err != nil {
+	for _, h := range l.m.hooks.before {
+		if err := h.BeforeSpawn(l.post); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -723,6 +684,7 @@ func (m *Monitor) watch(r *run, reaper *signals.Reaper) {
 	var readers sync.WaitGroup
 	readers.Add(2)
 	pid := r.child.Pid
+	hs := &m.hooks
 	drain := func(p *pipeReader, s Stream) {
 		defer readers.Done()
 		f := p.f
@@ -730,22 +692,17 @@ func (m *Monitor) watch(r *run, reaper *signals.Reaper) {
 		recent := r.tail.recent()
 		batch := func() {
 			recent.commit()
-			if m.cfg.OutputFlush != nil {
-				m.cfg.OutputFlush(s)
-			}
+			hs.flushLines(s)
 		}
-		keep := m.cfg.KeepInTail
 		var in io.Reader = p
-		if m.cfg.OutputRaw != nil {
-			in = rawTee{p, s, m.cfg.OutputRaw}
+		if len(hs.raw) > 0 {
+			in = rawTee{p, s, hs.writeRaw}
 		}
 		readLines(in, m.cfg.MaxLineBytes, func(text []byte, truncated bool) {
-			if keep == nil || keep(text) {
+			if hs.keepInTail(text) {
 				recent.note(text)
 			}
-			if m.cfg.Output != nil {
-				m.cfg.Output(Line{Stream: s, Pid: pid, Text: text, Truncated: truncated})
-			}
+			hs.writeLine(Line{Stream: s, Pid: pid, Text: text, Truncated: truncated})
 		}, batch)
 		// An unterminated last line comes after the last read.
 		batch()
@@ -900,10 +857,7 @@ func (l *loop) exited(e exitMsg) {
 // written.
 func (l *loop) failed(rec *ExitRecord, kind Kind, holder *Holder, announce func()) {
 	l.st.LastExit = rec
-	var park *Park
-	if l.cfg.OnExit != nil {
-		park = l.cfg.OnExit(*rec)
-	}
+	park := l.m.hooks.parkExit(*rec)
 	if park != nil && park.Recheck > 0 {
 		// Not the bridge's fault (its port was taken as it started): the
 		// exit is told, and the monitor waits in the standby.
@@ -917,17 +871,15 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, holder *Holder, announce func(
 	}
 	l.st.ConsecutiveFailures++
 	n := l.st.ConsecutiveFailures
-	if l.cfg.OnExit != nil {
-		if p := park; p != nil {
-			l.setState(p.State)
-			l.st.Message = p.Message
-			l.st.Reason, l.st.Holder = p.Reason, p.Holder
-			l.emitExit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
-			announce()
-			l.log.Warn("bridge parked until a start command", "state", p.State, "message", p.Message)
-			l.emit(Event{Kind: Kind(p.State), Reason: p.Reason, Message: p.Message, Data: p.Data})
-			return
-		}
+	if p := park; p != nil {
+		l.setState(p.State)
+		l.st.Message = p.Message
+		l.st.Reason, l.st.Holder = p.Reason, p.Holder
+		l.emitExit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
+		announce()
+		l.log.Warn("bridge parked until a start command", "state", p.State, "message", p.Message)
+		l.emit(Event{Kind: Kind(p.State), Reason: p.Reason, Message: p.Message, Data: p.Data})
+		return
 	}
 	if l.cfg.MaxRestarts > 0 && n >= l.cfg.MaxRestarts {
 		l.setState(StateGivenUp)

@@ -436,12 +436,12 @@ func TestStopReportsWhatTheBridgeStartedOutsideItsGroup(t *testing.T) {
 	// of it holds the bridge's pipes, but it was the bridge's when the
 	// stop began.
 	orphans := make(chan int, 1)
-	h := start(t, Config{Command: []string{fakeBridge, "-orphan", "1h", "-hang"}, Output: func(l Line) {
+	h := start(t, Config{Command: []string{fakeBridge, "-orphan", "1h", "-hang"}, Hooks: []Hook{LineFunc(func(l Line) {
 		var pid int
 		if _, err := fmt.Sscanf(string(l.Text), "orphan %d", &pid); err == nil {
 			orphans <- pid
 		}
-	}})
+	})}})
 	h.next(EventStarted)
 	orphan := <-orphans
 	defer syscall.Kill(orphan, syscall.SIGKILL) // no subreaper: this test's own leftover
@@ -576,7 +576,7 @@ func TestSignalForwarding(t *testing.T) {
 	var mu sync.Mutex
 	var out bytes.Buffer
 	got := make(chan struct{}, 4)
-	h := start(t, Config{Command: []string{fakeBridge, "-report-signals", "-say", "ready"}, Output: func(l Line) {
+	h := start(t, Config{Command: []string{fakeBridge, "-report-signals", "-say", "ready"}, Hooks: []Hook{LineFunc(func(l Line) {
 		mu.Lock()
 		defer mu.Unlock()
 		out.Write(l.Text)
@@ -584,7 +584,7 @@ func TestSignalForwarding(t *testing.T) {
 		if strings.HasPrefix(string(l.Text), "got ") || string(l.Text) == "ready" {
 			got <- struct{}{}
 		}
-	}})
+	})}})
 	h.next(EventStarted)
 	<-got // the handler is installed before "ready" is printed
 	for _, sig := range []syscall.Signal{syscall.SIGUSR1, syscall.SIGUSR2} {
@@ -632,7 +632,7 @@ func TestEnvironmentAndWorkdir(t *testing.T) {
 	dir := t.TempDir()
 	lines := make(chan string, 8)
 	h := start(t, Config{Command: []string{fakeBridge, "-env", "WHATSAPP_DM_POLICY", "-pwd", "-hang"}, Dir: dir,
-		Output: func(l Line) { lines <- string(l.Text) }})
+		Hooks: []Hook{LineFunc(func(l Line) { lines <- string(l.Text) })}})
 	h.next(EventStarted)
 	want := map[string]bool{"ENV=allowlist with spaces=and equals": true, "PWD=" + dir: true}
 	for len(want) > 0 {
@@ -652,7 +652,7 @@ func TestOutputIsDrainedAndLinesCapped(t *testing.T) {
 		Command:      []string{fakeBridge, "-long-line", "200000", "-spew", "8388608", "-exit", "0"},
 		MaxLineBytes: 64 << 10,
 		Backoff:      Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2},
-		Output: func(l Line) {
+		Hooks: []Hook{LineFunc(func(l Line) {
 			n.Add(1)
 			bytesSeen.Add(int64(len(l.Text)))
 			if l.Truncated {
@@ -662,7 +662,7 @@ func TestOutputIsDrainedAndLinesCapped(t *testing.T) {
 				}
 			}
 			lastLine.Store(string(l.Text))
-		},
+		})},
 	})
 	ex := h.next(EventExited)
 	if *ex.Exit.Code != 0 {
@@ -678,8 +678,8 @@ func TestOutputIsDrainedAndLinesCapped(t *testing.T) {
 	}
 }
 
-// TestOutputRawGetsEveryByte: OutputRaw sees the output unchanged (an
-// overlong line whole, and an unterminated last line), while Output still
+// TestOutputRawGetsEveryByte: a RawWriter sees the output unchanged (an
+// overlong line whole, and an unterminated last line), while a LineWriter still
 // gets the lines, cut as usual.
 func TestOutputRawGetsEveryByte(t *testing.T) {
 	var mu sync.Mutex
@@ -689,7 +689,7 @@ func TestOutputRawGetsEveryByte(t *testing.T) {
 		Command:      []string{fakeBridge, "-long-line", "5000", "-say", "a|b", "-say-err", "e", "-exit", "0"},
 		MaxLineBytes: 100,
 		Backoff:      Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2},
-		OutputRaw: func(s Stream, b []byte) {
+		Hooks: []Hook{RawFunc(func(s Stream, b []byte) {
 			mu.Lock()
 			defer mu.Unlock()
 			if s == Stderr {
@@ -697,12 +697,11 @@ func TestOutputRawGetsEveryByte(t *testing.T) {
 			} else {
 				raw[0].Write(b)
 			}
-		},
-		Output: func(l Line) {
+		}), LineFunc(func(l Line) {
 			mu.Lock()
 			defer mu.Unlock()
 			lines = append(lines, string(l.Stream)+":"+string(l.Text))
-		},
+		})},
 	})
 	h.next(EventExited)
 	mu.Lock()

@@ -211,7 +211,7 @@ func (t *tail) snapshot() []string {
 	return out
 }
 
-// rawTee hands every read of a stream to a Config.OutputRaw.
+// rawTee hands every read of a stream to the RawWriters.
 type rawTee struct {
 	r  io.Reader
 	s  Stream

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// refused is a BeforeSpawn error that names its reason and holder, as the
+// refused is a BeforeSpawner's error that names its reason and holder, as the
 // session guard's port_busy does.
 type refused struct{ holder *Holder }
 
@@ -23,13 +23,13 @@ func (r refused) CauseEvent() Event {
 func TestStatusCarriesAReasonAProgramCanRead(t *testing.T) {
 	calls := 0
 	h := start(t, Config{Command: []string{fakeBridge, "-exit", "1"}, Backoff: fast, CrashloopAfter: 2, MaxRestarts: 3,
-		BeforeSpawn: func() error {
+		Hooks: []Hook{BeforeSpawnFunc(func(func(Event)) error {
 			calls++
 			if calls == 1 {
 				return fmt.Errorf("checking the port: %w", refused{&Holder{Pid: 812, Name: "python3"}})
 			}
 			return nil
-		}})
+		})}})
 	// A refused spawn: its cause's event first, then the failure, with
 	// its reason and holder in the snapshot and on the wire.
 	cause := h.nextUnless("port_busy", EventSpawnFailed)
@@ -70,16 +70,18 @@ func TestStatusCarriesAReasonAProgramCanRead(t *testing.T) {
 func TestStandbyAndParkCarryTheirReason(t *testing.T) {
 	held := 0
 	h := start(t, Config{Command: []string{fakeBridge, "-exit", "1"}, Backoff: fast,
-		Hold: func() *Park {
-			held++
-			if held > 1 {
-				return nil
-			}
-			return &Park{State: "yielded", Reason: "port_held_by_bridge", Message: "another bridge", Recheck: 10 * time.Millisecond,
-				Holder: &Holder{Pid: 4242, Name: "node"}}
-		},
-		OnExit: func(ExitRecord) *Park {
-			return &Park{State: "needs_pairing", Reason: "logged_out", Message: "pair again"}
+		Hooks: []Hook{
+			holdFunc(func() *Park {
+				held++
+				if held > 1 {
+					return nil
+				}
+				return &Park{State: "yielded", Reason: "port_held_by_bridge", Message: "another bridge", Recheck: 10 * time.Millisecond,
+					Holder: &Holder{Pid: 4242, Name: "node"}}
+			}),
+			parkExitFunc(func(ExitRecord) *Park {
+				return &Park{State: "needs_pairing", Reason: "logged_out", Message: "pair again"}
+			}),
 		},
 	})
 	y := h.next(Kind("yielded"))

@@ -33,9 +33,9 @@ type BridgeLogConfig struct {
 }
 
 // BridgeLog appends the bridge's output lines to a file that rotates by
-// size. Line writes each line with one write(2) as it arrives. Append and
-// Flush, wired to procmon.Config.Output and OutputFlush, write the lines
-// of each read of the bridge's output with one write(2) instead, before
+// size. Line writes each line with one write(2) as it arrives. As a
+// procmon hook (a LineWriter and a LineFlusher), WriteLine and FlushLines
+// write the lines of each read of the bridge's output with one write(2) instead, before
 // the sidecar reads (and may wait for) more: the file is then complete up
 // to the last line the bridge printed before it went quiet, and `tail -f`
 // shows each line as soon as the batch it came in is handled. A chatty
@@ -136,8 +136,8 @@ func (b *BridgeLog) close() error {
 	return err
 }
 
-// Line writes one line of the bridge's output at once. It has the shape
-// of procmon.Config.Output and is safe for its two goroutines.
+// Line writes one line of the bridge's output at once, for a
+// procmon.LineFunc; it is safe for the monitor's two output readers.
 func (b *BridgeLog) Line(l procmon.Line) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -145,24 +145,23 @@ func (b *BridgeLog) Line(l procmon.Line) {
 	b.flush()
 }
 
-// Append adds one line of the bridge's output to what the next Flush
-// writes. It has the shape of procmon.Config.Output; Flush must be wired
-// to OutputFlush beside it.
-func (b *BridgeLog) Append(l procmon.Line) {
+// WriteLine adds one line of the bridge's output to what the next
+// FlushLines writes: the log's procmon.LineWriter.
+func (b *BridgeLog) WriteLine(l procmon.Line) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.appendLine(l.Text)
 }
 
-// Flush writes the lines appended so far, of both streams, in the order
-// they came. It has the shape of procmon.Config.OutputFlush.
-func (b *BridgeLog) Flush(procmon.Stream) {
+// FlushLines writes the lines added so far, of both streams, in the order
+// they came: the log's procmon.LineFlusher.
+func (b *BridgeLog) FlushLines(procmon.Stream) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.flush()
 }
 
-// flushBytes bounds what Append holds before it writes on its own.
+// flushBytes bounds what WriteLine holds before it writes on its own.
 const flushBytes = 256 << 10
 
 func (b *BridgeLog) appendLine(text []byte) {

@@ -42,7 +42,7 @@ func TestBridgeLogAppendsBridgeOutput(t *testing.T) {
 	defer bl.Close()
 	h := startMonitor(t, nil, procmon.Config{
 		Command: []string{fakeBridge, "-say", "🌉 WhatsApp bridge listening on port 3000 (mode: self-chat)|✅ WhatsApp connected!", "-say-err", "boom", "-exit", "0"},
-		Output:  bl.Line,
+		Hooks:   []procmon.Hook{procmon.LineFunc(bl.Line)},
 		Backoff: once,
 	})
 	h.next(procmon.EventExited)
@@ -104,11 +104,11 @@ func testRotatesWholeLines(t *testing.T, batched bool) {
 	const lineLen = 1000
 	cfg := procmon.Config{
 		Command: []string{fakeBridge, "-spew", "3145728", "-line", "1000", "-exit", "0"},
-		Output:  bl.Line,
+		Hooks:   []procmon.Hook{procmon.LineFunc(bl.Line)},
 		Backoff: once,
 	}
 	if batched {
-		cfg.Output, cfg.OutputFlush = bl.Append, bl.Flush
+		cfg.Hooks = []procmon.Hook{bl}
 	}
 	h := startMonitor(t, nil, cfg)
 	h.next(procmon.EventExited)
@@ -159,10 +159,9 @@ func TestBridgeLogBatchesKeepOrder(t *testing.T) {
 		want = append(want, strconv.Itoa(i))
 	}
 	h := startMonitor(t, nil, procmon.Config{
-		Command:     []string{fakeBridge, "-say", strings.Join(want, "|"), "-exit", "0"},
-		Output:      bl.Append,
-		OutputFlush: bl.Flush,
-		Backoff:     once,
+		Command: []string{fakeBridge, "-say", strings.Join(want, "|"), "-exit", "0"},
+		Hooks:   []procmon.Hook{bl},
+		Backoff: once,
 	})
 	h.next(procmon.EventExited)
 	if got := readFile(t, path); got != strings.Join(want, "\n")+"\n" {

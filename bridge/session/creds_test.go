@@ -120,11 +120,12 @@ func TestCredsTruncatedBetweenSpawnsIsRestored(t *testing.T) {
 	dir := newSession(t, pairedCreds)
 	g := openGuard(t, Config{SessionDir: dir, RestoreCreds: true})
 	h := startMonitor(t, g, procmon.Config{Command: []string{fakeBridge, "-hang"}})
-	h.next(procmon.EventStarted)
-	d := sessionDetails(t, h.next(EventSession))
+	// What the guard found comes before the spawn it precedes.
+	d := sessionDetails(t, h.nextUnless(EventSession, procmon.EventStarted))
 	if !d.Paired || d.Creds != CredsOK || d.Backup == nil {
 		t.Fatalf("first spawn: details %+v, want paired with a backup", d)
 	}
+	h.next(procmon.EventStarted)
 	backup := filepath.Join(dir, StateDirName, "creds.json.last-good")
 	if got := readFile(t, backup); got != pairedCreds {
 		t.Fatalf("backup holds %q", got)
@@ -134,7 +135,7 @@ func TestCredsTruncatedBetweenSpawnsIsRestored(t *testing.T) {
 	if err := h.m.Restart(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	ev := h.next(EventCredsRestored)
+	ev := h.nextUnless(EventCredsRestored, procmon.EventStarted)
 	if !strings.Contains(ev.Message, "was empty") {
 		t.Fatalf("restore message %q does not say what was wrong", ev.Message)
 	}
@@ -146,10 +147,11 @@ func TestCredsTruncatedBetweenSpawnsIsRestored(t *testing.T) {
 	if ev.Data["damaged_copy"] != damaged {
 		t.Fatalf("creds_restored names the damaged copy %v, want %s", ev.Data["damaged_copy"], damaged)
 	}
-	d = sessionDetails(t, h.next(EventSession))
+	d = sessionDetails(t, h.nextUnless(EventSession, procmon.EventStarted))
 	if !d.Paired || d.Creds != CredsOK || d.RestoredAt == nil {
 		t.Fatalf("after restore: details %+v", d)
 	}
+	h.next(procmon.EventStarted)
 	if got := readFile(t, filepath.Join(dir, "creds.json")); got != pairedCreds {
 		t.Fatalf("creds.json after restore holds %q", got)
 	}
@@ -167,20 +169,20 @@ func TestCorruptCredsWithoutRestoreSaysHow(t *testing.T) {
 	dir := newSession(t, pairedCreds)
 	g := openGuard(t, Config{SessionDir: dir})
 	h := startMonitor(t, g, procmon.Config{Command: []string{fakeBridge, "-hang"}})
+	h.nextUnless(EventSession, procmon.EventStarted)
 	h.next(procmon.EventStarted)
-	h.next(EventSession)
 
 	torn := pairedCreds[:len(pairedCreds)/2]
 	writeCreds(t, dir, torn)
 	if err := h.m.Restart(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	ev := h.next(EventCredsDamaged)
+	ev := h.nextUnless(EventCredsDamaged, procmon.EventStarted)
 	backup := filepath.Join(dir, StateDirName, "creds.json.last-good")
 	if !strings.Contains(ev.Message, "cp "+backup+" "+filepath.Join(dir, "creds.json")) {
 		t.Fatalf("message %q does not say how to restore", ev.Message)
 	}
-	d := sessionDetails(t, h.next(EventSession))
+	d := sessionDetails(t, h.nextUnless(EventSession, procmon.EventStarted))
 	if d.Paired || d.Creds != CredsCorrupt || d.Problem == "" || d.Backup == nil || d.Backup.Path != backup {
 		t.Fatalf("details %+v", d)
 	}
@@ -198,6 +200,7 @@ func TestCorruptCredsWithoutRestoreSaysHow(t *testing.T) {
 func TestBackupFollowsPairingsOnly(t *testing.T) {
 	dir := newSession(t, pairedCreds)
 	g := openGuard(t, Config{SessionDir: dir, RestoreCreds: true})
+	var stream emitted
 	backup := filepath.Join(dir, StateDirName, "creds.json.last-good")
 
 	steps := []struct {
@@ -213,13 +216,13 @@ func TestBackupFollowsPairingsOnly(t *testing.T) {
 	}
 	for i, s := range steps {
 		writeCreds(t, dir, s.creds)
-		if err := g.BeforeSpawn(); err != nil {
+		if err := g.BeforeSpawn(stream.emit); err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
 		if got := readFile(t, backup); got != s.wantBackup {
 			t.Fatalf("step %d: backup %q, want %q", i, got, s.wantBackup)
 		}
-		evs := g.out.take()
+		evs := stream.take()
 		d := evs[len(evs)-1].Status.Details[DetailsKey].(Details)
 		if d.Creds != s.wantState || d.Paired != s.wantPaired {
 			t.Fatalf("step %d: details %+v", i, d)
@@ -235,15 +238,16 @@ func TestBackupFollowsPairingsOnly(t *testing.T) {
 func TestMissingCredsIsUnpairedAndNotRestored(t *testing.T) {
 	dir := newSession(t, pairedCreds)
 	g := openGuard(t, Config{SessionDir: dir, RestoreCreds: true})
-	if err := g.BeforeSpawn(); err != nil {
+	var stream emitted
+	if err := g.BeforeSpawn(stream.emit); err != nil {
 		t.Fatal(err)
 	}
-	g.out.take()
+	stream.take()
 	os.Remove(filepath.Join(dir, "creds.json"))
-	if err := g.BeforeSpawn(); err != nil {
+	if err := g.BeforeSpawn(stream.emit); err != nil {
 		t.Fatal(err)
 	}
-	evs := g.out.take()
+	evs := stream.take()
 	if len(evs) != 2 || evs[0].Kind != EventCredsMissing || !strings.Contains(evs[0].Message, "cp ") {
 		t.Fatalf("events %+v", evs)
 	}
@@ -286,10 +290,10 @@ func TestReadyCheckpointsCreds(t *testing.T) {
 	dir := newSession(t, "")
 	g := openGuard(t, Config{SessionDir: dir})
 	h := startMonitor(t, g, procmon.Config{Command: []string{fakeBridge, "-hang"}, ExternalReadiness: true})
-	started := h.next(procmon.EventStarted)
-	if d := sessionDetails(t, h.next(EventSession)); d.Paired || d.Creds != CredsMissing || d.Backup != nil {
+	if d := sessionDetails(t, h.nextUnless(EventSession, procmon.EventStarted)); d.Paired || d.Creds != CredsMissing || d.Backup != nil {
 		t.Fatalf("details %+v", d)
 	}
+	started := h.next(procmon.EventStarted)
 	writeCreds(t, dir, pairedCreds) // the phone scanned the QR code
 	if err := h.m.SetReady(ctxT(t), started.Pid, true); err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -93,19 +94,25 @@ type Details struct {
 // CredsUnreadable is reported when creds.json exists but cannot be read.
 const CredsUnreadable CredsState = "unreadable"
 
-// Guard protects one session. Its BeforeSpawn and AfterSpawn methods are
-// the monitor's hooks, and Run carries its findings into the monitor's
-// event stream.
+// Guard protects one session. It is a procmon hook (a SpawnHolder, a
+// BeforeSpawner and an AfterSpawner): put it in the monitor's
+// Config.Hooks, call StopLeftover before the monitor runs, and Run
+// alongside it to keep a copy of creds.json once the bridge is ready.
 type Guard struct {
 	cfg      Config
 	stateDir string
 	log      *slog.Logger
-	out      outbox
 
 	mu         sync.Mutex // orders BeforeSpawn against checkpoints from Run
 	lock       *lockfile.Lock
 	restoredAt *time.Time
-	yieldedTo  *Holder // the bridge Hold last yielded to; the monitor's goroutine alone uses it
+	// posted is the last details.session sent to the monitor, so that a
+	// retry that finds the session unchanged adds no event.
+	posted *Details
+	// leftover is the leftover_stopped event of StopLeftover, waiting for
+	// the first BeforeSpawn to put it in the stream.
+	leftover  *procmon.Event
+	yieldedTo *Holder // the bridge HoldSpawn last yielded to; the monitor's goroutine alone uses it
 
 	forgedMu sync.Mutex
 	forged   signals.Identity // the record last reported as naming another process
@@ -132,7 +139,6 @@ func Open(cfg Config) (*Guard, error) {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	g := &Guard{cfg: cfg, stateDir: filepath.Join(dir, StateDirName), log: cfg.Logger}
-	g.out.ready = make(chan struct{}, 1)
 	if err := g.makeDirs(); err != nil {
 		return nil, err
 	}
@@ -170,18 +176,24 @@ func (g *Guard) recordPath() string { return filepath.Join(g.stateDir, "bridge.j
 // Close releases the lock. Call it once the monitor has finished.
 func (g *Guard) Close() error { return g.lock.Close() }
 
-// BeforeSpawn is the monitor's BeforeSpawn hook: it checks the lock and
-// creds.json, stops a bridge an earlier sidecar left running, and fails
-// (so the monitor backs off and retries) while a foreign process holds
-// the port.
-func (g *Guard) BeforeSpawn() error {
+// BeforeSpawn is the guard's procmon.BeforeSpawner: it checks the lock and
+// creds.json, and fails (so the monitor backs off and retries) while a
+// foreign process holds the port. What it finds it emits in order, before
+// the spawn it precedes: first the leftover_stopped of StopLeftover, then
+// what it found of creds.json, then the session details if they changed.
+// Each of these checks is quick; stopping a leftover bridge, which is
+// not, is StopLeftover's.
+func (g *Guard) BeforeSpawn(emit func(procmon.Event)) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.leftover != nil {
+		emit(*g.leftover)
+		g.leftover = nil
+	}
 	if err := g.relock(); err != nil {
 		return err
 	}
-	g.checkCreds()
-	g.stopLeftover()
+	g.checkCreds(emit)
 	return g.checkPort()
 }
 
@@ -204,25 +216,25 @@ func (g *Guard) relock() error {
 	return nil
 }
 
-func (g *Guard) checkCreds() {
+func (g *Guard) checkCreds(emit func(procmon.Event)) {
 	path := credsFile(g.cfg.SessionDir)
 	creds, data, err := readCreds(path)
 	if err != nil {
 		g.log.Warn("cannot read creds.json", "error", err)
-		g.postDetails(Creds{State: CredsUnreadable, Problem: err.Error()})
+		g.emitDetails(emit, Creds{State: CredsUnreadable, Problem: err.Error()})
 		return
 	}
 	backup := statBackup(g.backupPath())
 	switch creds.State {
 	case CredsEmpty, CredsCorrupt:
-		creds = g.damaged(path, creds, data, backup)
+		creds = g.damaged(emit, path, creds, data, backup)
 	case CredsMissing:
 		if backup != nil {
 			msg := fmt.Sprintf("creds.json is missing from %s, so the bridge will ask to pair. If you did not delete it on purpose, "+
 				"the last good copy (from %s) can be restored: stop wa-sidecar, run `cp %s %s`, and start it again",
 				g.cfg.SessionDir, backup.SavedAt.Format(time.DateTime), backup.Path, path)
 			g.log.Warn(msg)
-			g.out.put(procmon.Event{Kind: EventCredsMissing, Message: msg, Data: map[string]any{"backup": backup.Path}})
+			emit(procmon.Event{Kind: EventCredsMissing, Message: msg, Data: map[string]any{"backup": backup.Path}})
 		}
 	case CredsOK:
 		if saved, err := saveBackup(g.backupPath(), creds, data); err != nil {
@@ -231,13 +243,13 @@ func (g *Guard) checkCreds() {
 			g.log.Debug("kept a copy of creds.json", "path", g.backupPath())
 		}
 	}
-	g.postDetails(creds)
+	g.emitDetails(emit, creds)
 }
 
 // damaged handles an empty or corrupt creds.json: the bridge would take it
 // for no pairing at all and ask for a new one, so the last good copy is
 // put back (or the user is told how), and the damaged file is kept aside.
-func (g *Guard) damaged(path string, creds Creds, data []byte, backup *Backup) Creds {
+func (g *Guard) damaged(emit func(procmon.Event), path string, creds Creds, data []byte, backup *Backup) Creds {
 	what := "empty"
 	if creds.State == CredsCorrupt {
 		what = "corrupt (" + creds.Problem + ")"
@@ -246,14 +258,14 @@ func (g *Guard) damaged(path string, creds Creds, data []byte, backup *Backup) C
 		msg := fmt.Sprintf("creds.json in %s is %s and there is no good copy to restore; the bridge will ask to pair again: scan its QR code",
 			g.cfg.SessionDir, what)
 		g.log.Error(msg)
-		g.out.put(procmon.Event{Kind: EventCredsDamaged, Message: msg, Data: map[string]any{"creds": string(creds.State)}})
+		emit(procmon.Event{Kind: EventCredsDamaged, Message: msg, Data: map[string]any{"creds": string(creds.State)}})
 		return creds
 	}
 	if !g.cfg.RestoreCreds {
 		msg := fmt.Sprintf("creds.json in %s is %s; the last good copy (from %s) is at %s. To restore it: stop wa-sidecar, run `cp %s %s`, and start it again",
 			g.cfg.SessionDir, what, backup.SavedAt.Format(time.DateTime), backup.Path, backup.Path, path)
 		g.log.Error(msg)
-		g.out.put(procmon.Event{Kind: EventCredsDamaged, Message: msg, Data: map[string]any{"creds": string(creds.State), "backup": backup.Path}})
+		emit(procmon.Event{Kind: EventCredsDamaged, Message: msg, Data: map[string]any{"creds": string(creds.State), "backup": backup.Path}})
 		return creds
 	}
 	good, err := readPrivate(backup.Path)
@@ -270,18 +282,28 @@ func (g *Guard) damaged(path string, creds Creds, data []byte, backup *Backup) C
 		msg := fmt.Sprintf("creds.json in %s is %s and restoring the last good copy failed (%v); restore it by hand: stop wa-sidecar, run `cp %s %s`, and start it again",
 			g.cfg.SessionDir, what, err, backup.Path, path)
 		g.log.Error(msg)
-		g.out.put(procmon.Event{Kind: EventCredsDamaged, Message: msg, Data: map[string]any{"creds": string(creds.State), "backup": backup.Path}})
+		emit(procmon.Event{Kind: EventCredsDamaged, Message: msg, Data: map[string]any{"creds": string(creds.State), "backup": backup.Path}})
 		return creds
 	}
 	now := time.Now()
 	g.restoredAt = &now
 	msg := fmt.Sprintf("creds.json in %s was %s; restored the last good copy (from %s)", g.cfg.SessionDir, what, backup.SavedAt.Format(time.DateTime))
 	g.log.Warn(msg, "damaged_copy", damagedCopy)
-	g.out.put(procmon.Event{Kind: EventCredsRestored, Message: msg, Data: map[string]any{"was": string(creds.State), "backup": backup.Path, "damaged_copy": damagedCopy}})
+	emit(procmon.Event{Kind: EventCredsRestored, Message: msg, Data: map[string]any{"was": string(creds.State), "backup": backup.Path, "damaged_copy": damagedCopy}})
 	return InspectCreds(good)
 }
 
-func (g *Guard) postDetails(creds Creds) {
+// emitDetails emits the session event with details.session as creds
+// leave it, unless they are what was last emitted. g.mu is held.
+func (g *Guard) emitDetails(emit func(procmon.Event), creds Creds) {
+	if ev, ok := g.details(creds); ok {
+		emit(ev)
+	}
+}
+
+// details is the session event for creds, and whether it says anything
+// new. g.mu is held.
+func (g *Guard) details(creds Creds) (procmon.Event, bool) {
 	d := Details{
 		Dir:        g.cfg.SessionDir,
 		Paired:     creds.State == CredsOK && creds.Paired,
@@ -290,27 +312,34 @@ func (g *Guard) postDetails(creds Creds) {
 		Backup:     statBackup(g.backupPath()),
 		RestoredAt: g.restoredAt,
 	}
-	g.out.put(procmon.Event{Kind: EventSession, Status: procmon.Status{Details: map[string]any{DetailsKey: d}}})
+	// DeepEqual follows the pointers, and cannot miss a field added later.
+	if g.posted != nil && reflect.DeepEqual(*g.posted, d) {
+		return procmon.Event{}, false
+	}
+	g.posted = &d
+	return procmon.Event{Kind: EventSession, Status: procmon.Status{Details: map[string]any{DetailsKey: d}}}, true
 }
 
 // checkpoint keeps a copy of creds.json once the bridge is connected, so a
-// fresh pairing is protected before the next spawn. The bridge may be
-// writing the file right now; a torn read is simply not copied.
-func (g *Guard) checkpoint() {
+// fresh pairing is protected before the next spawn, and returns the
+// session event that says so. The bridge may be writing the file right
+// now; a torn read is simply not copied.
+func (g *Guard) checkpoint() (procmon.Event, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	creds, data, err := readCreds(credsFile(g.cfg.SessionDir))
 	if err != nil || creds.State != CredsOK || !creds.Paired {
-		return
+		return procmon.Event{}, false
 	}
 	saved, err := saveBackup(g.backupPath(), creds, data)
 	if err != nil {
 		g.log.Warn("could not keep a copy of creds.json", "error", err)
-		return
+		return procmon.Event{}, false
 	}
-	if saved {
-		g.postDetails(creds)
+	if !saved {
+		return procmon.Event{}, false
 	}
+	return g.details(creds)
 }
 
 // spawnRecord is the identity of the last bridge spawned on this session.
@@ -326,7 +355,7 @@ type spawnRecord struct {
 	At      time.Time `json:"at"`
 }
 
-// AfterSpawn is the monitor's AfterSpawn hook: it records the new bridge's
+// AfterSpawn is the guard's procmon.AfterSpawner: it records the new bridge's
 // pid, start time and command line, so that a later sidecar recognises it
 // if this one dies without stopping it.
 func (g *Guard) AfterSpawn(id signals.Identity) {
@@ -346,14 +375,21 @@ func (g *Guard) AfterSpawn(id signals.Identity) {
 	}
 }
 
-// stopLeftover stops the recorded bridge if it still runs, and what is
+// StopLeftover stops the recorded bridge if it still runs, and what is
 // left of its process group. With the lock held, no other sidecar can be
 // running it, so it is left over from an earlier sidecar of this session
 // that died without stopping it (#19124) and would fight the new bridge
 // for the WhatsApp session, even when it does not hold the port. The
 // parent-death signal reaches only the bridge itself, so a node under npm
 // or sh outlives it in its group.
-func (g *Guard) stopLeftover() {
+//
+// Call it once, after Open and before the monitor runs: it can wait
+// LeftoverTimeout and then as long again for the processes to go, which
+// no hook may. Its leftover_stopped event is emitted by the next
+// BeforeSpawn, before the spawn that follows it.
+func (g *Guard) StopLeftover() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	rec, ok := g.readRecord()
 	if !ok {
 		return
@@ -382,15 +418,16 @@ func (g *Guard) stopLeftover() {
 		msg = fmt.Sprintf("stopped bridge pid %d (%s) and %d more process(es) of its group, left running by an earlier wa-sidecar", rec.Pid, name, stopped-1)
 	}
 	// "pid" is the event's own field on the wire (the current bridge).
-	g.out.put(procmon.Event{Kind: EventLeftoverStopped, Message: msg,
-		Data: map[string]any{"bridge_pid": rec.Pid, "name": name, "processes": stopped}})
+	g.leftover = &procmon.Event{Kind: EventLeftoverStopped, Message: msg,
+		Data: map[string]any{"bridge_pid": rec.Pid, "name": name, "processes": stopped}}
 }
 
-// Hold is the monitor's Hold hook: while another bridge on this session
-// (not one an earlier sidecar left, which BeforeSpawn stops) holds the
-// port, the spawn waits in yielded instead of failing. Any other holder is
-// left to BeforeSpawn, which reports port_busy and backs off.
-func (g *Guard) Hold() *procmon.Park {
+// HoldSpawn is the guard's procmon.SpawnHolder: while another bridge on
+// this session (not one an earlier sidecar left, which StopLeftover
+// stops) holds the port, the spawn waits in yielded instead of failing.
+// Any other holder is left to BeforeSpawn, which reports port_busy and
+// backs off.
+func (g *Guard) HoldSpawn() *procmon.Park {
 	if g.cfg.Port == 0 {
 		return nil
 	}
@@ -458,7 +495,7 @@ func (g *Guard) yieldPark(h Holder) *procmon.Park {
 }
 
 // leftovers lists the processes of the bridge an earlier sidecar of this
-// session recorded, which BeforeSpawn stops rather than yields to.
+// session recorded, which StopLeftover stops rather than yields to.
 func (g *Guard) leftovers() map[signals.Identity]bool {
 	rec, ok := g.readRecord()
 	if !ok {
@@ -601,9 +638,9 @@ func bootID() string {
 	return strings.TrimSpace(string(b))
 }
 
-// Run carries the Guard's findings into m's event stream, in order, and
-// keeps a copy of creds.json each time the bridge becomes ready. It
-// returns when ctx is cancelled or m has finished.
+// Run keeps a copy of creds.json each time the bridge becomes ready, and
+// posts the session event that says so. It returns when ctx is cancelled
+// or m has finished.
 func (g *Guard) Run(ctx context.Context, m *procmon.Monitor) {
 	sub, _ := m.Subscribe(256)
 	defer func() { sub.Close() }()
@@ -613,12 +650,6 @@ func (g *Guard) Run(ctx context.Context, m *procmon.Monitor) {
 			return
 		case <-m.Done():
 			return
-		case <-g.out.ready:
-			for _, ev := range g.out.take() {
-				if m.Post(ctx, ev) != nil {
-					return
-				}
-			}
 		case ev, ok := <-sub.C:
 			if !ok {
 				select {
@@ -629,41 +660,12 @@ func (g *Guard) Run(ctx context.Context, m *procmon.Monitor) {
 				sub, _ = m.Subscribe(256)
 				continue
 			}
-			if ev.Kind == procmon.EventReady && ev.Ready != nil && *ev.Ready {
-				g.checkpoint()
+			if ev.Kind != procmon.EventReady || ev.Ready == nil || !*ev.Ready {
+				continue
+			}
+			if ev, ok := g.checkpoint(); ok && m.Post(ctx, ev) != nil {
+				return
 			}
 		}
 	}
-}
-
-// outbox queues events found inside the monitor's hooks, where posting
-// them directly would deadlock: the hooks run on the goroutine that takes
-// posts. It is bounded; the oldest are dropped first.
-type outbox struct {
-	mu    sync.Mutex
-	q     []procmon.Event
-	ready chan struct{}
-}
-
-const outboxMax = 64
-
-func (o *outbox) put(ev procmon.Event) {
-	o.mu.Lock()
-	if len(o.q) >= outboxMax {
-		o.q = append(o.q[:0], o.q[1:]...)
-	}
-	o.q = append(o.q, ev)
-	o.mu.Unlock()
-	select {
-	case o.ready <- struct{}{}:
-	default:
-	}
-}
-
-func (o *outbox) take() []procmon.Event {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	q := o.q
-	o.q = nil
-	return q
 }

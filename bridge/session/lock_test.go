@@ -79,10 +79,11 @@ func TestHeldErrorWithStaleContents(t *testing.T) {
 func TestLockSurvivesSessionDeletion(t *testing.T) {
 	dir := newSession(t, pairedCreds)
 	g := openGuard(t, Config{SessionDir: dir})
+	var stream emitted
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.BeforeSpawn(); err != nil {
+	if err := g.BeforeSpawn(stream.emit); err != nil {
 		t.Fatal(err)
 	}
 	_, err := Open(Config{SessionDir: dir})

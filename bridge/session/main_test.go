@@ -80,7 +80,7 @@ func runHelper(kind string) int {
 			return 1
 		}
 		defer g.Close()
-		if p := g.Hold(); p != nil {
+		if p := g.HoldSpawn(); p != nil {
 			fmt.Println("held", p.Reason, p.Data["holder_pid"])
 		} else {
 			fmt.Println("free")
@@ -187,6 +187,18 @@ func (h *helper) said() []string {
 	return out
 }
 
+// emitted collects what a guard's BeforeSpawn emits, as the monitor
+// would put it in its stream.
+type emitted []procmon.Event
+
+func (e *emitted) emit(ev procmon.Event) { *e = append(*e, ev) }
+
+func (e *emitted) take() []procmon.Event {
+	evs := *e
+	*e = nil
+	return evs
+}
+
 // harness runs a Monitor guarded by g and records its events.
 type harness struct {
 	t      *testing.T
@@ -205,8 +217,7 @@ func startMonitor(t *testing.T, g *Guard, cfg procmon.Config) *harness {
 	}
 	cfg.StopTimeout = 5 * time.Second
 	if g != nil {
-		cfg.BeforeSpawn = g.BeforeSpawn
-		cfg.AfterSpawn = g.AfterSpawn
+		cfg.Hooks = append(cfg.Hooks, g)
 	}
 	m, err := procmon.New(cfg)
 	if err != nil {

@@ -175,9 +175,11 @@ func TestLeftoverBridgeIsStopped(t *testing.T) {
 	}
 	dir := newSession(t, pairedCreds)
 	g := openGuard(t, Config{SessionDir: dir, Port: port})
+	var stream emitted
 	writeRecord(t, dir, id)
 
-	if err := g.BeforeSpawn(); err != nil {
+	g.StopLeftover()
+	if err := g.BeforeSpawn(stream.emit); err != nil {
 		t.Fatalf("BeforeSpawn: %v", err)
 	}
 	ws := left.wait(t)
@@ -185,7 +187,7 @@ func TestLeftoverBridgeIsStopped(t *testing.T) {
 		t.Fatalf("leftover ended with %v, want SIGTERM", ws)
 	}
 	var stopped bool
-	for _, ev := range g.out.take() {
+	for _, ev := range stream.take() {
 		stopped = stopped || (ev.Kind == EventLeftoverStopped && ev.Data["bridge_pid"] == id.Pid)
 	}
 	if !stopped {
@@ -241,8 +243,10 @@ func TestLeftoverGroupIsStoppedWhenItsLeaderIsGone(t *testing.T) {
 
 	dir := newSession(t, pairedCreds)
 	g := openGuard(t, Config{SessionDir: dir, LeftoverTimeout: time.Second})
+	var stream emitted
 	writeRecordArgs(t, dir, leader, nil) // a dead leader's command line is not checked
-	if err := g.BeforeSpawn(); err != nil {
+	g.StopLeftover()
+	if err := g.BeforeSpawn(stream.emit); err != nil {
 		t.Fatalf("BeforeSpawn: %v", err)
 	}
 	// A pidfd polls readable once its process has ended.
@@ -250,7 +254,7 @@ func TestLeftoverGroupIsStoppedWhenItsLeaderIsGone(t *testing.T) {
 		t.Fatalf("the leftover group's member %d still runs (%v)", member, err)
 	}
 	var ev *procmon.Event
-	for _, e := range g.out.take() {
+	for _, e := range stream.take() {
 		if e.Kind == EventLeftoverStopped {
 			ev = &e
 		}
@@ -287,13 +291,15 @@ func TestForgedRecordOfAnUnrelatedProcessIsNotSignalled(t *testing.T) {
 	}
 	dir := newSession(t, pairedCreds)
 	g := openGuard(t, Config{SessionDir: dir, LeftoverTimeout: 100 * time.Millisecond})
+	var stream emitted
 	for _, args := range [][]string{nil, {"node", "bridge.js", "--session", dir}} {
 		writeRecordArgs(t, dir, id, args)
-		if err := g.BeforeSpawn(); err != nil {
+		g.StopLeftover()
+		if err := g.BeforeSpawn(stream.emit); err != nil {
 			t.Fatalf("BeforeSpawn: %v", err)
 		}
 	}
-	for _, ev := range g.out.take() {
+	for _, ev := range stream.take() {
 		if ev.Kind == EventLeftoverStopped {
 			t.Fatalf("stopped after a forged record: %+v", ev)
 		}
@@ -322,8 +328,10 @@ func TestForgedRecordOfAnotherUsersProcessIsNotSignalled(t *testing.T) {
 	}
 	dir := newSession(t, pairedCreds)
 	g := openGuard(t, Config{SessionDir: dir, LeftoverTimeout: 100 * time.Millisecond})
+	var stream emitted
 	writeRecordArgs(t, dir, id, waitCmdline(t, pid, "sleep"))
-	if err := g.BeforeSpawn(); err != nil {
+	g.StopLeftover()
+	if err := g.BeforeSpawn(stream.emit); err != nil {
 		t.Fatalf("BeforeSpawn: %v", err)
 	}
 	if !id.Alive() || !proctest.Running(pid) {
@@ -337,6 +345,7 @@ func TestRecordMustBeOurOwnFile(t *testing.T) {
 	id, _ := signals.IdentityOf(other.cmd.Process.Pid)
 	dir := newSession(t, pairedCreds)
 	g := openGuard(t, Config{SessionDir: dir, LeftoverTimeout: 100 * time.Millisecond})
+	var stream emitted
 	writeRecord(t, dir, id)
 	rec := filepath.Join(dir, StateDirName, "bridge.json")
 	elsewhere := filepath.Join(t.TempDir(), "bridge.json")
@@ -344,7 +353,8 @@ func TestRecordMustBeOurOwnFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Symlink(elsewhere, rec)
-	if err := g.BeforeSpawn(); err != nil {
+	g.StopLeftover()
+	if err := g.BeforeSpawn(stream.emit); err != nil {
 		t.Fatalf("BeforeSpawn: %v", err)
 	}
 	if !proctest.Running(id.Pid) {
@@ -354,7 +364,8 @@ func TestRecordMustBeOurOwnFile(t *testing.T) {
 		os.Remove(rec)
 		os.Rename(elsewhere, rec)
 		os.Chown(rec, proctest.Nobody, proctest.Nobody)
-		if err := g.BeforeSpawn(); err != nil {
+		g.StopLeftover()
+		if err := g.BeforeSpawn(stream.emit); err != nil {
 			t.Fatalf("BeforeSpawn: %v", err)
 		}
 		if !proctest.Running(id.Pid) {
@@ -370,9 +381,11 @@ func TestLeftoverIgnoringTermIsKilled(t *testing.T) {
 	id, _ := signals.IdentityOf(left.cmd.Process.Pid)
 	dir := newSession(t, pairedCreds)
 	g := openGuard(t, Config{SessionDir: dir, Port: port, LeftoverTimeout: 100 * time.Millisecond})
+	var stream emitted
 	writeRecord(t, dir, id)
 
-	if err := g.BeforeSpawn(); err != nil {
+	g.StopLeftover()
+	if err := g.BeforeSpawn(stream.emit); err != nil {
 		t.Fatalf("BeforeSpawn: %v", err)
 	}
 	ws := left.wait(t)
@@ -392,9 +405,11 @@ func TestRecordOfReusedPidIsNotSignalled(t *testing.T) {
 	id, _ := signals.IdentityOf(other.cmd.Process.Pid)
 	dir := newSession(t, pairedCreds)
 	g := openGuard(t, Config{SessionDir: dir, Port: port})
+	var stream emitted
 	writeRecord(t, dir, signals.Identity{Pid: id.Pid, StartTime: id.StartTime - 1})
 
-	err := g.BeforeSpawn()
+	g.StopLeftover()
+	err := g.BeforeSpawn(stream.emit)
 	var busy *PortBusyError
 	if !errors.As(err, &busy) || len(busy.Holders) != 1 || busy.Holders[0].Identity != id {
 		t.Fatalf("BeforeSpawn: %v, want the port busy by %v", err, id)
@@ -445,8 +460,8 @@ func TestPortFree(t *testing.T) {
 }
 
 // BenchmarkBeforeSpawn measures what the guard adds to every respawn of a
-// paired session on a free port: reading creds.json and its copy, the
-// leftover record, and one trial bind.
+// paired session on a free port: reading creds.json and its copy, and one
+// trial bind (the leftover record is StopLeftover's, read once).
 func BenchmarkBeforeSpawn(b *testing.B) {
 	dir := filepath.Join(b.TempDir(), "session")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -465,14 +480,15 @@ func BenchmarkBeforeSpawn(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	var stream emitted
 	defer g.Close()
 	g.AfterSpawn(signals.Identity{Pid: os.Getpid(), StartTime: 1})
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := g.BeforeSpawn(); err != nil {
+		if err := g.BeforeSpawn(stream.emit); err != nil {
 			b.Fatal(err)
 		}
-		g.out.take()
+		stream.take()
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/spawn")
@@ -485,7 +501,7 @@ func TestBridgeOnOurSessionIsYieldedTo(t *testing.T) {
 	theirs := startHelperArgs(t, "listen", []string{"--port", "0", "--session", dir}, "HELPER_PORT=0")
 	port := theirs.port(t)
 	g := openGuard(t, Config{SessionDir: dir, Port: port})
-	h := startMonitor(t, g, procmon.Config{Command: []string{fakeBridge, "-hang"}, Hold: g.Hold})
+	h := startMonitor(t, g, procmon.Config{Command: []string{fakeBridge, "-hang"}})
 
 	y := h.next(procmon.Kind(StateYielded))
 	if y.Reason != ReasonPortHeldByBridge || y.Data["holder_pid"] != theirs.cmd.Process.Pid || y.Data["port"] != port {
@@ -523,10 +539,11 @@ func TestBridgeOnAnotherSessionIsPortBusy(t *testing.T) {
 	other := t.TempDir()
 	theirs := startHelperArgs(t, "listen", []string{"--session", other}, "HELPER_PORT=0")
 	g := openGuard(t, Config{SessionDir: dir, Port: theirs.port(t)})
-	if p := g.Hold(); p != nil {
+	var stream emitted
+	if p := g.HoldSpawn(); p != nil {
 		t.Fatalf("held for a bridge on another session: %+v", p)
 	}
-	if err := g.BeforeSpawn(); err == nil {
+	if err := g.BeforeSpawn(stream.emit); err == nil {
 		t.Fatal("spawn allowed onto a held port")
 	}
 }

@@ -185,8 +185,8 @@ func checkBridgeOutput(mode string) (string, error) {
 	return "", fmt.Errorf("--bridge-output %q: use log (a record per line in the sidecar's log), raw (the bridge's lines unchanged, its stdout on stdout and its stderr on stderr) or off", mode)
 }
 
-// bridgeOutput sets where the bridge's output goes on the sidecar's own
-// stdout and stderr.
+// bridgeOutput returns the monitor hooks that send the bridge's output to
+// the sidecar's own stdout and stderr (none with --bridge-output off).
 //
 // In log mode a person at a terminal gets one coloured record per line from
 // the logger itself. Otherwise, where a chatty bridge can print millions of
@@ -198,34 +198,32 @@ func checkBridgeOutput(mode string) (string, error) {
 // In raw mode the bytes go out as the bridge wrote them, its stdout to
 // stdout and its stderr to stderr, a whole read at a time, as if the
 // sidecar were not there.
-func bridgeOutput(cfg *procmon.Config, logger *slog.Logger, mode, format string, stdout, stderr *os.File) {
+func bridgeOutput(logger *slog.Logger, mode, format string, stdout, stderr *os.File) []procmon.Hook {
 	switch mode {
 	case bridgeOutputOff:
-		return
+		return nil
 	case bridgeOutputRaw:
 		// The notice of dropped output, the one line the sidecar adds,
 		// is worded in the log's format.
 		json := jsonLog(format, stderr)
 		out, errOut := rawOut(stdout, json), rawOut(stderr, json)
-		cfg.OutputRaw = func(s procmon.Stream, b []byte) {
+		return []procmon.Hook{procmon.RawFunc(func(s procmon.Stream, b []byte) {
 			if s == procmon.Stderr {
 				errOut(b)
 				return
 			}
 			out(b)
-		}
-		return
+		})}
 	}
 	if !logger.Enabled(context.Background(), slog.LevelInfo) {
-		return
+		return nil
 	}
 	style, _ := styleOf(format, stderr)
 	if isTerminal(stderr) && style != styleJSON {
-		cfg.Output = terminalLine(sinkFor(stderr, false), style == styleColour)
-		return
+		return []procmon.Hook{procmon.LineFunc(terminalLine(sinkFor(stderr, false), style == styleColour))}
 	}
 	lw := &lineWriter{out: sinkFor(stderr, style == styleJSON), json: style == styleJSON, journal: style == styleJournal}
-	cfg.Output, cfg.OutputFlush = lw.line, lw.flush
+	return []procmon.Hook{procmon.LineFunc(lw.line), procmon.FlushFunc(lw.flush)}
 }
 
 // pairingLine reports whether a line of the bridge's output carries a

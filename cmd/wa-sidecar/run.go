@@ -250,7 +250,7 @@ func runAction(c *cli.Context) error {
 				"dir", dir)
 		}
 	}
-	bridgeOutput(&cfg, logger, mode, c.String("log-format"), os.Stdout, os.Stderr)
+	outputHooks := bridgeOutput(logger, mode, c.String("log-format"), os.Stdout, os.Stderr)
 	if mode == bridgeOutputRaw {
 		defer closeLog(os.Stdout)
 	}
@@ -271,7 +271,7 @@ func runAction(c *cli.Context) error {
 	defer reaper.Close()
 	cfg.Reaper = reaper
 
-	guard, bridgeLog, err := protectSession(c, target, &cfg, logger)
+	guard, bridgeLog, err := protectSession(c, target, logger)
 	if err != nil {
 		return err
 	}
@@ -286,7 +286,19 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	hermes.Configure(&cfg)
+	// The one list of hooks, in the order the monitor asks them: the
+	// Hermes layer sees each line and each exit first, then the session
+	// guard has its say before each spawn, then bridge.log and the
+	// sidecar's own log take the output.
+	cfg.Hooks = append(cfg.Hooks, hermes.Hook())
+	if guard != nil {
+		cfg.Hooks = append(cfg.Hooks, guard)
+	}
+	if bridgeLog != nil {
+		cfg.Hooks = append(cfg.Hooks, bridgeLog)
+	}
+	cfg.Hooks = append(cfg.Hooks, outputHooks...)
+	cfg.ExternalReadiness = hermes.ExternalReadiness()
 
 	m, err := procmon.New(cfg)
 	if err != nil {

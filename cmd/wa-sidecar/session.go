@@ -10,8 +10,6 @@ import (
 
 	"github.com/wa-sidecar/wa-sidecar/bridge"
 	"github.com/wa-sidecar/wa-sidecar/bridge/session"
-	"github.com/wa-sidecar/wa-sidecar/procmon"
-	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
 // exitTempFail is EX_TEMPFAIL: the session is held by another sidecar,
@@ -27,11 +25,12 @@ func sessionFlags() []cli.Flag {
 	}
 }
 
-// protectSession locks the bridge's session and adds the session guard and
-// bridge.log to cfg's hooks, around whatever hooks cfg already has. Either
-// result may be nil: without a known session directory there is nothing
-// to lock, and bridge.log can be turned off.
-func protectSession(c *cli.Context, target bridge.Target, cfg *procmon.Config, logger *slog.Logger) (*session.Guard, *session.BridgeLog, error) {
+// protectSession locks the bridge's session, stops a bridge an earlier
+// sidecar left running on it, and opens bridge.log; both are monitor
+// hooks, which run.go puts in the list. Either result may be nil: without
+// a known session directory there is nothing to lock, and bridge.log can
+// be turned off.
+func protectSession(c *cli.Context, target bridge.Target, logger *slog.Logger) (*session.Guard, *session.BridgeLog, error) {
 	if err := checkSessionFlags(c); err != nil {
 		return nil, nil, err
 	}
@@ -61,9 +60,9 @@ func protectSession(c *cli.Context, target bridge.Target, cfg *procmon.Config, l
 		if err != nil {
 			return nil, nil, cli.Exit("wa-sidecar: "+flagError(err).Error(), fileExitCode(err))
 		}
-		cfg.Hold = g.Hold
-		cfg.BeforeSpawn = chainBefore(cfg.BeforeSpawn, g.BeforeSpawn)
-		cfg.AfterSpawn = chainAfter(cfg.AfterSpawn, g.AfterSpawn)
+		// Before the monitor runs: it may wait for the leftover to stop,
+		// which no hook may.
+		g.StopLeftover()
 	}
 
 	if strings.EqualFold(logPath, "off") {
@@ -82,17 +81,6 @@ func protectSession(c *cli.Context, target bridge.Target, cfg *procmon.Config, l
 		return nil, nil, cli.Exit(fmt.Sprintf("wa-sidecar: %v", err), fileExitCode(err))
 	}
 	logger.Info("appending the bridge's output to bridge.log", "path", logPath)
-	// Each batch of the bridge's output goes to bridge.log with one write.
-	if prev := cfg.Output; prev != nil {
-		cfg.Output = func(l procmon.Line) { bl.Append(l); prev(l) }
-	} else {
-		cfg.Output = bl.Append
-	}
-	if prev := cfg.OutputFlush; prev != nil {
-		cfg.OutputFlush = func(s procmon.Stream) { bl.Flush(s); prev(s) }
-	} else {
-		cfg.OutputFlush = bl.Flush
-	}
 	return g, bl, nil
 }
 
@@ -108,23 +96,4 @@ func checkSessionFlags(c *cli.Context) error {
 		return usageError("--bridge-log-max-backups must be at least 1 (got %d)", n)
 	}
 	return nil
-}
-
-func chainBefore(first, then func() error) func() error {
-	if first == nil {
-		return then
-	}
-	return func() error {
-		if err := first(); err != nil {
-			return err
-		}
-		return then()
-	}
-}
-
-func chainAfter(first, then func(signals.Identity)) func(signals.Identity) {
-	if first == nil {
-		return then
-	}
-	return func(id signals.Identity) { first(id); then(id) }
 }

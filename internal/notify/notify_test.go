@@ -223,7 +223,7 @@ func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h recordHandler) WithGroup(string) slog.Handler      { return h }
 
 // TestWatchdogOnlyWhileTheMonitorAnswers holds the monitor goroutine inside
-// BeforeSpawn: the watchdog must be withheld while it is stuck, and resume
+// a BeforeSpawner: the watchdog must be withheld while it is stuck, and resume
 // once it answers again.
 func TestWatchdogOnlyWhileTheMonitorAnswers(t *testing.T) {
 	sock := listenNotify(t)
@@ -236,13 +236,13 @@ func TestWatchdogOnlyWhileTheMonitorAnswers(t *testing.T) {
 	stuck := true
 	m := newMonitor(t, procmon.Config{
 		Command: []string{fakeBridge, "-hang"},
-		BeforeSpawn: func() error {
+		Hooks: []procmon.Hook{procmon.BeforeSpawnFunc(func(func(procmon.Event)) error {
 			if stuck {
 				stuck = false
 				<-release
 			}
 			return nil
-		},
+		})},
 	})
 	n, err := New(m, slog.New(recordHandler{logs}))
 	if err != nil {

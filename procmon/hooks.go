@@ -1,0 +1,223 @@
+package procmon
+
+import (
+	"fmt"
+
+	"github.com/wa-sidecar/wa-sidecar/signals"
+)
+
+// A Hook extends the monitor: any value that implements one or more of the
+// interfaces below (SpawnHolder, BeforeSpawner, AfterSpawner, ExitParker,
+// AfterExiter, TailFilter, LineWriter, LineFlusher, RawWriter). The monitor
+// calls each interface's method on the hooks of Config.Hooks that have it,
+// in the order of the list, so that the list alone says what happens first.
+type Hook any
+
+// A SpawnHolder may hold a spawn back in a standby. HoldSpawn is called in
+// the monitor's goroutine before each spawn, before anything else: the
+// first non-nil Park with a positive Recheck, in list order, holds the
+// spawn in its state (such as "yielded": another program has the port)
+// without counting a failure or a restart, and the hooks are asked again
+// after Recheck. It must return promptly.
+type SpawnHolder interface {
+	HoldSpawn() *Park
+}
+
+// A BeforeSpawner runs before each spawn, in the monitor's goroutine,
+// after the starting event. emit adds an event to the stream right away,
+// as Post would (Kind, Reason, Message, Data, Private and Status.Details
+// are used), so that what the hook finds comes before the started or
+// spawn_failed it leads to; emit must not be kept for later. An error
+// counts as a failed spawn (with backoff), its text becoming the exit
+// record's error, and the hooks after it in the list are not called. It
+// must return promptly: the monitor takes no command meanwhile.
+type BeforeSpawner interface {
+	BeforeSpawn(emit func(Event)) error
+}
+
+// An AfterSpawner learns each child's identity right after a successful
+// spawn, in the monitor's goroutine, before the started event: a layer
+// above can record it so that a later sidecar recognises a child this one
+// left behind. It must return promptly.
+type AfterSpawner interface {
+	AfterSpawn(signals.Identity)
+}
+
+// An ExitParker may park the child instead of respawning it after a
+// failure. ParkExit is called in the monitor's goroutine; the first
+// non-nil Park, in list order, gives the state to enter (such as
+// "needs_pairing") and a message telling the user what to do. A Park with
+// a Recheck is a standby: the exit is not counted as a failure, and the
+// next attempt comes after Recheck. It must return promptly.
+type ExitParker interface {
+	ParkExit(ExitRecord) *Park
+}
+
+// An AfterExiter derives events from each exit of a child. AfterExit is
+// called in the monitor's goroutine with the exit record and the status
+// the exited event carries, before that event is published. The events it
+// returns (used as in Post) are emitted right after the exited event,
+// before anything the monitor does next (stopped, backoff, the next
+// start), so that an old child's events never come after its successor's.
+// It must return promptly.
+type AfterExiter interface {
+	AfterExit(ExitRecord, Status) []Event
+}
+
+// A TailFilter decides which output lines may appear in exit records,
+// which anyone who can read the status sees: a layer above leaves out
+// lines that carry secrets, such as a pairing QR code. A line is kept only
+// if every TailFilter keeps it. KeepInTail is called from the output
+// readers (one goroutine per stream) and must not block.
+type TailFilter interface {
+	KeepInTail(text []byte) bool
+}
+
+// A LineWriter receives every line the child prints, from two goroutines
+// (one per stream); Line.Text is only valid during the call. WriteLine
+// must not block for long: the child blocks once its pipe is full.
+type LineWriter interface {
+	WriteLine(Line)
+}
+
+// A LineFlusher is told, for a stream, each time the lines read so far
+// have all gone to the LineWriters and the next read may block: a writer
+// can buffer lines and write each batch at once, holding none back. It is
+// called from the stream's reader goroutine.
+type LineFlusher interface {
+	FlushLines(Stream)
+}
+
+// A RawWriter receives the child's output as read, every byte unchanged
+// (partial lines and overlong lines too), from the stream's reader
+// goroutine, before the lines in it reach the LineWriters. The slice is
+// only valid during the call.
+type RawWriter interface {
+	WriteRaw(Stream, []byte)
+}
+
+// BeforeSpawnFunc adapts a function to a BeforeSpawner.
+type BeforeSpawnFunc func(emit func(Event)) error
+
+// BeforeSpawn calls f(emit).
+func (f BeforeSpawnFunc) BeforeSpawn(emit func(Event)) error { return f(emit) }
+
+// LineFunc adapts a function to a LineWriter.
+type LineFunc func(Line)
+
+// WriteLine calls f(l).
+func (f LineFunc) WriteLine(l Line) { f(l) }
+
+// FlushFunc adapts a function to a LineFlusher.
+type FlushFunc func(Stream)
+
+// FlushLines calls f(s).
+func (f FlushFunc) FlushLines(s Stream) { f(s) }
+
+// RawFunc adapts a function to a RawWriter.
+type RawFunc func(Stream, []byte)
+
+// WriteRaw calls f(s, b).
+func (f RawFunc) WriteRaw(s Stream, b []byte) { f(s, b) }
+
+// hooks is Config.Hooks sorted by interface, once, in list order.
+type hooks struct {
+	hold   []SpawnHolder
+	before []BeforeSpawner
+	after  []AfterSpawner
+	park   []ExitParker
+	exit   []AfterExiter
+	keep   []TailFilter
+	lines  []LineWriter
+	flush  []LineFlusher
+	raw    []RawWriter
+}
+
+// sortHooks files each hook under the interfaces it implements. A hook
+// that implements none is a mistake (a method value where the value
+// itself was meant, say), refused rather than silently never called.
+func sortHooks(list []Hook) (hooks, error) {
+	var hs hooks
+	for i, h := range list {
+		n := 0
+		if x, ok := h.(SpawnHolder); ok {
+			hs.hold, n = append(hs.hold, x), n+1
+		}
+		if x, ok := h.(BeforeSpawner); ok {
+			hs.before, n = append(hs.before, x), n+1
+		}
+		if x, ok := h.(AfterSpawner); ok {
+			hs.after, n = append(hs.after, x), n+1
+		}
+		if x, ok := h.(ExitParker); ok {
+			hs.park, n = append(hs.park, x), n+1
+		}
+		if x, ok := h.(AfterExiter); ok {
+			hs.exit, n = append(hs.exit, x), n+1
+		}
+		if x, ok := h.(TailFilter); ok {
+			hs.keep, n = append(hs.keep, x), n+1
+		}
+		if x, ok := h.(LineWriter); ok {
+			hs.lines, n = append(hs.lines, x), n+1
+		}
+		if x, ok := h.(LineFlusher); ok {
+			hs.flush, n = append(hs.flush, x), n+1
+		}
+		if x, ok := h.(RawWriter); ok {
+			hs.raw, n = append(hs.raw, x), n+1
+		}
+		if n == 0 {
+			return hooks{}, fmt.Errorf("hook %d (%T) implements none of the hook interfaces", i, h)
+		}
+	}
+	return hs, nil
+}
+
+// holdSpawn asks the SpawnHolders in order; the first standby wins.
+func (hs *hooks) holdSpawn() *Park {
+	for _, h := range hs.hold {
+		if p := h.HoldSpawn(); p != nil && p.Recheck > 0 {
+			return p
+		}
+	}
+	return nil
+}
+
+// parkExit asks the ExitParkers in order; the first park wins.
+func (hs *hooks) parkExit(rec ExitRecord) *Park {
+	for _, h := range hs.park {
+		if p := h.ParkExit(rec); p != nil {
+			return p
+		}
+	}
+	return nil
+}
+
+// keepInTail says whether every TailFilter keeps text.
+func (hs *hooks) keepInTail(text []byte) bool {
+	for _, h := range hs.keep {
+		if !h.KeepInTail(text) {
+			return false
+		}
+	}
+	return true
+}
+
+func (hs *hooks) writeLine(l Line) {
+	for _, h := range hs.lines {
+		h.WriteLine(l)
+	}
+}
+
+func (hs *hooks) flushLines(s Stream) {
+	for _, h := range hs.flush {
+		h.FlushLines(s)
+	}
+}
+
+func (hs *hooks) writeRaw(s Stream, b []byte) {
+	for _, h := range hs.raw {
+		h.WriteRaw(s, b)
+	}
+}
