@@ -74,7 +74,8 @@ type Config struct {
 	// restored: deleting it is how a user asks to pair again.
 	RestoreCreds bool
 	// LeftoverTimeout is how long a leftover bridge gets between SIGTERM
-	// and SIGKILL; 3 s. The monitor waits meanwhile, so keep it short.
+	// and SIGKILL; 3 s. StopLeftover, and so the sidecar's start, waits
+	// meanwhile, so keep it short.
 	LeftoverTimeout time.Duration
 	Logger          *slog.Logger
 }
