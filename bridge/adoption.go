@@ -333,12 +333,3 @@ func (w *watcher) setReady(ready bool) {
 		w.log.Warn("could not set readiness", "error", err)
 	}
 }
-
-// NotReadyReason says why a running bridge is not ready: the first reason
-// the gateway would not adopt it. The status server's /readyz answers it.
-func (d Details) NotReadyReason() string {
-	if d.Adoption == nil || d.Adoption.Adoptable || len(d.Adoption.Reasons) == 0 {
-		return ""
-	}
-	return "the gateway would not use this bridge yet: " + d.Adoption.Reasons[0].Message
-}

@@ -3,6 +3,7 @@ package bridge
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -165,8 +166,10 @@ func TestUnpairedIsNotAdoptable(t *testing.T) {
 	if a.Adoptable || !hasReason(a, ReasonNoCreds) || !hasReason(a, ReasonNotConnected) {
 		t.Fatalf("verdict for an unpaired bridge: %+v", a)
 	}
-	if d := (Details{Adoption: a}); d.NotReadyReason() == "" {
-		t.Fatal("no reason for /readyz")
+	st := procmon.Status{State: procmon.StateRunning, Pid: 7, Details: map[string]any{DetailsKey: Details{Adoption: a, BridgePid: 7}}}
+	want := fmt.Sprintf("the gateway would not adopt it: %s (and %d more)", a.Reasons[0].Message, len(a.Reasons)-1)
+	if got := NotReadyReason(st); got != want {
+		t.Fatalf("NotReadyReason = %q; want %q", got, want)
 	}
 }
 

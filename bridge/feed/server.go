@@ -68,13 +68,16 @@ type Options struct {
 	// PushBackoff paces reconnection in push mode [0.5 s doubling to 30 s,
 	// ±20 %; a connection that lasted 30 s starts the delays over].
 	PushBackoff procmon.Backoff
-	// StartHint says how to start a stopped bridge again, and follows
-	// "the bridge was stopped" in /readyz's reason: a program's own
-	// command, such as "'wa-sidecar start' starts it" [none].
-	StartHint string
+	// Summary reads the status aloud for /readyz's reason: the layers'
+	// reasons, and how to start a stopped bridge again in a program's own
+	// words [procmon's line, the child called "bridge"].
+	Summary procmon.Summary
 }
 
 func (o *Options) applyDefaults() {
+	if o.Summary.Name == "" {
+		o.Summary.Name = "bridge"
+	}
 	if o.Listen == "" {
 		o.Listen = DefaultListen
 	}
@@ -510,52 +513,8 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, rd)
 		return
 	}
-	rd.Reason = notReadyReason(st, time.Now(), s.opts.StartHint)
+	rd.Reason = s.opts.Summary.Line(st, time.Now())
 	writeJSON(w, http.StatusServiceUnavailable, rd)
-}
-
-// notReady is a layer's part of the status details that knows why a
-// running bridge is not ready.
-type notReady interface{ NotReadyReason() string }
-
-// notReadyReason says in a sentence why the bridge is not ready, with
-// startHint after a stop.
-func notReadyReason(st procmon.Status, now time.Time, startHint string) string {
-	if st.State == procmon.StateRunning {
-		for _, d := range st.Details {
-			if r, ok := d.(notReady); ok {
-				if why := r.NotReadyReason(); why != "" {
-					return why
-				}
-			}
-		}
-	}
-	if st.Message != "" {
-		return st.Message
-	}
-	switch st.State {
-	case procmon.StateRunning:
-		return "the bridge is running but not ready yet"
-	case procmon.StateStarting:
-		return "the bridge is starting"
-	case procmon.StateBackoff:
-		r := "the bridge is waiting to restart"
-		if st.LastExit != nil {
-			r += " after " + st.LastExit.Describe()
-		}
-		if st.NextStartAt != nil {
-			r += fmt.Sprintf("; next start in %s", st.NextStartAt.Sub(now).Round(time.Millisecond))
-		}
-		return r
-	case procmon.StateStopping:
-		return "the bridge is stopping"
-	case procmon.StateStopped:
-		if startHint != "" {
-			return "the bridge was stopped; " + startHint
-		}
-		return "the bridge was stopped"
-	}
-	return fmt.Sprintf("the bridge is %s", st.State)
 }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {

@@ -938,15 +938,3 @@ func TestBadPushBackoffNamesItsOwnSetting(t *testing.T) {
 		t.Fatalf("New = %v, want a *PushBackoffError for its Max", err)
 	}
 }
-
-// A stopped bridge's reason ends with the hint the program gave, and
-// names no command of its own without one.
-func TestNotReadyReasonAfterAStop(t *testing.T) {
-	st := procmon.Status{State: procmon.StateStopped}
-	if got, want := notReadyReason(st, time.Now(), "'wa-sidecar start' starts it"), "the bridge was stopped; 'wa-sidecar start' starts it"; got != want {
-		t.Errorf("with a hint: %q, want %q", got, want)
-	}
-	if got, want := notReadyReason(st, time.Now(), ""), "the bridge was stopped"; got != want {
-		t.Errorf("without a hint: %q, want %q", got, want)
-	}
-}

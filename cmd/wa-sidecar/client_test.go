@@ -178,19 +178,27 @@ func TestStatusLine(t *testing.T) {
 		LastExit: &procmon.ExitRecord{Pid: 700, Signal: &sig, ReturnCode: -15, Class: procmon.ClassShutdown, At: exitAt},
 	}
 	line := statusLine(st, now, false)
-	want := "running (pid 812), up 3m12s, 4 restarts, last exit: SIGTERM (normal shutdown) 5m00s ago"
+	want := "bridge ready (pid 812), up 3m12s, 4 restarts, last exit: SIGTERM (normal shutdown) 5m00s ago"
 	if line != want {
 		t.Fatalf("statusLine =\n %q\nwant\n %q", line, want)
 	}
-	st.Details = map[string]any{"whatsapp": map[string]any{"adoption": map[string]any{"adoptable": true, "reasons": []any{}}}}
-	if line := statusLine(st, now, false); !strings.Contains(line, "up 3m12s, adoptable, 4 restarts") {
-		t.Fatalf("adoptable: %q", line)
+	if line, want := statusLine(st, now, true), ansiBold+ansiGreen+"bridge ready (pid 812)"+ansiReset+", up 3m12s"; !strings.HasPrefix(line, want) {
+		t.Fatalf("coloured: %q, want it to start with %q", line, want)
 	}
+	// As a client decodes it from the wire.
 	st.Ready = false
-	st.Details = map[string]any{"whatsapp": map[string]any{"adoption": map[string]any{"adoptable": false,
-		"reasons": []any{map[string]any{"code": "not_connected"}, map[string]any{"code": "no_creds"}}}}}
-	if line := statusLine(st, now, false); !strings.Contains(line, "not ready: the gateway would not adopt it (not_connected, no_creds)") {
-		t.Fatalf("not adoptable: %q", line)
+	st.LastExit = nil
+	whatsapp := map[string]any{"bridge_pid": 812.0, "adoption": map[string]any{"adoptable": false,
+		"reasons": []any{map[string]any{"code": "not_connected", "message": "the bridge is not connected to WhatsApp"}, map[string]any{"code": "no_creds", "message": "no creds.json"}}}}
+	st.Details = map[string]any{"whatsapp": whatsapp}
+	want = "bridge running (pid 812), not ready: the gateway would not adopt it: the bridge is not connected to WhatsApp (and 1 more), up 3m12s, 4 restarts"
+	if line := statusLine(st, now, false); line != want {
+		t.Fatalf("not adoptable:\n %q\nwant\n %q", line, want)
+	}
+	// An old child's details say nothing of this one.
+	whatsapp["bridge_pid"] = 700.0
+	if line, want := statusLine(st, now, false), "bridge running (pid 812), not ready yet, up 3m12s, 4 restarts"; line != want {
+		t.Fatalf("old child's details:\n %q\nwant\n %q", line, want)
 	}
 	for d, want := range map[time.Duration]string{
 		850 * time.Millisecond: "850ms", 42 * time.Second: "42s", 5*time.Hour + 3*time.Minute: "5h3m", 52 * time.Hour: "2d4h",
@@ -555,9 +563,9 @@ func TestControlOpsOnATerminalAreDoneWhenTheBridgeIs(t *testing.T) {
 	p := startSidecar(t, append([]string{bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--"}, simBridge(t, bin, session, "1s")...)...)
 	first := fmt.Sprintf("(pid %v)", p.waitLog("bridge started")["pid"])
 	for _, tc := range []struct{ op, want string }{
-		{"restart", "restart: done; running (pid "},
-		{"stop", "stop: done; stopped"},
-		{"start", "start: done; running (pid "},
+		{"restart", "restart: done; bridge running (pid "},
+		{"stop", "stop: done; bridge stopped on request"},
+		{"start", "start: done; bridge running (pid "},
 	} {
 		o := startOnTerminal(t, bin, tc.op, "--state-dir", state)
 		code := o.wait()

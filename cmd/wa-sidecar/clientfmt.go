@@ -7,6 +7,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/wa-sidecar/wa-sidecar/bridge"
 	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
@@ -42,40 +43,21 @@ func stateColour(st procmon.Status) string {
 	return ansiRed // a state a layer above parked it in, such as needs_pairing
 }
 
-// statusLine reads a snapshot aloud, e.g. "running (pid 812), up 3m12s,
-// 4 restarts, last exit: SIGTERM (normal shutdown) 3m ago".
+// statusSummary is how wa-sidecar reads a status aloud, wherever it shows
+// one line of it: systemd's STATUS=, /readyz's reason, and the clients.
+func statusSummary() procmon.Summary {
+	return bridge.Summary("'wa-sidecar start' starts it")
+}
+
+// statusLine is the status summary for a person, e.g. "bridge ready (pid
+// 812), up 3m12s, 4 restarts, last exit: SIGTERM (normal shutdown) 5m00s
+// ago", its state coloured on a terminal. Text from the wire is escaped.
 func statusLine(st procmon.Status, now time.Time, colour bool) string {
-	parts := []string{paint(colour, ansiBold+stateColour(st), string(st.State))}
-	if st.Pid > 0 {
-		parts[0] += fmt.Sprintf(" (pid %d)", st.Pid)
+	parts := statusSummary().Parts(st, now)
+	for i := range parts {
+		parts[i] = printable(parts[i])
 	}
-	switch {
-	case st.State == procmon.StateRunning && st.StartedAt != nil:
-		parts = append(parts, "up "+ago(now.Sub(*st.StartedAt)))
-		if !st.Ready {
-			if why := notAdoptable(st); why != "" {
-				parts = append(parts, "not ready: the gateway would not adopt it ("+why+")")
-			} else {
-				parts = append(parts, "not ready")
-			}
-		} else if adoptableNow(st) {
-			parts = append(parts, "adoptable")
-		}
-	case st.State == procmon.StateBackoff && st.NextStartAt != nil:
-		parts = append(parts, "next start in "+ago(st.NextStartAt.Sub(now)))
-	case !st.Since.IsZero():
-		parts = append(parts, "for "+ago(now.Sub(st.Since)))
-	}
-	parts = append(parts, plural(st.Restarts, "restart"))
-	if st.ConsecutiveFailures > 0 {
-		parts = append(parts, plural(st.ConsecutiveFailures, "failure")+" in a row")
-	}
-	if st.Crashloop {
-		parts = append(parts, paint(colour, ansiRed, "crash-looping"))
-	}
-	if x := st.LastExit; x != nil {
-		parts = append(parts, "last exit: "+printable(x.Describe())+" "+ago(now.Sub(x.At))+" ago")
-	}
+	parts[0] = paint(colour, ansiBold+stateColour(st), parts[0])
 	return strings.Join(parts, ", ")
 }
 
@@ -86,8 +68,6 @@ func adoption(st procmon.Status) map[string]any {
 	a, _ := w["adoption"].(map[string]any)
 	return a
 }
-
-func adoptableNow(st procmon.Status) bool { return adoption(st)["adoptable"] == true }
 
 // notAdoptable lists the reason codes the gateway would not adopt for.
 func notAdoptable(st procmon.Status) string {
@@ -110,27 +90,8 @@ func plural(n int, word string) string {
 	return strconv.Itoa(n) + " " + word + "s"
 }
 
-// ago renders a duration the way a person says it: 850ms, 42s, 3m12s,
-// 5h3m, 2d4h.
-func ago(d time.Duration) string {
-	if d < 0 {
-		d = 0
-	}
-	switch {
-	case d < time.Second:
-		return d.Round(time.Millisecond).String()
-	case d < time.Minute:
-		return d.Round(time.Second).String()
-	case d < time.Hour:
-		d = d.Round(time.Second)
-		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
-	case d < 48*time.Hour:
-		d = d.Round(time.Minute)
-		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-	d = d.Round(time.Hour)
-	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
-}
+// ago is a duration as a person says it: 850ms, 42s, 3m12s, 5h3m, 2d4h.
+func ago(d time.Duration) string { return procmon.FormatDuration(d, false) }
 
 // eventLine is one event for watch: time, sequence, kind and what matters
 // about it.

@@ -172,7 +172,7 @@ func startFeed(c *cli.Context, fs feedSettings, m *procmon.Monitor, logger *slog
 
 	opts := fs.opts
 	opts.Monitor, opts.Token, opts.Version, opts.Logger = m, token, sidecarVersion(), logger
-	opts.StartHint = "'wa-sidecar start' starts it"
+	opts.Summary = statusSummary()
 	srv, err := feed.New(opts)
 	var inUse *feed.AddrInUseError
 	if errors.As(err, &inUse) {

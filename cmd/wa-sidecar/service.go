@@ -441,7 +441,7 @@ func currentUser() string {
 // server listens: READY=1 promises that it does. Outside systemd it does
 // nothing. Call stop once supervising is over.
 func followSystemd(m *procmon.Monitor, logger *slog.Logger) (stop func(), err error) {
-	n, err := notify.New(m, logger)
+	n, err := notify.New(m, logger, statusSummary())
 	if err != nil {
 		return nil, cli.Exit("wa-sidecar: "+err.Error(), exitError)
 	}

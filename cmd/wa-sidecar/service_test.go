@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -258,8 +259,9 @@ func TestSystemdNotifyFromTheBinary(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", sock)
 	t.Setenv("WATCHDOG_USEC", "200000")
 	p := startSidecar(t, bin, "run", "--", fake, "-hang")
+	ready := fmt.Sprintf("STATUS=bridge ready (pid %v), up <1m", p.waitLog("bridge started")["pid"])
 	await("READY=1", func(m string) bool { return m == "READY=1" })
-	await("a ready STATUS=", func(m string) bool { return strings.HasPrefix(m, "STATUS=bridge ready, up ") })
+	await("a ready STATUS=", func(m string) bool { return m == ready })
 	await("WATCHDOG=1", func(m string) bool { return m == "WATCHDOG=1" })
 	p.signal(syscall.SIGTERM)
 	await("STOPPING=1", func(m string) bool { return strings.HasPrefix(m, "STOPPING=1") })

@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +33,7 @@ type Notifier struct {
 	socket   string // NOTIFY_SOCKET
 	enabled  bool
 	watchdog time.Duration // WATCHDOG_USEC; 0 when systemd does not watch
+	summary  procmon.Summary
 
 	readyOnce, stoppingOnce sync.Once
 	failOnce                sync.Once
@@ -43,12 +43,15 @@ type Notifier struct {
 // environment and, when systemd listens, follows m at once, so that Run
 // reports every state from the first even if m.Run starts before it. A
 // malformed watchdog setting is an error, because running without the
-// pings systemd expects would get the sidecar killed.
-func New(m *procmon.Monitor, logger *slog.Logger) (*Notifier, error) {
+// pings systemd expects would get the sidecar killed. STATUS= is
+// summary's line, made coarse: it is sent again whenever its text
+// changes, and a clock to the second would send it every second.
+func New(m *procmon.Monitor, logger *slog.Logger, summary procmon.Summary) (*Notifier, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	n := &Notifier{m: m, log: logger, socket: os.Getenv("NOTIFY_SOCKET")}
+	summary.Coarse = true
+	n := &Notifier{m: m, log: logger, socket: os.Getenv("NOTIFY_SOCKET"), summary: summary}
 	n.enabled = n.socket != ""
 	if !n.enabled {
 		return n, nil
@@ -144,14 +147,14 @@ func (n *Notifier) Run(ctx context.Context) error {
 	sent := ""
 	for {
 		now := time.Now()
-		if text := Describe(st, now); text != sent {
+		if text := n.summary.Line(st, now); text != sent {
 			sent = text
 			n.send("STATUS=" + text)
 		}
 		// Waiting at most until the text would change by itself (the
 		// uptime it shows) keeps it current between events.
 		wait, cancel := ctx, context.CancelFunc(func() {})
-		if d, ok := nextChange(st, now); ok {
+		if d, ok := n.summary.NextChange(st, now); ok {
 			wait, cancel = context.WithTimeout(ctx, d)
 		}
 		u, err := n.f.Next(wait)
@@ -198,95 +201,4 @@ func (n *Notifier) ping(ctx context.Context) {
 	default:
 		n.log.Error("the monitor did not answer; withholding the systemd watchdog ping", "error", err, "watchdog", n.watchdog.String())
 	}
-}
-
-// Describe is the one-line state of the bridge that systemd shows, such as
-// "bridge ready, up 2h, 3 restarts".
-func Describe(st procmon.Status, now time.Time) string {
-	var parts []string
-	switch st.State {
-	case procmon.StateRunning:
-		head := "bridge ready"
-		if !st.Ready {
-			head = "bridge running, not ready yet"
-		}
-		parts = append(parts, head)
-		if st.StartedAt != nil {
-			parts = append(parts, "up "+uptime(now.Sub(*st.StartedAt)))
-		}
-	case procmon.StateStarting:
-		parts = append(parts, "bridge starting")
-	case procmon.StateBackoff:
-		head := "bridge down"
-		if st.Crashloop {
-			head = fmt.Sprintf("bridge crash-looping (%d failures in a row)", st.ConsecutiveFailures)
-		}
-		if st.LastExit != nil {
-			head += " after " + st.LastExit.Describe()
-		}
-		parts = append(parts, head)
-		if st.NextStartAt != nil {
-			parts = append(parts, "next start at "+st.NextStartAt.Local().Format(time.TimeOnly))
-		}
-	case procmon.StateStopping:
-		parts = append(parts, "bridge stopping")
-	case procmon.StateStopped:
-		parts = append(parts, "bridge stopped on request")
-	default:
-		// given_up, and the states a layer above parks the bridge in
-		// (needs_pairing, …), come with a message saying what to do.
-		head := "bridge " + strings.ReplaceAll(string(st.State), "_", " ")
-		if st.Message != "" {
-			head += ": " + st.Message
-		}
-		parts = append(parts, head)
-	}
-	switch st.Restarts {
-	case 0:
-	case 1:
-		parts = append(parts, "1 restart")
-	default:
-		parts = append(parts, fmt.Sprintf("%d restarts", st.Restarts))
-	}
-	return strings.Join(parts, ", ")
-}
-
-// uptime is coarse on purpose: STATUS= is re-sent whenever the text
-// changes, and a per-second clock would wake the sidecar every second.
-func uptime(d time.Duration) string {
-	switch {
-	case d < time.Minute:
-		return "<1m"
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d/time.Minute))
-	case d < 24*time.Hour:
-		h, m := int(d/time.Hour), int(d%time.Hour/time.Minute)
-		if m == 0 {
-			return fmt.Sprintf("%dh", h)
-		}
-		return fmt.Sprintf("%dh%dm", h, m)
-	default:
-		days, h := int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour)
-		if h == 0 {
-			return fmt.Sprintf("%dd", days)
-		}
-		return fmt.Sprintf("%dd%dh", days, h)
-	}
-}
-
-// nextChange says how long until Describe's text would change by itself,
-// if it ever would.
-func nextChange(st procmon.Status, now time.Time) (time.Duration, bool) {
-	if st.State != procmon.StateRunning || st.StartedAt == nil {
-		return 0, false
-	}
-	up := now.Sub(*st.StartedAt)
-	step := time.Minute
-	if up >= 24*time.Hour {
-		step = time.Hour
-	}
-	if up < 0 {
-		up = 0
-	}
-	return step - up%step, true
 }

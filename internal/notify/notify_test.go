@@ -2,6 +2,7 @@ package notify
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -123,7 +124,7 @@ func runMonitor(t *testing.T, n *Notifier, m *procmon.Monitor) {
 
 func TestDisabledWithoutSocket(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "")
-	n, err := New(newMonitor(t, procmon.Config{Command: []string{fakeBridge, "-hang"}}), nil)
+	n, err := New(newMonitor(t, procmon.Config{Command: []string{fakeBridge, "-hang"}}), nil, procmon.Summary{Name: "bridge"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func TestMalformedWatchdogIsAnError(t *testing.T) {
 	listenNotify(t)
 	t.Setenv("WATCHDOG_USEC", "soon")
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
-	_, err := New(newMonitor(t, procmon.Config{Command: []string{fakeBridge}}), nil)
+	_, err := New(newMonitor(t, procmon.Config{Command: []string{fakeBridge}}), nil, procmon.Summary{Name: "bridge"})
 	if err == nil || !strings.Contains(err.Error(), "WatchdogSec") {
 		t.Fatalf("New with WATCHDOG_USEC=soon: got %v, want an error naming WatchdogSec", err)
 	}
@@ -152,7 +153,7 @@ func TestWatchdogForAnotherPidIsIgnored(t *testing.T) {
 	listenNotify(t)
 	t.Setenv("WATCHDOG_USEC", "1000000")
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()+1))
-	n, err := New(newMonitor(t, procmon.Config{Command: []string{fakeBridge}}), nil)
+	n, err := New(newMonitor(t, procmon.Config{Command: []string{fakeBridge}}), nil, procmon.Summary{Name: "bridge"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +170,7 @@ func TestReadyAndStatusFollowTheBridge(t *testing.T) {
 	t.Setenv("WATCHDOG_USEC", "")
 	count := filepath.Join(t.TempDir(), "count")
 	m := newMonitor(t, procmon.Config{Command: []string{fakeBridge, "-count-file", count, "-fail-times", "1"}})
-	n, err := New(m, nil)
+	n, err := New(m, nil, procmon.Summary{Name: "bridge"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +182,7 @@ func TestReadyAndStatusFollowTheBridge(t *testing.T) {
 	n.Ready()
 
 	_, before := sock.waitFor(t, "ready status after the restart", func(s string) bool {
-		return s == "STATUS=bridge ready, up <1m, 1 restart"
+		return s == fmt.Sprintf("STATUS=bridge ready (pid %d), up <1m, 1 restart, last exit: exit 1 (failure) <1m ago", m.Status().Pid)
 	})
 	readies := 0
 	sawFailure := false
@@ -244,7 +245,7 @@ func TestWatchdogOnlyWhileTheMonitorAnswers(t *testing.T) {
 			return nil
 		})},
 	})
-	n, err := New(m, slog.New(recordHandler{logs}))
+	n, err := New(m, slog.New(recordHandler{logs}), procmon.Summary{Name: "bridge"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,78 +272,6 @@ func TestWatchdogOnlyWhileTheMonitorAnswers(t *testing.T) {
 	}
 	unstick()
 	sock.waitFor(t, "WATCHDOG=1 after the monitor recovered", func(s string) bool { return s == "WATCHDOG=1" })
-}
-
-func TestDescribe(t *testing.T) {
-	now := time.Date(2025, 5, 1, 12, 0, 0, 0, time.Local)
-	ago := func(d time.Duration) *time.Time { t := now.Add(-d); return &t }
-	code := func(c int) *int { return &c }
-	next := now.Add(4 * time.Second)
-	tests := []struct {
-		name string
-		st   procmon.Status
-		want string
-	}{
-		{"ready", procmon.Status{State: procmon.StateRunning, Ready: true, StartedAt: ago(2 * time.Hour), Restarts: 3},
-			"bridge ready, up 2h, 3 restarts"},
-		{"not ready", procmon.Status{State: procmon.StateRunning, StartedAt: ago(10 * time.Second)},
-			"bridge running, not ready yet, up <1m"},
-		{"minutes", procmon.Status{State: procmon.StateRunning, Ready: true, StartedAt: ago(12*time.Minute + 59*time.Second), Restarts: 1},
-			"bridge ready, up 12m, 1 restart"},
-		{"hours and minutes", procmon.Status{State: procmon.StateRunning, Ready: true, StartedAt: ago(2*time.Hour + 5*time.Minute)},
-			"bridge ready, up 2h5m"},
-		{"days", procmon.Status{State: procmon.StateRunning, Ready: true, StartedAt: ago(50 * time.Hour)},
-			"bridge ready, up 2d2h"},
-		{"whole days", procmon.Status{State: procmon.StateRunning, Ready: true, StartedAt: ago(48*time.Hour + 59*time.Minute)},
-			"bridge ready, up 2d"},
-		{"starting", procmon.Status{State: procmon.StateStarting}, "bridge starting"},
-		{"backoff", procmon.Status{State: procmon.StateBackoff, Restarts: 2, NextStartAt: &next,
-			LastExit: &procmon.ExitRecord{Code: code(1), Class: procmon.ClassFailure}},
-			"bridge down after exit 1 (failure), next start at " + next.Format(time.TimeOnly) + ", 2 restarts"},
-		{"crashloop", procmon.Status{State: procmon.StateBackoff, Crashloop: true, ConsecutiveFailures: 6,
-			LastExit: &procmon.ExitRecord{Code: code(1), Class: procmon.ClassFailure}},
-			"bridge crash-looping (6 failures in a row) after exit 1 (failure)"},
-		{"stopping", procmon.Status{State: procmon.StateStopping}, "bridge stopping"},
-		{"stopped", procmon.Status{State: procmon.StateStopped, Restarts: 1}, "bridge stopped on request, 1 restart"},
-		{"given up", procmon.Status{State: procmon.StateGivenUp, Message: "gave up after 4 consecutive failures"},
-			"bridge given up: gave up after 4 consecutive failures"},
-		{"parked by the bridge layer", procmon.Status{State: "needs_pairing", Message: "run wa-sidecar pair"},
-			"bridge needs pairing: run wa-sidecar pair"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := Describe(tt.st, now); got != tt.want {
-				t.Errorf("Describe = %q; want %q", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestNextChange(t *testing.T) {
-	now := time.Now()
-	at := func(d time.Duration) *time.Time { t := now.Add(-d); return &t }
-	tests := []struct {
-		up   time.Duration
-		want time.Duration
-	}{
-		{10 * time.Second, 50 * time.Second},
-		{61 * time.Second, 59 * time.Second},
-		{25*time.Hour + time.Minute, 59 * time.Minute},
-	}
-	for _, tt := range tests {
-		st := procmon.Status{State: procmon.StateRunning, StartedAt: at(tt.up)}
-		got, ok := nextChange(st, now)
-		if !ok || got != tt.want {
-			t.Errorf("nextChange(up %s) = %s, %v; want %s", tt.up, got, ok, tt.want)
-		}
-		// The text must really change at that moment, or the timer is wasted.
-		if Describe(st, now.Add(got-time.Nanosecond)) == Describe(st, now.Add(got)) {
-			t.Errorf("up %s: text does not change after %s", tt.up, got)
-		}
-	}
-	if _, ok := nextChange(procmon.Status{State: procmon.StateBackoff}, now); ok {
-		t.Error("nextChange in backoff: want no timer")
-	}
 }
 
 // stalledNotify is a notify socket that nobody reads, its queue filled
@@ -386,7 +315,7 @@ func TestStalledSocketNeverHoldsUpTheSidecar(t *testing.T) {
 	var logged strings.Builder
 	var mu sync.Mutex
 	m := newMonitor(t, procmon.Config{Command: []string{fakeBridge, "-hang"}})
-	n, err := New(m, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil)))
+	n, err := New(m, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil)), procmon.Summary{Name: "bridge"})
 	if err != nil {
 		t.Fatal(err)
 	}
