@@ -15,6 +15,7 @@ import (
 
 	"github.com/wa-sidecar/wa-sidecar/bridge"
 	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
+	"github.com/wa-sidecar/wa-sidecar/internal/logsink"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 	"github.com/wa-sidecar/wa-sidecar/signals"
 )
@@ -200,7 +201,8 @@ func runAction(c *cli.Context) error {
 	// the bridge running and a stale sidecar.json behind.
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
-	logger, err := newLogger(c.String("log-format"), c.String("log-level"), os.Stderr)
+	var sinks logsink.Sinks
+	logger, style, err := newLogger(&sinks, c.String("log-format"), c.String("log-level"), os.Stderr)
 	if err != nil {
 		return usageError("%v", err)
 	}
@@ -210,7 +212,7 @@ func runAction(c *cli.Context) error {
 	slog.SetDefault(logger)
 	// Last deferred, first run: what the sidecar said reaches stderr
 	// before its exit status, unless nobody has read stderr for a while.
-	defer closeLog(os.Stderr)
+	defer sinks.Close(os.Stderr, logCloseWait)
 	if err := checkFlags(c); err != nil {
 		return err
 	}
@@ -250,9 +252,9 @@ func runAction(c *cli.Context) error {
 				"dir", dir)
 		}
 	}
-	outputHooks := bridgeOutput(logger, mode, c.String("log-format"), os.Stdout, os.Stderr)
+	outputHooks := bridgeOutput(logger, mode, style, &sinks, os.Stdout, os.Stderr)
 	if mode == bridgeOutputRaw {
-		defer closeLog(os.Stdout)
+		defer sinks.Close(os.Stdout, logCloseWait)
 	}
 
 	reapAll := os.Getpid() == 1
@@ -282,7 +284,7 @@ func runAction(c *cli.Context) error {
 		defer guard.Close()
 	}
 
-	hermes, err := newHermes(c, target, expectation(in, target), logger)
+	hermes, err := newHermes(c, target, expectation(in, target), logger, qrWriter(style, &sinks))
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/wa-sidecar/wa-sidecar/bridge"
 	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
+	"github.com/wa-sidecar/wa-sidecar/internal/logsink"
 )
 
 // exitConfig is EX_CONFIG: the Hermes systemd unit never restarts it, which
@@ -57,7 +59,7 @@ func checkFlags(c *cli.Context) error {
 	if m := c.String("mode"); m != "" && m != "self-chat" && m != "bot" {
 		return usageError("--mode must be self-chat or bot (got %q)", m)
 	}
-	if _, err := newHermes(c, bridge.Target{Port: c.Int("port")}, nil, nil); err != nil {
+	if _, err := newHermes(c, bridge.Target{Port: c.Int("port")}, nil, nil, nil); err != nil {
 		return err
 	}
 	if err := checkSessionFlags(c); err != nil {
@@ -71,8 +73,8 @@ func checkFlags(c *cli.Context) error {
 }
 
 // newHermes builds the layer that reads the bridge's output and health.
-// Pairing QR codes are drawn on the sidecar's terminal, when it has one.
-func newHermes(c *cli.Context, t bridge.Target, expect *bridge.Expect, logger *slog.Logger) (*bridge.Hermes, error) {
+// Pairing QR codes are drawn on qr, if it is not nil (see qrWriter).
+func newHermes(c *cli.Context, t bridge.Target, expect *bridge.Expect, logger *slog.Logger, qr io.Writer) (*bridge.Hermes, error) {
 	opts := bridge.Options{
 		Port:           t.Port,
 		SessionDir:     t.SessionDir,
@@ -82,6 +84,7 @@ func newHermes(c *cli.Context, t bridge.Target, expect *bridge.Expect, logger *s
 		HealthFailures: c.Int("health-failures"),
 		ConnectGrace:   c.Duration("connect-grace"),
 		Logger:         logger,
+		QRWriter:       qr,
 	}
 	if !c.IsSet("health-timeout") && opts.HealthTimeout > opts.HealthPeriod {
 		// A short --health-period alone: the default timeout follows it
@@ -94,15 +97,21 @@ func newHermes(c *cli.Context, t bridge.Target, expect *bridge.Expect, logger *s
 	if opts.HealthFailures < 1 { // 0 would silently mean the default
 		return nil, usageError("--health-failures must be at least 1 (got %d)", opts.HealthFailures)
 	}
-	if isTerminal(os.Stderr) {
-		// Through the log sink, in order with the log and never blocking.
-		opts.QRWriter = sinkFor(os.Stderr, false)
-	}
 	h, err := bridge.New(opts)
 	if err != nil {
 		return nil, usageError("%v", flagError(err))
 	}
 	return h, nil
+}
+
+// qrWriter is where pairing QR codes are drawn: the sidecar's terminal,
+// when its log is on one, through the log's sink, in order with the log
+// and never blocking; else nowhere.
+func qrWriter(style logsink.Style, sinks *logsink.Sinks) io.Writer {
+	if !style.Terminal {
+		return nil
+	}
+	return sinks.For(os.Stderr, false)
 }
 
 // bridgeTarget decides what to run: the simulated bridge with --demo

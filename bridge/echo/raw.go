@@ -1,0 +1,94 @@
+package echo
+
+import (
+	"bytes"
+	"sync"
+
+	"github.com/wa-sidecar/wa-sidecar/bridge"
+	"github.com/wa-sidecar/wa-sidecar/internal/logsink"
+	"github.com/wa-sidecar/wa-sidecar/procmon"
+)
+
+// Pass is how the bridge's raw output reaches one of the sidecar's own
+// streams, through its sink, a whole read at a time. On a terminal a
+// person sees it as the bridge drew it, QR code and all; anywhere else the
+// lines carrying a pairing code are left out.
+func Pass(sink *logsink.Sink, terminal bool) func([]byte) {
+	if terminal {
+		return sink.WriteWait
+	}
+	qf := &qrFilter{out: sink.WriteWait}
+	return qf.write
+}
+
+// Raw sends the bridge's output on as it wrote it, as if the sidecar were
+// not there: its stdout to Stdout and its stderr to Stderr (see Pass).
+type Raw struct {
+	Stdout, Stderr func([]byte)
+}
+
+// WriteRaw passes one read of stream s on.
+func (r Raw) WriteRaw(s procmon.Stream, b []byte) {
+	if s == procmon.Stderr {
+		r.Stderr(b)
+		return
+	}
+	r.Stdout(b)
+}
+
+// qrFilter passes raw output on unchanged, a read at a time, except the
+// lines that carry a pairing code, which it leaves out whole. A line that
+// may be one (by its first byte) is held back until its end shows what it
+// is, or until it is longer than any pairing line.
+type qrFilter struct {
+	out  func([]byte)
+	mu   sync.Mutex // each stream has one filter; a new child's reader may start before an old one's ends
+	held []byte     // the start of a line that may carry a code
+	pass bool       // the current line is being passed on as it comes
+	drop bool       // the current line carries a code: left out up to its end
+	buf  []byte
+}
+
+// qrFilterHold is longer than any pairing line: a drawn row is some
+// hundred bytes, a JSON event with its payload a few kilobytes.
+const qrFilterHold = 16 << 10
+
+func (f *qrFilter) write(p []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.buf[:0]
+	for len(p) > 0 {
+		seg, end := p, false
+		if i := bytes.IndexByte(p, '\n'); i >= 0 {
+			seg, end = p[:i+1], true
+		}
+		p = p[len(seg):]
+		switch {
+		case f.pass:
+			out = append(out, seg...)
+		case f.drop:
+		case len(f.held) == 0 && !bridge.MayStartPairingCode(seg[0]):
+			out = append(out, seg...)
+			f.pass = !end
+		default:
+			f.held = append(f.held, seg...)
+			if !end && len(f.held) < qrFilterHold {
+				break
+			}
+			if !bridge.CarriesPairingCode(bytes.TrimSuffix(f.held, []byte("\n"))) {
+				out = append(out, f.held...)
+				f.pass = !end
+			} else {
+				f.drop = !end
+			}
+			f.held = f.held[:0]
+		}
+		if end {
+			f.pass, f.drop = false, false
+		}
+	}
+	if len(out) > 0 {
+		f.out(out)
+	}
+	f.buf = out
+}

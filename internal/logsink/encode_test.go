@@ -1,0 +1,60 @@
+package logsink
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+// FuzzAppendJSONString checks the hand-written escaping against slog's
+// own JSON handler: for any bridge output, both must give valid JSON that
+// decodes to the same message.
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range []string{
+		"", "plain ascii line of the bridge", `quote " and \ backslash`,
+		"tab\tcr\rnul\x00esc\x1b[31mred", "📱 Scan this QR code", "█▀▀▀▀▀█ ▄ █",
+		"bad \xff\xfe utf-8", "sep \u2028 \u2029", "\x7f del", "trailing\\",
+		strings.Repeat("12345678", 9) + "\"", "\xe2\x80", "\xed\xa0\x80 surrogate",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, s []byte) {
+		got := AppendJSONString([]byte{'"'}, s)
+		got = append(got, '"')
+		var mine string
+		if err := json.Unmarshal(got, &mine); err != nil {
+			t.Fatalf("%q escaped to invalid JSON %s: %v", s, got, err)
+		}
+		var buf bytes.Buffer
+		slog.New(slog.NewJSONHandler(&buf, nil)).Info(string(s))
+		var rec struct{ Msg string }
+		if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+			t.Fatalf("slog's record does not parse: %v", err)
+		}
+		if mine != rec.Msg {
+			t.Fatalf("%q: AppendJSONString gives %q, slog %q", s, mine, rec.Msg)
+		}
+	})
+}
+
+// A long run of plain ASCII goes through AppendText unchanged, whatever
+// its alignment to the eight-byte fast path.
+func FuzzAppendText(f *testing.F) {
+	for _, s := range []string{"", "plain", "esc\x1b[31m", "\xff", "ü\u009b", "\x7f0000000", strings.Repeat("abcdefgh", 5) + "\r"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, s []byte) {
+		got := AppendText(nil, s)
+		for _, c := range got {
+			if c < 0x20 && c != '\t' || c == 0x7f {
+				t.Fatalf("%q: control byte %#x left in %q", s, c, got)
+			}
+		}
+		if !bytes.ContainsAny(s, "\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f\x7f") &&
+			bytes.Equal(bytes.ToValidUTF8(s, nil), s) && !bytes.ContainsFunc(s, func(r rune) bool { return r >= 0x80 && r < 0xa0 }) && !bytes.Equal(got, s) {
+			t.Fatalf("%q changed to %q", s, got)
+		}
+	})
+}

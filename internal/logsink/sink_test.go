@@ -1,0 +1,421 @@
+package logsink
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// blockingWriter stands for a stderr nobody reads: writes wait for release.
+type blockingWriter struct {
+	release chan struct{}
+	mu      sync.Mutex
+	got     bytes.Buffer
+}
+
+func (b *blockingWriter) Write(p []byte) (int, error) {
+	<-b.release
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.got.Write(p)
+}
+
+func TestLogSinkNeverBlocksAndCountsDrops(t *testing.T) {
+	bw := &blockingWriter{release: make(chan struct{})}
+	s := newSink(bw, 1000, true)
+	rec := []byte(strings.Repeat("r", 99) + "\n")
+	// The first record may already be in the stuck Write; the rest queue
+	// up to the limit and then are dropped, and no Write call waits.
+	for i := 0; i < 50; i++ {
+		if n, err := s.Write(rec); n != len(rec) || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+	}
+	close(bw.release)
+	s.Close(10 * time.Second)
+	bw.mu.Lock()
+	out := bw.got.String()
+	bw.mu.Unlock()
+	kept, dropped, notices := 0, 0, 0
+	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if line == strings.Repeat("r", 99) {
+			kept++
+			continue
+		}
+		var notice struct {
+			Msg     string
+			Dropped int
+		}
+		if err := json.Unmarshal([]byte(line), &notice); err != nil || notice.Dropped == 0 {
+			t.Fatalf("unexpected line %q (%v)", line, err)
+		}
+		dropped += notice.Dropped
+		notices++
+	}
+	// At most one batch in flight and one queued, each within the limit.
+	if kept+dropped != 50 || kept > 20 || notices == 0 {
+		t.Fatalf("kept %d + dropped %d (in %d notices) of 50 records", kept, dropped, notices)
+	}
+	// After Close, records are discarded rather than queued forever.
+	s.Write(rec)
+	if s.pendingLen() != 0 {
+		t.Fatal("records queued after Close")
+	}
+}
+
+func (s *Sink) pendingLen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending)
+}
+
+type failingWriter struct{ calls int }
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	f.calls++
+	return 0, syscall.EPIPE
+}
+
+func TestLogSinkStopsWritingAfterAnError(t *testing.T) {
+	fw := &failingWriter{}
+	s := newSink(fw, 1<<20, false)
+	s.Write([]byte("one\n"))
+	s.Close(10 * time.Second)
+	calls := fw.calls
+	s.Write([]byte("two\n"))
+	if calls != 1 || fw.calls != 1 {
+		t.Fatalf("writes after EPIPE: %d then %d", calls, fw.calls)
+	}
+}
+
+// slowWriter takes a moment over each write, reading p only at the end, as
+// a slow disk or collector would; a buffer reused too early shows up as
+// damaged records.
+type slowWriter struct {
+	mu  sync.Mutex
+	got bytes.Buffer
+	n   chan int // the bytes written so far, after each write
+}
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	for i := 0; i < 50; i++ {
+		runtime.Gosched()
+	}
+	w.mu.Lock()
+	w.got.Write(p)
+	n := w.got.Len()
+	w.mu.Unlock()
+	select { // keep only the latest count
+	case <-w.n:
+	default:
+	}
+	w.n <- n
+	return len(p), nil
+}
+
+// steppedWriter lets a test decide when each write reads its buffer.
+type steppedWriter struct {
+	got     bytes.Buffer
+	started chan struct{}
+	proceed chan struct{}
+}
+
+func (w *steppedWriter) Write(p []byte) (int, error) {
+	w.started <- struct{}{}
+	<-w.proceed
+	w.got.Write(p)
+	return len(p), nil
+}
+
+// TestLogSinkKeepsRecordsWhole queues a record while the one before it is
+// being written, again and again with the writer going idle in between:
+// the writer's two buffers must never become one, or the second record
+// lands in the buffer being written.
+func TestLogSinkKeepsRecordsWhole(t *testing.T) {
+	w := &steppedWriter{started: make(chan struct{}), proceed: make(chan struct{})}
+	s := newSink(w, 1<<20, true)
+	var want bytes.Buffer
+	for i := 0; i < 50; i++ {
+		a := fmt.Appendf(nil, "record %d.a %s\n", i, strings.Repeat("x", 40))
+		b := fmt.Appendf(nil, "record %d.b %s\n", i, strings.Repeat("y", 40))
+		want.Write(a)
+		want.Write(b)
+		s.Write(a)
+		<-w.started
+		s.Write(b)
+		w.proceed <- struct{}{}
+		<-w.started
+		w.proceed <- struct{}{}
+	}
+	go func() {
+		for range w.started {
+			w.proceed <- struct{}{}
+		}
+	}()
+	s.Close(10 * time.Second)
+	close(w.started)
+	if got := w.got.String(); got != want.String() {
+		t.Fatalf("records damaged:\n%s", got)
+	}
+}
+
+// TestLogSinkWriteWaitKeepsEveryBatch gives the sink a reader slower than
+// its producer: WriteWait must wait for room rather than drop.
+func TestLogSinkWriteWaitKeepsEveryBatch(t *testing.T) {
+	w := &slowWriter{n: make(chan int, 1)}
+	s := newSink(w, 1000, true)
+	var want bytes.Buffer
+	for i := 0; i < 300; i++ {
+		rec := fmt.Appendf(nil, "batch %03d %s\n", i, strings.Repeat("y", 90))
+		want.Write(rec)
+		s.WriteWait(rec)
+	}
+	s.Close(10 * time.Second)
+	if got := w.got.String(); got != want.String() {
+		t.Fatalf("batches lost or damaged: got %d bytes, want %d", len(got), want.Len())
+	}
+}
+
+// TestLogSinkWriteWaitGivesUpOnAStalledReader checks that a stalled stderr
+// holds the bridge's output up for one stall at most, then drops it.
+func TestLogSinkWriteWaitGivesUpOnAStalledReader(t *testing.T) {
+	bw := &blockingWriter{release: make(chan struct{})}
+	s := newSink(bw, 1000, true)
+	s.stall = 10 * time.Millisecond
+	rec := []byte(strings.Repeat("r", 99) + "\n")
+	for i := 0; i < 50; i++ {
+		s.WriteWait(rec) // returns: queued, or dropped once the write is stuck
+	}
+	close(bw.release)
+	s.Close(10 * time.Second)
+	if !strings.Contains(bw.got.String(), "output dropped") {
+		t.Fatal("no drop notice after a stalled reader")
+	}
+}
+
+func TestCannotStall(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	for _, c := range []struct {
+		name string
+		f    *os.File
+		want bool
+	}{{"regular file", f, true}, {"/dev/null", null, true}, {"pipe", w, false}} {
+		if got := cannotStall(c.f); got != c.want {
+			t.Errorf("cannotStall(%s) = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// orderWriter records writes, slowly now and then, so that batches
+// written directly and records queued for the writer goroutine overlap.
+type orderWriter struct {
+	mu  sync.Mutex
+	got bytes.Buffer
+	n   int
+}
+
+func (w *orderWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.n++
+	slow := w.n%3 == 0
+	w.mu.Unlock()
+	if slow {
+		time.Sleep(time.Millisecond)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.got.Write(p)
+}
+
+// TestLogSinkDirectKeepsOrder: on the direct path a batch must never jump
+// ahead of a record queued before it, nor two writes interleave.
+func TestLogSinkDirectKeepsOrder(t *testing.T) {
+	w := &orderWriter{}
+	s := newSink(w, 1<<20, true)
+	s.direct = true
+	var want bytes.Buffer
+	for i := 0; i < 300; i++ {
+		rec := fmt.Appendf(nil, "record %03d\n", i)
+		batch := fmt.Appendf(nil, "batch %03d a\nbatch %03d b\n", i, i)
+		want.Write(rec)
+		want.Write(batch)
+		s.Write(rec)
+		s.WriteWait(batch)
+	}
+	s.Close(10 * time.Second)
+	if got := w.got.String(); got != want.String() {
+		t.Fatalf("order lost or records damaged:\n%s", firstDiff(got, want.String()))
+	}
+}
+
+func firstDiff(got, want string) string {
+	g, w := strings.Split(got, "\n"), strings.Split(want, "\n")
+	for i := range min(len(g), len(w)) {
+		if g[i] != w[i] {
+			return fmt.Sprintf("line %d: got %q, want %q", i+1, g[i], w[i])
+		}
+	}
+	return fmt.Sprintf("got %d lines, want %d", len(g), len(w))
+}
+
+// TestLogSinkOnAStalledPipe: on a pipe the sink writes batches itself,
+// through a non-blocking copy of the pipe, with a deadline. With nobody
+// reading, a batch bigger than the pipe must not hold its caller for more
+// than a stall; what did not fit is written later, whole; later batches
+// are dropped and counted; and every line that arrives is whole.
+func TestLogSinkOnAStalledPipe(t *testing.T) {
+	r, w, nb := reopenedPipe(t)
+	s := start(&Sink{w: nb, nb: nb, direct: true, limit: 4096, json: true})
+	s.stall = 50 * time.Millisecond
+
+	line := func(b, i int) string { return fmt.Sprintf("batch %d line %04d %s\n", b, i, strings.Repeat("z", 80)) }
+	batch := func(b, lines int) []byte {
+		var out []byte
+		for i := range lines {
+			out = append(out, line(b, i)...)
+		}
+		return out
+	}
+	first := batch(0, 2000) // about 200 KiB, three times a pipe
+	t0 := time.Now()
+	s.WriteWait(first)
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("WriteWait on a stalled pipe took %v", d)
+	}
+	for b := 1; b <= 20; b++ {
+		s.WriteWait(batch(b, 10))
+	}
+
+	got := make(chan string, 1)
+	go func() {
+		var all bytes.Buffer
+		all.ReadFrom(r)
+		got <- all.String()
+	}()
+	s.Close(10 * time.Second)
+	nb.Close()
+	w.Close()
+	out := <-got
+	if !strings.HasPrefix(out, string(first)) {
+		t.Fatalf("the first batch did not arrive whole and first (%d bytes arrived)", len(out))
+	}
+	dropped := false
+	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if strings.Contains(l, "output dropped") {
+			dropped = true
+			continue
+		}
+		if len(l) != len(line(0, 0))-1 || !strings.HasPrefix(l, "batch ") {
+			t.Fatalf("a damaged line arrived: %q", l)
+		}
+	}
+	if !dropped {
+		t.Fatal("batches written while the pipe stalled were neither kept nor reported dropped")
+	}
+}
+
+// TestReopenNonblockingLeavesOthersAlone: a regular file is not reopened,
+// and the pipe's own description stays blocking.
+func TestReopenNonblockingLeavesOthersAlone(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if nb := reopenNonblocking(f); nb != nil {
+		nb.Close()
+		t.Fatal("a regular file was reopened")
+	}
+	_, w, _ := reopenedPipe(t)
+	flags, err := unix.FcntlInt(w.Fd(), unix.F_GETFL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flags&unix.O_NONBLOCK != 0 {
+		t.Fatal("the pipe's own description was made non-blocking")
+	}
+}
+
+// TestStdoutAndStderrOnOnePipeShareASink: with 2>&1 both streams reach the
+// same pipe; one sink, one writer at a time, keeps their batches from
+// landing inside one another (a non-blocking write can stop part-way).
+func TestStdoutAndStderrOnOnePipeShareASink(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	fd, err := unix.Dup(int(w.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2 := os.NewFile(uintptr(fd), "w2")
+	other, ow, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	var sinks Sinks
+	a, b, c := sinks.For(w, true), sinks.For(w2, true), sinks.For(ow, true)
+	if a != b {
+		t.Fatal("two files on one pipe got two sinks")
+	}
+	if a == c {
+		t.Fatal("two pipes got one sink")
+	}
+	sinks.Close(w, time.Second)
+	sinks.Close(ow, time.Second)
+	for _, s := range []*Sink{a, c} {
+		if s.nb != nil {
+			s.nb.Close()
+		}
+	}
+	w.Close()
+	w2.Close()
+	ow.Close()
+}
+
+// reopenedPipe returns a pipe's two ends and its write end opened again
+// without blocking, all closed when the test ends.
+func reopenedPipe(t *testing.T) (r, w, nb *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	nb = reopenNonblocking(w)
+	if nb == nil {
+		t.Fatal("a pipe could not be opened again without blocking")
+	}
+	t.Cleanup(func() { nb.Close() })
+	return r, w, nb
+}
