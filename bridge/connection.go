@@ -114,7 +114,7 @@ type watcher struct {
 	h   *Hermes
 	m   *procmon.Monitor
 	log *slog.Logger
-	sub *procmon.Subscription
+	f   *procmon.Follower
 
 	ctx    context.Context // cancelled when Run ends, for probes in flight
 	cancel context.CancelFunc

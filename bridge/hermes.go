@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -105,8 +106,8 @@ func (o *Options) applyDefaults() error {
 // logged-out bridge instead of respawning it.
 //
 // Use it in three steps: New; its Hook in the monitor's Config.Hooks (and
-// ExternalReadiness in its Config) before procmon.New; then Run with the
-// monitor.
+// ExternalReadiness in its Config) before procmon.New; then Watch the
+// monitor and Run what Watch returns.
 type Hermes struct {
 	opts      Options
 	lines     chan seenLine
@@ -253,11 +254,26 @@ func needsPairingMessage(session string) string {
 		"The sidecar resumes by itself when creds.json changes, or on a start command (SIGHUP).", session)
 }
 
-// Run follows m until it is done: it must be called once, with the
-// monitor made with the layer's Hook, and runs alongside m.Run.
-func (h *Hermes) Run(m *procmon.Monitor) {
+// Watch follows m from now on, for the returned Watcher's Run. Call it
+// once, with the monitor made with the layer's Hook, before m.Run, so that
+// the layer sees every event of the bridge's life.
+func (h *Hermes) Watch(m *procmon.Monitor) *Watcher {
 	w := newWatcher(h, m)
-	w.loop()
+	w.f = m.Follow(256)
+	return &Watcher{w: w}
+}
+
+// A Watcher is the layer following one monitor: it turns the bridge's
+// lines, its /health answers and the monitor's events into this layer's
+// events, details and readiness.
+type Watcher struct{ w *watcher }
+
+// Run follows the monitor until ctx is done or the monitor has finished,
+// and releases what it holds: probes in flight, timers, the follower. It
+// runs alongside the monitor's Run and may be called once.
+func (x *Watcher) Run(ctx context.Context) error {
+	x.w.loop(ctx)
+	return nil
 }
 
 // tickC and timeC let a select wait on a ticker or timer that may be off.
@@ -275,7 +291,7 @@ func timeC(t *time.Timer) <-chan time.Time {
 	return t.C
 }
 
-func (w *watcher) loop() {
+func (w *watcher) loop(ctx context.Context) {
 	defer func() {
 		w.cancel()
 		w.probes.stop()
@@ -285,24 +301,26 @@ func (w *watcher) loop() {
 			w.flapClear.Stop()
 		}
 	}()
-	w.subscribe()
+	events, stop := w.follow(ctx)
+	defer stop()
+	w.resync(w.f.Last())
 	w.post(procmon.Event{Kind: EventHealth})
 	for {
 		select {
-		case ev, ok := <-w.sub.C:
+		case u, ok := <-events:
 			if !ok {
-				if errors.Is(w.sub.Err(), procmon.ErrOverflow) {
-					w.log.Warn("bridge layer fell behind the event stream; resyncing")
-					w.subscribe()
-					continue
-				}
 				return
+			}
+			if u.Missed > 0 {
+				w.log.Warn("bridge layer fell behind the event stream; resyncing", "missed_events", u.Missed)
+				w.resync(u.Event)
+				continue
 			}
 			w.drainLines()
 			if n := w.h.dropped.Swap(0); n > 0 {
 				w.log.Warn("the bridge printed faster than it could be read; lines were not examined", "lines", n)
 			}
-			w.event(ev)
+			w.event(u.Event)
 		case sl := <-w.h.lines:
 			w.line(sl)
 		case r := <-w.probes.results:
@@ -325,9 +343,40 @@ func (w *watcher) loop() {
 	}
 }
 
-func (w *watcher) subscribe() {
-	sub, last := w.m.Subscribe(256)
-	w.sub = sub
+// follow hands the follower's updates over on a channel, for the loop's
+// select, until ctx is done or the monitor has finished; then it closes the
+// channel. stop ends it and releases the follower. A child's lines are
+// still queued before its exit reaches the loop: they are queued before
+// the monitor emits the exit.
+func (w *watcher) follow(ctx context.Context) (<-chan procmon.Update, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	c := make(chan procmon.Update)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(c)
+		for {
+			u, err := w.f.Next(ctx)
+			if err != nil {
+				return
+			}
+			select {
+			case c <- u:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return c, func() {
+		cancel()
+		<-done
+		w.f.Close()
+	}
+}
+
+// resync takes the state and the child from a snapshot: the one the
+// follower starts from, or a fresh one after it fell behind.
+func (w *watcher) resync(last procmon.Event) {
 	w.state = last.Status.State
 	if pid := last.Status.Pid; pid != 0 && pid != w.pid {
 		w.begin(pid)

@@ -95,7 +95,8 @@ func startConfig(t *testing.T, cfg procmon.Config, opts Options) *harness {
 	hs := &harness{t: t, m: m, sub: sub, cancel: cancel, done: make(chan struct{})}
 	hs.events = proctest.Events[procmon.Event, procmon.Kind]{C: sub.C, Err: sub.Err, Kind: func(e procmon.Event) procmon.Kind { return e.Kind }, Seq: func(e procmon.Event) uint64 { return e.Seq }}
 	ran := make(chan struct{})
-	go func() { defer close(ran); h.Run(m) }()
+	watch := h.Watch(m)
+	go func() { defer close(ran); watch.Run(context.Background()) }()
 	go func() {
 		defer close(hs.done)
 		if err := m.Run(ctx); err != nil {

@@ -320,7 +320,8 @@ func runAction(c *cli.Context) error {
 	}
 	defer stopSystemd()
 	hermesDone := make(chan struct{})
-	go func() { defer close(hermesDone); hermes.Run(m) }()
+	watch := hermes.Watch(m)
+	go func() { defer close(hermesDone); watch.Run(context.Background()) }()
 	defer func() { <-hermesDone }()
 	if guard != nil {
 		guardCtx, stopGuard := context.WithCancel(context.Background())
