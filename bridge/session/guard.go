@@ -639,34 +639,38 @@ func bootID() string {
 	return strings.TrimSpace(string(b))
 }
 
+// Watch follows m from now on, for the returned Watcher's Run. Call it
+// once, with the monitor made with the guard in its hooks, before m.Run,
+// so that no readiness of the bridge is missed.
+func (g *Guard) Watch(m *procmon.Monitor) *Watcher {
+	return &Watcher{g: g, m: m, f: m.Follow(256)}
+}
+
+// A Watcher is the guard following one monitor, to keep a copy of
+// creds.json each time the bridge becomes ready.
+type Watcher struct {
+	g *Guard
+	m *procmon.Monitor
+	f *procmon.Follower
+}
+
 // Run keeps a copy of creds.json each time the bridge becomes ready, and
 // posts the session event that says so. It returns when ctx is cancelled
-// or m has finished.
-func (g *Guard) Run(ctx context.Context, m *procmon.Monitor) {
-	sub, _ := m.Subscribe(256)
-	defer func() { sub.Close() }()
+// or the monitor has finished, and releases the follower.
+func (x *Watcher) Run(ctx context.Context) error {
+	defer x.f.Close()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-m.Done():
-			return
-		case ev, ok := <-sub.C:
-			if !ok {
-				select {
-				case <-m.Done():
-					return
-				default: // fell behind; follow again from now
-				}
-				sub, _ = m.Subscribe(256)
-				continue
-			}
-			if ev.Kind != procmon.EventReady || ev.Ready == nil || !*ev.Ready {
-				continue
-			}
-			if ev, ok := g.checkpoint(); ok && m.Post(ctx, ev) != nil {
-				return
-			}
+		// After a resync the update is the newest event, which is as good
+		// a sign of readiness as any.
+		u, err := x.f.Next(ctx)
+		if err != nil {
+			return nil
+		}
+		if u.Kind != procmon.EventReady || u.Ready == nil || !*u.Ready {
+			continue
+		}
+		if ev, ok := x.g.checkpoint(); ok && x.m.Post(ctx, ev) != nil {
+			return nil
 		}
 	}
 }

@@ -228,7 +228,8 @@ func startMonitor(t *testing.T, g *Guard, cfg procmon.Config) *harness {
 	h := &harness{t: t, m: m, sub: sub, cancel: cancel, done: make(chan error, 1), guard: make(chan struct{})}
 	h.events = proctest.Events[procmon.Event, procmon.Kind]{C: sub.C, Err: sub.Err, Kind: func(e procmon.Event) procmon.Kind { return e.Kind }, Seq: func(e procmon.Event) uint64 { return e.Seq }}
 	if g != nil {
-		go func() { g.Run(ctx, m); close(h.guard) }()
+		watch := g.Watch(m)
+		go func() { watch.Run(ctx); close(h.guard) }()
 	} else {
 		close(h.guard)
 	}

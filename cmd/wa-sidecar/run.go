@@ -320,13 +320,14 @@ func runAction(c *cli.Context) error {
 	}
 	defer stopSystemd()
 	hermesDone := make(chan struct{})
-	watch := hermes.Watch(m)
-	go func() { defer close(hermesDone); watch.Run(context.Background()) }()
+	watchHermes := hermes.Watch(m)
+	go func() { defer close(hermesDone); watchHermes.Run(context.Background()) }()
 	defer func() { <-hermesDone }()
 	if guard != nil {
 		guardCtx, stopGuard := context.WithCancel(context.Background())
 		defer stopGuard()
-		go guard.Run(guardCtx, m)
+		watchGuard := guard.Watch(m)
+		go watchGuard.Run(guardCtx)
 	}
 	if reapAll {
 		logger.Info("reaping orphaned processes", "pid1", os.Getpid() == 1)
