@@ -19,6 +19,8 @@ require (
 	rsc.io/qr v0.2.0
 )
 
+require golang.org/x/sync v0.25.0 // indirect
+
 require (
 	github.com/cpuguy83/go-md2man/v2 v2.0.7 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect

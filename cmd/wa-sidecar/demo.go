@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,12 +17,12 @@ import (
 
 // demoTarget is the simulated bridge of --demo, changed by the simulator
 // flags given after -- (the chaos knobs).
-func demoTarget(c *cli.Context, knobs []string) (bridge.Target, error) {
+func demoTarget(errw io.Writer, knobs []string) (bridge.Target, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return bridge.Target{}, cli.Exit(fmt.Sprintf("wa-sidecar: --demo: cannot find my own executable: %v", err), exitError)
 	}
-	t, err := bridge.Demo(exe, knobs, c.App.ErrWriter)
+	t, err := bridge.Demo(exe, knobs, errw)
 	var knob *bridge.DemoKnobError
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -49,8 +50,8 @@ const demoListen = "127.0.0.1:0"
 // away with the demo. When another sidecar holds the default state
 // directory, the demo keeps everything to itself, on a free port unless
 // --listen says otherwise, and says how to reach it.
-func demoState(c *cli.Context, t bridge.Target, fs *feedSettings, logger *slog.Logger) error {
-	if c.IsSet("state-dir") {
+func demoState(s *runSettings, t bridge.Target, logger *slog.Logger) error {
+	if s.stateDir != "" {
 		return nil
 	}
 	own := filepath.Join(filepath.Dir(t.SessionDir), "state")
@@ -61,23 +62,21 @@ func demoState(c *cli.Context, t bridge.Target, fs *feedSettings, logger *slog.L
 			// That sidecar most likely has the default address too: a
 			// free port keeps the demo from exiting 75 beside it, and the
 			// clients find the port in the demo's own sidecar.json.
-			if !c.IsSet("listen") {
-				fs.opts.Listen = demoListen
+			if !s.listenGiven {
+				s.feed.opts.Listen = demoListen
 			}
 			logger.Info("another sidecar uses the default state directory; this demo keeps its own, so pass --state-dir to the client commands",
 				"state_dir", own, "try", "wa-sidecar status --state-dir "+own)
 		}
 	}
 	if err != nil {
-		if err := c.Set("state-dir", own); err != nil {
-			return cli.Exit("wa-sidecar: --demo: "+err.Error(), exitError)
-		}
+		s.stateDir = own
 		return nil
 	}
 	if err := feed.PrepareStateDir(own); err != nil {
 		return cli.Exit("wa-sidecar: --demo: "+err.Error(), exitError)
 	}
-	fs.tokenDir = own
+	s.feed.tokenDir = own
 	logger.Info("in another shell, the client commands reach this demo", "try", "wa-sidecar status; wa-sidecar watch; wa-sidecar restart", "state_dir", shared)
 	return nil
 }

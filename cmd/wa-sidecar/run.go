@@ -1,8 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -12,10 +15,12 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge"
 	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
 	"github.com/wa-sidecar/wa-sidecar/internal/logsink"
+	"github.com/wa-sidecar/wa-sidecar/internal/notify"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 	"github.com/wa-sidecar/wa-sidecar/signals"
 )
@@ -72,13 +77,6 @@ func checkCommandWords(c *cli.Context) error {
 		c.Args().First(), strings.Join(c.Args().Slice(), " "))
 }
 
-// nonTerminating are the signals whose default action does not end a
-// process (it stops, continues or ignores), so no bridge dies of them.
-var nonTerminating = map[syscall.Signal]bool{
-	syscall.SIGSTOP: true, syscall.SIGTSTP: true, syscall.SIGTTIN: true, syscall.SIGTTOU: true,
-	syscall.SIGCONT: true, syscall.SIGCHLD: true, syscall.SIGURG: true, syscall.SIGWINCH: true,
-}
-
 func runFlags() []cli.Flag {
 	d := procmon.DefaultBackoff
 	return append(append(targetFlags(), sessionFlags()...),
@@ -122,77 +120,6 @@ func runCommand() *cli.Command {
 	}
 }
 
-// runConfig turns the flags into a monitor configuration, or a usage error
-// that names the flag to fix.
-func runConfig(c *cli.Context, target bridge.Target) (procmon.Config, error) {
-	var cfg procmon.Config
-	cfg.Command = target.Command
-	cfg.Dir = target.Dir
-	normal, err := signals.ParseSet(c.String("normal-signals"))
-	if err != nil {
-		return cfg, usageError("--normal-signals: %v", err)
-	}
-	if len(normal) == 0 {
-		return cfg, usageError("--normal-signals is empty; name the signals whose deaths are a normal shutdown, e.g. TERM,INT,KILL (the default)")
-	}
-	for sig := range normal {
-		if nonTerminating[sig] {
-			return cfg, usageError("--normal-signals: %s does not end a process (it stops, continues or is ignored), so no bridge dies of it; use signals such as TERM,INT,KILL", signals.Name(sig))
-		}
-	}
-	cfg.NormalSignals = normal
-	stop, err := signals.Parse(c.String("stop-signal"))
-	if err != nil {
-		return cfg, usageError("--stop-signal: %v", err)
-	}
-	if nonTerminating[stop] {
-		return cfg, usageError("--stop-signal %s does not end a process (it stops, continues or is ignored), so the bridge would only be killed at --stop-timeout; use TERM (the default) or INT", signals.Name(stop))
-	}
-	if stop == syscall.SIGKILL {
-		return cfg, usageError("--stop-signal KILL leaves the bridge no chance to stop cleanly; use TERM (the default) and a short --stop-timeout instead")
-	}
-	cfg.StopSignal = stop
-	cfg.SignalGroup = c.Bool("signal-group")
-	cfg.StopTimeout = c.Duration("stop-timeout")
-	if cfg.StopTimeout <= 0 {
-		return cfg, usageError("--stop-timeout must be positive (got %s)", cfg.StopTimeout)
-	}
-	cfg.Backoff = procmon.Backoff{
-		Initial:    c.Duration("backoff-initial"),
-		Max:        c.Duration("backoff-max"),
-		Multiplier: procmon.DefaultBackoff.Multiplier,
-		Jitter:     c.Float64("backoff-jitter"),
-		Reset:      c.Duration("backoff-reset"),
-	}
-	if err := cfg.Backoff.Validate(); err != nil {
-		return cfg, usageError("%v", flagError(err))
-	}
-	cfg.MaxRestarts = c.Int("max-restarts")
-	if cfg.MaxRestarts < 0 {
-		return cfg, usageError("--max-restarts must not be negative (got %d); 0 means never give up", cfg.MaxRestarts)
-	}
-	cfg.TailLines = c.Int("tail-lines")
-	// Each exit record travels in its event and in the snapshot; 1000
-	// lines of at most 2 KiB keep an event well inside a client's limit.
-	if cfg.TailLines < 1 || cfg.TailLines > 1000 {
-		return cfg, usageError("--tail-lines must be between 1 and 1000 (got %d)", cfg.TailLines)
-	}
-	cfg.MaxLineBytes = c.Int("max-line-bytes")
-	// A line becomes one log record, whose escaping may make it six times
-	// longer: 16 MiB lines made 100 MB records, and as much memory.
-	if cfg.MaxLineBytes < 80 || cfg.MaxLineBytes > 1<<20 {
-		return cfg, usageError("--max-line-bytes must be between 80 and 1048576 (got %d)", cfg.MaxLineBytes)
-	}
-	if dir := c.String("workdir"); dir != "" {
-		st, err := os.Stat(dir)
-		if err != nil || !st.IsDir() {
-			return cfg, usageError("--workdir %q is not a directory", dir)
-		}
-		cfg.Dir = dir
-	}
-	return cfg, nil
-}
-
 func runAction(c *cli.Context) error {
 	// First of all: a SIGTERM during the set-up (a quick systemctl stop)
 	// then waits for supervise instead of killing the sidecar outright.
@@ -213,38 +140,37 @@ func runAction(c *cli.Context) error {
 	// Last deferred, first run: what the sidecar said reaches stderr
 	// before its exit status, unless nobody has read stderr for a while.
 	defer sinks.Close(os.Stderr, logCloseWait)
-	if err := checkFlags(c); err != nil {
-		return err
-	}
-	feedSet, err := checkFeedFlags(c, logger)
+	s, err := parseRun(c, logger)
 	if err != nil {
 		return err
 	}
-	mode, err := checkBridgeOutput(c.String("bridge-output"))
-	if err != nil {
-		return usageError("%v", err)
-	}
-	in := loadInstall(c, logger)
-	target, err := bridgeTarget(c, in)
+	return runSidecar(s, style, &sinks, sigs, logger, c.App.ErrWriter)
+}
+
+// runSidecar builds the sidecar's parts from s, in the order in which each needs
+// the one before, and runs them together. The log's style and sinks are
+// the ones logger writes through; errw is where --demo's knobs print their
+// help.
+func runSidecar(s runSettings, style logsink.Style, sinks *logsink.Sinks, sigs <-chan os.Signal, logger *slog.Logger, errw io.Writer) error {
+	in := loadInstall(s, logger)
+	target, err := bridgeTarget(s, in, errw)
 	if err != nil {
 		return err
 	}
 	if target.Cleanup != nil {
 		defer target.Cleanup()
 	}
-	if c.Bool("demo") {
-		if err := demoState(c, target, &feedSet, logger); err != nil {
+	if s.demo {
+		if err := demoState(&s, target, logger); err != nil {
 			return err
 		}
 	}
-	cfg, err := runConfig(c, target)
-	if err != nil {
-		return err
-	}
+	cfg := s.monitor
+	cfg.Command, cfg.Dir = target.Command, cmp.Or(s.workdir, target.Dir)
 	cfg.Logger = logger
 	cfg.Env = in.BridgeEnv(os.Environ())
 	makeCacheDirs(in, logger)
-	if target.Script != "" && !c.Bool("demo") {
+	if target.Script != "" && !s.demo {
 		logger.Info("running the bridge as the gateway would", "script", target.Script, "port", target.Port,
 			"session", target.SessionDir, "mode", in.Mode, "read_receipts", in.SendReadReceipts)
 		if dir := filepath.Dir(target.Script); !isDir(filepath.Join(dir, "node_modules")) {
@@ -252,28 +178,19 @@ func runAction(c *cli.Context) error {
 				"dir", dir)
 		}
 	}
-	outputHooks := bridgeOutput(logger, mode, style, &sinks, os.Stdout, os.Stderr)
-	if mode == bridgeOutputRaw {
+	outputHooks := bridgeOutput(logger, s.bridgeOutput, style, sinks, os.Stdout, os.Stderr)
+	if s.bridgeOutput == bridgeOutputRaw {
 		defer sinks.Close(os.Stdout, logCloseWait)
 	}
 
-	reapAll := os.Getpid() == 1
-	if c.Bool("subreaper") {
-		if err := signals.BecomeSubreaper(); err != nil {
-			return cli.Exit(fmt.Sprintf("wa-sidecar: --subreaper: %v", err), exitError)
-		}
-		reapAll = true
+	reaper, reapAll, err := newReaper(s.subreaper, logger)
+	if err != nil {
+		return err
 	}
-	reaper := signals.NewReaper(signals.ReaperOptions{
-		ReapAll: reapAll,
-		Orphan: func(pid int, ws syscall.WaitStatus) {
-			logger.Debug("reaped an orphaned process", "pid", pid, "status", describeStatus(ws))
-		},
-	})
 	defer reaper.Close()
 	cfg.Reaper = reaper
 
-	guard, bridgeLog, err := protectSession(c, target, logger)
+	guard, bridgeLog, err := protectSession(s.session, target, logger)
 	if err != nil {
 		return err
 	}
@@ -283,11 +200,11 @@ func runAction(c *cli.Context) error {
 	if guard != nil {
 		defer guard.Close()
 	}
-
-	hermes, err := newHermes(c, target, expectation(in, target), logger, qrWriter(style, &sinks))
+	hermes, err := bridge.New(s.health.hermesOptions(target, expectation(in, target), logger, qrWriter(style, sinks)))
 	if err != nil {
-		return err
+		return usageError("%v", flagError(err))
 	}
+
 	// The one list of hooks, in the order the monitor asks them: the
 	// Hermes layer sees each line and each exit first, then the session
 	// guard has its say before each spawn, then bridge.log and the
@@ -301,33 +218,34 @@ func runAction(c *cli.Context) error {
 	}
 	cfg.Hooks = append(cfg.Hooks, outputHooks...)
 	cfg.ExternalReadiness = hermes.ExternalReadiness()
-
 	m, err := procmon.New(cfg)
 	if err != nil {
 		return usageError("%v", flagError(err))
 	}
-	srv, waitFeed, err := startFeed(c, feedSet, m, logger)
+
+	// Everything that follows the monitor subscribes here, before it runs,
+	// so that none misses its first events.
+	srv, release, err := startFeed(s, m, logger)
 	if err != nil {
 		return err
 	}
-	defer waitFeed()
-	defer serveMetrics(srv, m, logger)()
-	// Before any goroutine that waits for the monitor: a failure here must
-	// return without the monitor ever running.
-	stopSystemd, err := followSystemd(m, logger)
+	defer release()
+	systemd, err := notify.New(m, logger, statusSummary())
 	if err != nil {
-		return err
+		return cli.Exit("wa-sidecar: "+err.Error(), exitError)
 	}
-	defer stopSystemd()
-	hermesDone := make(chan struct{})
-	watchHermes := hermes.Watch(m)
-	go func() { defer close(hermesDone); watchHermes.Run(context.Background()) }()
-	defer func() { <-hermesDone }()
+	parts := []part{
+		{"status server", srv},
+		{"metrics", serveMetrics(srv, m, logger)},
+		{"systemd notification", systemd},
+		{"bridge watch", hermes.Watch(m)},
+	}
 	if guard != nil {
-		guardCtx, stopGuard := context.WithCancel(context.Background())
-		defer stopGuard()
-		watchGuard := guard.Watch(m)
-		go watchGuard.Run(guardCtx)
+		parts = append(parts, part{"session watch", guard.Watch(m)})
+	}
+	if systemd.Enabled() {
+		logger.Debug("reporting to systemd", "socket", os.Getenv("NOTIFY_SOCKET"), "watchdog", systemd.Watchdog().String())
+		systemd.Ready()
 	}
 	if reapAll {
 		logger.Info("reaping orphaned processes", "pid1", os.Getpid() == 1)
@@ -335,7 +253,25 @@ func runAction(c *cli.Context) error {
 			logger.Warn("/proc shows another PID namespace, so processes the bridge leaves behind are reaped but not stopped or reported; mount a /proc of this namespace (unshare --mount-proc, or a container's own /proc)")
 		}
 	}
-	return supervise(m, sigs, logger)
+	return supervise(m, parts, sigs, logger, systemd.Stopping)
+}
+
+// newReaper makes the one owner of wait for the sidecar's children; as
+// PID 1, or with --subreaper, it reaps every orphan that comes to it.
+func newReaper(subreaper bool, logger *slog.Logger) (_ *signals.Reaper, reapAll bool, _ error) {
+	reapAll = os.Getpid() == 1
+	if subreaper {
+		if err := signals.BecomeSubreaper(); err != nil {
+			return nil, false, cli.Exit(fmt.Sprintf("wa-sidecar: --subreaper: %v", err), exitError)
+		}
+		reapAll = true
+	}
+	return signals.NewReaper(signals.ReaperOptions{
+		ReapAll: reapAll,
+		Orphan: func(pid int, ws syscall.WaitStatus) {
+			logger.Debug("reaped an orphaned process", "pid", pid, "status", describeStatus(ws))
+		},
+	}), reapAll, nil
 }
 
 // expectation is what the gateway checks before it adopts the bridge:
@@ -362,11 +298,11 @@ func isDir(path string) bool {
 // (config.yaml, .env, the install tree), except for --demo, which runs
 // in a world of its own; it writes nothing. What cannot be read is logged
 // with its file and line, and the defaults apply: supervising goes on.
-func loadInstall(c *cli.Context, logger *slog.Logger) gateway.Install {
-	if c.Bool("demo") {
+func loadInstall(s runSettings, logger *slog.Logger) gateway.Install {
+	if s.demo {
 		return gateway.Install{}
 	}
-	in := gateway.Load(gateway.Options{HermesHome: c.String("hermes-home")})
+	in := gateway.Load(gateway.Options{HermesHome: s.hermesHome})
 	for _, p := range in.Problems {
 		logger.Warn("Hermes configuration: "+p.Error()+"; the gateway's default is used instead", "file", p.File, "line", p.Line)
 	}
@@ -381,15 +317,52 @@ func makeCacheDirs(in gateway.Install, logger *slog.Logger) {
 	}
 }
 
-// supervise runs the monitor and turns the sidecar's own signals into
-// commands: the first TERM, INT or QUIT stops gracefully, a second INT forces,
-// HUP restarts the bridge, USR1 and USR2 are passed on.
-func supervise(m *procmon.Monitor, sigs <-chan os.Signal, logger *slog.Logger) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- m.Run(ctx) }()
+// A part is one of the things that follow the monitor and run beside it.
+type part struct {
+	name string
+	r    interface{ Run(context.Context) error }
+}
 
+// supervise runs the monitor and the parts together, and turns the
+// sidecar's own signals into commands: the first TERM, INT or QUIT stops
+// gracefully (and tells stopping), a second INT forces, HUP restarts the
+// bridge, USR1 and USR2 are passed on. The parts end by themselves once
+// the monitor has finished and they have taken its last event; a part
+// that fails stops the bridge and the rest. supervise returns when all
+// have ended.
+func supervise(m *procmon.Monitor, parts []part, sigs <-chan os.Signal, logger *slog.Logger, stopping func()) error {
+	g, ctx := errgroup.WithContext(context.Background())
+	monCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	g.Go(func() error {
+		if err := m.Run(monCtx); err != nil {
+			return fmt.Errorf("monitor: %w", err)
+		}
+		return nil
+	})
+	for _, p := range parts {
+		g.Go(func() error {
+			if err := p.r.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		forwardSignals(m, sigs, logger, func() { stopping(); stop() })
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		logger.Error("wa-sidecar exiting", "error", err)
+		return cli.Exit("wa-sidecar: "+err.Error(), exitError)
+	}
+	logger.Info("wa-sidecar exiting")
+	return nil
+}
+
+// forwardSignals turns signals into commands to m until m has finished;
+// the first TERM, INT or QUIT calls stop.
+func forwardSignals(m *procmon.Monitor, sigs <-chan os.Signal, logger *slog.Logger, stop func()) {
 	// The commands go to the monitor from one goroutine, in the order their
 	// signals came: a goroutine each let USR2 overtake USR1. The loop below
 	// never waits for them, so a stop still gets through at once.
@@ -413,12 +386,8 @@ func supervise(m *procmon.Monitor, sigs <-chan os.Signal, logger *slog.Logger) e
 	stopping := false
 	for {
 		select {
-		case err := <-errc:
-			if err != nil {
-				return cli.Exit("wa-sidecar: "+err.Error(), exitError)
-			}
-			logger.Info("wa-sidecar exiting")
-			return nil
+		case <-m.Done():
+			return
 		case s := <-sigs:
 			sig := s.(syscall.Signal)
 			switch sig {
@@ -430,7 +399,7 @@ func supervise(m *procmon.Monitor, sigs <-chan os.Signal, logger *slog.Logger) e
 						attrs = append(attrs, "hint", "press Ctrl-C again to kill it now")
 					}
 					logger.Info("stopping: bringing the bridge down first", attrs...)
-					cancel()
+					stop()
 				} else if sig == syscall.SIGINT {
 					logger.Warn("second interrupt: killing the bridge now")
 					queue(sig, func() { logIfErr(logger, "kill", m.Kill(context.Background())) })

@@ -2,7 +2,6 @@ package main
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -137,18 +136,20 @@ func warnReadable(logger *slog.Logger, msg, path string) {
 }
 
 // startFeed locks the state directory, binds the status server, settles
-// the control token, leaves the discovery file for the client commands and
-// starts serving. Nothing in the state directory is written until the lock
-// is held and the flags have been checked and the address bound, so a
-// second run that fails leaves the first one's token and discovery file
-// alone. The returned wait blocks until the server has sent the monitor's
-// last events and closed, then removes the discovery file and releases the
-// lock; if the monitor never ran, it stops the server at once.
-func startFeed(c *cli.Context, fs feedSettings, m *procmon.Monitor, logger *slog.Logger) (_ *feed.Server, _ func(), err error) {
-	dir, err := stateDir(c)
-	if err != nil {
-		return nil, nil, usageError("%v", err)
+// the control token and leaves the discovery file for the client commands;
+// the server serves once its Run is called. Nothing in the state directory
+// is written until the lock is held and the flags have been checked and
+// the address bound, so a second run that fails leaves the first one's
+// token and discovery file alone. release closes the server (a no-op once
+// Run has returned), removes the discovery file and releases the lock.
+func startFeed(s runSettings, m *procmon.Monitor, logger *slog.Logger) (_ *feed.Server, release func(), err error) {
+	dir := s.stateDir
+	if dir == "" {
+		if dir, err = feed.DefaultStateDir(); err != nil {
+			return nil, nil, usageError("%v", err)
+		}
 	}
+	fs := s.feed
 	token, tokenFile := fs.token, fs.tokenFile
 	held, err := feed.HoldStateDir(dir)
 	var busy *feed.StateDirHeldError
@@ -194,25 +195,12 @@ func startFeed(c *cli.Context, fs feedSettings, m *procmon.Monitor, logger *slog
 	if err := held.Publish(feed.Discovery{Listen: srv.Addr(), TokenFile: tokenFile, Version: sidecarVersion()}); err != nil {
 		logger.Warn("the client commands will need --addr to find this sidecar", "error", err)
 	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Run(ctx) }()
-	wait := func() {
-		select {
-		case <-m.Done():
-		default:
-			cancel()
-		}
-		if err := <-served; err != nil && !errors.Is(err, context.Canceled) {
-			logger.Warn("status server", "error", err)
-		}
-		cancel()
+	return srv, func() {
+		srv.Close()
 		if err := held.Release(); err != nil {
 			logger.Warn("could not release the state directory", "error", err)
 		}
-	}
-	return srv, wait, nil
+	}, nil
 }
 
 // fileExitCode is the exit code for an error about the sidecar's own

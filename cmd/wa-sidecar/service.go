@@ -1,28 +1,21 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"os/user"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
-	"github.com/wa-sidecar/wa-sidecar/internal/notify"
 	"github.com/wa-sidecar/wa-sidecar/internal/unit"
-	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
 func installServiceCommand() *cli.Command {
@@ -433,45 +426,4 @@ func currentUser() string {
 		return u
 	}
 	return "$USER"
-}
-
-// followSystemd tells systemd, when it runs the sidecar as a Type=notify
-// unit, that the sidecar is up and how the bridge is doing, and says
-// STOPPING=1 at the first SIGTERM, SIGINT or SIGQUIT. Call it once the status
-// server listens: READY=1 promises that it does. Outside systemd it does
-// nothing. Call stop once supervising is over.
-func followSystemd(m *procmon.Monitor, logger *slog.Logger) (stop func(), err error) {
-	n, err := notify.New(m, logger, statusSummary())
-	if err != nil {
-		return nil, cli.Exit("wa-sidecar: "+err.Error(), exitError)
-	}
-	if !n.Enabled() {
-		return func() {}, nil
-	}
-	logger.Debug("reporting to systemd", "socket", os.Getenv("NOTIFY_SOCKET"), "watchdog", n.Watchdog().String())
-	// A channel of our own: os/signal gives every registered channel its
-	// copy, so supervise still sees the same signals.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		select {
-		case <-sigs:
-			n.Stopping()
-		case <-ctx.Done():
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		n.Run(ctx)
-	}()
-	n.Ready()
-	return func() {
-		signal.Stop(sigs)
-		cancel()
-		wg.Wait()
-	}, nil
 }

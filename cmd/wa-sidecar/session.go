@@ -30,11 +30,8 @@ func sessionFlags() []cli.Flag {
 // hooks, which run.go puts in the list. Either result may be nil: without
 // a known session directory there is nothing to lock, and bridge.log can
 // be turned off.
-func protectSession(c *cli.Context, target bridge.Target, logger *slog.Logger) (*session.Guard, *session.BridgeLog, error) {
-	if err := checkSessionFlags(c); err != nil {
-		return nil, nil, err
-	}
-	logPath := c.String("bridge-log")
+func protectSession(s sessionSettings, target bridge.Target, logger *slog.Logger) (*session.Guard, *session.BridgeLog, error) {
+	logPath := s.bridgeLog
 	if target.SessionDir == "" {
 		logger.Info("no session directory known: the session lock, the creds.json backup and the port check are off; pass --session-dir to have them")
 		if logPath == "" {
@@ -50,7 +47,7 @@ func protectSession(c *cli.Context, target bridge.Target, logger *slog.Logger) (
 		g, err = session.Open(session.Config{
 			SessionDir:   target.SessionDir,
 			Port:         target.Port,
-			RestoreCreds: c.Bool("restore-creds"),
+			RestoreCreds: s.restoreCreds,
 			Logger:       logger,
 		})
 		var held *session.HeldError
@@ -70,8 +67,8 @@ func protectSession(c *cli.Context, target bridge.Target, logger *slog.Logger) (
 	}
 	bl, err := session.OpenBridgeLog(session.BridgeLogConfig{
 		Path:       logPath,
-		MaxSizeMB:  c.Int("bridge-log-max-size"),
-		MaxBackups: c.Int("bridge-log-max-backups"),
+		MaxSizeMB:  s.logMaxMB,
+		MaxBackups: s.logBackups,
 		Logger:     logger,
 	})
 	if err != nil {
@@ -82,18 +79,4 @@ func protectSession(c *cli.Context, target bridge.Target, logger *slog.Logger) (
 	}
 	logger.Info("appending the bridge's output to bridge.log", "path", logPath)
 	return g, bl, nil
-}
-
-// maxBridgeLogMB is session.OpenBridgeLog's own limit (1 TiB).
-const maxBridgeLogMB = 1 << 20
-
-// checkSessionFlags checks the bridge.log flags, naming the one to fix.
-func checkSessionFlags(c *cli.Context) error {
-	if n := c.Int("bridge-log-max-size"); n < 1 || n > maxBridgeLogMB {
-		return usageError("--bridge-log-max-size must be between 1 and %d megabytes (got %d)", maxBridgeLogMB, n)
-	}
-	if n := c.Int("bridge-log-max-backups"); n < 1 {
-		return usageError("--bridge-log-max-backups must be at least 1 (got %d)", n)
-	}
-	return nil
 }

@@ -26,7 +26,7 @@ func TestSuperviseForwardsSignalsInOrder(t *testing.T) {
 	sub, _ := m.Subscribe(4096)
 	sigs := make(chan os.Signal, 1)
 	done := make(chan error, 1)
-	go func() { done <- supervise(m, sigs, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() { done <- supervise(m, nil, sigs, slog.New(slog.NewTextHandler(io.Discard, nil)), func() {}) }()
 	next := func() procmon.Event {
 		t.Helper()
 		select {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"time"
@@ -48,62 +47,6 @@ func healthFlags() []cli.Flag {
 	}
 }
 
-// checkFlags checks every flag of run that does not depend on the bridge
-// found, before anything is looked for: a typo is then reported as the
-// usage error it is (64, naming the flag), not as a missing bridge (78),
-// and not after a discovery whose result it would have changed.
-func checkFlags(c *cli.Context) error {
-	if err := gateway.CheckPort(c.Int("port")); err != nil {
-		return usageError("%v", flagError(err))
-	}
-	if m := c.String("mode"); m != "" && m != "self-chat" && m != "bot" {
-		return usageError("--mode must be self-chat or bot (got %q)", m)
-	}
-	if _, err := newHermes(c, bridge.Target{Port: c.Int("port")}, nil, nil, nil); err != nil {
-		return err
-	}
-	if err := checkSessionFlags(c); err != nil {
-		return err
-	}
-	if err := checkCommandWords(c); err != nil {
-		return err
-	}
-	_, err := runConfig(c, bridge.Target{})
-	return err
-}
-
-// newHermes builds the layer that reads the bridge's output and health.
-// Pairing QR codes are drawn on qr, if it is not nil (see qrWriter).
-func newHermes(c *cli.Context, t bridge.Target, expect *bridge.Expect, logger *slog.Logger, qr io.Writer) (*bridge.Hermes, error) {
-	opts := bridge.Options{
-		Port:           t.Port,
-		SessionDir:     t.SessionDir,
-		Expect:         expect,
-		HealthPeriod:   c.Duration("health-period"),
-		HealthTimeout:  c.Duration("health-timeout"),
-		HealthFailures: c.Int("health-failures"),
-		ConnectGrace:   c.Duration("connect-grace"),
-		Logger:         logger,
-		QRWriter:       qr,
-	}
-	if !c.IsSet("health-timeout") && opts.HealthTimeout > opts.HealthPeriod {
-		// A short --health-period alone: the default timeout follows it
-		// down rather than making the user set both.
-		opts.HealthTimeout = opts.HealthPeriod
-	}
-	if opts.HealthPeriod <= 0 || opts.HealthTimeout <= 0 || opts.ConnectGrace <= 0 {
-		return nil, usageError("--health-period, --health-timeout and --connect-grace must be positive")
-	}
-	if opts.HealthFailures < 1 { // 0 would silently mean the default
-		return nil, usageError("--health-failures must be at least 1 (got %d)", opts.HealthFailures)
-	}
-	h, err := bridge.New(opts)
-	if err != nil {
-		return nil, usageError("%v", flagError(err))
-	}
-	return h, nil
-}
-
 // qrWriter is where pairing QR codes are drawn: the sidecar's terminal,
 // when its log is on one, through the log's sink, in order with the log
 // and never blocking; else nowhere.
@@ -118,11 +61,11 @@ func qrWriter(style logsink.Style, sinks *logsink.Sinks) io.Writer {
 // (changed by the simulator flags after --), the command after --, or the
 // bridge the gateway would run from the Hermes install found on this
 // machine. in is what the gateway would do.
-func bridgeTarget(c *cli.Context, in gateway.Install) (bridge.Target, error) {
-	args := c.Args().Slice()
+func bridgeTarget(s runSettings, in gateway.Install, errw io.Writer) (bridge.Target, error) {
+	args, w := s.args, s.where
 	switch {
-	case c.Bool("demo"):
-		return demoTarget(c, args)
+	case s.demo:
+		return demoTarget(errw, args)
 	case len(args) > 0:
 		// At the first start, a command that is not there is a missing
 		// bridge, as with a missing bridge.js: 78, not respawned forever.
@@ -131,22 +74,22 @@ func bridgeTarget(c *cli.Context, in gateway.Install) (bridge.Target, error) {
 			return bridge.Target{}, cli.Exit(fmt.Sprintf("wa-sidecar: cannot start %q: %v; install it, or give its full path after --", args[0], rootErr(err)), exitConfig)
 		}
 		t := bridge.CommandTarget(args)
-		if c.IsSet("port") {
-			t.Port = c.Int("port")
+		if w.portGiven {
+			t.Port = w.port
 		}
-		if c.IsSet("session-dir") {
-			t.SessionDir = c.String("session-dir")
+		if w.sessionGiven {
+			t.SessionDir = w.sessionDir
 		}
-		if c.IsSet("bridge-script") {
-			t.Script = c.String("bridge-script")
+		if w.scriptGiven {
+			t.Script = w.script
 		}
 		return t, nil
 	}
-	w := bridge.Where{Install: in, Script: c.String("bridge-script"), Node: c.String("node"), SessionDir: c.String("session-dir"), Mode: c.String("mode")}
-	if c.IsSet("port") {
-		w.Port = c.Int("port")
+	where := bridge.Where{Install: in, Script: w.script, Node: w.node, SessionDir: w.sessionDir, Mode: w.mode}
+	if w.portGiven {
+		where.Port = w.port
 	}
-	t, err := bridge.Discover(w)
+	t, err := bridge.Discover(where)
 	if err != nil {
 		return t, cli.Exit("wa-sidecar: "+flagError(err).Error(), exitConfig)
 	}
