@@ -42,15 +42,15 @@ const (
 )
 
 // Where is what Discover is told: what the gateway would run (from
-// gateway.Load), and what the user's flags say instead. Empty fields take
-// the gateway's values.
+// gateway.Load), and what the user says instead. Empty fields take the
+// gateway's values.
 type Where struct {
 	Install    gateway.Install
-	Script     string // --bridge-script
-	Node       string // --node; default node (then nodejs) in PATH
-	SessionDir string // --session-dir
-	Port       int    // --port; 0: the gateway's
-	Mode       string // --mode; empty: the gateway's
+	Script     string // the bridge.js to run
+	Node       string // the node binary; default node (then nodejs) in PATH
+	SessionDir string // the session directory
+	Port       int    // the bridge's port; 0: the gateway's
+	Mode       string // self-chat or bot; empty: the gateway's
 	// Getenv and LookPath default to os.Getenv and exec.LookPath; tests
 	// replace them to describe a machine.
 	Getenv   func(string) string
@@ -58,8 +58,9 @@ type Where struct {
 }
 
 // Discover finds the bridge the way the Hermes gateway starts it: the
-// same script, port, session and mode, flags winning. Its errors list
-// every place it looked and the flag that points elsewhere.
+// same script, port, session and mode, the caller's settings winning. Its
+// errors list every place it looked; one about a setting is a
+// *SettingError, so that the caller can name its own way to change it.
 func Discover(w Where) (Target, error) {
 	if w.Getenv == nil {
 		w.Getenv = os.Getenv
@@ -84,22 +85,21 @@ func Discover(w Where) (Target, error) {
 		w.Mode = DefaultMode
 	}
 	if w.Mode != "self-chat" && w.Mode != "bot" {
-		return Target{}, fmt.Errorf("--mode must be self-chat or bot (got %q)", w.Mode)
+		return Target{}, &SettingError{Field: "Mode", Value: w.Mode}
 	}
 	script := w.Script
 	if script == "" {
 		if in.Home == "" {
-			return Target{}, errors.New("cannot find the Hermes home: neither HERMES_HOME nor HOME is set; set HERMES_HOME or pass --hermes-home")
+			return Target{}, &SettingError{Field: "Home"}
 		}
 		script = in.Script
 		if script == "" {
-			return Target{}, fmt.Errorf("no WhatsApp bridge found in the Hermes home %s (from %s); looked at:\n%s\n"+
-				"install the Hermes agent, set HERMES_HOME, pass --bridge-script PATH, "+
-				"put your own bridge command after --, or try --demo", in.Home, in.HomeFrom, lookedList(in.Looked))
+			return Target{}, &SettingError{Field: "Script", Err: fmt.Errorf("no WhatsApp bridge found in the Hermes home %s (from %s); looked at:\n%s",
+				in.Home, in.HomeFrom, lookedList(in.Looked))}
 		}
 	}
 	if !isFile(script) {
-		return Target{}, fmt.Errorf("--bridge-script %s: no such file; give the path of bridge.js", script)
+		return Target{}, &SettingError{Field: "Script", Value: script, Err: errors.New("no such file")}
 	}
 	script, _ = filepath.Abs(script)
 
@@ -112,7 +112,7 @@ func Discover(w Where) (Target, error) {
 		session = in.SessionDir
 	}
 	if session == "" {
-		return Target{}, errors.New("no session directory: pass --session-dir")
+		return Target{}, &SettingError{Field: "SessionDir"}
 	}
 	session, _ = filepath.Abs(session)
 
@@ -124,6 +124,35 @@ func Discover(w Where) (Target, error) {
 		Script:     script,
 	}, nil
 }
+
+// SettingError is a setting of Where that Discover cannot use (Value is
+// what it was given), or one that it needs and cannot work out (Value is
+// empty): the bridge script, Node.js, the session directory, the mode, the
+// Hermes home. Field is the setting's name in Where ("Home" for the
+// install's); Err, when set, says what is wrong.
+type SettingError struct {
+	Field string
+	Value string
+	Err   error
+}
+
+func (e *SettingError) Error() string {
+	switch {
+	case e.Field == "Mode":
+		return fmt.Sprintf("the mode must be self-chat or bot (got %q)", e.Value)
+	case e.Field == "Home":
+		return "cannot find the Hermes home: neither HERMES_HOME nor HOME is set"
+	case e.Field == "SessionDir":
+		return "no session directory"
+	case e.Field == "Script" && e.Value != "":
+		return fmt.Sprintf("bridge script %s: %v", e.Value, e.Err)
+	case e.Field == "Node" && e.Value != "":
+		return fmt.Sprintf("node %s: %v", e.Value, e.Err)
+	}
+	return e.Err.Error()
+}
+
+func (e *SettingError) Unwrap() error { return e.Err }
 
 func lookedList(looked []gateway.Looked) string {
 	var b strings.Builder
@@ -137,7 +166,7 @@ func findNode(w Where) (string, error) {
 	if w.Node != "" {
 		p, err := w.LookPath(w.Node)
 		if err != nil {
-			return "", fmt.Errorf("--node %s: %v; give the path of the node binary", w.Node, err)
+			return "", &SettingError{Field: "Node", Value: w.Node, Err: err}
 		}
 		return p, nil
 	}
@@ -148,8 +177,8 @@ func findNode(w Where) (string, error) {
 		}
 		tried = append(tried, name)
 	}
-	return "", fmt.Errorf("no Node.js found: looked for %s in PATH (%s); install Node.js 18 or later, or pass --node PATH",
-		strings.Join(tried, " and "), w.Getenv("PATH"))
+	return "", &SettingError{Field: "Node", Err: fmt.Errorf("no Node.js found: looked for %s in PATH (%s); install Node.js 18 or later",
+		strings.Join(tried, " and "), w.Getenv("PATH"))}
 }
 
 func isFile(p string) bool {
@@ -174,12 +203,12 @@ func Paired(sessionDir string) bool {
 func Demo(exe string, knobs []string, usage io.Writer) (Target, error) {
 	dir, err := os.MkdirTemp("", "wa-sidecar-demo-")
 	if err != nil {
-		return Target{}, fmt.Errorf("--demo: make a temporary session directory: %w (set TMPDIR to a writable directory)", err)
+		return Target{}, fmt.Errorf("make a temporary session directory: %w (set TMPDIR to a writable directory)", err)
 	}
 	port, err := freePort()
 	if err != nil {
 		os.RemoveAll(dir)
-		return Target{}, fmt.Errorf("--demo: find a free port on 127.0.0.1: %w", err)
+		return Target{}, fmt.Errorf("find a free port on 127.0.0.1: %w", err)
 	}
 	cfg := sim.Demo()
 	cfg.Port, cfg.SessionDir = port, filepath.Join(dir, "session")

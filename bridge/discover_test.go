@@ -92,35 +92,40 @@ func TestDiscoverErrorsSayWhatWasLookedFor(t *testing.T) {
 	for _, want := range []string{
 		filepath.Join(home, "hermes-agent", "scripts", "whatsapp-bridge", "bridge.js"),
 		filepath.Join(home, "scripts", "whatsapp-bridge", "bridge.js"),
-		"HERMES_HOME", "--bridge-script", "--demo",
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("no bridge: error %v does not mention %q", err, want)
 		}
 	}
+	wantSetting(t, "no bridge", err, "Script", "")
 
 	touch(t, filepath.Join(home, "b.js"), "")
 	getenv, look = machine(map[string]string{"HOME": home, "PATH": "/usr/bin:/bin"})
 	_, err = Discover(Where{Install: load(t, home), Script: filepath.Join(home, "b.js"), Getenv: getenv, LookPath: look})
-	for _, want := range []string{"node and nodejs", "/usr/bin:/bin", "--node"} {
+	for _, want := range []string{"node and nodejs", "/usr/bin:/bin"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("no node: error %v does not mention %q", err, want)
 		}
 	}
+	wantSetting(t, "no node", err, "Node", "")
 
 	cases := []struct {
-		w    Where
-		want string
+		w            Where
+		field, value string
+		text         string
 	}{
-		{Where{Script: filepath.Join(home, "missing.js")}, "--bridge-script"},
-		{Where{Script: filepath.Join(home, "b.js"), Mode: "group"}, "--mode"},
-		{Where{Script: filepath.Join(home, "b.js"), Node: "nonode"}, "--node"},
+		{Where{Script: filepath.Join(home, "missing.js")}, "Script", filepath.Join(home, "missing.js"),
+			"bridge script " + filepath.Join(home, "missing.js") + ": no such file"},
+		{Where{Script: filepath.Join(home, "b.js"), Mode: "group"}, "Mode", "group", `the mode must be self-chat or bot (got "group")`},
+		{Where{Script: filepath.Join(home, "b.js"), Node: "nonode"}, "Node", "nonode", "node nonode: executable file not found in $PATH"},
 	}
 	for _, c := range cases {
 		c.w.Install = load(t, home)
 		c.w.Getenv, c.w.LookPath = machine(map[string]string{"HOME": home}, "/usr/bin/node")
-		if _, err := Discover(c.w); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("Discover(%+v): %v, want an error naming %s", c.w, err, c.want)
+		_, err := Discover(c.w)
+		wantSetting(t, c.field, err, c.field, c.value)
+		if err == nil || !strings.HasPrefix(err.Error(), c.text) {
+			t.Errorf("Discover(%+v): %v, want it to start %q", c.w, err, c.text)
 		}
 	}
 
@@ -133,8 +138,20 @@ func TestDiscoverErrorsSayWhatWasLookedFor(t *testing.T) {
 	}
 
 	getenv, look = machine(nil, "/usr/bin/node")
-	if _, err := Discover(Where{Getenv: getenv, LookPath: look}); err == nil || !strings.Contains(err.Error(), "HERMES_HOME") {
+	_, err = Discover(Where{Getenv: getenv, LookPath: look})
+	if err == nil || err.Error() != "cannot find the Hermes home: neither HERMES_HOME nor HOME is set" {
 		t.Errorf("no HOME: %v", err)
+	}
+	wantSetting(t, "no HOME", err, "Home", "")
+}
+
+// wantSetting checks that err is a *SettingError about field, given
+// value, which cmd words as its flag.
+func wantSetting(t *testing.T, what string, err error, field, value string) {
+	t.Helper()
+	var se *SettingError
+	if !errors.As(err, &se) || se.Field != field || se.Value != value {
+		t.Errorf("%s: %v, want a *SettingError for %s (value %q)", what, err, field, value)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,7 +20,7 @@ import (
 	"github.com/coder/websocket"
 	"golang.org/x/sys/unix"
 
-	"github.com/wa-sidecar/wa-sidecar/bridge/session"
+	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
 // DefaultListen is the server's default address: loopback, and outside
@@ -43,10 +44,26 @@ func Listen(addr string) (net.Listener, error) {
 		return nil, &AddrInUseError{Addr: addr, Holder: holderOf(addr), Err: err}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("--listen %s: %w", addr, err)
+		return nil, &ListenError{Addr: addr, Err: err}
 	}
 	return ln, nil
 }
+
+// ListenError is an address Listen cannot open, or one CheckListen
+// refuses, and why.
+type ListenError struct {
+	Addr string // as given: host:port or unix:/path
+	Err  error
+}
+
+func (e *ListenError) Error() string {
+	if strings.HasSuffix(e.Addr, ":") {
+		return e.Addr + " " + e.Err.Error() // "unix: needs a path", not "unix:: …"
+	}
+	return e.Addr + ": " + e.Err.Error()
+}
+
+func (e *ListenError) Unwrap() error { return e.Err }
 
 // CheckListen reports whether addr is one Listen can try to open, without
 // opening anything: host:port with a port number or service name, or
@@ -54,16 +71,16 @@ func Listen(addr string) (net.Listener, error) {
 func CheckListen(addr string) error {
 	if path, ok := strings.CutPrefix(addr, unixPrefix); ok {
 		if path == "" {
-			return errors.New("--listen unix: needs a path, e.g. unix:/run/wa-sidecar.sock")
+			return &ListenError{Addr: addr, Err: errors.New("needs a path, e.g. unix:/run/wa-sidecar.sock")}
 		}
 		return nil
 	}
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("--listen %q: want host:port or unix:/path (%v)", addr, err)
+		return &ListenError{Addr: addr, Err: fmt.Errorf("want host:port or unix:/path (%v)", err)}
 	}
 	if _, err := net.LookupPort("tcp", port); err != nil {
-		return fmt.Errorf("--listen %q: %q is not a port number", addr, port)
+		return &ListenError{Addr: addr, Err: fmt.Errorf("%q is not a port number", port)}
 	}
 	return nil
 }
@@ -75,16 +92,20 @@ func CheckListen(addr string) error {
 // stopping.
 type AddrInUseError struct {
 	Addr   string
-	Holder *session.Holder
+	Holder *signals.PortHolder
 	Err    error
 }
 
 func (e *AddrInUseError) Error() string {
-	by := ""
-	if e.Holder != nil {
-		by = " by " + e.Holder.String()
+	return fmt.Sprintf("%s is already in use%s", e.Addr, e.By())
+}
+
+// By is " by " and the holder, or "" when it is not known.
+func (e *AddrInUseError) By() string {
+	if e.Holder == nil {
+		return ""
 	}
-	return fmt.Sprintf("--listen %s is already in use%s (is another wa-sidecar running? 'wa-sidecar status --addr %s' tells); pass --listen to choose another address", e.Addr, by, e.Addr)
+	return " by " + e.Holder.String()
 }
 
 func (e *AddrInUseError) Unwrap() error { return e.Err }
@@ -98,16 +119,16 @@ func listenUnix(path string) (net.Listener, error) {
 	// two sidecars starting at once cannot both think they have it.
 	dir, err := privateDir(filepath.Dir(path))
 	if err != nil {
-		return nil, fmt.Errorf("--listen unix:%s: %w (can this user create files in %s?)", path, err, filepath.Dir(path))
+		return nil, &ListenError{Addr: unixPrefix + path, Err: fmt.Errorf("%w (can this user create files in %s?)", err, filepath.Dir(path))}
 	}
 	defer os.RemoveAll(dir)
 	tmp := filepath.Join(dir, "s")
 	if longest := maxUnixPath - max(0, len(tmp)-len(path)); len(path) > longest {
-		return nil, fmt.Errorf("--listen unix:%s: the path is too long for a Unix socket (%d bytes, at most %d here); choose a shorter one", path, len(path), longest)
+		return nil, &ListenError{Addr: unixPrefix + path, Err: fmt.Errorf("the path is too long for a Unix socket (%d bytes, at most %d here); choose a shorter one", len(path), longest)}
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
-		return nil, fmt.Errorf("--listen unix:%s: %w", path, err)
+		return nil, &ListenError{Addr: unixPrefix + path, Err: err}
 	}
 	ln.SetUnlinkOnClose(false)
 	fail := func(err error) (net.Listener, error) {
@@ -115,7 +136,7 @@ func listenUnix(path string) (net.Listener, error) {
 		return nil, err
 	}
 	if err := os.Chmod(tmp, 0o600); err != nil {
-		return fail(fmt.Errorf("--listen unix:%s: %w", path, err))
+		return fail(&ListenError{Addr: unixPrefix + path, Err: err})
 	}
 	err = os.Link(tmp, path)
 	if errors.Is(err, fs.ErrExist) {
@@ -125,14 +146,14 @@ func listenUnix(path string) (net.Listener, error) {
 		err = os.Link(tmp, path)
 	}
 	if errors.Is(err, fs.ErrExist) {
-		return fail(fmt.Errorf("--listen unix:%s: another server took the path just now (another wa-sidecar starting?); choose another path", path))
+		return fail(&ListenError{Addr: unixPrefix + path, Err: errors.New("another server took the path just now (another wa-sidecar starting?); choose another path")})
 	}
 	if err != nil {
-		return fail(fmt.Errorf("--listen unix:%s: %w", path, err))
+		return fail(&ListenError{Addr: unixPrefix + path, Err: err})
 	}
 	fi, err := os.Lstat(path)
 	if err != nil {
-		return fail(fmt.Errorf("--listen unix:%s: %w", path, err))
+		return fail(&ListenError{Addr: unixPrefix + path, Err: err})
 	}
 	return &unixListener{UnixListener: ln, path: path, file: fi}, nil
 }
@@ -171,17 +192,17 @@ func removeStaleSocket(path string) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("--listen unix:%s: %w", path, err)
+		return &ListenError{Addr: unixPrefix + path, Err: err}
 	}
 	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("--listen unix:%s: a %s is already there and it is not a socket; choose another path, or move it away", path, fileKind(fi.Mode()))
+		return &ListenError{Addr: unixPrefix + path, Err: fmt.Errorf("a %s is already there and it is not a socket; choose another path, or move it away", fileKind(fi.Mode()))}
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
-		return fmt.Errorf("--listen unix:%s: a server already answers there (another wa-sidecar?); choose another path", path)
+		return &ListenError{Addr: unixPrefix + path, Err: errors.New("a server already answers there (another wa-sidecar?); choose another path")}
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("--listen unix:%s: stale socket file: %w", path, err)
+		return &ListenError{Addr: unixPrefix + path, Err: fmt.Errorf("stale socket file: %w", err)}
 	}
 	return nil
 }
@@ -421,13 +442,16 @@ func rootCause(err error) error {
 
 // holderOf finds what holds a TCP address: the first process /proc
 // names, else a socket of another user's, else nil.
-func holderOf(addr string) *session.Holder {
-	_, portText, _ := net.SplitHostPort(addr)
+func holderOf(addr string) *signals.PortHolder {
+	host, portText, _ := net.SplitHostPort(addr)
 	port, err := strconv.Atoi(portText)
 	if err != nil {
 		return nil
 	}
-	holders, err := session.PortHolders(port)
+	// A host name, or none, may stand for any address: every holder of
+	// the port counts.
+	ip, _ := netip.ParseAddr(host)
+	holders, err := signals.PortHolders(ip, port)
 	if err != nil || len(holders) == 0 {
 		return nil
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/wa-sidecar/wa-sidecar/procmon"
+	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
 func TestHelloThenOrderedEventsAcrossCrash(t *testing.T) {
@@ -936,5 +937,34 @@ func TestBadPushBackoffNamesItsOwnSetting(t *testing.T) {
 	var be *procmon.BackoffError
 	if !errors.As(err, &pe) || !errors.As(err, &be) || be.Field != "Max" || !strings.Contains(err.Error(), "PushBackoff") {
 		t.Fatalf("New = %v, want a *PushBackoffError for its Max", err)
+	}
+}
+
+// Listen's errors are typed and say what is wrong with the address in
+// feed's words; cmd names the flag that set it.
+func TestListenErrorsAreTyped(t *testing.T) {
+	for addr, want := range map[string]string{
+		"unix:":        "unix: needs a path, e.g. unix:/run/wa-sidecar.sock",
+		"127.0.0.1:xx": `127.0.0.1:xx: "xx" is not a port number`,
+	} {
+		_, err := Listen(addr)
+		var le *ListenError
+		if !errors.As(err, &le) || le.Addr != addr || err.Error() != want {
+			t.Errorf("Listen(%q) = %v; want a *ListenError %q", addr, err, want)
+		}
+	}
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, err = Listen(ln.Addr().String())
+	var inUse *AddrInUseError
+	me, _ := signals.IdentityOf(os.Getpid())
+	if !errors.As(err, &inUse) || inUse.Holder == nil || inUse.Holder.Identity != me {
+		t.Fatalf("Listen on a busy address = %v; want an *AddrInUseError naming this process", err)
+	}
+	if want := ln.Addr().String() + " is already in use by " + inUse.Holder.String(); err.Error() != want {
+		t.Errorf("Listen on a busy address: %q; want %q", err, want)
 	}
 }

@@ -113,7 +113,7 @@ type Guard struct {
 	// leftover is the leftover_stopped event of StopLeftover, waiting for
 	// the first BeforeSpawn to put it in the stream.
 	leftover  *procmon.Event
-	yieldedTo *Holder // the bridge HoldSpawn last yielded to; the monitor's goroutine alone uses it
+	yieldedTo *signals.PortHolder // the bridge HoldSpawn last yielded to; the monitor's goroutine alone uses it
 
 	forgedMu sync.Mutex
 	forged   signals.Identity // the record last reported as naming another process
@@ -441,7 +441,7 @@ func (g *Guard) HoldSpawn() *procmon.Park {
 		return g.yieldPark(*h)
 	}
 	g.yieldedTo = nil
-	holders, err := PortHolders(g.cfg.Port)
+	holders, err := portHolders(g.cfg.Port)
 	if err != nil {
 		return nil
 	}
@@ -478,7 +478,7 @@ func (g *Guard) gatewayStartedABridge() bool {
 }
 
 // yieldPark is the standby for a bridge on this session holding the port.
-func (g *Guard) yieldPark(h Holder) *procmon.Park {
+func (g *Guard) yieldPark(h signals.PortHolder) *procmon.Park {
 	who := fmt.Sprintf("pid %d (%s),", h.Pid, h.Name)
 	if h.Pid == 0 {
 		who = fmt.Sprintf("a process of uid %d that wa-sidecar cannot see (another PID namespace?), started by the gateway as its bridge.pid says,", h.UID)
@@ -491,7 +491,7 @@ func (g *Guard) yieldPark(h Holder) *procmon.Park {
 		State: StateYielded, Reason: ReasonPortHeldByBridge, Message: msg, Recheck: YieldRecheck,
 		// Not "pid": that is the event's own field.
 		Data:   map[string]any{"port": g.cfg.Port, "holder_pid": h.Pid, "holder_name": h.Name},
-		Holder: h.procmonHolder(),
+		Holder: procmonHolder(h),
 	}
 }
 
@@ -607,7 +607,7 @@ func (g *Guard) checkPort() error {
 	if err != nil || free {
 		return err
 	}
-	holders, err := PortHolders(g.cfg.Port)
+	holders, err := portHolders(g.cfg.Port)
 	if err != nil {
 		g.log.Warn("could not find who holds the port", "port", g.cfg.Port, "error", err)
 	}

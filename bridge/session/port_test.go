@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,74 +21,6 @@ import (
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 	"github.com/wa-sidecar/wa-sidecar/signals"
 )
-
-const procNetTCP = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 579 1 00000000e991c3ad 100 0 0 10 0
-   1: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 40171 2 00000000a951f4ce 100 0 0 10 0
-   2: 0100007F:0BB8 0100007F:D431 06 00000000:00000000 03:0000122A 00000000     0        0 0 3 000000000280498f
-   3: 0501A8C0:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0000000000000000 100 0 0 10 0
-   4: garbage
-`
-
-const procNetTCP6 = `  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000000000000000000000000000:0BB8 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 888 1 0000000000000000 100 0 0 10 0
-   1: 00000000000000000000000001000000:0BB8 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 889 1 0000000000000000 100 0 0 10 0
-   2: 0000000000000000FFFF00000100007F:0BB8 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 890 1 0000000000000000 100 0 0 10 0
-`
-
-func TestParseProcNet(t *testing.T) {
-	got := parseProcNet([]byte(procNetTCP + strings.SplitN(procNetTCP6, "\n", 2)[1]))
-	want := []struct {
-		addr   string
-		port   int
-		state  uint8
-		uid    int
-		inode  uint64
-		blocks bool
-	}{
-		{"0.0.0.0", 2024, 0x0A, 0, 579, true},
-		{"127.0.0.1", 3000, 0x0A, 1000, 40171, true},
-		{"127.0.0.1", 3000, 0x06, 0, 0, true},
-		{"192.168.1.5", 3000, 0x0A, 0, 777, false},
-		{"::", 3000, 0x0A, 0, 888, true},
-		{"::1", 3000, 0x0A, 0, 889, false},
-		{"::ffff:127.0.0.1", 3000, 0x0A, 0, 890, true},
-	}
-	if len(got) != len(want) {
-		t.Fatalf("got %d entries, want %d: %+v", len(got), len(want), got)
-	}
-	for i, w := range want {
-		e := got[i]
-		if e.Addr != netip.MustParseAddr(w.addr) || e.Port != w.port || e.State != w.state || e.UID != w.uid || e.Inode != w.inode {
-			t.Errorf("entry %d = %+v, want %+v", i, e, w)
-		}
-		if e.blocksLoopback() != w.blocks {
-			t.Errorf("entry %d (%s) blocks 127.0.0.1: %v, want %v", i, e.Addr, e.blocksLoopback(), w.blocks)
-		}
-	}
-}
-
-func FuzzParseProcNet(f *testing.F) {
-	f.Add([]byte(procNetTCP))
-	f.Add([]byte(procNetTCP6))
-	f.Add([]byte("h\n0: 0100007F:FFFF 0:0 0A a b c 0 d 1"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, e := range parseProcNet(data) {
-			if e.Port < 0 || e.Port > 65535 || !e.Addr.IsValid() {
-				t.Fatalf("bad entry %+v", e)
-			}
-		}
-	})
-}
-
-func TestSocketInode(t *testing.T) {
-	for in, want := range map[string]uint64{"socket:[40171]": 40171, "pipe:[5]": 0, "socket:[x]": 0, "socket:[7": 0, "/dev/null": 0} {
-		got, ok := socketInode(in)
-		if got != want || ok != (want != 0) {
-			t.Errorf("socketInode(%q) = %d, %v", in, got, ok)
-		}
-	}
-}
 
 // A foreign program on the bridge's port is reported by pid and name,
 // never signalled, and the monitor keeps retrying with backoff; once it
@@ -449,7 +380,7 @@ func TestPortFree(t *testing.T) {
 	if free, err := portFree(port); err != nil || free {
 		t.Fatalf("portFree(%d) with a listener = %v, %v", port, free, err)
 	}
-	holders, err := PortHolders(port)
+	holders, err := portHolders(port)
 	if err != nil || len(holders) != 1 || holders[0].Pid != os.Getpid() {
 		t.Fatalf("portHolders = %+v, %v; want this process", holders, err)
 	}
@@ -626,7 +557,7 @@ func TestAHolderWithConnectionsIsOneVisibleHolder(t *testing.T) {
 		}
 		defer c.Close()
 	}
-	holders, err := PortHolders(port)
+	holders, err := portHolders(port)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,7 @@ func demoTarget(errw io.Writer, knobs []string) (bridge.Target, error) {
 	case errors.As(err, &knob):
 		return t, usageError("--demo: %v; the words after -- change the simulated bridge (for example -- --crash-after 20s --flip-every 10s); to run a bridge command of your own, drop --demo", knob.Err)
 	case err != nil:
-		return t, cli.Exit("wa-sidecar: "+err.Error(), exitError)
+		return t, cli.Exit("wa-sidecar: --demo: "+err.Error(), exitError)
 	}
 	return t, nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"path/filepath"
 	"strings"
 
@@ -11,7 +12,7 @@ import (
 
 	"github.com/wa-sidecar/wa-sidecar/bridge"
 	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
-	"github.com/wa-sidecar/wa-sidecar/bridge/session"
+	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
 func doctorCommand() *cli.Command {
@@ -118,7 +119,7 @@ func doctorAction(c *cli.Context) error {
 		r.Stamp = &st
 	}
 	r.Paired = bridge.Paired(r.Session)
-	if holders, err := session.PortHolders(r.Port); err == nil {
+	if holders, err := signals.PortHolders(netip.AddrFrom4([4]byte{127, 0, 0, 1}), r.Port); err == nil {
 		for _, h := range holders {
 			r.PortHolders = append(r.PortHolders, h.String())
 		}

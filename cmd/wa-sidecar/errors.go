@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/wa-sidecar/wa-sidecar/bridge"
 	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
 	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
@@ -17,8 +18,18 @@ func flagError(err error) error {
 		port    *gateway.PortError
 		push    *feed.PushBackoffError
 		backoff *procmon.BackoffError
+		setting *bridge.SettingError
+		inUse   *feed.AddrInUseError
+		listen  *feed.ListenError
 	)
 	switch {
+	case errors.As(err, &setting):
+		return settingFlagError(setting)
+	case errors.As(err, &inUse):
+		return fmt.Errorf("--listen %s is already in use%s (is another wa-sidecar running? 'wa-sidecar status --addr %s' tells); pass --listen to choose another address",
+			inUse.Addr, inUse.By(), inUse.Addr)
+	case errors.As(err, &listen):
+		return fmt.Errorf("--listen %w", listen)
 	case errors.As(err, &port):
 		return fmt.Errorf("--port must be between 1 and %d (got %d)", gateway.MaxPort, port.Port)
 	case errors.As(err, &push):
@@ -27,6 +38,29 @@ func flagError(err error) error {
 		return backoffFlagError(backoff)
 	}
 	return err
+}
+
+// settingFlagError words a bridge setting that Discover cannot use or
+// cannot find as the flag that sets it, with the other ways there are.
+func settingFlagError(e *bridge.SettingError) error {
+	switch {
+	case e.Field == "Mode":
+		return fmt.Errorf("--mode must be self-chat or bot (got %q)", e.Value)
+	case e.Field == "Home":
+		return fmt.Errorf("%w; set HERMES_HOME or pass --hermes-home", e)
+	case e.Field == "SessionDir":
+		return fmt.Errorf("%w: pass --session-dir", e)
+	case e.Field == "Script" && e.Value != "":
+		return fmt.Errorf("--bridge-script %s: %v; give the path of bridge.js", e.Value, e.Err)
+	case e.Field == "Script":
+		return fmt.Errorf("%w\ninstall the Hermes agent, set HERMES_HOME, pass --bridge-script PATH, "+
+			"put your own bridge command after --, or try --demo", e)
+	case e.Field == "Node" && e.Value != "":
+		return fmt.Errorf("--node %s: %v; give the path of the node binary", e.Value, e.Err)
+	case e.Field == "Node":
+		return fmt.Errorf("%w, or pass --node PATH", e)
+	}
+	return e
 }
 
 // backoffFlagError words a bad restart backoff as the --backoff-* flag to

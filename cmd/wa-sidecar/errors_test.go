@@ -1,13 +1,16 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/wa-sidecar/wa-sidecar/bridge"
 	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
 	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
+	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
 // The lower layers' typed errors come out of cmd as the flag to change,
@@ -29,6 +32,19 @@ func TestFlagErrorNamesTheFlag(t *testing.T) {
 		{b(time.Second, time.Second, 0, -time.Second), "--backoff-reset must not be negative (got -1s)"},
 		{&feed.PushBackoffError{Err: b(5*time.Second, time.Second, 0, 0)},
 			"feed: Options.PushBackoff: backoff: the longest delay (1s) is shorter than the initial one (5s)"},
+		{&bridge.SettingError{Field: "Mode", Value: "group"}, `--mode must be self-chat or bot (got "group")`},
+		{&bridge.SettingError{Field: "Home"}, "cannot find the Hermes home: neither HERMES_HOME nor HOME is set; set HERMES_HOME or pass --hermes-home"},
+		{&bridge.SettingError{Field: "SessionDir"}, "no session directory: pass --session-dir"},
+		{&bridge.SettingError{Field: "Script", Value: "/x/b.js", Err: errors.New("no such file")}, "--bridge-script /x/b.js: no such file; give the path of bridge.js"},
+		{&bridge.SettingError{Field: "Script", Err: errors.New("no WhatsApp bridge found in the Hermes home /h")},
+			"no WhatsApp bridge found in the Hermes home /h\ninstall the Hermes agent, set HERMES_HOME, pass --bridge-script PATH, put your own bridge command after --, or try --demo"},
+		{&bridge.SettingError{Field: "Node", Value: "nonode", Err: errors.New("not found")}, "--node nonode: not found; give the path of the node binary"},
+		{&bridge.SettingError{Field: "Node", Err: errors.New("no Node.js found: looked for node in PATH (/bin); install Node.js 18 or later")},
+			"no Node.js found: looked for node in PATH (/bin); install Node.js 18 or later, or pass --node PATH"},
+		{feed.CheckListen("unix:"), "--listen unix: needs a path, e.g. unix:/run/wa-sidecar.sock"},
+		{feed.CheckListen("127.0.0.1:http2x"), `--listen 127.0.0.1:http2x: "http2x" is not a port number`},
+		{&feed.AddrInUseError{Addr: "127.0.0.1:7390", Holder: &signals.PortHolder{Identity: signals.Identity{Pid: 812}, Name: "python3"}},
+			"--listen 127.0.0.1:7390 is already in use by pid 812 (python3) (is another wa-sidecar running? 'wa-sidecar status --addr 127.0.0.1:7390' tells); pass --listen to choose another address"},
 	} {
 		if got := flagError(tc.err).Error(); got != tc.want {
 			t.Errorf("flagError(%v) = %q, want %q", tc.err, got, tc.want)

@@ -85,7 +85,7 @@ func checkFeedFlags(c *cli.Context, logger *slog.Logger) (feedSettings, error) {
 		GatewayURL:   gatewayURL,
 	}
 	if err := fs.opts.Check(); err != nil {
-		return fs, usageError("%v", err)
+		return fs, usageError("%v", flagError(err))
 	}
 	return fs, nil
 }
@@ -180,10 +180,10 @@ func startFeed(s runSettings, m *procmon.Monitor, logger *slog.Logger) (_ *feed.
 		// Not a mistake in the command line: the holder may be gone by
 		// the next try (an old sidecar still stopping), and a service
 		// manager restarts 75 where it would leave 64 down for good.
-		return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitTempFail)
+		return nil, nil, cli.Exit("wa-sidecar: "+flagError(err).Error(), exitTempFail)
 	}
 	if err != nil {
-		return nil, nil, usageError("%v", err)
+		return nil, nil, usageError("%v", flagError(err))
 	}
 	if generated {
 		if tokenFile, err = feed.WriteToken(cmp.Or(fs.tokenDir, dir), token); err != nil {
