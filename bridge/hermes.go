@@ -65,6 +65,23 @@ type Options struct {
 	Logger   *slog.Logger
 }
 
+// ProbeError is a setting of the /health probes that New cannot use:
+// Field is "HealthTimeout" when the timeout is longer than the period (the
+// probes would overlap), "HealthFailures" when fewer than one failure
+// would count. The values are the Options given.
+type ProbeError struct {
+	Field           string
+	Period, Timeout time.Duration
+	Failures        int
+}
+
+func (e *ProbeError) Error() string {
+	if e.Field == "HealthFailures" {
+		return fmt.Sprintf("bridge: Options.HealthFailures must be at least 1 (got %d)", e.Failures)
+	}
+	return fmt.Sprintf("bridge: Options.HealthTimeout (%s) is longer than HealthPeriod (%s); the probes would overlap", e.Timeout, e.Period)
+}
+
 func (o *Options) applyDefaults() error {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
@@ -91,9 +108,9 @@ func (o *Options) applyDefaults() error {
 	case o.HealthPeriod < 0 || o.HealthTimeout < 0 || o.ConnectGrace < 0 || o.FlapWindow < 0 || o.CredsPoll < 0:
 		return errors.New("health and pairing durations must be positive")
 	case o.HealthTimeout > o.HealthPeriod:
-		return fmt.Errorf("--health-timeout (%s) is longer than --health-period (%s); probes would overlap: lower the timeout or raise the period", o.HealthTimeout, o.HealthPeriod)
+		return &ProbeError{Field: "HealthTimeout", Period: o.HealthPeriod, Timeout: o.HealthTimeout}
 	case o.HealthFailures < 1:
-		return fmt.Errorf("--health-failures must be at least 1 (got %d)", o.HealthFailures)
+		return &ProbeError{Field: "HealthFailures", Failures: o.HealthFailures}
 	case o.FlapLimit < 1:
 		return fmt.Errorf("the flapping limit must be at least 1 (got %d)", o.FlapLimit)
 	}

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -130,7 +131,7 @@ func TestAParkedAdoptableBridgeKeepsItsStatesMessage(t *testing.T) {
 		message string
 	}{
 		{sim.CrashLogout, 0, StateNeedsPairing, "logged this device out"},
-		{sim.CrashException, 1, procmon.StateGivenUp, "gave up after 1"},
+		{sim.CrashException, 1, procmon.StateGivenUp, "it failed 1 time in a row"},
 	} {
 		t.Run(string(tc.state), func(t *testing.T) {
 			c := simConfig(t)
@@ -527,4 +528,24 @@ func countKind(kinds []procmon.Kind, k procmon.Kind) int {
 		}
 	}
 	return n
+}
+
+// A probe setting New cannot use is a *ProbeError in bridge's words; cmd
+// names the flags.
+func TestBadProbeSettingsAreTyped(t *testing.T) {
+	for _, tc := range []struct {
+		opts  Options
+		field string
+		text  string
+	}{
+		{Options{HealthPeriod: time.Second, HealthTimeout: 2 * time.Second}, "HealthTimeout",
+			"bridge: Options.HealthTimeout (2s) is longer than HealthPeriod (1s); the probes would overlap"},
+		{Options{HealthFailures: -1}, "HealthFailures", "bridge: Options.HealthFailures must be at least 1 (got -1)"},
+	} {
+		_, err := New(tc.opts)
+		var pe *ProbeError
+		if !errors.As(err, &pe) || pe.Field != tc.field || err.Error() != tc.text {
+			t.Errorf("New(%+v) = %v; want a *ProbeError %q", tc.opts, err, tc.text)
+		}
+	}
 }

@@ -138,6 +138,26 @@ type Monitor struct {
 // ErrNotRunning is returned by commands sent after Run has returned.
 var ErrNotRunning = errors.New("the monitor is not running")
 
+// ErrShuttingDown is returned by the commands that start, stop or signal
+// the child once Run's context is done and the monitor is bringing it
+// down for good.
+var ErrShuttingDown = errors.New("the monitor is shutting down")
+
+// StateError is a command refused in the state the child is in: Start
+// while a child runs (and was not asked to stop), Signal while none does.
+type StateError struct {
+	Op    string // "start" or "signal"
+	State State
+	Pid   int // the running child's, for start
+}
+
+func (e *StateError) Error() string {
+	if e.Op == "start" {
+		return fmt.Sprintf("the child is already running (pid %d)", e.Pid)
+	}
+	return fmt.Sprintf("the child is not running (state %s)", e.State)
+}
+
 // New checks cfg and returns a Monitor ready to Run.
 func New(cfg Config) (*Monitor, error) {
 	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
@@ -410,12 +430,12 @@ func (l *loop) setState(s State) {
 
 func (l *loop) handle(c command) error {
 	if l.exiting && c.kind != cmdReady && c.kind != cmdPost && c.kind != cmdKill && c.kind != cmdPing {
-		return errors.New("the sidecar is shutting down")
+		return ErrShuttingDown
 	}
 	switch c.kind {
 	case cmdStart:
 		if l.cur != nil && !l.cur.requested {
-			return fmt.Errorf("the bridge is already running (pid %d)", l.cur.child.Pid)
+			return &StateError{Op: "start", State: l.st.State, Pid: l.cur.child.Pid}
 		}
 		if l.cur != nil { // stopping: come back up once it is down
 			l.after = respawn
@@ -444,7 +464,7 @@ func (l *loop) handle(c command) error {
 		l.forceKill("forced")
 	case cmdSignal:
 		if l.cur == nil {
-			return fmt.Errorf("the bridge is not running (state %s)", l.st.State)
+			return &StateError{Op: "signal", State: l.st.State}
 		}
 		if err := l.signal(c.sig); err != nil {
 			return fmt.Errorf("signal %s to pid %d: %w", signals.Name(c.sig), l.cur.child.Pid, err)
@@ -884,10 +904,10 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, holder *Holder, announce func(
 	if l.cfg.MaxRestarts > 0 && n >= l.cfg.MaxRestarts {
 		l.setState(StateGivenUp)
 		l.st.Reason = ReasonMaxRestarts
-		l.st.Message = fmt.Sprintf("gave up after %d consecutive failures (--max-restarts %d); send a start command to try again", n, l.cfg.MaxRestarts)
+		l.st.Message = "it failed " + plural(n, "time") + " in a row, the most allowed; a start command tries again"
 		l.emitExit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
 		announce()
-		l.log.Error("giving up on the bridge", "failures", n, "hint", "wa-sidecar start (or SIGHUP) tries again")
+		l.log.Error("giving up on the bridge", "failures", n, "hint", "a start command tries again")
 		l.emit(Event{Kind: EventGivenUp, Message: l.st.Message})
 		return
 	}

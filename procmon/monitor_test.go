@@ -243,8 +243,14 @@ func TestOutsideSIGKILLSoonAfterStartIsAFailure(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	if gu := h.next(EventGivenUp); gu.Status.ConsecutiveFailures != 3 {
+	gu := h.next(EventGivenUp)
+	if gu.Status.ConsecutiveFailures != 3 {
 		t.Fatalf("given up: %+v", gu.Status)
+	}
+	// In the monitor's own words: the setting's name on a command line is
+	// for the program to add.
+	if want := "it failed 3 times in a row, the most allowed; a start command tries again"; gu.Message != want || gu.Status.Message != want {
+		t.Fatalf("given up: message %q, status message %q; want %q", gu.Message, gu.Status.Message, want)
 	}
 }
 
@@ -514,8 +520,19 @@ func TestRestartCommand(t *testing.T) {
 	if ex.Exit.Class != ClassRequested || second.Pid == first.Pid || second.Status.Restarts != 1 {
 		t.Fatalf("restart: exit %+v, pids %d→%d, restarts %d", ex.Exit, first.Pid, second.Pid, second.Status.Restarts)
 	}
-	if err := h.m.Start(ctxT(t)); err == nil {
-		t.Fatal("start while running was accepted")
+	err := h.m.Start(ctxT(t))
+	var se *StateError
+	if !errors.As(err, &se) || se.Op != "start" || se.Pid != second.Pid || se.State != StateRunning ||
+		err.Error() != fmt.Sprintf("the child is already running (pid %d)", second.Pid) {
+		t.Fatalf("start while running: %v; want a *StateError naming pid %d", err, second.Pid)
+	}
+	if err := h.m.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	h.next(EventStopped)
+	err = h.m.Signal(ctxT(t), syscall.SIGUSR1)
+	if !errors.As(err, &se) || se.Op != "signal" || err.Error() != "the child is not running (state stopped)" {
+		t.Fatalf("signal while stopped: %v; want a *StateError", err)
 	}
 }
 

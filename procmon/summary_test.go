@@ -52,8 +52,8 @@ func TestSummaryLine(t *testing.T) {
 		{"stopped", Status{State: StateStopped, Since: *ago(42 * time.Second), Restarts: 1, LastExit: termed},
 			"bridge stopped on request, for 42s, 1 restart, last exit: SIGTERM (normal shutdown) 5m00s ago; 'x start' starts it",
 			"bridge stopped on request, for <1m, 1 restart, last exit: SIGTERM (normal shutdown) 5m ago; 'x start' starts it"},
-		{"given up", Status{State: StateGivenUp, Message: "gave up after 4 consecutive failures"},
-			"bridge given up: gave up after 4 consecutive failures", "bridge given up: gave up after 4 consecutive failures"},
+		{"given up", Status{State: StateGivenUp, Message: "it failed 4 times in a row, the most allowed"},
+			"bridge given up: it failed 4 times in a row, the most allowed", "bridge given up: it failed 4 times in a row, the most allowed"},
 		{"parked by a layer above", Status{State: "needs_pairing", Message: "run x pair"},
 			"bridge needs pairing: run x pair", "bridge needs pairing: run x pair"},
 	}

@@ -778,10 +778,25 @@ func (s *Server) do(ctx context.Context, typ websocket.MessageType, b []byte, tr
 	}
 	log.Info("control op", "op", op.Op, "ok", err == nil)
 	if err != nil {
-		res.Error = err.Error()
+		res.Error = refusal(err)
 		return res
 	}
 	st := m.Status()
 	res.OK, res.Status = true, &st
 	return res
+}
+
+// refusal words a control op the monitor refused for a client, to whom
+// the monitor's child is the bridge and the monitor is the sidecar.
+func refusal(err error) string {
+	var se *procmon.StateError
+	switch {
+	case errors.As(err, &se) && se.Op == "start":
+		return fmt.Sprintf("the bridge is already running (pid %d)", se.Pid)
+	case errors.As(err, &se):
+		return fmt.Sprintf("the bridge is not running (state %s)", se.State)
+	case errors.Is(err, procmon.ErrShuttingDown):
+		return "the sidecar is shutting down"
+	}
+	return err.Error()
 }

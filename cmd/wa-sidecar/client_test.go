@@ -551,6 +551,11 @@ func TestStatusTable(t *testing.T) {
 	if got := statusTable(busy, now, false); !strings.Contains(got, "Reason:    port_busy (held by pid 812 (python3)): port 3000 is in use\n") {
 		t.Errorf("the holder is missing:\n%s", got)
 	}
+	// The flag that set the limit, and how to start again, are cmd's to add.
+	gaveUp := procmon.Status{State: procmon.StateGivenUp, Reason: procmon.ReasonMaxRestarts, Message: "it failed 5 times in a row, the most allowed; a start command tries again"}
+	if got, want := reasonText(gaveUp), "max_restarts: it failed 5 times in a row, the most allowed; a start command tries again ('wa-sidecar start' or a SIGHUP is one; --max-restarts sets the most)"; got != want {
+		t.Errorf("given up: %q; want %q", got, want)
+	}
 }
 
 // On a terminal, restart, stop and start say done once the bridge is up

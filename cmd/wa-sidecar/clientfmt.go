@@ -257,13 +257,17 @@ func reasonText(st procmon.Status) string {
 		}
 		code = strings.TrimSpace(code + " (held by " + who + ")")
 	}
+	msg := st.Message
+	if st.Reason == procmon.ReasonMaxRestarts && msg != "" {
+		msg += " ('wa-sidecar start' or a SIGHUP is one; --max-restarts sets the most)"
+	}
 	switch {
-	case code != "" && st.Message != "":
-		return code + ": " + st.Message
+	case code != "" && msg != "":
+		return code + ": " + msg
 	case code != "":
 		return code
 	}
-	return st.Message
+	return msg
 }
 
 // printable escapes the control characters of text from the wire (a

@@ -21,8 +21,13 @@ func flagError(err error) error {
 		setting *bridge.SettingError
 		inUse   *feed.AddrInUseError
 		listen  *feed.ListenError
+		probe   *bridge.ProbeError
 	)
 	switch {
+	case errors.As(err, &probe) && probe.Field == "HealthFailures":
+		return fmt.Errorf("--health-failures must be at least 1 (got %d)", probe.Failures)
+	case errors.As(err, &probe):
+		return fmt.Errorf("--health-timeout (%s) is longer than --health-period (%s); probes would overlap: lower the timeout or raise the period", probe.Timeout, probe.Period)
 	case errors.As(err, &setting):
 		return settingFlagError(setting)
 	case errors.As(err, &inUse):

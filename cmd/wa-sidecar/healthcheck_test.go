@@ -115,7 +115,7 @@ func TestHealthcheckWaitGivesUpAtOnce(t *testing.T) {
 		state, reason, want string
 	}{
 		{"needs_pairing", "WhatsApp logged this device out; pair it again", "the bridge needs pairing"},
-		{"given_up", "gave up after 5 consecutive failures (--max-restarts 5); send a start command to try again", "the sidecar gave up on the bridge"},
+		{"given_up", "bridge given up: it failed 5 times in a row, the most allowed; a start command tries again", "the sidecar gave up on the bridge"},
 	} {
 		t.Run(tc.state, func(t *testing.T) {
 			srv := newProbeServer(t, func(int) (int, map[string]any) { return notReady(tc.state, tc.reason) })
