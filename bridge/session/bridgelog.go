@@ -71,13 +71,13 @@ func OpenBridgeLog(cfg BridgeLogConfig) (*BridgeLog, error) {
 		return nil, fmt.Errorf("no path for bridge.log")
 	}
 	if cfg.MaxSizeMB < 0 || cfg.MaxSizeMB > 1<<20 {
-		return nil, fmt.Errorf("--bridge-log-max-size must be between 1 and 1048576 megabytes (got %d)", cfg.MaxSizeMB)
+		return nil, fmt.Errorf("bridge.log: MaxSizeMB must be between 1 and 1048576 (got %d)", cfg.MaxSizeMB)
 	}
 	if cfg.MaxSizeMB == 0 {
 		cfg.MaxSizeMB = 10
 	}
 	if cfg.MaxBackups < 0 {
-		return nil, fmt.Errorf("--bridge-log-max-backups must not be negative (got %d)", cfg.MaxBackups)
+		return nil, fmt.Errorf("bridge.log: MaxBackups must not be negative (got %d)", cfg.MaxBackups)
 	}
 	if cfg.MaxBackups == 0 {
 		cfg.MaxBackups = 5
@@ -100,10 +100,21 @@ func OpenBridgeLog(cfg BridgeLogConfig) (*BridgeLog, error) {
 		log: cfg.Logger,
 	}
 	if err := b.open(); err != nil {
-		return nil, fmt.Errorf("bridge.log: %w; choose another place with --bridge-log PATH, or --bridge-log off", err)
+		return nil, &BridgeLogError{Path: path, Err: err}
 	}
 	return b, nil
 }
+
+// BridgeLogError is a bridge.log that cannot be opened for writing, and
+// why: the caller may put it elsewhere or do without.
+type BridgeLogError struct {
+	Path string
+	Err  error
+}
+
+func (e *BridgeLogError) Error() string { return "bridge.log: " + e.Err.Error() }
+
+func (e *BridgeLogError) Unwrap() error { return e.Err }
 
 // open opens (creating if need be) the directory and the file.
 func (b *BridgeLog) open() error {

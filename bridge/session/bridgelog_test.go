@@ -2,12 +2,14 @@ package session
 
 import (
 	"bufio"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,8 +79,10 @@ func TestOpenBridgeLogErrors(t *testing.T) {
 	}
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, nil, 0o600)
-	if _, err := OpenBridgeLog(BridgeLogConfig{Path: filepath.Join(file, "bridge.log")}); err == nil || !strings.Contains(err.Error(), "--bridge-log off") {
-		t.Fatalf("OpenBridgeLog under a file: %v", err)
+	_, err = OpenBridgeLog(BridgeLogConfig{Path: filepath.Join(file, "bridge.log")})
+	var ble *BridgeLogError
+	if !errors.As(err, &ble) || ble.Path != filepath.Join(file, "bridge.log") || !errors.Is(err, syscall.ENOTDIR) {
+		t.Fatalf("OpenBridgeLog under a file: %v; want a *BridgeLogError for its path", err)
 	}
 	if _, err := OpenBridgeLog(BridgeLogConfig{Path: filepath.Join(dir, "b.log"), MaxSizeMB: -1}); err == nil {
 		t.Fatal("negative size accepted")
@@ -199,7 +203,8 @@ func TestBridgeLogRefusesAPlantedLink(t *testing.T) {
 	target, untouched := proctest.VictimFile(t)
 	os.Symlink(target, filepath.Join(dir, "bridge.log"))
 	_, err := OpenBridgeLog(BridgeLogConfig{Path: filepath.Join(dir, "bridge.log")})
-	if err == nil || !strings.Contains(err.Error(), "symbolic link") || !strings.Contains(err.Error(), "--bridge-log") {
+	var ble *BridgeLogError
+	if !errors.As(err, &ble) || !strings.Contains(err.Error(), "symbolic link") {
 		t.Fatalf("OpenBridgeLog = %v, want a refusal of the link", err)
 	}
 	untouched()

@@ -7,6 +7,7 @@ import (
 	"github.com/wa-sidecar/wa-sidecar/bridge"
 	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
 	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
+	"github.com/wa-sidecar/wa-sidecar/bridge/session"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
@@ -22,8 +23,11 @@ func flagError(err error) error {
 		inUse   *feed.AddrInUseError
 		listen  *feed.ListenError
 		probe   *bridge.ProbeError
+		blog    *session.BridgeLogError
 	)
 	switch {
+	case errors.As(err, &blog):
+		return fmt.Errorf("%w; choose another place with --bridge-log PATH, or --bridge-log off", blog)
 	case errors.As(err, &probe) && probe.Field == "HealthFailures":
 		return fmt.Errorf("--health-failures must be at least 1 (got %d)", probe.Failures)
 	case errors.As(err, &probe):

@@ -9,6 +9,7 @@ import (
 	"github.com/wa-sidecar/wa-sidecar/bridge"
 	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
 	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
+	"github.com/wa-sidecar/wa-sidecar/bridge/session"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 	"github.com/wa-sidecar/wa-sidecar/signals"
 )
@@ -44,6 +45,8 @@ func TestFlagErrorNamesTheFlag(t *testing.T) {
 		{&bridge.ProbeError{Field: "HealthFailures", Failures: 0}, "--health-failures must be at least 1 (got 0)"},
 		{&bridge.ProbeError{Field: "HealthTimeout", Period: time.Second, Timeout: 2 * time.Second},
 			"--health-timeout (2s) is longer than --health-period (1s); probes would overlap: lower the timeout or raise the period"},
+		{&session.BridgeLogError{Path: "/s/bridge.log", Err: errors.New("mkdir /s: not a directory")},
+			"bridge.log: mkdir /s: not a directory; choose another place with --bridge-log PATH, or --bridge-log off"},
 		{feed.CheckListen("unix:"), "--listen unix: needs a path, e.g. unix:/run/wa-sidecar.sock"},
 		{feed.CheckListen("127.0.0.1:http2x"), `--listen 127.0.0.1:http2x: "http2x" is not a port number`},
 		{&feed.AddrInUseError{Addr: "127.0.0.1:7390", Holder: &signals.PortHolder{Identity: signals.Identity{Pid: 812}, Name: "python3"}},

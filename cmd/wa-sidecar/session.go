@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 
@@ -75,7 +74,7 @@ func protectSession(s sessionSettings, target bridge.Target, logger *slog.Logger
 		if g != nil {
 			g.Close()
 		}
-		return nil, nil, cli.Exit(fmt.Sprintf("wa-sidecar: %v", err), fileExitCode(err))
+		return nil, nil, cli.Exit("wa-sidecar: "+flagError(err).Error(), fileExitCode(err))
 	}
 	logger.Info("appending the bridge's output to bridge.log", "path", logPath)
 	return g, bl, nil
