@@ -312,7 +312,7 @@ func (w *watcher) drawQR(payload string, rows []string) {
 	if out == nil {
 		return
 	}
-	if text := qrText(payload, rows); text != "" {
+	if text := QRText(payload, rows); text != "" {
 		out.Write([]byte(text))
 	}
 }

@@ -43,11 +43,11 @@ func (c *qrCollector) feed(l Line) []string {
 	return done
 }
 
-// qrText is the block that shows a pairing code to the person at the
-// sidecar's terminal: a payload (the bridge's JSON line) is drawn anew,
-// rows the bridge drew are shown as they are. It is empty when there is
-// nothing to draw.
-func qrText(payload string, rows []string) string {
+// QRText is the block that shows a pairing code to a person, with the
+// words that say what to do with it, written at once so nothing splits
+// it: a payload (the bridge's JSON line) is drawn anew, rows the bridge
+// drew are shown as they are. It is empty when there is nothing to draw.
+func QRText(payload string, rows []string) string {
 	if payload != "" {
 		rows = qrcode.Lines(payload)
 	}

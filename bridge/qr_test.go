@@ -53,16 +53,16 @@ func TestQRCollector(t *testing.T) {
 }
 
 func TestQRText(t *testing.T) {
-	if got := qrText("", nil); got != "" {
+	if got := QRText("", nil); got != "" {
 		t.Errorf("nothing to draw: %q", got)
 	}
 	const intro = "\nScan this QR code: WhatsApp on your phone → Settings → Linked devices → Link a device\n\n"
-	if got, want := qrText("", []string{"▀▄", "▄▀"}), intro+"▀▄\n▄▀\n\n"; got != want {
+	if got, want := QRText("", []string{"▀▄", "▄▀"}), intro+"▀▄\n▄▀\n\n"; got != want {
 		t.Errorf("rows drawn as %q, want %q", got, want)
 	}
 	// A payload is drawn anew, whatever rows came with it.
 	want := intro + strings.Join(qrcode.Lines("2@x,y,z,w"), "\n") + "\n\n"
-	if got := qrText("2@x,y,z,w", []string{"stale"}); got != want {
+	if got := QRText("2@x,y,z,w", []string{"stale"}); got != want {
 		t.Errorf("payload drawn as %q, want %q", got, want)
 	}
 }

@@ -858,13 +858,13 @@ func (s *clientConn) show(m feed.Message) {
 			fmt.Fprintln(s.out, statusLine(*m.Status, time.Now(), s.colour))
 		}
 		if rows := helloQR(m); len(rows) > 0 {
-			fmt.Fprint(s.out, qrBlock(rows))
+			fmt.Fprint(s.out, bridge.QRText("", rows))
 		}
 	case feed.TypeEvent:
 		fmt.Fprintln(s.out, eventLine(m, s.colour))
 		if m.Event == bridge.EventQR {
 			if rows := qrRows(m.Fields); len(rows) > 0 {
-				fmt.Fprint(s.out, qrBlock(rows))
+				fmt.Fprint(s.out, bridge.QRText("", rows))
 			}
 		}
 	}

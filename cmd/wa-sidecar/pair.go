@@ -360,16 +360,3 @@ func helloQR(m feed.Message) []string {
 	}
 	return qrRows(map[string]json.RawMessage{"qr": raw})
 }
-
-// qrBlock is one QR code with the words that say what to do with it,
-// written at once so nothing splits it.
-func qrBlock(rows []string) string {
-	var b strings.Builder
-	b.WriteString("\nScan this QR code: WhatsApp on your phone → Settings → Linked devices → Link a device\n\n")
-	for _, r := range rows {
-		b.WriteString(r)
-		b.WriteByte('\n')
-	}
-	b.WriteByte('\n')
-	return b.String()
-}
