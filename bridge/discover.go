@@ -84,8 +84,8 @@ func Discover(w Where) (Target, error) {
 	if w.Mode == "" {
 		w.Mode = DefaultMode
 	}
-	if w.Mode != "self-chat" && w.Mode != "bot" {
-		return Target{}, &SettingError{Field: "Mode", Value: w.Mode}
+	if err := CheckMode(w.Mode); err != nil {
+		return Target{}, err
 	}
 	script := w.Script
 	if script == "" {
@@ -123,6 +123,15 @@ func Discover(w Where) (Target, error) {
 		SessionDir: session,
 		Script:     script,
 	}, nil
+}
+
+// CheckMode returns a *SettingError unless mode is one the bridge knows:
+// self-chat or bot.
+func CheckMode(mode string) error {
+	if mode != "self-chat" && mode != "bot" {
+		return &SettingError{Field: "Mode", Value: mode}
+	}
+	return nil
 }
 
 // SettingError is a setting of Where that Discover cannot use (Value is

@@ -82,6 +82,19 @@ func (e *ProbeError) Error() string {
 	return fmt.Sprintf("bridge: Options.HealthTimeout (%s) is longer than HealthPeriod (%s); the probes would overlap", e.Timeout, e.Period)
 }
 
+// CheckProbes returns a *ProbeError unless the /health probes can work
+// with this period, timeout and count of failures: a timeout longer than
+// the period would let probes overlap.
+func CheckProbes(period, timeout time.Duration, failures int) error {
+	switch {
+	case timeout > period:
+		return &ProbeError{Field: "HealthTimeout", Period: period, Timeout: timeout}
+	case failures < 1:
+		return &ProbeError{Field: "HealthFailures", Failures: failures}
+	}
+	return nil
+}
+
 func (o *Options) applyDefaults() error {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
@@ -107,10 +120,8 @@ func (o *Options) applyDefaults() error {
 		return gateway.CheckPort(o.Port)
 	case o.HealthPeriod < 0 || o.HealthTimeout < 0 || o.ConnectGrace < 0 || o.FlapWindow < 0 || o.CredsPoll < 0:
 		return errors.New("health and pairing durations must be positive")
-	case o.HealthTimeout > o.HealthPeriod:
-		return &ProbeError{Field: "HealthTimeout", Period: o.HealthPeriod, Timeout: o.HealthTimeout}
-	case o.HealthFailures < 1:
-		return &ProbeError{Field: "HealthFailures", Failures: o.HealthFailures}
+	case CheckProbes(o.HealthPeriod, o.HealthTimeout, o.HealthFailures) != nil:
+		return CheckProbes(o.HealthPeriod, o.HealthTimeout, o.HealthFailures)
 	case o.FlapLimit < 1:
 		return fmt.Errorf("the flapping limit must be at least 1 (got %d)", o.FlapLimit)
 	}

@@ -86,8 +86,10 @@ func parseRun(c *cli.Context, logger *slog.Logger) (runSettings, error) {
 	if err := gateway.CheckPort(s.where.port); err != nil {
 		return s, usageError("%v", flagError(err))
 	}
-	if m := s.where.mode; m != "" && m != "self-chat" && m != "bot" {
-		return s, usageError("--mode must be self-chat or bot (got %q)", m)
+	if m := s.where.mode; m != "" {
+		if err := bridge.CheckMode(m); err != nil {
+			return s, usageError("%v", flagError(err))
+		}
 	}
 	var err error
 	if s.health, err = parseHealth(c); err != nil {
@@ -136,11 +138,9 @@ func parseHealth(c *cli.Context) (healthSettings, error) {
 	if h.period <= 0 || h.timeout <= 0 || h.grace <= 0 {
 		return h, usageError("--health-period, --health-timeout and --connect-grace must be positive")
 	}
-	if h.timeout > h.period {
-		return h, usageError("--health-timeout (%s) is longer than --health-period (%s); probes would overlap: lower the timeout or raise the period", h.timeout, h.period)
-	}
-	if h.failures < 1 { // 0 would silently mean the default
-		return h, usageError("--health-failures must be at least 1 (got %d)", h.failures)
+	// 0 failures must not silently mean the default.
+	if err := bridge.CheckProbes(h.period, h.timeout, h.failures); err != nil {
+		return h, usageError("%v", flagError(err))
 	}
 	return h, nil
 }
