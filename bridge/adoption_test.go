@@ -184,7 +184,13 @@ func TestPortTakenAtStartIsAStandbyOnce(t *testing.T) {
 	c := simConfig(t)
 	c.Port = ln.Addr().(*net.TCPAddr).Port
 	pair(t, c.SessionDir)
-	h := start(t, simCommand(c), testOptions(c))
+	opts := testOptions(c)
+	// The stranger's listener accepts the probes and never answers them.
+	// On a loaded machine the simulator can take longer to hit its
+	// EADDRINUSE than a few health periods, and the bridge would then be
+	// restarted as unresponsive instead; this test is not about that.
+	opts.HealthFailures = 1 << 20
+	h := start(t, simCommand(c), opts)
 
 	ex := h.next(procmon.EventExited)
 	if ex.Exit.Reason != ReasonPortTaken {
