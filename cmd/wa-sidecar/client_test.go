@@ -111,11 +111,29 @@ func TestClientCommandsAgainstARealSidecar(t *testing.T) {
 	// watch follows while stop and start act.
 	watch := exec.Command(bin, "watch", "--state-dir", state)
 	watch.Env = env
-	var watched strings.Builder
-	watch.Stdout = &watched
+	watchOut, err := watch.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := watch.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// Its first line is the hello: from then on it sees every event. On a
+	// busy machine it could otherwise still be connecting when the
+	// sidecar has gone.
+	watchLines := bufio.NewScanner(watchOut)
+	watched := make(chan string, 1)
+	if !watchLines.Scan() {
+		t.Fatalf("watch printed nothing: %v", watchLines.Err())
+	}
+	go func() {
+		var b strings.Builder
+		b.WriteString(watchLines.Text() + "\n")
+		for watchLines.Scan() {
+			b.WriteString(watchLines.Text() + "\n")
+		}
+		watched <- b.String()
+	}()
 	out, stderr, code = cliRun(t, bin, env, "stop", "--state-dir", state)
 	var res map[string]any
 	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res["ok"] != true {
@@ -132,7 +150,7 @@ func TestClientCommandsAgainstARealSidecar(t *testing.T) {
 
 	p.stopOK()
 	done := make(chan error, 1)
-	go func() { done <- watch.Wait() }()
+	go func() { text := <-watched; err := watch.Wait(); watched <- text; done <- err }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -143,7 +161,7 @@ func TestClientCommandsAgainstARealSidecar(t *testing.T) {
 		t.Fatal("watch did not end when the sidecar exited")
 	}
 	var kinds []string
-	for _, line := range strings.Split(strings.TrimSpace(watched.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(<-watched), "\n") {
 		var m struct{ Type, Event string }
 		if err := json.Unmarshal([]byte(line), &m); err != nil {
 			t.Fatalf("watch printed %q: %v", line, err)
