@@ -163,7 +163,7 @@ func (g *Guard) makeDirs() error {
 			return fmt.Errorf("session directory: %w", err)
 		}
 		if err != nil {
-			return fmt.Errorf("session directory: %w; point --session-dir at a directory you can write", err)
+			return &DirError{Dir: dir, Err: err}
 		}
 		d.Close()
 	}

@@ -30,9 +30,19 @@ func (e *HeldError) Error() string {
 		}
 		who += ")"
 	}
-	return fmt.Sprintf("session %s is in use by %s; two bridges on one WhatsApp session knock each other off. "+
-		"Stop the other sidecar first, or give this one its own --session-dir", e.SessionDir, who)
+	return fmt.Sprintf("session %s is in use by %s; two bridges on one WhatsApp session knock each other off", e.SessionDir, who)
 }
+
+// DirError is a session directory, or the sidecar's directory in it, that
+// cannot be made or opened, for a reason other than its being unsafe.
+type DirError struct {
+	Dir string
+	Err error
+}
+
+func (e *DirError) Error() string { return "session directory: " + e.Err.Error() }
+
+func (e *DirError) Unwrap() error { return e.Err }
 
 // lockFile takes the lock at path or says who holds it. Its directory
 // must be private and the file is never opened through a link, so no one

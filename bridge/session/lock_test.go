@@ -30,7 +30,7 @@ func TestTwoSidecarsOneSession(t *testing.T) {
 	}
 	pid := first.cmd.Process.Pid
 	name := signals.ProcessName(pid)
-	for _, want := range []string{dir, "pid " + strconv.Itoa(pid), name, "--session-dir"} {
+	for _, want := range []string{dir, "pid " + strconv.Itoa(pid), name, "knock each other off"} {
 		if !strings.Contains(second.first, want) {
 			t.Fatalf("refusal %q does not mention %q", second.first, want)
 		}

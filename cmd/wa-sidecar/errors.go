@@ -24,8 +24,14 @@ func flagError(err error) error {
 		listen  *feed.ListenError
 		probe   *bridge.ProbeError
 		blog    *session.BridgeLogError
+		held    *session.HeldError
+		dir     *session.DirError
 	)
 	switch {
+	case errors.As(err, &held):
+		return fmt.Errorf("%w. Stop the other sidecar first, or give this one its own --session-dir", held)
+	case errors.As(err, &dir):
+		return fmt.Errorf("%w; point --session-dir at a directory you can write", dir)
 	case errors.As(err, &blog):
 		return fmt.Errorf("%w; choose another place with --bridge-log PATH, or --bridge-log off", blog)
 	case errors.As(err, &probe) && probe.Field == "HealthFailures":

@@ -47,6 +47,10 @@ func TestFlagErrorNamesTheFlag(t *testing.T) {
 			"--health-timeout (2s) is longer than --health-period (1s); probes would overlap: lower the timeout or raise the period"},
 		{&session.BridgeLogError{Path: "/s/bridge.log", Err: errors.New("mkdir /s: not a directory")},
 			"bridge.log: mkdir /s: not a directory; choose another place with --bridge-log PATH, or --bridge-log off"},
+		{&session.HeldError{SessionDir: "/s"}, "session /s is in use by another process (its pid could not be read from the lock file); " +
+			"two bridges on one WhatsApp session knock each other off. Stop the other sidecar first, or give this one its own --session-dir"},
+		{&session.DirError{Dir: "/s", Err: errors.New("mkdir /s: permission denied")},
+			"session directory: mkdir /s: permission denied; point --session-dir at a directory you can write"},
 		{feed.CheckListen("unix:"), "--listen unix: needs a path, e.g. unix:/run/wa-sidecar.sock"},
 		{feed.CheckListen("127.0.0.1:http2x"), `--listen 127.0.0.1:http2x: "http2x" is not a port number`},
 		{&feed.AddrInUseError{Addr: "127.0.0.1:7390", Holder: &signals.PortHolder{Identity: signals.Identity{Pid: 812}, Name: "python3"}},

@@ -51,7 +51,7 @@ func protectSession(s sessionSettings, target bridge.Target, logger *slog.Logger
 		})
 		var held *session.HeldError
 		if errors.As(err, &held) {
-			return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitTempFail)
+			return nil, nil, cli.Exit("wa-sidecar: "+flagError(err).Error(), exitTempFail)
 		}
 		if err != nil {
 			return nil, nil, cli.Exit("wa-sidecar: "+flagError(err).Error(), fileExitCode(err))

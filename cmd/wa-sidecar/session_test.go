@@ -43,8 +43,8 @@ func TestSecondSidecarOnOneSessionExits75(t *testing.T) {
 		t.Fatalf("second sidecar exited %d, want %d; log:\n%s", code, exitTempFail, second.logText())
 	}
 	want := "in use by another wa-sidecar (pid " + strconv.Itoa(first.cmd.Process.Pid) + ", wa-sidecar"
-	if !strings.Contains(second.logText(), want) {
-		t.Fatalf("second sidecar's message does not name the first (%q):\n%s", want, second.logText())
+	if !strings.Contains(second.logText(), want) || !strings.Contains(second.logText(), "give this one its own --session-dir") {
+		t.Fatalf("second sidecar's message does not name the first (%q) and --session-dir:\n%s", want, second.logText())
 	}
 	if !proctest.Running(bridgePid) {
 		t.Fatal("the first sidecar's bridge was disturbed")
