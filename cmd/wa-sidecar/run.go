@@ -349,7 +349,10 @@ func supervise(m *procmon.Monitor, parts []part, sigs <-chan os.Signal, logger *
 		})
 	}
 	g.Go(func() error {
-		forwardSignals(m, sigs, logger, func() { stopping(); stop() })
+		// The monitor first: telling systemd can take a write's timeout
+		// when nobody reads its socket, and the bridge's stop must not
+		// wait for that.
+		forwardSignals(m, sigs, logger, func() { stop(); stopping() })
 		return nil
 	})
 	if err := g.Wait(); err != nil {

@@ -1,14 +1,19 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
@@ -101,5 +106,119 @@ func catches(t *testing.T, pid int, sigs ...syscall.Signal) {
 			t.Fatalf("pid %d never caught %v", pid, sigs)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The first stop signal asks the monitor to stop the bridge without
+// waiting for systemd to be told: a notify socket nobody reads holds each
+// write for up to its timeout, and the stop must not wait behind it. The
+// stopping callback here returns only once the monitor is stopping the
+// bridge, so supervise hangs if it calls it first. Later stop signals
+// call it no more.
+func TestSuperviseStopsTheBridgeBeforeTellingSystemd(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	_, fake := binaries(t)
+	m, err := procmon.New(procmon.Config{Command: []string{fake, "-hang"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, _ := m.Subscribe(4096)
+	defer sub.Close()
+	started, stoppingBridge := make(chan struct{}), make(chan struct{})
+	go func() {
+		for ev := range sub.C {
+			switch ev.Kind {
+			case procmon.EventStarted:
+				close(started)
+			case procmon.EventStopping:
+				close(stoppingBridge)
+			}
+		}
+	}()
+	var told atomic.Int32
+	stopping := func() {
+		told.Add(1)
+		select {
+		case <-stoppingBridge:
+		case <-time.After(20 * time.Second):
+			t.Error("the monitor was not asked to stop the bridge before systemd was told")
+		}
+	}
+	sigs := make(chan os.Signal, 4)
+	done := make(chan error, 1)
+	go func() { done <- supervise(m, nil, sigs, slog.New(slog.NewTextHandler(io.Discard, nil)), stopping) }()
+	<-started
+	sigs <- syscall.SIGTERM
+	sigs <- syscall.SIGQUIT
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := told.Load(); n != 1 {
+		t.Fatalf("systemd told of the stop %d times, want once", n)
+	}
+}
+
+// A part that fails stops the bridge and the other parts, and supervise
+// returns its error, named, once everything has ended.
+func TestSuperviseAFailingPartStopsTheBridge(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	_, fake := binaries(t)
+	m, err := procmon.New(procmon.Config{Command: []string{fake, "-hang"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failing := &failAfterStart{f: m.Follow(64)}
+	follower := &followToEnd{f: m.Follow(64)}
+	parts := []part{{"failing part", failing}, {"follower", follower}}
+	sigs := make(chan os.Signal, 1)
+	err = supervise(m, parts, sigs, slog.New(slog.NewTextHandler(io.Discard, nil)), func() {
+		t.Error("systemd told of a stop that no signal asked for")
+	})
+	if err == nil || !strings.Contains(err.Error(), "failing part: boom") {
+		t.Fatalf("supervise returned %v, want the failing part's error", err)
+	}
+	select {
+	case <-m.Done():
+	default:
+		t.Fatal("supervise returned before the monitor finished")
+	}
+	st := m.Status()
+	if st.State != procmon.StateStopped || st.LastExit == nil || st.LastExit.Class != procmon.ClassRequested {
+		t.Fatalf("after a failing part, status %s, last exit %+v; want the bridge stopped on request", st.State, st.LastExit)
+	}
+	if err := syscall.Kill(failing.pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("bridge pid %d still there after supervise returned (kill 0: %v)", failing.pid, err)
+	}
+}
+
+// failAfterStart is a part that fails once the bridge has started.
+type failAfterStart struct {
+	f   *procmon.Follower
+	pid int
+}
+
+func (p *failAfterStart) Run(ctx context.Context) error {
+	defer p.f.Close()
+	for {
+		u, err := p.f.Next(ctx)
+		if err != nil {
+			return err
+		}
+		if u.Kind == procmon.EventStarted {
+			p.pid = u.Pid
+			return errors.New("boom")
+		}
+	}
+}
+
+// followToEnd is a part that follows the monitor until it ends.
+type followToEnd struct{ f *procmon.Follower }
+
+func (p *followToEnd) Run(ctx context.Context) error {
+	defer p.f.Close()
+	for {
+		if _, err := p.f.Next(ctx); err != nil {
+			return nil
+		}
 	}
 }
