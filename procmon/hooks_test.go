@@ -398,3 +398,32 @@ func TestNewRefusesAHookOfNoInterface(t *testing.T) {
 		t.Fatalf("New: %v", err)
 	}
 }
+
+// A monitor told to stop before it runs spawns nothing: its one event is
+// stopped, and no hook is asked to prepare a spawn.
+func TestRunWithADoneContextSpawnsNothing(t *testing.T) {
+	before := BeforeSpawnFunc(func(func(Event)) error {
+		t.Error("BeforeSpawn called for a monitor told to stop")
+		return nil
+	})
+	m, err := New(Config{Command: []string{fakeBridge, "-hang"}, Hooks: []Hook{before}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, _ := m.Subscribe(64)
+	ctx, cancel := ctxWithCancel()
+	cancel()
+	if err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var kinds []Kind
+	for ev := range sub.C {
+		kinds = append(kinds, ev.Kind)
+	}
+	if len(kinds) != 1 || kinds[0] != EventStopped {
+		t.Fatalf("events %v, want only stopped", kinds)
+	}
+	if st := m.Status(); st.State != StateStopped || st.Pid != 0 || st.LastExit != nil {
+		t.Fatalf("final status %+v, want stopped with no child", st)
+	}
+}

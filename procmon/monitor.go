@@ -204,7 +204,8 @@ func (m *Monitor) Done() <-chan struct{} { return m.done }
 
 // Run spawns the child and supervises it until ctx is cancelled, then stops
 // it (stop signal, then SIGKILL to its group after StopTimeout) and returns
-// once it has been reaped. Run may be called once.
+// once it has been reaped. With ctx already done it spawns nothing: it
+// emits stopped and returns. Run may be called once.
 func (m *Monitor) Run(ctx context.Context) error {
 	started := false
 	m.once.Do(func() { started = true })
@@ -377,6 +378,14 @@ func stopTimer(t **time.Timer) {
 }
 
 func (l *loop) run(ctx context.Context) error {
+	if ctx.Err() != nil {
+		// Told to stop before it began (its owner was stopped while it
+		// was setting up): a child spawned now would only be stopped at
+		// once, and a bridge would have connected for nothing.
+		l.setState(StateStopped)
+		l.emit(Event{Kind: EventStopped})
+		return nil
+	}
 	l.spawn()
 	ctxDone := ctx.Done()
 	for {
