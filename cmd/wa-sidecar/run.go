@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -334,6 +335,14 @@ func supervise(m *procmon.Monitor, parts []part, sigs <-chan os.Signal, logger *
 	g, ctx := errgroup.WithContext(context.Background())
 	monCtx, stop := context.WithCancel(ctx)
 	defer stop()
+	// The signals that came while the sidecar was setting up (stopping a
+	// leftover bridge alone can take seconds) are taken first. After a
+	// stop signal among them the monitor is told to stop before it runs,
+	// so that no bridge is spawned only to be stopped at once.
+	early := pendingSignals(sigs)
+	if slices.ContainsFunc(early, isStopSignal) {
+		stop()
+	}
 	g.Go(func() error {
 		if err := m.Run(monCtx); err != nil {
 			return fmt.Errorf("monitor: %w", err)
@@ -352,7 +361,7 @@ func supervise(m *procmon.Monitor, parts []part, sigs <-chan os.Signal, logger *
 		// The monitor first: telling systemd can take a write's timeout
 		// when nobody reads its socket, and the bridge's stop must not
 		// wait for that.
-		forwardSignals(m, sigs, logger, func() { stop(); stopping() })
+		forwardSignals(m, early, sigs, logger, func() { stop(); stopping() })
 		return nil
 	})
 	if err := g.Wait(); err != nil {
@@ -363,9 +372,27 @@ func supervise(m *procmon.Monitor, parts []part, sigs <-chan os.Signal, logger *
 	return nil
 }
 
-// forwardSignals turns signals into commands to m until m has finished;
-// the first TERM, INT or QUIT calls stop.
-func forwardSignals(m *procmon.Monitor, sigs <-chan os.Signal, logger *slog.Logger, stop func()) {
+// pendingSignals takes the signals already waiting in sigs.
+func pendingSignals(sigs <-chan os.Signal) []os.Signal {
+	var got []os.Signal
+	for {
+		select {
+		case s := <-sigs:
+			got = append(got, s)
+		default:
+			return got
+		}
+	}
+}
+
+// isStopSignal reports whether s asks the sidecar to stop.
+func isStopSignal(s os.Signal) bool {
+	return s == syscall.SIGTERM || s == syscall.SIGINT || s == syscall.SIGQUIT
+}
+
+// forwardSignals turns signals into commands to m until m has finished,
+// the early ones first; the first TERM, INT or QUIT calls stop.
+func forwardSignals(m *procmon.Monitor, early []os.Signal, sigs <-chan os.Signal, logger *slog.Logger, stop func()) {
 	// The commands go to the monitor from one goroutine, in the order their
 	// signals came: a goroutine each let USR2 overtake USR1. The loop below
 	// never waits for them, so a stop still gets through at once.
@@ -387,40 +414,48 @@ func forwardSignals(m *procmon.Monitor, sigs <-chan os.Signal, logger *slog.Logg
 	}
 
 	stopping := false
+	handle := func(s os.Signal) {
+		sig := s.(syscall.Signal)
+		switch sig {
+		case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
+			if !stopping {
+				stopping = true
+				attrs := []any{"signal", signals.Name(sig)}
+				if sig == syscall.SIGINT {
+					attrs = append(attrs, "hint", "press Ctrl-C again to kill it now")
+				}
+				logger.Info("stopping: bringing the bridge down first", attrs...)
+				stop()
+			} else if sig == syscall.SIGINT {
+				logger.Warn("second interrupt: killing the bridge now")
+				queue(sig, func() { logIfErr(logger, "kill", m.Kill(context.Background())) })
+			} else {
+				logger.Info("already stopping", "signal", signals.Name(sig))
+			}
+		case syscall.SIGHUP:
+			logger.Info("SIGHUP: restarting the bridge")
+			queue(sig, func() { logIfErr(logger, "restart", m.Restart(context.Background())) })
+		default:
+			queue(sig, func() { logIfErr(logger, "forward "+signals.Name(sig), m.Signal(context.Background(), sig)) })
+		}
+	}
+	for _, s := range early {
+		handle(s)
+	}
 	for {
 		select {
 		case <-m.Done():
 			return
 		case s := <-sigs:
-			sig := s.(syscall.Signal)
-			switch sig {
-			case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
-				if !stopping {
-					stopping = true
-					attrs := []any{"signal", signals.Name(sig)}
-					if sig == syscall.SIGINT {
-						attrs = append(attrs, "hint", "press Ctrl-C again to kill it now")
-					}
-					logger.Info("stopping: bringing the bridge down first", attrs...)
-					stop()
-				} else if sig == syscall.SIGINT {
-					logger.Warn("second interrupt: killing the bridge now")
-					queue(sig, func() { logIfErr(logger, "kill", m.Kill(context.Background())) })
-				} else {
-					logger.Info("already stopping", "signal", signals.Name(sig))
-				}
-			case syscall.SIGHUP:
-				logger.Info("SIGHUP: restarting the bridge")
-				queue(sig, func() { logIfErr(logger, "restart", m.Restart(context.Background())) })
-			default:
-				queue(sig, func() { logIfErr(logger, "forward "+signals.Name(sig), m.Signal(context.Background(), sig)) })
-			}
+			handle(s)
 		}
 	}
 }
 
+// logIfErr warns of a command that failed. One that came after the
+// monitor finished (a second Ctrl-C as it ends) is moot, and says nothing.
 func logIfErr(logger *slog.Logger, what string, err error) {
-	if err != nil {
+	if err != nil && !errors.Is(err, procmon.ErrNotRunning) {
 		logger.Warn(what+" failed", "error", err)
 	}
 }

@@ -222,3 +222,36 @@ func (p *followToEnd) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// A stop signal that came while the sidecar was setting up (as when
+// stopping a leftover bridge held it up) ends it without spawning a
+// bridge only to stop it, and systemd is told of the stop once. A second
+// interrupt, which has no bridge left to kill, changes nothing.
+func TestSuperviseStopSignalDuringSetUpSpawnsNoBridge(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	_, fake := binaries(t)
+	m, err := procmon.New(procmon.Config{Command: []string{fake, "-hang"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, _ := m.Subscribe(64)
+	defer sub.Close()
+	sigs := make(chan os.Signal, 4)
+	sigs <- syscall.SIGUSR1
+	sigs <- syscall.SIGINT
+	sigs <- syscall.SIGINT
+	var told atomic.Int32
+	if err := supervise(m, nil, sigs, slog.New(slog.NewTextHandler(io.Discard, nil)), func() { told.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	var kinds []procmon.Kind
+	for ev := range sub.C {
+		kinds = append(kinds, ev.Kind)
+	}
+	if len(kinds) != 1 || kinds[0] != procmon.EventStopped {
+		t.Fatalf("events %v, want only stopped: no bridge spawned", kinds)
+	}
+	if n := told.Load(); n != 1 {
+		t.Fatalf("systemd told of the stop %d times, want once", n)
+	}
+}
