@@ -88,10 +88,6 @@ func TestNotAdoptableWhileTheHashDiffersAndNeverRestartedForIt(t *testing.T) {
 	pair(t, c.SessionDir)
 	opts := testOptions(c)
 	opts.Expect = &Expect{Script: script}
-	// Only the hash may be a reason to restart here: on a busy machine
-	// three 100 ms probes in a row can time out, and the restart for
-	// that would look like one for the hash.
-	opts.HealthFailures = 1 << 20
 	h := start(t, simCommand(c), opts)
 	h.next(EventConnected)
 	var a *Adoption
@@ -192,13 +188,9 @@ func TestPortTakenAtStartIsAStandbyOnce(t *testing.T) {
 	c := simConfig(t)
 	c.Port = ln.Addr().(*net.TCPAddr).Port
 	pair(t, c.SessionDir)
-	opts := testOptions(c)
-	// The stranger's listener accepts the probes and never answers them.
-	// On a loaded machine the simulator can take longer to hit its
-	// EADDRINUSE than a few health periods, and the bridge would then be
-	// restarted as unresponsive instead; this test is not about that.
-	opts.HealthFailures = 1 << 20
-	h := start(t, simCommand(c), opts)
+	// The stranger's listener accepts the probes and never answers them;
+	// testOptions never restarts a bridge for that.
+	h := start(t, simCommand(c), testOptions(c))
 
 	ex := h.next(procmon.EventExited)
 	if ex.Exit.Reason != ReasonPortTaken {

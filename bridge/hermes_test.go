@@ -14,14 +14,20 @@ import (
 )
 
 // testOptions probe often, so that tests wait less; nothing asserts on it.
+// testOptions probe often, so tests see /health's answers soon, but never
+// restart a bridge for failed probes: on a busy machine three 100 ms
+// probes in a row can time out on a healthy bridge, and tests that are
+// not about unresponsive bridges then see a restart they did not cause.
+// Those that are set HealthFailures themselves.
 func testOptions(c sim.Config) Options {
 	return Options{
-		Port:          c.Port,
-		SessionDir:    c.SessionDir,
-		HealthPeriod:  100 * time.Millisecond,
-		HealthTimeout: 100 * time.Millisecond,
-		CredsPoll:     20 * time.Millisecond,
-		ConnectGrace:  time.Minute,
+		Port:           c.Port,
+		SessionDir:     c.SessionDir,
+		HealthPeriod:   100 * time.Millisecond,
+		HealthTimeout:  100 * time.Millisecond,
+		HealthFailures: 1 << 20,
+		CredsPoll:      20 * time.Millisecond,
+		ConnectGrace:   time.Minute,
 	}
 }
 
@@ -249,6 +255,7 @@ func TestUnresponsiveBridgeIsRestarted(t *testing.T) {
 	c.HealthHang = true
 	opts := testOptions(c)
 	opts.HealthTimeout = 50 * time.Millisecond
+	opts.HealthFailures = 3
 	h := start(t, simCommand(c), opts)
 	first := h.next(procmon.EventStarted)
 	ev := h.nextUnless(EventUnresponsive, procmon.EventExited)
@@ -275,6 +282,7 @@ func TestUnresponsiveRestartsBackOffAndCount(t *testing.T) {
 	c.HealthHang = true
 	opts := testOptions(c)
 	opts.HealthTimeout = 50 * time.Millisecond
+	opts.HealthFailures = 3
 	h := start(t, simCommand(c), opts)
 	var delays []int64
 	for i := 1; i <= 2; i++ {
@@ -299,10 +307,6 @@ func TestConnectTimeoutIsReportedNotFatal(t *testing.T) {
 	c := simConfig(t) // never paired, never scanned
 	opts := testOptions(c)
 	opts.ConnectGrace = 300 * time.Millisecond
-	// The short grace also ends the excuse for a bridge not listening
-	// yet; under load the simulator may take longer than that to bind,
-	// and this test is not about unresponsive restarts.
-	opts.HealthFailures = 1 << 20
 	h := start(t, simCommand(c), opts)
 	ev := h.nextUnless(EventConnectTimeout, procmon.EventExited)
 	if ev.Status.State != procmon.StateRunning {
