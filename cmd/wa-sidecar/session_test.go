@@ -37,6 +37,9 @@ func TestSecondSidecarOnOneSessionExits75(t *testing.T) {
 
 	first := startSidecar(t, sidecar, "run", "--session-dir", sess, "--port", port, "--", fake, "-say", "hello from the bridge", "-hang")
 	bridgePid := pidOf(t, first.waitLog("bridge started"))
+	// Its line is in bridge.log before the stop below, however slow the
+	// machine: the log record comes from the same batch.
+	first.waitLog("hello from the bridge")
 
 	second := startSidecar(t, sidecar, "run", "--session-dir", sess, "--port", port, "--", fake, "-hang")
 	if code := second.wait(); code != exitTempFail {
