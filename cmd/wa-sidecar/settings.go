@@ -19,7 +19,9 @@ import (
 // parseRun, before anything is looked for on disk: a typo is then the
 // usage error it is (64, naming the flag), not a missing bridge (78), and
 // not found after a discovery whose result it would have changed. The
-// rest of run builds its parts from it and reads no flag by name.
+// rest of run builds its parts from it and reads no flag by name. The
+// log's flags (--log-format, --log-level) are not in it: runAction makes
+// the logger from them first, for parseRun's own warnings.
 type runSettings struct {
 	demo       bool
 	hermesHome string
@@ -39,7 +41,6 @@ type runSettings struct {
 	stateDir    string
 	listenGiven bool // --listen (or its variables) was set, so a demo keeps it
 
-	logFormat    string
 	bridgeOutput string // log, raw or off
 	subreaper    bool
 }
@@ -79,7 +80,6 @@ func parseRun(c *cli.Context, logger *slog.Logger) (runSettings, error) {
 		},
 		workdir:      c.String("workdir"),
 		listenGiven:  c.IsSet("listen"),
-		logFormat:    c.String("log-format"),
 		bridgeOutput: c.String("bridge-output"),
 		subreaper:    c.Bool("subreaper"),
 	}
