@@ -1,6 +1,7 @@
 package procmon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,8 +28,14 @@ type Config struct {
 	// Command is the child's argv. Command[0] is looked up in PATH at every
 	// spawn, so installing the program later is enough to recover.
 	Command []string
-	Dir     string   // working directory; empty means the sidecar's
-	Env     []string // nil passes the sidecar's environment through untouched
+	// Name is what the monitor's log calls the child ("bridge started"):
+	// a layer above names it for its users; "child" when empty.
+	Name string
+	// StartHint says how the user sends a start command, for the log's
+	// hint when the monitor gives up ("a start command" when empty).
+	StartHint string
+	Dir       string   // working directory; empty means the sidecar's
+	Env       []string // nil passes the sidecar's environment through untouched
 
 	// NormalSignals are the signals whose deaths count as a normal
 	// shutdown. nil means TERM, INT and KILL.
@@ -99,6 +106,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Name == "" {
+		c.Name = "child"
 	}
 }
 
@@ -478,7 +488,7 @@ func (l *loop) handle(c command) error {
 		if err := l.signal(c.sig); err != nil {
 			return fmt.Errorf("signal %s to pid %d: %w", signals.Name(c.sig), l.cur.child.Pid, err)
 		}
-		l.log.Info("forwarded signal to the bridge", "signal", signals.Name(c.sig), "pid", l.cur.child.Pid)
+		l.log.Info("forwarded signal to the "+l.cfg.Name, "signal", signals.Name(c.sig), "pid", l.cur.child.Pid)
 		l.emit(Event{Kind: EventSignal, Pid: l.cur.child.Pid, Signal: signals.Name(c.sig)})
 	case cmdReady:
 		if l.cur == nil || l.cur.child.Pid != c.pid || l.st.Ready == c.ready {
@@ -578,7 +588,7 @@ func (l *loop) spawn() {
 		if c := Causer(nil); errors.As(err, &c) {
 			l.post(c.CauseEvent())
 		}
-		l.failed(&rec, EventSpawnFailed, holder, func() { l.log.Error("could not start the bridge; will retry", "error", err) })
+		l.failed(&rec, EventSpawnFailed, holder, func() { l.log.Error("could not start the "+l.cfg.Name+"; will retry", "error", err) })
 		return
 	}
 	l.cur = r
@@ -590,7 +600,7 @@ func (l *loop) spawn() {
 	l.st.Pid = child.Pid
 	l.st.StartedAt = &now
 	l.st.Ready = !l.cfg.ExternalReadiness
-	l.log.Info("bridge started", "pid", child.Pid, "command", l.cfg.Command)
+	l.log.Info(l.cfg.Name+" started", "pid", child.Pid, "command", l.cfg.Command)
 	l.emit(Event{Kind: EventStarted, Pid: child.Pid})
 	go l.m.watch(r, l.reaper)
 	if l.cfg.Backoff.Reset > 0 && (l.st.ConsecutiveFailures > 0 || l.st.Crashloop) {
@@ -836,7 +846,7 @@ func (l *loop) exited(e exitMsg) {
 	case ClassRequested:
 		l.st.LastExit = &rec
 		stopped := func() {
-			l.log.Info("bridge stopped", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
+			l.log.Info(l.cfg.Name+" stopped", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
 		}
 		switch {
 		case l.exiting || l.after == stayDown:
@@ -859,7 +869,7 @@ func (l *loop) exited(e exitMsg) {
 		// cannot make a tight loop.
 		if l.quickKills < 2 {
 			l.emitExit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
-			l.log.Info("bridge was shut down from outside; starting it again at once", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
+			l.log.Info(l.cfg.Name+" was shut down from outside; starting it again at once", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
 			l.spawn()
 			return
 		}
@@ -869,11 +879,11 @@ func (l *loop) exited(e exitMsg) {
 		l.enterBackoff(delay)
 		l.st.Reason = ReasonShutdown
 		l.emitExit(Event{Kind: EventExited, Pid: rec.Pid, Exit: &rec})
-		l.log.Info("bridge was shut down from outside right after it started, again; starting it again after a delay", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
+		l.log.Info(l.cfg.Name+" was shut down from outside right after it started, again; starting it again after a delay", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String())
 		l.emit(Event{Kind: EventBackoff, DelayMS: delay.Milliseconds(), Attempt: l.spawns + 1, Reason: string(ClassShutdown)})
 	default:
 		l.failed(&rec, EventExited, nil, func() {
-			l.log.Warn("bridge failed", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String(), "tail", lastLines(rec.Tail, 3))
+			l.log.Warn(l.cfg.Name+" failed", "pid", rec.Pid, "exit", rec.Describe(), "uptime", uptime.Round(time.Millisecond).String(), "tail", lastLines(rec.Tail, 3))
 		})
 	}
 }
@@ -894,7 +904,7 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, holder *Holder, announce func(
 			rec.Reason = park.Reason
 		}
 		l.emitExit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
-		l.log.Info("bridge exited: "+park.Message, "pid", rec.Pid, "exit", rec.Describe())
+		l.log.Info(l.cfg.Name+" exited: "+park.Message, "pid", rec.Pid, "exit", rec.Describe())
 		l.standby(park)
 		return
 	}
@@ -906,7 +916,7 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, holder *Holder, announce func(
 		l.st.Reason, l.st.Holder = p.Reason, p.Holder
 		l.emitExit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
 		announce()
-		l.log.Warn("bridge parked until a start command", "state", p.State, "message", p.Message)
+		l.log.Warn(l.cfg.Name+" parked until a start command", "state", p.State, "message", p.Message)
 		l.emit(Event{Kind: Kind(p.State), Reason: p.Reason, Message: p.Message, Data: p.Data})
 		return
 	}
@@ -916,7 +926,7 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, holder *Holder, announce func(
 		l.st.Message = "it failed " + plural(n, "time") + " in a row, the most allowed; a start command tries again"
 		l.emitExit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
 		announce()
-		l.log.Error("giving up on the bridge", "failures", n, "hint", "a start command tries again")
+		l.log.Error("giving up on the "+l.cfg.Name, "failures", n, "hint", cmp.Or(l.cfg.StartHint, "a start command")+" tries again")
 		l.emit(Event{Kind: EventGivenUp, Message: l.st.Message})
 		return
 	}
@@ -942,10 +952,10 @@ func (l *loop) failed(rec *ExitRecord, kind Kind, holder *Holder, announce func(
 	l.emitExit(Event{Kind: kind, Pid: rec.Pid, Exit: rec, Reason: rec.Reason})
 	announce()
 	if entering {
-		l.log.Error("bridge is crash-looping; restarts continue at the longest delay", "failures", n, "delay", delay.Round(time.Millisecond).String())
+		l.log.Error(l.cfg.Name+" is crash-looping; restarts continue at the longest delay", "failures", n, "delay", delay.Round(time.Millisecond).String())
 		l.emit(Event{Kind: EventCrashloop, Attempt: n})
 	}
-	l.log.Info("restarting the bridge after a delay", "delay", delay.Round(time.Millisecond).String(), "failures", n)
+	l.log.Info("restarting the "+l.cfg.Name+" after a delay", "delay", delay.Round(time.Millisecond).String(), "failures", n)
 	l.emit(Event{Kind: EventBackoff, DelayMS: delay.Milliseconds(), Attempt: l.spawns + 1, Reason: string(ClassFailure)})
 }
 
@@ -967,7 +977,7 @@ func (l *loop) standby(p *Park) {
 	if same {
 		return
 	}
-	l.log.Warn("bridge on standby", "state", p.State, "reason", p.Reason, "message", p.Message)
+	l.log.Warn(l.cfg.Name+" on standby", "state", p.State, "reason", p.Reason, "message", p.Message)
 	l.emit(Event{Kind: Kind(p.State), Reason: p.Reason, Message: p.Message, Data: p.Data})
 }
 
@@ -983,7 +993,7 @@ func (l *loop) forgive() {
 	if l.cur == nil || (l.st.ConsecutiveFailures == 0 && !l.st.Crashloop) {
 		return
 	}
-	l.log.Info("bridge has stayed up; earlier failures forgiven", "pid", l.cur.child.Pid, "failures", l.st.ConsecutiveFailures)
+	l.log.Info(l.cfg.Name+" has stayed up; earlier failures forgiven", "pid", l.cur.child.Pid, "failures", l.st.ConsecutiveFailures)
 	l.st.ConsecutiveFailures = 0
 	l.st.Crashloop = false
 	l.emit(Event{Kind: EventRecovered, Pid: l.cur.child.Pid})
@@ -1017,7 +1027,7 @@ func (l *loop) stop(after afterStop) {
 	l.after = after
 	pid := l.cur.child.Pid
 	l.setState(StateStopping)
-	l.log.Info("stopping the bridge", "pid", pid, "signal", signals.Name(l.cfg.StopSignal), "timeout", l.cfg.StopTimeout.String())
+	l.log.Info("stopping the "+l.cfg.Name, "pid", pid, "signal", signals.Name(l.cfg.StopSignal), "timeout", l.cfg.StopTimeout.String())
 	l.emit(Event{Kind: EventStopping, Pid: pid, Signal: signals.Name(l.cfg.StopSignal)})
 	// What it started outside its group gets none of the signals below.
 	// Note it now, while it is still known to be its own: it is reported
@@ -1054,7 +1064,7 @@ func (l *loop) forceKill(reason string) {
 	}
 	stopTimer(&l.kill)
 	pid := l.cur.child.Pid
-	l.log.Warn("killing the bridge's process group", "pid", pid, "reason", reason)
+	l.log.Warn("killing the "+l.cfg.Name+"'s process group", "pid", pid, "reason", reason)
 	l.emit(Event{Kind: EventKilling, Pid: pid, Reason: reason, Signal: "SIGKILL"})
 	if err := l.cur.child.SignalGroup(syscall.SIGKILL); err != nil && !errors.Is(err, signals.ErrFinished) {
 		l.log.Warn("could not kill the process group", "pid", pid, "error", err)
@@ -1115,11 +1125,11 @@ func (l *loop) escaped(rec *ExitRecord, e exitMsg) {
 	}
 	rec.EscapedStopped = e.stopping
 	if e.stopping {
-		l.log.Warn("the bridge left processes behind outside its process group; stopping them (SIGTERM, then SIGKILL after the stop timeout)",
+		l.log.Warn("the "+l.cfg.Name+" left processes behind outside its process group; stopping them (SIGTERM, then SIGKILL after the stop timeout)",
 			"pid", rec.Pid, "processes", pids, "timeout", l.cfg.StopTimeout.String())
 		return
 	}
-	l.log.Warn("the bridge left processes behind outside its process group, which outlive it; they are not stopped (a subreaper would stop them)",
+	l.log.Warn("the "+l.cfg.Name+" left processes behind outside its process group, which outlive it; they are not stopped (a subreaper would stop them)",
 		"pid", rec.Pid, "processes", pids)
 }
 

@@ -2,8 +2,10 @@ package procmon
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"os"
 	"path/filepath"
@@ -824,5 +826,48 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		if _, err := New(c); err == nil {
 			t.Errorf("New(%+v) accepted", c)
 		}
+	}
+}
+
+// lockedBuffer is a log destination that the monitor's goroutines may
+// write to while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// The monitor's log calls the child what the layer above names it, and
+// nothing else: procmon knows nothing of bridges.
+func TestLogNamesTheChildAsConfigured(t *testing.T) {
+	for _, name := range []string{"", "widget"} {
+		t.Run(cmp.Or(name, "default"), func(t *testing.T) {
+			var log lockedBuffer
+			h := start(t, Config{Name: name, Command: []string{fakeBridge, "-exit", "1"}, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+			h.next(EventExited)
+			// Logged before the backoff event is emitted.
+			h.next(EventBackoff)
+			want := cmp.Or(name, "child")
+			text := log.String()
+			for _, msg := range []string{want + " started", want + " failed", "restarting the " + want + " after a delay"} {
+				if !strings.Contains(text, "msg=\""+msg) {
+					t.Errorf("the log lacks %q:\n%s", msg, text)
+				}
+			}
+			if strings.Contains(text, "msg=\"bridge") || strings.Contains(text, "the bridge") {
+				t.Errorf("the log speaks of a bridge:\n%s", text)
+			}
+		})
 	}
 }

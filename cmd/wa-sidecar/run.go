@@ -167,6 +167,7 @@ func runSidecar(s runSettings, style logsink.Style, sinks *logsink.Sinks, sigs <
 		}
 	}
 	cfg := s.monitor
+	cfg.Name, cfg.StartHint = "bridge", "wa-sidecar start (or SIGHUP)"
 	cfg.Command, cfg.Dir = target.Command, cmp.Or(s.workdir, target.Dir)
 	cfg.Logger = logger
 	cfg.Env = in.BridgeEnv(os.Environ())
