@@ -101,7 +101,7 @@ func (s *adoptionSetup) gateway() *gatewaymodel.Gateway {
 	g := gatewaymodel.New(gatewaymodel.Config{
 		Script: s.in.script, SessionDir: s.in.session, Port: s.port,
 		Spawn:        s.bridge(300 * time.Millisecond),
-		PhaseTimeout: 5 * time.Second, PollEvery: 100 * time.Millisecond,
+		StartTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second, PollEvery: 100 * time.Millisecond,
 		Logf: s.t.Logf,
 	})
 	s.t.Cleanup(g.Close)

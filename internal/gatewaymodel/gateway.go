@@ -77,12 +77,17 @@ type Config struct {
 	// killing a bridge and before starting its own, and in Disconnect
 	// between SIGTERM and SIGKILL. Zero means 1 s, as in the gateway.
 	KillWait time.Duration
-	// PhaseTimeout bounds each of the two waits for its own bridge (HTTP up,
-	// then connected). Zero means 15 s, as in the gateway.
-	PhaseTimeout time.Duration
+	// StartTimeout bounds the first wait for its own bridge: it ends early
+	// on status "connected", and the attempt fails unless /health answered
+	// in it at all. Zero means 15 s, as in the gateway.
+	StartTimeout time.Duration
+	// ConnectTimeout bounds the second wait, entered only when /health
+	// answered but not "connected": it ends early on "connected", and the
+	// attempt succeeds either way. Zero means 15 s, as in the gateway.
+	ConnectTimeout time.Duration
 	// PollEvery is the sleep before each /health probe in those waits. Zero
-	// means 1 s, as in the gateway; each phase makes
-	// PhaseTimeout/PollEvery probes.
+	// means 1 s, as in the gateway; each wait makes its timeout/PollEvery
+	// probes.
 	PollEvery time.Duration
 	// ScriptHash compares the scriptHash a running bridge reported ("" when
 	// it reported none, or not a string) with Script, returning the hash it
@@ -175,8 +180,11 @@ func New(cfg Config) *Gateway {
 	if cfg.KillWait <= 0 {
 		cfg.KillWait = time.Second
 	}
-	if cfg.PhaseTimeout <= 0 {
-		cfg.PhaseTimeout = 15 * time.Second
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 15 * time.Second
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 15 * time.Second
 	}
 	if cfg.PollEvery <= 0 {
 		cfg.PollEvery = time.Second
@@ -326,11 +334,12 @@ func judge(h map[string]any, c *Config) (cause Cause, why string) {
 }
 
 // await is the gateway's wait for its own bridge: phase 1 probes until it
-// answers "connected" or PhaseTimeout/PollEvery probes are spent; only if
-// /health answered at all does phase 2 give it as many more to connect.
+// answers "connected" or StartTimeout/PollEvery probes are spent; only if
+// /health answered at all does phase 2 give it ConnectTimeout/PollEvery
+// more to connect.
 func (g *Gateway) await(ctx context.Context, ch *child) (Outcome, string) {
 	c := &g.cfg
-	connected, httpReady, died, err := g.watch(ctx, ch)
+	connected, httpReady, died, err := g.watch(ctx, ch, c.StartTimeout)
 	switch {
 	case err != nil:
 		return Failed, fmt.Sprintf("connect cancelled: %v", err)
@@ -339,12 +348,12 @@ func (g *Gateway) await(ctx context.Context, ch *child) (Outcome, string) {
 	case !httpReady:
 		// The bridge is left running, as in the gateway; the next attempt
 		// kills it through bridge.pid.
-		return Failed, fmt.Sprintf("bridge HTTP server did not start in %v", c.PhaseTimeout)
+		return Failed, fmt.Sprintf("bridge HTTP server did not start in %v", c.StartTimeout)
 	case connected:
 		return Spawned, "bridge started"
 	}
 	c.Logf("gateway: bridge HTTP is up, waiting for WhatsApp to connect")
-	connected, _, died, err = g.watch(ctx, ch)
+	connected, _, died, err = g.watch(ctx, ch, c.ConnectTimeout)
 	switch {
 	case err != nil:
 		return Failed, fmt.Sprintf("connect cancelled: %v", err)
@@ -357,12 +366,13 @@ func (g *Gateway) await(ctx context.Context, ch *child) (Outcome, string) {
 	return Spawned, "not connected after wait"
 }
 
-// watch is one phase of the wait: each round sleeps PollEvery, stops if the
-// bridge has exited (reaping it), then probes /health with a 2 s timeout.
-// It stops early only on status "connected", or when the bridge died.
-func (g *Gateway) watch(ctx context.Context, ch *child) (connected, httpReady, died bool, err error) {
+// watch is one phase of the wait, bounded by timeout: each round sleeps
+// PollEvery, stops if the bridge has exited (reaping it), then probes
+// /health with a 2 s timeout. It stops early only on status "connected", or
+// when the bridge died.
+func (g *Gateway) watch(ctx context.Context, ch *child, timeout time.Duration) (connected, httpReady, died bool, err error) {
 	c := &g.cfg
-	rounds := int((c.PhaseTimeout + c.PollEvery - 1) / c.PollEvery)
+	rounds := int((timeout + c.PollEvery - 1) / c.PollEvery)
 	for range rounds {
 		if err := sleep(ctx, c.PollEvery); err != nil {
 			return false, httpReady, false, err

@@ -130,11 +130,14 @@ func TestConnectReplacesDisconnectedBridge(t *testing.T) {
 	requireTerminated(t, f)
 }
 
-// Phase 2 ends without "connected": the gateway warns and goes on.
+// Phase 2 ends without "connected": the gateway warns and goes on. Phase 1
+// keeps the generous StartTimeout, as the bridge must be serving HTTP by its
+// end however slowly it starts; only phase 2, which it spends answering
+// "disconnected", is short.
 func TestConnectProceedsWhenOwnBridgeNeverConnects(t *testing.T) {
 	s := newSetup(t)
 	cfg := s.config(t, "--hash", s.hash, "--status", "disconnected")
-	cfg.PhaseTimeout = 200 * time.Millisecond
+	cfg.ConnectTimeout = 200 * time.Millisecond
 
 	_, res := connect(t, cfg)
 	if res.Outcome != Spawned || res.Replaced != NoBridge || res.Reason != "not connected after wait" || res.Killed != nil {
@@ -235,11 +238,12 @@ func TestConnectReadReceipts(t *testing.T) {
 }
 
 // A bridge that never serves HTTP is left running by the failed attempt;
-// the next attempt kills it through bridge.pid.
+// the next attempt kills it through bridge.pid. The short StartTimeout is
+// safe under load: the bridge waits a minute before listening.
 func TestConnectKillsItsEarlierBridgeByPidfile(t *testing.T) {
 	s := newSetup(t)
 	cfg := s.config(t, "--hash", s.hash, "--listen-after", "1m")
-	cfg.PhaseTimeout = 200 * time.Millisecond
+	cfg.StartTimeout = 200 * time.Millisecond
 	g, first := connect(t, cfg)
 	if first.Outcome != Failed || first.Reason != "bridge HTTP server did not start in 200ms" || first.Fatal != "" {
 		t.Fatalf("first attempt: %+v, want the HTTP server missing", first)

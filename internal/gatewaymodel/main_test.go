@@ -280,15 +280,16 @@ func newSetup(t *testing.T) *setup {
 // waits short enough for tests.
 func (s *setup) config(t *testing.T, args ...string) Config {
 	return Config{
-		Script:       s.script,
-		SessionDir:   s.session,
-		Port:         s.port,
-		Spawn:        append([]string{testBinary(t), "--port", strconv.Itoa(s.port), "--session", s.session}, args...),
-		Env:          fakeEnviron(),
-		KillWait:     50 * time.Millisecond,
-		PhaseTimeout: 5 * time.Second,
-		PollEvery:    20 * time.Millisecond,
-		Logf:         t.Logf,
+		Script:         s.script,
+		SessionDir:     s.session,
+		Port:           s.port,
+		Spawn:          append([]string{testBinary(t), "--port", strconv.Itoa(s.port), "--session", s.session}, args...),
+		Env:            fakeEnviron(),
+		KillWait:       50 * time.Millisecond,
+		StartTimeout:   5 * time.Second,
+		ConnectTimeout: 5 * time.Second,
+		PollEvery:      20 * time.Millisecond,
+		Logf:           t.Logf,
 	}
 }
 
