@@ -330,8 +330,8 @@ type part struct {
 // gracefully (and tells stopping), a second INT forces, HUP restarts the
 // bridge, USR1 and USR2 are passed on. The parts end by themselves once
 // the monitor has finished and they have taken its last event; a part
-// that fails stops the bridge and the rest. supervise returns when all
-// have ended.
+// that fails stops the bridge and the rest (and tells stopping).
+// supervise returns when all have ended.
 func supervise(m *procmon.Monitor, parts []part, sigs <-chan os.Signal, logger *slog.Logger, stopping func()) error {
 	g, ctx := errgroup.WithContext(context.Background())
 	monCtx, stop := context.WithCancel(ctx)
@@ -358,6 +358,16 @@ func supervise(m *procmon.Monitor, parts []part, sigs <-chan os.Signal, logger *
 			return nil
 		})
 	}
+	g.Go(func() error {
+		// A part that failed stops the bridge through ctx: systemd hears
+		// of that stop too.
+		select {
+		case <-ctx.Done():
+			stopping()
+		case <-m.Done():
+		}
+		return nil
+	})
 	g.Go(func() error {
 		// The monitor first: telling systemd can take a write's timeout
 		// when nobody reads its socket, and the bridge's stop must not

@@ -158,8 +158,9 @@ func TestSuperviseStopsTheBridgeBeforeTellingSystemd(t *testing.T) {
 	}
 }
 
-// A part that fails stops the bridge and the other parts, and supervise
-// returns its error, named, once everything has ended.
+// A part that fails stops the bridge and the other parts, tells systemd
+// that the sidecar is stopping, and supervise returns its error, named,
+// once everything has ended.
 func TestSuperviseAFailingPartStopsTheBridge(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	_, fake := binaries(t)
@@ -171,11 +172,14 @@ func TestSuperviseAFailingPartStopsTheBridge(t *testing.T) {
 	follower := &followToEnd{f: m.Follow(64)}
 	parts := []part{{"failing part", failing}, {"follower", follower}}
 	sigs := make(chan os.Signal, 1)
-	err = supervise(m, parts, sigs, slog.New(slog.NewTextHandler(io.Discard, nil)), func() {
-		t.Error("systemd told of a stop that no signal asked for")
-	})
+	var told atomic.Int32
+	err = supervise(m, parts, sigs, slog.New(slog.NewTextHandler(io.Discard, nil)), func() { told.Add(1) })
 	if err == nil || !strings.Contains(err.Error(), "failing part: boom") {
 		t.Fatalf("supervise returned %v, want the failing part's error", err)
+	}
+	// The sidecar is shutting down: systemd hears of it.
+	if n := told.Load(); n != 1 {
+		t.Fatalf("stopping called %d times after a part failed, want once", n)
 	}
 	select {
 	case <-m.Done():
