@@ -20,6 +20,7 @@ import (
 
 	"github.com/wa-sidecar/wa-sidecar/bridge"
 	"github.com/wa-sidecar/wa-sidecar/bridge/gateway"
+	"github.com/wa-sidecar/wa-sidecar/bridge/session"
 	"github.com/wa-sidecar/wa-sidecar/internal/logsink"
 	"github.com/wa-sidecar/wa-sidecar/internal/notify"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
@@ -172,20 +173,15 @@ func runSidecar(s runSettings, style logsink.Style, sinks *logsink.Sinks, sigs <
 	cfg.Logger = logger
 	cfg.Env = in.BridgeEnv(os.Environ())
 	makeCacheDirs(in, logger)
-	if target.Script != "" && !s.demo {
-		logger.Info("running the bridge as the gateway would", "script", target.Script, "port", target.Port,
-			"session", target.SessionDir, "mode", in.Mode, "read_receipts", in.SendReadReceipts)
-		if dir := filepath.Dir(target.Script); !isDir(filepath.Join(dir, "node_modules")) {
-			logger.Error("the bridge's dependencies are not installed, so it cannot start: run 'wa-sidecar prepare-bridge "+dir+"' (or 'hermes whatsapp'), then 'wa-sidecar start'",
-				"dir", dir)
-		}
+	if !s.demo {
+		announceBridge(target, in, logger)
 	}
 	outputHooks := bridgeOutput(logger, s.bridgeOutput, style, sinks, os.Stdout, os.Stderr)
 	if s.bridgeOutput == bridgeOutputRaw {
 		defer sinks.Close(os.Stdout, logCloseWait)
 	}
 
-	reaper, reapAll, err := newReaper(s.subreaper, logger)
+	reaper, err := newReaper(s.subreaper, logger)
 	if err != nil {
 		return err
 	}
@@ -207,18 +203,7 @@ func runSidecar(s runSettings, style logsink.Style, sinks *logsink.Sinks, sigs <
 		return usageError("%v", flagError(err))
 	}
 
-	// The one list of hooks, in the order the monitor asks them: the
-	// Hermes layer sees each line and each exit first, then the session
-	// guard has its say before each spawn, then bridge.log and the
-	// sidecar's own log take the output.
-	cfg.Hooks = append(cfg.Hooks, hermes.Hook())
-	if guard != nil {
-		cfg.Hooks = append(cfg.Hooks, guard)
-	}
-	if bridgeLog != nil {
-		cfg.Hooks = append(cfg.Hooks, bridgeLog)
-	}
-	cfg.Hooks = append(cfg.Hooks, outputHooks...)
+	cfg.Hooks = hookList(hermes, guard, bridgeLog, outputHooks)
 	cfg.ExternalReadiness = hermes.ExternalReadiness()
 	m, err := procmon.New(cfg)
 	if err != nil {
@@ -249,31 +234,61 @@ func runSidecar(s runSettings, style logsink.Style, sinks *logsink.Sinks, sigs <
 		logger.Debug("reporting to systemd", "socket", os.Getenv("NOTIFY_SOCKET"), "watchdog", systemd.Watchdog().String())
 		systemd.Ready()
 	}
+	return supervise(m, parts, sigs, logger, systemd.Stopping)
+}
+
+// newReaper makes the one owner of wait for the sidecar's children; as
+// PID 1, or with --subreaper, it reaps every orphan that comes to it.
+func newReaper(subreaper bool, logger *slog.Logger) (*signals.Reaper, error) {
+	reapAll := os.Getpid() == 1
+	if subreaper {
+		if err := signals.BecomeSubreaper(); err != nil {
+			return nil, cli.Exit(fmt.Sprintf("wa-sidecar: --subreaper: %v", err), exitError)
+		}
+		reapAll = true
+	}
 	if reapAll {
 		logger.Info("reaping orphaned processes", "pid1", os.Getpid() == 1)
 		if !signals.ProcIsOurs() {
 			logger.Warn("/proc shows another PID namespace, so processes the bridge leaves behind are reaped but not stopped or reported; mount a /proc of this namespace (unshare --mount-proc, or a container's own /proc)")
 		}
 	}
-	return supervise(m, parts, sigs, logger, systemd.Stopping)
-}
-
-// newReaper makes the one owner of wait for the sidecar's children; as
-// PID 1, or with --subreaper, it reaps every orphan that comes to it.
-func newReaper(subreaper bool, logger *slog.Logger) (_ *signals.Reaper, reapAll bool, _ error) {
-	reapAll = os.Getpid() == 1
-	if subreaper {
-		if err := signals.BecomeSubreaper(); err != nil {
-			return nil, false, cli.Exit(fmt.Sprintf("wa-sidecar: --subreaper: %v", err), exitError)
-		}
-		reapAll = true
-	}
 	return signals.NewReaper(signals.ReaperOptions{
 		ReapAll: reapAll,
 		Orphan: func(pid int, ws syscall.WaitStatus) {
 			logger.Debug("reaped an orphaned process", "pid", pid, "status", describeStatus(ws))
 		},
-	}), reapAll, nil
+	}), nil
+}
+
+// announceBridge says what the sidecar runs when it runs what the gateway
+// would, and warns at once when that bridge cannot start for want of its
+// dependencies.
+func announceBridge(target bridge.Target, in gateway.Install, logger *slog.Logger) {
+	if target.Script == "" {
+		return
+	}
+	logger.Info("running the bridge as the gateway would", "script", target.Script, "port", target.Port,
+		"session", target.SessionDir, "mode", in.Mode, "read_receipts", in.SendReadReceipts)
+	if dir := filepath.Dir(target.Script); !isDir(filepath.Join(dir, "node_modules")) {
+		logger.Error("the bridge's dependencies are not installed, so it cannot start: run 'wa-sidecar prepare-bridge "+dir+"' (or 'hermes whatsapp'), then 'wa-sidecar start'",
+			"dir", dir)
+	}
+}
+
+// hookList is the one list of hooks, in the order the monitor asks them:
+// the Hermes layer sees each line and each exit first, then the session
+// guard (if any) has its say before each spawn, then bridge.log (if any)
+// and the sidecar's own log take the output.
+func hookList(hermes *bridge.Hermes, guard *session.Guard, bridgeLog *session.BridgeLog, output []procmon.Hook) []procmon.Hook {
+	hooks := []procmon.Hook{hermes.Hook()}
+	if guard != nil {
+		hooks = append(hooks, guard)
+	}
+	if bridgeLog != nil {
+		hooks = append(hooks, bridgeLog)
+	}
+	return append(hooks, output...)
 }
 
 // expectation is what the gateway checks before it adopts the bridge:
