@@ -1,8 +1,10 @@
 package procmon
 
 import (
+	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -425,5 +427,52 @@ func TestRunWithADoneContextSpawnsNothing(t *testing.T) {
 	}
 	if st := m.Status(); st.State != StateStopped || st.Pid != 0 || st.LastExit != nil {
 		t.Fatalf("final status %+v, want stopped with no child", st)
+	}
+}
+
+// PostFunc's events go out together, in the monitor's goroutine: nothing
+// another goroutine posts meanwhile comes between them.
+func TestPostFuncEventsGoOutTogether(t *testing.T) {
+	h := start(t, Config{Command: []string{fakeBridge, "-hang"}})
+	h.next(EventStarted)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 200; i++ {
+			if err := h.m.Post(ctx, Event{Kind: "single"}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 100; i++ {
+			err := h.m.PostFunc(ctx, func() []Event {
+				return []Event{{Kind: "first"}, {Kind: "second", Status: Status{Details: map[string]any{"n": i}}}}
+			})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	pairs := 0
+	for seen := 0; seen < 400; seen++ {
+		ev := h.next("single", "first", "second")
+		if ev.Kind != "first" {
+			continue
+		}
+		if next := h.next("single", "first", "second"); next.Kind != "second" || next.Status.Details["n"] != pairs {
+			t.Fatalf("pair %d: first was followed by %s (details %v)", pairs, next.Kind, next.Status.Details)
+		}
+		seen++
+		pairs++
+	}
+	if pairs != 100 {
+		t.Fatalf("%d pairs, want 100", pairs)
 	}
 }

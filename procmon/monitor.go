@@ -254,6 +254,7 @@ type command struct {
 	pid    int
 	ready  bool
 	ev     Event
+	post   func() []Event
 	reason string
 	reply  chan error
 }
@@ -317,6 +318,15 @@ func (m *Monitor) SetReady(ctx context.Context, pid int, ready bool) error {
 // that own different keys never overwrite each other.
 func (m *Monitor) Post(ctx context.Context, ev Event) error {
 	return m.send(ctx, command{kind: cmdPost, ev: ev})
+}
+
+// PostFunc runs f in the monitor's goroutine and posts the events it
+// returns, in order, as Post would. A layer whose hooks emit events too
+// computes the events it posts from outside there, in step with its
+// hooks: what it finds then never overtakes what a hook found later. f
+// must return promptly: the monitor takes no command meanwhile.
+func (m *Monitor) PostFunc(ctx context.Context, f func() []Event) error {
+	return m.send(ctx, command{kind: cmdPost, post: f})
 }
 
 // Ping returns once the monitor's goroutine has taken a command, proving it
@@ -498,7 +508,13 @@ func (l *loop) handle(c command) error {
 		ready := c.ready
 		l.emit(Event{Kind: EventReady, Pid: c.pid, Ready: &ready})
 	case cmdPost:
-		l.post(c.ev)
+		if c.post == nil {
+			l.post(c.ev)
+			break
+		}
+		for _, ev := range c.post() {
+			l.post(ev)
+		}
 	}
 	return nil
 }

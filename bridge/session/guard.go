@@ -322,25 +322,39 @@ func (g *Guard) details(creds Creds) (procmon.Event, bool) {
 }
 
 // checkpoint keeps a copy of creds.json once the bridge is connected, so a
-// fresh pairing is protected before the next spawn, and returns the
-// session event that says so. The bridge may be writing the file right
-// now; a torn read is simply not copied.
-func (g *Guard) checkpoint() (procmon.Event, bool) {
+// fresh pairing is protected before the next spawn, and reports whether it
+// saved one. The bridge may be writing the file right now; a torn read is
+// simply not copied.
+func (g *Guard) checkpoint() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	creds, data, err := readCreds(credsFile(g.cfg.SessionDir))
 	if err != nil || creds.State != CredsOK || !creds.Paired {
-		return procmon.Event{}, false
+		return false
 	}
 	saved, err := saveBackup(g.backupPath(), creds, data)
 	if err != nil {
 		g.log.Warn("could not keep a copy of creds.json", "error", err)
-		return procmon.Event{}, false
+		return false
 	}
-	if !saved {
-		return procmon.Event{}, false
+	return saved
+}
+
+// sessionNow is the session event for creds.json as it is now, if it says
+// anything new. It runs in the monitor's goroutine (PostFunc), as the
+// hooks do, so that a checkpoint's details never overwrite newer ones
+// that a spawn found in between.
+func (g *Guard) sessionNow() []procmon.Event {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	creds, _, err := readCreds(credsFile(g.cfg.SessionDir))
+	if err != nil {
+		creds = Creds{State: CredsUnreadable, Problem: err.Error()}
 	}
-	return g.details(creds)
+	if ev, ok := g.details(creds); ok {
+		return []procmon.Event{ev}
+	}
+	return nil
 }
 
 // spawnRecord is the identity of the last bridge spawned on this session.
@@ -669,7 +683,7 @@ func (x *Watcher) Run(ctx context.Context) error {
 		if u.Kind != procmon.EventReady || u.Ready == nil || !*u.Ready {
 			continue
 		}
-		if ev, ok := x.g.checkpoint(); ok && x.m.Post(ctx, ev) != nil {
+		if x.g.checkpoint() && x.m.PostFunc(ctx, x.g.sessionNow) != nil {
 			return nil
 		}
 	}
