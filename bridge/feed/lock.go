@@ -31,7 +31,7 @@ func (e *StateDirHeldError) Error() string {
 		}
 		who += ")"
 	}
-	return fmt.Sprintf("state directory %s is in use by %s; to run a second sidecar, pass it a different --state-dir (and --listen)", e.Dir, who)
+	return fmt.Sprintf("state directory %s is in use by %s", e.Dir, who)
 }
 
 // StateLock is an exclusive flock(2) on the state directory's lock file,

@@ -26,8 +26,11 @@ func flagError(err error) error {
 		blog    *session.BridgeLogError
 		held    *session.HeldError
 		dir     *session.DirError
+		state   *feed.StateDirHeldError
 	)
 	switch {
+	case errors.As(err, &state):
+		return fmt.Errorf("%w; to run a second sidecar, pass it a different --state-dir (and --listen)", state)
 	case errors.As(err, &held):
 		return fmt.Errorf("%w. Stop the other sidecar first, or give this one its own --session-dir", held)
 	case errors.As(err, &dir):

@@ -154,7 +154,7 @@ func startFeed(s runSettings, m *procmon.Monitor, logger *slog.Logger) (_ *feed.
 	held, err := feed.HoldStateDir(dir)
 	var busy *feed.StateDirHeldError
 	if errors.As(err, &busy) {
-		return nil, nil, cli.Exit("wa-sidecar: "+err.Error(), exitTempFail)
+		return nil, nil, cli.Exit("wa-sidecar: "+flagError(err).Error(), exitTempFail)
 	}
 	if err != nil {
 		return nil, nil, cli.Exit("wa-sidecar: "+err.Error()+"; pass --state-dir to choose another", fileExitCode(err))
