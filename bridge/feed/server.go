@@ -235,7 +235,22 @@ func (o Options) Check() error {
 	return nil
 }
 
-// checkOriginPattern refuses --allow-origin patterns that would let in
+// OriginError is a pattern of Options.AllowOrigins that Check refuses,
+// and why.
+type OriginError struct {
+	Pattern string
+	Err     error
+}
+
+func (e *OriginError) Error() string { return fmt.Sprintf("allowed origin %q %v", e.Pattern, e.Err) }
+
+func (e *OriginError) Unwrap() error { return e.Err }
+
+// errWideOrigin is why a pattern with too few literal labels is refused.
+var errWideOrigin = errors.New("would let in pages from too many sites, and any of them could control the bridge; " +
+	"name the origins, e.g. app.example.com or *.example.com")
+
+// checkOriginPattern refuses allowed-origin patterns that would let in
 // any web page, or every page under a public suffix: '*', 'https://*',
 // '*.com'. A pattern with wildcards must spell out at least two labels of
 // the host, as in '*.example.com'.
@@ -254,15 +269,26 @@ func checkOriginPattern(p string) error {
 		}
 	}
 	if literal < 2 {
-		return fmt.Errorf("--allow-origin %q would let in pages from too many sites, and any of them could control the bridge; name the origins, e.g. app.example.com or *.example.com", p)
+		return &OriginError{Pattern: p, Err: errWideOrigin}
 	}
 	return nil
 }
 
+// GatewayURLError is an Options.GatewayURL that Check refuses, and why.
+// URL is redacted as in logs: it holds no credentials.
+type GatewayURLError struct {
+	URL string
+	Err error
+}
+
+func (e *GatewayURLError) Error() string { return fmt.Sprintf("gateway URL %q: %v", e.URL, e.Err) }
+
+func (e *GatewayURLError) Unwrap() error { return e.Err }
+
 func checkGatewayURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		return fmt.Errorf("--gateway-url %q: want a ws:// or wss:// URL, e.g. ws://127.0.0.1:8650/whatsapp/sidecar", redactURL(raw))
+		return &GatewayURLError{URL: redactURL(raw), Err: errors.New("want a ws:// or wss:// URL, e.g. ws://127.0.0.1:8650/whatsapp/sidecar")}
 	}
 	return nil
 }

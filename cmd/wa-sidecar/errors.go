@@ -27,6 +27,8 @@ func flagError(err error) error {
 		held    *session.HeldError
 		dir     *session.DirError
 		state   *feed.StateDirHeldError
+		origin  *feed.OriginError
+		gwURL   *feed.GatewayURLError
 	)
 	switch {
 	case errors.As(err, &state):
@@ -46,6 +48,10 @@ func flagError(err error) error {
 	case errors.As(err, &inUse):
 		return fmt.Errorf("--listen %s is already in use%s (is another wa-sidecar running? 'wa-sidecar status --addr %s' tells); pass --listen to choose another address",
 			inUse.Addr, inUse.By(), inUse.Addr)
+	case errors.As(err, &origin):
+		return fmt.Errorf("--allow-origin %q %w", origin.Pattern, origin.Err)
+	case errors.As(err, &gwURL):
+		return fmt.Errorf("--gateway-url %q: %w", gwURL.URL, gwURL.Err)
 	case errors.As(err, &listen):
 		return fmt.Errorf("--listen %w", listen)
 	case errors.As(err, &port):
