@@ -28,9 +28,26 @@ const (
 	DiscoveryFileName = "sidecar.json"
 )
 
+// StateDirError is a state directory that cannot be found or made. Dir
+// is empty when DefaultStateDir finds none (there is no home directory).
+type StateDirError struct {
+	Dir string
+	Err error
+}
+
+func (e *StateDirError) Error() string {
+	if e.Dir == "" {
+		return "no state directory: " + e.Err.Error()
+	}
+	return "state directory: " + e.Err.Error()
+}
+
+func (e *StateDirError) Unwrap() error { return e.Err }
+
 // DefaultStateDir is where the server keeps its token and discovery file
 // unless told otherwise: /var/lib/wa-sidecar for root, otherwise
-// $XDG_STATE_HOME/wa-sidecar, or ~/.local/state/wa-sidecar.
+// $XDG_STATE_HOME/wa-sidecar, or ~/.local/state/wa-sidecar. Without a
+// home directory there is none, and the error is a *StateDirError.
 func DefaultStateDir() (string, error) {
 	if os.Geteuid() == 0 {
 		return "/var/lib/wa-sidecar", nil
@@ -40,7 +57,7 @@ func DefaultStateDir() (string, error) {
 	}
 	home, err := os.UserHomeDir()
 	if err != nil {
-		return "", fmt.Errorf("no state directory: %w; pass --state-dir", err)
+		return "", &StateDirError{Err: err}
 	}
 	return filepath.Join(home, ".local", "state", "wa-sidecar"), nil
 }
@@ -103,11 +120,11 @@ func OpenStateDir(dir string) (*privdir.Dir, error) {
 }
 
 // PrepareStateDir creates dir (mode 0700) if it is missing, and checks it
-// as OpenStateDir does.
+// as OpenStateDir does. Its error is a *StateDirError.
 func PrepareStateDir(dir string) error {
 	d, err := privdir.Open(dir, true)
 	if err != nil {
-		return fmt.Errorf("state directory: %w; pass --state-dir to choose another", err)
+		return &StateDirError{Dir: dir, Err: err}
 	}
 	return d.Close()
 }

@@ -145,7 +145,7 @@ func addrFlag() cli.Flag {
 func newSession(c *cli.Context, use tokenUse) (*clientConn, error) {
 	dir, err := stateDir(c)
 	if err != nil {
-		return nil, usageError("%v", err)
+		return nil, usageError("%v", flagError(err))
 	}
 	// ReadDiscovery checks the file: private, naming an address of this
 	// machine and a process that still runs as its writer. A stale one

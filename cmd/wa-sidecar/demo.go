@@ -74,7 +74,7 @@ func demoState(s *runSettings, t bridge.Target, logger *slog.Logger) error {
 		return nil
 	}
 	if err := feed.PrepareStateDir(own); err != nil {
-		return cli.Exit("wa-sidecar: --demo: "+err.Error(), exitError)
+		return cli.Exit("wa-sidecar: --demo: "+flagError(err).Error(), exitError)
 	}
 	s.feed.tokenDir = own
 	logger.Info("in another shell, the client commands reach this demo", "try", "wa-sidecar status; wa-sidecar watch; wa-sidecar restart", "state_dir", shared)

@@ -27,12 +27,17 @@ func flagError(err error) error {
 		held    *session.HeldError
 		dir     *session.DirError
 		state   *feed.StateDirHeldError
+		noState *feed.StateDirError
 		origin  *feed.OriginError
 		gwURL   *feed.GatewayURLError
 	)
 	switch {
 	case errors.As(err, &state):
 		return fmt.Errorf("%w; to run a second sidecar, pass it a different --state-dir (and --listen)", state)
+	case errors.As(err, &noState) && noState.Dir == "":
+		return fmt.Errorf("%w; pass --state-dir", noState)
+	case errors.As(err, &noState):
+		return fmt.Errorf("%w; pass --state-dir to choose another", noState)
 	case errors.As(err, &held):
 		return fmt.Errorf("%w. Stop the other sidecar first, or give this one its own --session-dir", held)
 	case errors.As(err, &dir):

@@ -194,7 +194,7 @@ func pairOwn(ctx context.Context, c *cli.Context) error {
 	}
 	dir, err := stateDir(c)
 	if err != nil {
-		return usageError("%v", err)
+		return usageError("%v", flagError(err))
 	}
 	listen := c.String("addr")
 	if c.Bool("demo") {

@@ -146,7 +146,7 @@ func startFeed(s runSettings, m *procmon.Monitor, logger *slog.Logger) (_ *feed.
 	dir := s.stateDir
 	if dir == "" {
 		if dir, err = feed.DefaultStateDir(); err != nil {
-			return nil, nil, usageError("%v", err)
+			return nil, nil, usageError("%v", flagError(err))
 		}
 	}
 	fs := s.feed
