@@ -337,7 +337,7 @@ func readForeignToken(path string, owner uint32) ([]byte, error) {
 	return privdir.ReadRegularFileChecked(path, maxTokenBytes+64, func(st *unix.Stat_t) error {
 		switch {
 		case st.Uid != 0 && st.Uid != owner:
-			return &privdir.UnsafeError{Path: path, Problem: fmt.Sprintf("is owned by uid %d, neither root nor the sidecar's user", st.Uid), Fix: "pass --token-file"}
+			return &privdir.UnsafeError{Path: path, Problem: fmt.Sprintf("is owned by uid %d, neither root nor the sidecar's user", st.Uid), Fix: "chown it to root or to the sidecar's user"}
 		case st.Mode&0o022 != 0:
 			return &privdir.UnsafeError{Path: path, Problem: fmt.Sprintf("is writable by other users (mode %04o)", st.Mode&0o7777), Fix: "chmod go-w " + path}
 		}
