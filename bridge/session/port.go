@@ -17,7 +17,9 @@ import (
 )
 
 // PortBusyError says the bridge's port is taken by something the sidecar
-// must leave alone.
+// must leave alone. Its text is the message of the port_busy event, which
+// clients read with no flag names added, so it says what to do in words
+// that hold however the port was chosen.
 type PortBusyError struct {
 	Port    int
 	Holders []signals.PortHolder // empty when /proc showed no one
@@ -33,7 +35,7 @@ func (e *PortBusyError) Error() string {
 		who = strings.Join(names, ", ")
 	}
 	return fmt.Sprintf("port %d on 127.0.0.1 is in use by %s, which wa-sidecar did not start and will not signal; "+
-		"stop that program or choose another port with --port (retrying with backoff)", e.Port, who)
+		"stop that program, or give the bridge another port (retrying with backoff)", e.Port, who)
 }
 
 // ReasonPortBusy is the status reason while the bridge's port is held by

@@ -51,7 +51,7 @@ func TestForeignProcessOnPortSurvivesUntouched(t *testing.T) {
 	if busy.Data["holder_pid"] != pid || busy.Data["holder_name"] != signals.ProcessName(pid) || busy.Data["pid"] != nil || busy.Data["port"] != port {
 		t.Fatalf("port_busy data %+v, want pid %d", busy.Data, pid)
 	}
-	if !strings.Contains(busy.Message, "--port") || busy.Status.Message != busy.Message {
+	if !strings.Contains(busy.Message, "stop that program, or give the bridge another port") || busy.Status.Message != busy.Message {
 		t.Fatalf("port_busy message %q (status %q)", busy.Message, busy.Status.Message)
 	}
 	// Retried with backoff, and refused again each time.
