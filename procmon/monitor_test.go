@@ -829,31 +829,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log destination that the monitor's goroutines may
-// write to while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // The monitor's log calls the child what the layer above names it, and
 // nothing else: procmon knows nothing of bridges.
 func TestLogNamesTheChildAsConfigured(t *testing.T) {
 	for _, name := range []string{"", "widget"} {
 		t.Run(cmp.Or(name, "default"), func(t *testing.T) {
-			var log lockedBuffer
+			var log proctest.LockedBuffer
 			h := start(t, Config{Name: name, Command: []string{fakeBridge, "-exit", "1"}, Logger: slog.New(slog.NewTextHandler(&log, nil))})
 			h.next(EventExited)
 			// Logged before the backoff event is emitted.

@@ -231,25 +231,6 @@ func (p *peer) kinds() []procmon.Kind {
 	return out
 }
 
-// lockedBuffer collects a log's text for a test to read while it is
-// still being written.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // logTap is a slog handler that hands records to a test.
 type logTap struct{ msgs chan string }
 

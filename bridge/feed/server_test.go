@@ -19,6 +19,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 	"github.com/wa-sidecar/wa-sidecar/signals"
 )
@@ -802,7 +803,7 @@ func TestPushModeReconnects(t *testing.T) {
 	tap := newLogTap()
 	// The secrets a gateway URL may carry must never reach the log.
 	const pwSecret, querySecret = "pw-in-userinfo", "q-in-query"
-	var logged lockedBuffer
+	var logged proctest.LockedBuffer
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
