@@ -452,7 +452,7 @@ func (s *Server) checkHost(h http.Handler) http.Handler {
 		ip := net.ParseIP(host)
 		if !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) &&
 			(configured == "" || !strings.EqualFold(host, configured)) {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "this server answers only to localhost, 127.0.0.1, ::1 or the host in its --listen as Host"})
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "this server answers only to localhost, 127.0.0.1, ::1 or the host of the address it listens on as Host"})
 			return
 		}
 		h.ServeHTTP(w, r)

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -26,6 +27,9 @@ type Options struct {
 	// HermesHome is the Hermes home. Empty: $HERMES_HOME, else
 	// $HOME/.hermes.
 	HermesHome string
+	// HomeFrom says where HermesHome came from, for Install.HomeFrom (the
+	// sidecar passes "--hermes-home"); empty is "the given home".
+	HomeFrom string
 	// Getenv is the sidecar's own environment; nil is os.Getenv. A
 	// variable set to the empty string counts as unset, as it does for the
 	// gateway.
@@ -114,7 +118,7 @@ func hasURLUser(s string) bool {
 // value has a ...From field that says where it comes from.
 type Install struct {
 	Home     string
-	HomeFrom string // "--hermes-home", "$HERMES_HOME" or "the default ~/.hermes"
+	HomeFrom string // Options.HomeFrom, "$HERMES_HOME" or "the default ~/.hermes"
 
 	// Looked lists every place looked at for bridge.js, in order.
 	Looked []Looked
@@ -224,7 +228,7 @@ func (l *loader) findHome(o Options) bool {
 	in := &l.in
 	switch h := strings.TrimSpace(l.getenv("HERMES_HOME")); {
 	case o.HermesHome != "":
-		in.Home, in.HomeFrom = o.HermesHome, "--hermes-home"
+		in.Home, in.HomeFrom = o.HermesHome, cmp.Or(o.HomeFrom, "the given home")
 	case h != "":
 		in.Home, in.HomeFrom = h, "$HERMES_HOME"
 	case l.getenv("HOME") != "":

@@ -249,7 +249,7 @@ func TestHome(t *testing.T) {
 		from     string
 		problems int
 	}{
-		{"flag first", "/from/flag", []string{"HERMES_HOME", "/from/env", "HOME", "/u"}, "/from/flag", "--hermes-home", 0},
+		{"given first", "/from/flag", []string{"HERMES_HOME", "/from/env", "HOME", "/u"}, "/from/flag", "the given home", 0},
 		{"HERMES_HOME, trimmed", "", []string{"HERMES_HOME", "  /from/env \n", "HOME", "/u"}, "/from/env", "$HERMES_HOME", 0},
 		{"blank HERMES_HOME", "", []string{"HERMES_HOME", "  ", "HOME", "/u"}, "/u/.hermes", "the default ~/.hermes", 0},
 		{"HOME", "", []string{"HOME", "/u"}, "/u/.hermes", "the default ~/.hermes", 0},

@@ -75,7 +75,7 @@ func doctorAction(c *cli.Context) error {
 	if m := c.String("mode"); m != "" && m != "self-chat" && m != "bot" {
 		return usageError("--mode must be self-chat or bot (got %q)", m)
 	}
-	in := gateway.Load(gateway.Options{HermesHome: c.String("hermes-home")})
+	in := gateway.Load(gateway.Options{HermesHome: c.String("hermes-home"), HomeFrom: "--hermes-home"})
 	r := doctorReport{
 		Home: in.Home, HomeFrom: in.HomeFrom, Looked: in.Looked, Script: in.Script, ScriptFrom: in.ScriptFrom,
 		Port: in.Port, PortFrom: in.PortFrom, Session: in.SessionDir, SessionFrom: in.SessionFrom,

@@ -103,7 +103,7 @@ func bridgeLogPath(c *cli.Context) (path, from string, err error) {
 	if d := runningSession(c); d != "" {
 		return session.BridgeLogPath(d), "the running sidecar's session", nil
 	}
-	in := gateway.Load(gateway.Options{HermesHome: c.String("hermes-home")})
+	in := gateway.Load(gateway.Options{HermesHome: c.String("hermes-home"), HomeFrom: "--hermes-home"})
 	if in.SessionDir == "" {
 		return "", "", cli.Exit("wa-sidecar: logs: no session directory found (no sidecar answers, and no Hermes home was found); pass --session-dir or --bridge-log", exitConfig)
 	}

@@ -319,7 +319,7 @@ func loadInstall(s runSettings, logger *slog.Logger) gateway.Install {
 	if s.demo {
 		return gateway.Install{}
 	}
-	in := gateway.Load(gateway.Options{HermesHome: s.hermesHome})
+	in := gateway.Load(gateway.Options{HermesHome: s.hermesHome, HomeFrom: "--hermes-home"})
 	for _, p := range in.Problems {
 		logger.Warn("Hermes configuration: "+p.Error()+"; the gateway's default is used instead", "file", p.File, "line", p.Line)
 	}

@@ -15,7 +15,7 @@ var help = map[string]string{
 	nameReady:     "1 while the bridge runs and is ready: connected to WhatsApp and, when the gateway's checks are known, adoptable by the gateway.",
 	nameUptime:    "Seconds the current bridge process has run; 0 while none runs.",
 	nameLastExit:  "The last exit of the bridge as the gateway logs it: the exit code, or minus the signal number (-15 for SIGTERM); absent until one.",
-	nameFailures:  "Failures of the bridge in a row, since it last stayed up for --backoff-reset; a normal shutdown is not a failure.",
+	nameFailures:  "Failures of the bridge in a row, since it last stayed up for the backoff reset time; a normal shutdown is not a failure.",
 	nameCrashloop: "1 while the bridge is crash-looping: restarts go on at the longest backoff delay.",
 	nameClients:   "Clients connected to the event websocket (/v1/events).",
 	nameBuildInfo: "Always 1; the version label is the sidecar's version.",
