@@ -423,22 +423,29 @@ func TestIdleConnectionsMakeRoomForProbes(t *testing.T) {
 	const max = 4
 	r := newRig(t, Options{MaxConns: max, IdleTimeout: time.Hour}, "-hang")
 	for range max {
-		c, err := net.Dial("tcp", r.srv.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(30 * time.Second))
-		io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
+		idleKeepAlive(t, r.srv.Addr())
 	}
 	if code, body := rawGet(t, r.srv.Addr(), "GET /healthz HTTP/1.0\r\n\r\n"); code != 200 {
 		t.Fatalf("a probe with every connection idle: %d %s", code, body)
 	}
+}
+
+// idleKeepAlive opens a connection to addr that has had one answer and
+// stays open, idle; the test's end closes it.
+func idleKeepAlive(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 }
 
 // Websockets hold connections too: with every websocket place taken and
@@ -455,18 +462,7 @@ func TestIdleConnectionsMakeRoomForProbesBesideWebsockets(t *testing.T) {
 		r.dial(t, testToken)
 	}
 	for range max - clients {
-		c, err := net.Dial("tcp", r.srv.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(30 * time.Second))
-		io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
+		idleKeepAlive(t, r.srv.Addr())
 	}
 	if code, body := rawGet(t, r.srv.Addr(), "GET /healthz HTTP/1.0\r\n\r\n"); code != 200 {
 		t.Fatalf("a probe with every websocket place taken and the other connections idle: %d %s", code, body)
