@@ -113,16 +113,8 @@ func tiniCycle(c *config, dir string, r *result) error {
 	argv := append([]string{"tini", "--"}, c.argv(cycleSpec, stamps)...)
 	var notes []note
 	for range c.samples {
-		pid, err := syscall.ForkExec(path, argv, attr)
-		if err != nil {
+		if _, err := forkWait(path, argv, attr); err != nil {
 			return err
-		}
-		var ws syscall.WaitStatus
-		for {
-			_, err = syscall.Wait4(pid, &ws, 0, nil)
-			if err != syscall.EINTR {
-				break
-			}
 		}
 		// Matched to the latest exit stamp: tini's only child's.
 		notes = append(notes, note{mono(), 0})
@@ -130,6 +122,22 @@ func tiniCycle(c *config, dir string, r *result) error {
 	st := readStamps(stamps)
 	r.notify, r.missed = notifyTimes(st, notes, mono())
 	return nil
+}
+
+// forkWait runs path with argv and waits for it, as a C parent would: no
+// goroutine, no pipe, the least a supervisor can do. It returns the
+// child's pid.
+func forkWait(path string, argv []string, attr *syscall.ProcAttr) (pid int, err error) {
+	pid, err = syscall.ForkExec(path, argv, attr)
+	if err != nil {
+		return 0, err
+	}
+	var ws syscall.WaitStatus
+	for {
+		if _, err := syscall.Wait4(pid, &ws, 0, nil); err != syscall.EINTR {
+			return pid, nil
+		}
+	}
 }
 
 func startTini(c *config, dir, scenario string, argv []string) (*session, error) {
@@ -180,16 +188,9 @@ func fanoutFloorServer(args []string) error {
 	attr := &syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd()}}
 	msg := make([]byte, fanoutMsg)
 	for range rounds {
-		pid, err := syscall.ForkExec(argv[0], argv, attr)
+		pid, err := forkWait(argv[0], argv, attr)
 		if err != nil {
 			return err
-		}
-		var ws syscall.WaitStatus
-		for {
-			_, err = syscall.Wait4(pid, &ws, 0, nil)
-			if err != syscall.EINTR {
-				break
-			}
 		}
 		for i := range msg {
 			msg[i] = ' '

@@ -216,16 +216,9 @@ func floorCycle(c *config, argv []string, r *result) error {
 	attr := &syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd()}}
 	var notes []note
 	for i := 0; i <= c.samples; i++ {
-		pid, err := syscall.ForkExec(argv[0], argv, attr)
+		pid, err := forkWait(argv[0], argv, attr)
 		if err != nil {
 			return err
-		}
-		var ws syscall.WaitStatus
-		for {
-			_, err = syscall.Wait4(pid, &ws, 0, nil)
-			if err != syscall.EINTR {
-				break
-			}
 		}
 		notes = append(notes, note{mono(), pid})
 	}
