@@ -23,15 +23,7 @@ type StateDirHeldError struct {
 }
 
 func (e *StateDirHeldError) Error() string {
-	who := "another process (its pid could not be read from " + filepath.Join(e.Dir, LockFileName) + ")"
-	if e.Pid > 0 {
-		who = fmt.Sprintf("another wa-sidecar (pid %d, %s", e.Pid, e.Name)
-		if !e.Since.IsZero() {
-			who += ", since " + e.Since.Local().Format(time.DateTime)
-		}
-		who += ")"
-	}
-	return fmt.Sprintf("state directory %s is in use by %s", e.Dir, who)
+	return fmt.Sprintf("state directory %s is in use by %s", e.Dir, lockfile.Who(e.Pid, e.Name, e.Since, filepath.Join(e.Dir, LockFileName)))
 }
 
 // StateLock is an exclusive flock(2) on the state directory's lock file,

@@ -22,15 +22,8 @@ type HeldError struct {
 }
 
 func (e *HeldError) Error() string {
-	who := "another process (its pid could not be read from the lock file)"
-	if e.Holder.Pid > 0 {
-		who = fmt.Sprintf("another wa-sidecar (pid %d, %s", e.Holder.Pid, e.Name)
-		if !e.Since.IsZero() {
-			who += ", since " + e.Since.Local().Format(time.DateTime)
-		}
-		who += ")"
-	}
-	return fmt.Sprintf("session %s is in use by %s; two bridges on one WhatsApp session knock each other off", e.SessionDir, who)
+	return fmt.Sprintf("session %s is in use by %s; two bridges on one WhatsApp session knock each other off",
+		e.SessionDir, lockfile.Who(e.Holder.Pid, e.Name, e.Since, "the lock file"))
 }
 
 // DirError is a session directory, or the sidecar's directory in it, that

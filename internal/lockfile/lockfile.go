@@ -37,6 +37,20 @@ func (e *HeldError) Error() string {
 	return fmt.Sprintf("%s is locked by pid %d (%s)", e.Path, e.Holder.Pid, e.Name)
 }
 
+// Who names a lock's holder for a message: "another wa-sidecar (pid 812,
+// wa-sidecar, since 2026-12-01 10:00:00)", or, when the lock file did not
+// tell (pid 0), "another process (its pid could not be read from where)".
+func Who(pid int, name string, since time.Time, where string) string {
+	if pid <= 0 {
+		return "another process (its pid could not be read from " + where + ")"
+	}
+	who := fmt.Sprintf("another wa-sidecar (pid %d, %s", pid, name)
+	if !since.IsZero() {
+		who += ", since " + since.Local().Format(time.DateTime)
+	}
+	return who + ")"
+}
+
 // info is what the holder writes into the lock file.
 type info struct {
 	Pid       int       `json:"pid"`

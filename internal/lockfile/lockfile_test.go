@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wa-sidecar/wa-sidecar/internal/privdir"
 	"github.com/wa-sidecar/wa-sidecar/signals"
@@ -117,4 +118,21 @@ func FuzzParseInfo(f *testing.F) {
 			t.Fatalf("accepted %+v", in)
 		}
 	})
+}
+
+func TestWhoNamesTheHolder(t *testing.T) {
+	since := time.Date(2026, 12, 1, 10, 0, 0, 0, time.Local)
+	for _, tt := range []struct {
+		pid   int
+		since time.Time
+		want  string
+	}{
+		{812, since, "another wa-sidecar (pid 812, wa-sidecar, since 2026-12-01 10:00:00)"},
+		{812, time.Time{}, "another wa-sidecar (pid 812, wa-sidecar)"},
+		{0, since, "another process (its pid could not be read from the lock file)"},
+	} {
+		if got := Who(tt.pid, "wa-sidecar", tt.since, "the lock file"); got != tt.want {
+			t.Errorf("Who(%d, …, %v) = %q, want %q", tt.pid, tt.since, got, tt.want)
+		}
+	}
 }
