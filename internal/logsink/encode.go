@@ -10,23 +10,20 @@ import (
 // as slog's JSON handler does: quote, backslash and control characters
 // escaped, invalid UTF-8 replaced by U+FFFD, and
 // U+2028 and U+2029 escaped for JavaScript. Runs of plain ASCII, which is
-// nearly all a bridge prints, are found eight bytes at a time and copied
-// whole.
+// nearly all a bridge prints, are found 32 bytes at a time (see plainRun)
+// and copied whole.
 func AppendJSONString(b, s []byte) []byte {
 	const hex = "0123456789abcdef"
 	start := 0
 	for i := 0; i < len(s); {
-		for i+8 <= len(s) && plainASCII8(binary.LittleEndian.Uint64(s[i:])) {
-			i += 8
+		i += plainRun(s[i:])
+		for i < len(s) && s[i] >= 0x20 && s[i] < utf8.RuneSelf && s[i] != '"' && s[i] != '\\' {
+			i++
 		}
 		if i >= len(s) {
 			break
 		}
 		c := s[i]
-		if c >= 0x20 && c < utf8.RuneSelf && c != '"' && c != '\\' {
-			i++
-			continue
-		}
 		b = append(b, s[start:i]...)
 		if c < utf8.RuneSelf {
 			switch c {
@@ -120,19 +117,49 @@ func AppendText(b, s []byte) []byte {
 // printableASCII8 reports whether each of the eight bytes in x is
 // printable ASCII: none below 0x20, none of 0x7f (DEL) or above.
 func printableASCII8(x uint64) bool {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	control := (x - ones*0x20) &^ x        // a byte below 0x20
 	return (control|(x+ones)|x)&highs == 0 // x+ones: a byte of 0x7f or more
 }
 
-// plainASCII8 reports whether none of the eight bytes in x needs escaping:
-// each is printable ASCII other than '"' and '\\'.
-func plainASCII8(x uint64) bool {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
+// plainRun returns how many of the bytes at the start of s need no
+// escaping in a JSON string, counted a multiple of eight at a time: it
+// may stop before the first byte that needs escaping, never after it.
+// Four words are tested together, so that a plain line costs one branch
+// for every 32 bytes.
+func plainRun(s []byte) int {
+	i := 0
+	for ; i+32 <= len(s); i += 32 {
+		b := s[i : i+32 : i+32]
+		w0 := binary.LittleEndian.Uint64(b[0:])
+		w1 := binary.LittleEndian.Uint64(b[8:])
+		w2 := binary.LittleEndian.Uint64(b[16:])
+		w3 := binary.LittleEndian.Uint64(b[24:])
+		if (escapeBits(w0)|escapeBits(w1)|escapeBits(w2)|escapeBits(w3))&highs != 0 {
+			break
+		}
+	}
+	for ; i+8 <= len(s); i += 8 {
+		if !plainASCII8(binary.LittleEndian.Uint64(s[i:])) {
+			break
+		}
+	}
+	return i
+}
+
+const ones, highs = 0x0101010101010101, 0x8080808080808080
+
+// escapeBits has a high bit of some byte set when, and only when, a byte
+// of x needs escaping: a control byte, '"', '\\' or a byte of 0x80 or more
+// (not ASCII). Which high bits are set says no more than that.
+func escapeBits(x uint64) uint64 {
 	quote := x ^ (ones * '"')
 	slash := x ^ (ones * '\\')
-	control := (x - ones*0x20) &^ x       // a byte below 0x20
-	special := (quote - ones) &^ quote    // a '"'
-	special |= (slash - ones) &^ slash    // a '\\'
-	return (control|special|x)&highs == 0 // x&highs: a byte of 0x80 or more
+	control := (x - ones*0x20) &^ x    // a byte below 0x20
+	special := (quote - ones) &^ quote // a '"'
+	special |= (slash - ones) &^ slash // a '\\'
+	return control | special | x       // x: a byte of 0x80 or more
 }
+
+// plainASCII8 reports whether none of the eight bytes in x needs escaping:
+// each is printable ASCII other than '"' and '\\'.
+func plainASCII8(x uint64) bool { return escapeBits(x)&highs == 0 }

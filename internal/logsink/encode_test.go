@@ -58,3 +58,14 @@ func FuzzAppendText(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkAppendJSONString escapes the 99-byte plain lines of the
+// pass-through benchmark.
+func BenchmarkAppendJSONString(b *testing.B) {
+	line := bytes.Repeat([]byte("y"), 99)
+	buf := make([]byte, 0, 256)
+	b.SetBytes(int64(len(line)))
+	for b.Loop() {
+		buf = AppendJSONString(buf[:0], line)
+	}
+}
