@@ -56,20 +56,32 @@ const qrFilterHold = 16 << 10
 func (f *qrFilter) write(p []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	// Until a line is held back or left out, what passes is p itself, and
+	// it is handed on without a copy: nearly every read of a bridge's
+	// output is so.
+	whole := p
+	same := true // out would be whole[:len(whole)-len(p)]
 	out := f.buf[:0]
 	for len(p) > 0 {
 		seg, end := p, false
 		if i := bytes.IndexByte(p, '\n'); i >= 0 {
 			seg, end = p[:i+1], true
 		}
+		passes := f.pass || !f.drop && len(f.held) == 0 && !bridge.MayStartPairingCode(seg[0])
+		if same && !passes {
+			out = append(out, whole[:len(whole)-len(p)]...)
+			same = false
+		}
 		p = p[len(seg):]
 		switch {
-		case f.pass:
-			out = append(out, seg...)
+		case passes:
+			if !same {
+				out = append(out, seg...)
+			}
+			if !f.pass {
+				f.pass = !end
+			}
 		case f.drop:
-		case len(f.held) == 0 && !bridge.MayStartPairingCode(seg[0]):
-			out = append(out, seg...)
-			f.pass = !end
 		default:
 			f.held = append(f.held, seg...)
 			if !end && len(f.held) < qrFilterHold {
@@ -86,6 +98,12 @@ func (f *qrFilter) write(p []byte) {
 		if end {
 			f.pass, f.drop = false, false
 		}
+	}
+	if same {
+		if len(whole) > 0 {
+			f.out(whole)
+		}
+		return
 	}
 	if len(out) > 0 {
 		f.out(out)
