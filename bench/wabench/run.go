@@ -265,6 +265,11 @@ func measureOutput(c *config, t *tool, r *result) error {
 			s, err = startShell(dir, shellQuote(a)+" > "+filepath.Join(dir, "out"))
 		case "pipe-cat":
 			s, err = startShell(dir, shellQuote(a)+" | cat > "+filepath.Join(dir, "out"))
+		case "pipe-json":
+			if c.cchild == "" {
+				return fmt.Errorf("needs the C child (bench/cchild), which was not built")
+			}
+			s, err = startShell(dir, shellQuote(a)+" | "+shellQuote([]string{c.cchild, "-jsonlog"})+" > "+filepath.Join(dir, "out"))
 		default:
 			s, err = t.start(c, dir, scOutput, a)
 		}
@@ -274,7 +279,7 @@ func measureOutput(c *config, t *tool, r *result) error {
 		end, peak, err := waitForLine(s, want, 5*time.Minute)
 		s.stop(stamps)
 		st := readStamps(stamps)
-		if err == nil && strings.HasPrefix(t.name, "wa-sidecar") {
+		if err == nil && (strings.HasPrefix(t.name, "wa-sidecar") || t.name == "pipe-json") {
 			// A fast time means nothing if lines were lost on the way.
 			lines := (c.outputBytes + 99) / 100
 			file := cmp.Or(s.countFile, s.logFile)

@@ -183,6 +183,11 @@ func allTools(c *config) []*tool {
 			return "wa-sidecar's libraries starting the bridge and serving a websocket, supervising nothing"
 		}, start: startStackFloor, idleOnly: true},
 		{name: "pipe-cat", version: func() string { return "sh: bridge piped to cat, to a file" }, outputOnly: true},
+		// The least a program can do to write the sidecar's default log: the
+		// same JSON record for each line, from C, with no runtime.
+		{name: "pipe-json", version: func() string {
+			return "sh: bridge piped to the C child's -jsonlog (the sidecar's JSON record for each line), to a file"
+		}, outputOnly: true},
 		{name: "wa-sidecar", version: command(c.sidecar, "--version"), start: startSidecar},
 		// The same sidecar passing the bridge's lines through unchanged,
 		// as supervisord, s6-log and svlogd do, instead of a JSON record
