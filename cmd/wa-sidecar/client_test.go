@@ -236,8 +236,9 @@ func TestSecondRunOnOneStateDirExits75(t *testing.T) {
 	env := []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
 	state := filepath.Join(dir, "state")
 	p := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--", fake, "-hang")
-	// The bridge starts after the discovery file is written, and the
-	// status server's "listening" may come either side of it.
+	// "bridge started" is logged once the token and the discovery file
+	// are written, and the status server's "listening" may come either
+	// side of it.
 	p.waitLog("bridge started")
 	addr := listenOf(t, state)
 	token, err := os.ReadFile(filepath.Join(state, "token"))
@@ -370,8 +371,9 @@ func TestWatchLosesTheSidecar(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
 	p := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--", fake, "-hang")
-	// The bridge starts after the discovery file is written, and the
-	// status server's "listening" may come either side of it.
+	// "bridge started" is logged once the token and the discovery file
+	// are written, and the status server's "listening" may come either
+	// side of it.
 	p.waitLog("bridge started")
 	addr := listenOf(t, state)
 

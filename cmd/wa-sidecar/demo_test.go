@@ -250,10 +250,11 @@ func TestDemoKeepsItsStateToItselfBesideAnotherSidecar(t *testing.T) {
 	if !strings.HasPrefix(tok, own+string(filepath.Separator)) {
 		t.Fatalf("the demo's token went to %s, not into its directory %s", tok, own)
 	}
-	if listen, _ := p.waitLog("status server listening")["listen"].(string); listen == feed.DefaultListen || !strings.HasPrefix(listen, "127.0.0.1:") {
+	// The server listens once the token and sidecar.json are written,
+	// right after the bridge's spawn: either may be logged first.
+	if listen, _ := p.waitLogs("status server listening", "bridge started")[0]["listen"].(string); listen == feed.DefaultListen || !strings.HasPrefix(listen, "127.0.0.1:") {
 		t.Fatalf("the demo beside another sidecar listens on %q, want a free loopback port other than the default %s", listen, feed.DefaultListen)
 	}
-	p.waitLog("bridge started")
 	if out, code := runOutput(t, asUser(t, exec.Command(bin, "status", "--json", "--state-dir", own), home)); code != 0 {
 		t.Fatalf("status --state-dir %s: exit %d:\n%s", own, code, out)
 	}

@@ -141,6 +141,32 @@ func (p *sidecarProc) waitLog(substr string) map[string]any {
 	}
 }
 
+// waitLogs waits for a record containing each of substrs, in any order,
+// and returns them in the order of substrs: for records that different
+// parts of the sidecar log at about the same time.
+func (p *sidecarProc) waitLogs(substrs ...string) []map[string]any {
+	p.t.Helper()
+	got := make([]map[string]any, len(substrs))
+	left := len(substrs)
+	deadline := time.After(20 * time.Second)
+	for left > 0 {
+		select {
+		case rec := <-p.recs:
+			msg, _ := rec["msg"].(string)
+			for i, s := range substrs {
+				if got[i] == nil && strings.Contains(msg, s) {
+					got[i] = rec
+					left--
+					break
+				}
+			}
+		case <-deadline:
+			p.t.Fatalf("no log records containing all of %q; log so far:\n%s", substrs, p.logText())
+		}
+	}
+	return got
+}
+
 func (p *sidecarProc) logText() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()

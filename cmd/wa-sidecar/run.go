@@ -203,7 +203,8 @@ func runSidecar(s runSettings, style logsink.Style, sinks *logsink.Sinks, sigs <
 		return usageError("%v", flagError(err))
 	}
 
-	cfg.Hooks = hookList(hermes, guard, bridgeLog, outputHooks)
+	files := newStateFiles()
+	cfg.Hooks = hookList(hermes, files, guard, bridgeLog, outputHooks)
 	cfg.ExternalReadiness = hermes.ExternalReadiness()
 	m, err := procmon.New(cfg)
 	if err != nil {
@@ -212,7 +213,7 @@ func runSidecar(s runSettings, style logsink.Style, sinks *logsink.Sinks, sigs <
 
 	// Everything that follows the monitor subscribes here, before it runs,
 	// so that none misses its first events.
-	srv, release, err := startFeed(s, m, logger)
+	srv, release, err := startFeed(s, m, files, logger)
 	if err != nil {
 		return err
 	}
@@ -222,7 +223,8 @@ func runSidecar(s runSettings, style logsink.Style, sinks *logsink.Sinks, sigs <
 		return cli.Exit("wa-sidecar: "+err.Error(), exitError)
 	}
 	parts := []part{
-		{"status server", srv},
+		{"status server", serveAfter{files, srv}},
+		{"state directory", files},
 		{"metrics", serveMetrics(srv, m, logger)},
 		{"systemd notification", systemd},
 		{"bridge watch", hermes.Watch(m)},
@@ -277,11 +279,13 @@ func announceBridge(target bridge.Target, in gateway.Install, logger *slog.Logge
 }
 
 // hookList is the one list of hooks, in the order the monitor asks them:
-// the Hermes layer sees each line and each exit first, then the session
-// guard (if any) has its say before each spawn, then bridge.log (if any)
+// the Hermes layer sees each line and each exit first; the state
+// directory's files are written right after the first spawn (the status
+// server waits for them); the session guard (if any) has its say before
+// each spawn and records the bridge after it; then bridge.log (if any)
 // and the sidecar's own log take the output.
-func hookList(hermes *bridge.Hermes, guard *session.Guard, bridgeLog *session.BridgeLog, output []procmon.Hook) []procmon.Hook {
-	hooks := []procmon.Hook{hermes.Hook()}
+func hookList(hermes *bridge.Hermes, files *stateFiles, guard *session.Guard, bridgeLog *session.BridgeLog, output []procmon.Hook) []procmon.Hook {
+	hooks := []procmon.Hook{hermes.Hook(), files}
 	if guard != nil {
 		hooks = append(hooks, guard)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,12 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
 	"github.com/wa-sidecar/wa-sidecar/internal/privdir"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
+	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
 // tokenEnv holds the control token when it should not be in a file. There
@@ -135,14 +138,16 @@ func warnReadable(logger *slog.Logger, msg, path string) {
 	}
 }
 
-// startFeed locks the state directory, binds the status server, settles
-// the control token and leaves the discovery file for the client commands;
-// the server serves once its Run is called. Nothing in the state directory
-// is written until the lock is held and the flags have been checked and
-// the address bound, so a second run that fails leaves the first one's
-// token and discovery file alone. release closes the server (a no-op once
-// Run has returned), removes the discovery file and releases the lock.
-func startFeed(s runSettings, m *procmon.Monitor, logger *slog.Logger) (_ *feed.Server, release func(), err error) {
+// startFeed locks the state directory and binds the status server, with
+// the control token in memory; the server serves once its Run is called,
+// and files writes the token and the discovery file for the client
+// commands once the first spawn is over (see stateFiles). Nothing in the
+// state directory is written until the lock is held and the flags have
+// been checked and the address bound, so a second run that fails leaves
+// the first one's token and discovery file alone. release closes the
+// server (a no-op once Run has returned), removes the discovery file and
+// releases the lock.
+func startFeed(s runSettings, m *procmon.Monitor, files *stateFiles, logger *slog.Logger) (_ *feed.Server, release func(), err error) {
 	dir := s.stateDir
 	if dir == "" {
 		if dir, err = feed.DefaultStateDir(); err != nil {
@@ -185,15 +190,21 @@ func startFeed(s runSettings, m *procmon.Monitor, logger *slog.Logger) (_ *feed.
 	if err != nil {
 		return nil, nil, usageError("%v", flagError(err))
 	}
-	if generated {
-		if tokenFile, err = feed.WriteToken(cmp.Or(fs.tokenDir, dir), token); err != nil {
-			srv.Close()
-			return nil, nil, cli.Exit("wa-sidecar: "+err.Error()+"; pass --state-dir or --token-file", exitError)
+	files.follow = m.Follow(16)
+	files.write = func() error {
+		// The token first: a client that finds sidecar.json reads the
+		// token file it names, which must by then be this run's.
+		if generated {
+			var err error
+			if tokenFile, err = feed.WriteToken(cmp.Or(fs.tokenDir, dir), token); err != nil {
+				return fmt.Errorf("%w; pass --state-dir or --token-file", err)
+			}
+			logger.Info("generated a control token", "file", tokenFile)
 		}
-		logger.Info("generated a control token", "file", tokenFile)
-	}
-	if err := held.Publish(feed.Discovery{Listen: srv.Addr(), TokenFile: tokenFile, Version: sidecarVersion()}); err != nil {
-		logger.Warn("the client commands will need --addr to find this sidecar", "error", err)
+		if err := held.Publish(feed.Discovery{Listen: srv.Addr(), TokenFile: tokenFile, Version: sidecarVersion()}); err != nil {
+			logger.Warn("the client commands will need --addr to find this sidecar", "error", err)
+		}
+		return nil
 	}
 	return srv, func() {
 		srv.Close()
@@ -201,6 +212,72 @@ func startFeed(s runSettings, m *procmon.Monitor, logger *slog.Logger) (_ *feed.
 			logger.Warn("could not release the state directory", "error", err)
 		}
 	}, nil
+}
+
+// stateFiles writes the control token (when the sidecar made one) and then
+// the discovery file, once, when the first spawn is over: the disk, and
+// the flushes of the atomic writes (about 2 ms), then no longer stand
+// between the sidecar's exec and the bridge's. As a monitor hook (an
+// AfterSpawner) it writes them right after the first spawn, before the
+// bridge's "bridge started"; as a part, it writes them when the first
+// start ends without a spawn (yielded to the gateway's bridge, refused,
+// or failed), so that a sidecar that waits can be found too. The status
+// server serves once they are written (serveAfter). So, as when they were
+// written before the spawn, whoever has heard from the sidecar, in its
+// log, its events or its answers, finds both files, and the token file
+// is in place before sidecar.json names it. A token that cannot be
+// written fails the part, which stops the bridge and the sidecar (exit 1).
+type stateFiles struct {
+	follow  *procmon.Follower // set by startFeed
+	write   func() error      // set by startFeed
+	once    sync.Once
+	err     error
+	written chan struct{} // closed once written, or once there is nothing to write
+}
+
+func newStateFiles() *stateFiles { return &stateFiles{written: make(chan struct{})} }
+
+// AfterSpawn writes the files after the first spawn; later spawns find
+// them written.
+func (f *stateFiles) AfterSpawn(signals.Identity) { f.publish() }
+
+func (f *stateFiles) publish() error {
+	f.once.Do(func() {
+		f.err = f.write()
+		close(f.written)
+	})
+	return f.err
+}
+
+// Run waits for the first start to end, spawned or not, writes the
+// files if AfterSpawn has not, and returns what writing them gave.
+func (f *stateFiles) Run(ctx context.Context) error {
+	defer f.follow.Close()
+	for f.follow.Last().Status.State == procmon.StateStarting {
+		if _, err := f.follow.Next(ctx); err != nil {
+			// The sidecar is ending before its first start did: there
+			// is no one to find, and the server may end too.
+			f.once.Do(func() { close(f.written) })
+			if errors.Is(err, procmon.ErrFinished) {
+				return nil
+			}
+			return err
+		}
+	}
+	return f.publish()
+}
+
+// serveAfter runs the status server once files are written, so that no
+// client is answered by a sidecar that its state directory does not name
+// yet.
+type serveAfter struct {
+	files *stateFiles
+	srv   *feed.Server
+}
+
+func (s serveAfter) Run(ctx context.Context) error {
+	<-s.files.written
+	return s.srv.Run(ctx)
 }
 
 // fileExitCode is the exit code for an error about the sidecar's own

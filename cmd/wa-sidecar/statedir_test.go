@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
 )
 
 // run refuses a state directory that other users can write, saying how to
@@ -28,4 +33,103 @@ func TestRunRefusesAStateDirOthersCanWrite(t *testing.T) {
 	if _, stderr, code := cliRun(t, bin, os.Environ(), "status", "--state-dir", state); code == 0 || !strings.Contains(stderr, "chmod go-w "+state) {
 		t.Fatalf("status: exit %d, %q", code, stderr)
 	}
+}
+
+// The token and sidecar.json are written after the bridge is spawned, and
+// in this order: whoever finds sidecar.json finds the token it names in
+// place, never the one an earlier run left in the same file. The status
+// server answers only once both are written, and the log says so first.
+// Each run starts in a state directory that still holds the previous
+// run's token, and a client polls for sidecar.json, or for /healthz,
+// as fast as it can.
+func TestSidecarJSONNeverComesBeforeItsToken(t *testing.T) {
+	bin, fake := binaries(t)
+	state := filepath.Join(t.TempDir(), "state")
+	for i := range 6 {
+		addr := freeAddr(t)
+		p := startSidecar(t, bin, "run", "--state-dir", state, "--listen", addr, "--", fake, "-hang")
+		pid := p.cmd.Process.Pid
+		var d feed.Discovery
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			if time.Now().After(deadline) {
+				t.Fatalf("run %d: no sidecar.json of pid %d; log:\n%s", i, pid, p.logText())
+			}
+			if i%2 == 1 {
+				// Odd runs: wait for the server to answer, then expect
+				// sidecar.json at once.
+				resp, err := http.Get("http://" + addr + "/healthz")
+				if err != nil {
+					continue
+				}
+				resp.Body.Close()
+				if d, err = feed.ReadDiscovery(state); err != nil || d.Pid != pid {
+					t.Fatalf("run %d: /healthz answered %d, but sidecar.json is %+v, %v", i, resp.StatusCode, d, err)
+				}
+				break
+			}
+			if got, err := feed.ReadDiscovery(state); err == nil && got.Pid == pid {
+				d = got
+				break
+			}
+		}
+		tok, err := feed.ReadTokenFile(d.TokenFile)
+		if err != nil {
+			t.Fatalf("run %d: sidecar.json names %s, which cannot be read: %v", i, d.TokenFile, err)
+		}
+		c, err := feed.NewClientOf(d.Listen, tok, pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.Get(context.Background(), "/v1/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		c.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("run %d: the token in %s, read as soon as sidecar.json named it, got %d (an earlier run's?)", i, d.TokenFile, resp.StatusCode)
+		}
+		p.waitLog("bridge started")
+		p.stopOK()
+		log := p.logText()
+		tokenAt := strings.Index(log, "generated a control token")
+		if listening := strings.Index(log, "status server listening"); tokenAt < 0 || listening < tokenAt {
+			t.Fatalf("run %d: the server listened before the token was written:\n%s", i, log)
+		}
+		if started := strings.Index(log, `"bridge started"`); started < tokenAt {
+			t.Fatalf("run %d: bridge started was logged before the token was written:\n%s", i, log)
+		}
+	}
+}
+
+// When the first start spawns nothing (here a program the sidecar must
+// leave alone holds the bridge's port), the token and sidecar.json are
+// written all the same, once the start has failed, and the server answers.
+func TestStateFilesWhenTheFirstStartSpawnsNothing(t *testing.T) {
+	p, _, state, _ := sidecarWithPortHeld(t)
+	d, err := feed.ReadDiscovery(state)
+	if err != nil || d.Pid != p.cmd.Process.Pid {
+		t.Fatalf("sidecar.json once the server listens: %+v, %v", d, err)
+	}
+	tok, err := feed.ReadTokenFile(d.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := feed.NewClientOf(d.Listen, tok, d.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	resp, err := c.Get(context.Background(), "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/v1/status with the token: %d", resp.StatusCode)
+	}
+	if strings.Contains(p.logText(), `"bridge started"`) {
+		t.Fatalf("a bridge was started while the port is held:\n%s", p.logText())
+	}
+	p.stopOK()
 }
