@@ -29,14 +29,16 @@ func NewLog(out io.Writer, style logsink.Style) *Log {
 	return &Log{out: out, json: style.JSON(), journal: style.Format == logsink.Journal}
 }
 
-// write hands a batch on; to a log sink, waiting for room rather than
-// dropping it (see WriteWait).
-func (w *Log) write(b []byte) {
+// write hands the batch in lb on and empties lb; to a log sink, waiting
+// for room rather than dropping it, and giving it the buffer itself (see
+// Sink.Hand), so that a chatty bridge's batches are not copied once more.
+func (w *Log) write(lb *lineBuf) {
 	if s, ok := w.out.(*logsink.Sink); ok {
-		s.WriteWait(b)
+		lb.b = s.Hand(lb.b)
 		return
 	}
-	w.out.Write(b)
+	w.out.Write(lb.b)
+	lb.b = lb.b[:0]
 }
 
 type lineBuf struct {
@@ -114,8 +116,7 @@ func (w *Log) WriteLine(l procmon.Line) {
 		lb.b = append(lb.b, '\n')
 	}
 	if len(lb.b) >= maxBatch {
-		w.write(lb.b)
-		lb.b = lb.b[:0]
+		w.write(lb)
 	}
 	lb.mu.Unlock()
 }
@@ -126,7 +127,6 @@ func (w *Log) FlushLines(s procmon.Stream) {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	if len(lb.b) > 0 {
-		w.write(lb.b)
-		lb.b = lb.b[:0]
+		w.write(lb)
 	}
 }

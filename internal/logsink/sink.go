@@ -35,10 +35,10 @@ type Sink struct {
 	limit int
 	json  bool
 	name  string // what the notice of dropped output calls w: "stderr"
-	// direct: a batch of the bridge's output that finds nothing queued
-	// ahead of it is written by its caller, without a hand-off to the
-	// writer goroutine (which on a busy machine costs more than the
-	// write). That is safe where a write cannot stall (a regular file,
+	// direct: a small batch of the bridge's output (under directMax)
+	// that finds nothing queued ahead of it is written by its caller,
+	// without a hand-off to the writer goroutine (which on a busy machine
+	// costs more than the write). That is safe where a write cannot stall (a regular file,
 	// /dev/null), or where it can be given a deadline: nb is then the
 	// pipe or terminal opened again without blocking, and w is nb.
 	direct bool
@@ -200,33 +200,65 @@ func start(s *Sink) *Sink {
 // counts its reader as stalled and drops bridge output instead of waiting.
 const stallAfter = time.Second
 
+// directMax is the largest batch of the bridge's output that its caller
+// writes itself when nothing is queued (see Sink.direct). A larger one,
+// such as a chatty bridge's, goes to the writer goroutine even then, so
+// that the caller reads and formats the next batch while this one is
+// written: on two cores the pass-through then takes as long as the slower
+// of the two instead of their sum.
+const directMax = 32 << 10
+
+// waitLimit is how much of the bridge's output WriteWait and Hand let
+// queue before they wait for the writer: two of the line writer's batches,
+// enough to keep the writer busy, and far less memory than sinkLimit.
+const waitLimit = 512 << 10
+
 // WriteWait queues a batch of the bridge's output. Where Write would drop
 // it for want of room, WriteWait waits for the writer to make room, as a
 // pipe would, so a reader that is slower than the bridge (a log file, a
 // busy collector) gets every line. Only when a single write of stderr has
 // taken longer than stallAfter (a paused terminal, a reader gone
 // quiet) is the batch dropped and counted, so that the bridge is never
-// held up by a stalled stderr for long.
-func (s *Sink) WriteWait(p []byte) {
+// held up by a stalled stderr for long. The sink keeps no reference to p.
+func (s *Sink) WriteWait(p []byte) { s.queue(p, false) }
+
+// Hand is WriteWait for a batch the caller gives away: where nothing is
+// queued ahead of it, the sink takes p itself rather than a copy, and
+// hands back a buffer of its own, emptied, for the caller's next batch.
+// What Hand returns (p[:0] when p was copied or written at once) is the
+// caller's to fill; p is not, once Hand has returned.
+func (s *Sink) Hand(p []byte) []byte { return s.queue(p, true) }
+
+// queue carries out WriteWait and Hand; own says that p may be kept.
+func (s *Sink) queue(p []byte, own bool) []byte {
 	for {
 		s.mu.Lock()
 		switch {
 		case s.broken || s.stopped:
 			s.mu.Unlock()
-			return
-		case s.direct && len(s.pending) == 0 && s.dropped == 0 && s.writing.IsZero() && !s.closing:
+			return p[:0]
+		case s.direct && len(p) < directMax && len(s.pending) == 0 && s.dropped == 0 && s.writing.IsZero() && !s.closing:
 			s.writeDirect(p)
-			return
-		case len(s.pending)+len(p) <= s.limit || len(s.pending) == 0:
+			return p[:0]
+		case own && len(s.pending) == 0 && len(p) <= s.limit:
+			// A swap instead of a copy: the writer goroutine no longer
+			// holds the buffer left in pending once it has taken what was
+			// in it (see run).
+			back := s.pending[:0]
+			s.pending = p
+			s.mu.Unlock()
+			s.kickWriter()
+			return back
+		case len(s.pending)+len(p) <= min(s.limit, waitLimit) || len(s.pending) == 0:
 			s.pending = append(s.pending, p...)
 			s.mu.Unlock()
 			s.kickWriter()
-			return
+			return p[:0]
 		case !s.writing.IsZero() && time.Since(s.writing) >= s.stall:
 			s.dropped++
 			s.mu.Unlock()
 			s.kickWriter()
-			return
+			return p[:0]
 		}
 		freed := s.freed
 		s.mu.Unlock()

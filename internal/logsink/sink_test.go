@@ -189,6 +189,68 @@ func TestLogSinkWriteWaitKeepsEveryBatch(t *testing.T) {
 	}
 }
 
+// TestLogSinkHandKeepsOrderAndOwnership mixes batches given away with
+// Hand, small and large, with records and copied batches, on a slow writer
+// and on a regular file (where small batches are written at once). The
+// caller scribbles over each buffer Hand gives back before filling it
+// again: if the sink still wrote from one, the scribble would show.
+func TestLogSinkHandKeepsOrderAndOwnership(t *testing.T) {
+	run := func(t *testing.T, s *Sink, got func() string) {
+		var want bytes.Buffer
+		var buf []byte
+		for i := 0; i < 200; i++ {
+			size := 100 // under directMax, and over it every third batch
+			if i%3 == 0 {
+				size = directMax + 1000
+			}
+			buf = fmt.Appendf(buf[:0], "hand %03d ", i)
+			buf = append(buf, bytes.Repeat([]byte{'a' + byte(i%26)}, size)...)
+			buf = append(buf, '\n')
+			want.Write(buf)
+			buf = s.Hand(buf)
+			if len(buf) != 0 {
+				t.Fatalf("Hand gave back a buffer holding %d bytes", len(buf))
+			}
+			scribble := buf[:cap(buf)]
+			for j := range scribble {
+				scribble[j] = 'X'
+			}
+			switch i % 4 {
+			case 1:
+				rec := fmt.Appendf(nil, "record %03d\n", i)
+				want.Write(rec)
+				s.Write(rec)
+			case 2:
+				batch := fmt.Appendf(nil, "copied %03d\n", i)
+				want.Write(batch)
+				s.WriteWait(batch)
+			}
+		}
+		s.Close(10 * time.Second)
+		if g := got(); g != want.String() {
+			t.Fatalf("output differs from what was written: got %d bytes, want %d (scribbled: %v)", len(g), want.Len(), strings.Contains(g, "XXXX"))
+		}
+	}
+	t.Run("slow writer", func(t *testing.T) {
+		w := &slowWriter{n: make(chan int, 1)}
+		run(t, newSink(w, 4<<20, true), func() string { w.mu.Lock(); defer w.mu.Unlock(); return w.got.String() })
+	})
+	t.Run("file", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "log")
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		var ss Sinks
+		s := ss.For(f, true)
+		if !s.direct {
+			t.Fatal("a regular file's sink does not write directly")
+		}
+		run(t, s, func() string { b, _ := os.ReadFile(path); return string(b) })
+	})
+}
+
 // TestLogSinkWriteWaitGivesUpOnAStalledReader checks that a stalled stderr
 // holds the bridge's output up for one stall at most, then drops it.
 func TestLogSinkWriteWaitGivesUpOnAStalledReader(t *testing.T) {
