@@ -42,8 +42,9 @@ func TestStalledNotifySocketDoesNotHangExit(t *testing.T) {
 	// startCmd passes this process's environment on.
 	t.Setenv("NOTIFY_SOCKET", path)
 	p := startSidecar(t, bin, "run", "--", fake, "-hang")
-	p.waitLog("cannot reach systemd's notify socket")
-	p.waitLog("bridge started")
+	// READY=1 goes once the bridge is spawned and the state directory's
+	// files are written: the warning may come either side of the spawn's.
+	p.waitLogs("cannot reach systemd's notify socket", "bridge started")
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(); code != 0 {
 		t.Fatalf("exit code %d; log:\n%s", code, p.logText())

@@ -234,7 +234,7 @@ func runSidecar(s runSettings, style logsink.Style, sinks *logsink.Sinks, sigs <
 	}
 	if systemd.Enabled() {
 		logger.Debug("reporting to systemd", "socket", os.Getenv("NOTIFY_SOCKET"), "watchdog", systemd.Watchdog().String())
-		systemd.Ready()
+		files.ready = systemd.Ready
 	}
 	return supervise(m, parts, sigs, logger, systemd.Stopping)
 }

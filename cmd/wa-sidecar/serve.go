@@ -228,8 +228,12 @@ func startFeed(s runSettings, m *procmon.Monitor, files *stateFiles, logger *slo
 // is in place before sidecar.json names it. A token that cannot be
 // written fails the part, which stops the bridge and the sidecar (exit 1).
 type stateFiles struct {
-	follow  *procmon.Follower // set by startFeed
-	write   func() error      // set by startFeed
+	follow *procmon.Follower // set by startFeed
+	write  func() error      // set by startFeed
+	// ready, if set, is called from Run once the files are written:
+	// systemd's READY=1, which lets the units ordered after the sidecar
+	// (the gateway's) start, must not promise a sidecar they cannot find.
+	ready   func()
 	once    sync.Once
 	err     error
 	written chan struct{} // closed once written, or once there is nothing to write
@@ -250,7 +254,8 @@ func (f *stateFiles) publish() error {
 }
 
 // Run waits for the first start to end, spawned or not, writes the
-// files if AfterSpawn has not, and returns what writing them gave.
+// files if AfterSpawn has not, calls ready once they are, and returns
+// what writing them gave.
 func (f *stateFiles) Run(ctx context.Context) error {
 	defer f.follow.Close()
 	for f.follow.Last().Status.State == procmon.StateStarting {
@@ -264,7 +269,13 @@ func (f *stateFiles) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	return f.publish()
+	if err := f.publish(); err != nil {
+		return err
+	}
+	if f.ready != nil {
+		f.ready()
+	}
+	return nil
 }
 
 // serveAfter runs the status server once files are written, so that no

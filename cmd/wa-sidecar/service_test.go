@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
 	"github.com/wa-sidecar/wa-sidecar/internal/unit/unitcheck"
 )
 
@@ -226,7 +227,13 @@ func TestInstallServiceCommand(t *testing.T) {
 func TestSystemdNotifyFromTheBinary(t *testing.T) {
 	bin, fake := binaries(t)
 	sock, conn := notifySocket(t)
+	state := t.TempDir()
 	msgs := make(chan string, 1024)
+	// What sidecar.json said when READY=1 came: the units started after
+	// the sidecar's READY=1 (the gateway's) find it through its state
+	// directory, so it must be there already. Read here, as the message
+	// arrives, not after the test has waited for something else.
+	atReady := make(chan error, 1)
 	go func() {
 		defer close(msgs)
 		buf := make([]byte, 4096)
@@ -235,12 +242,24 @@ func TestSystemdNotifyFromTheBinary(t *testing.T) {
 			if err != nil {
 				return
 			}
+			if m := string(buf[:n]); m == "READY=1" {
+				_, err := feed.ReadDiscovery(state)
+				select {
+				case atReady <- err:
+				default:
+				}
+			}
 			msgs <- string(buf[:n])
 		}
 	}()
 	var seen []string
 	await := func(what string, ok func(string) bool) {
 		t.Helper()
+		for _, m := range seen {
+			if ok(m) {
+				return
+			}
+		}
 		deadline := time.After(20 * time.Second)
 		for {
 			select {
@@ -258,9 +277,14 @@ func TestSystemdNotifyFromTheBinary(t *testing.T) {
 	// startCmd passes this process's environment on.
 	t.Setenv("NOTIFY_SOCKET", sock)
 	t.Setenv("WATCHDOG_USEC", "200000")
-	p := startSidecar(t, bin, "run", "--", fake, "-hang")
+	p := startSidecar(t, bin, "run", "--state-dir", state, "--", fake, "-hang")
 	ready := fmt.Sprintf("STATUS=bridge ready (pid %v), up <1m", p.waitLog("bridge started")["pid"])
+	// READY=1 comes once the state directory's files are written, right
+	// after the first spawn: the bridge's first STATUS= may come before it.
 	await("READY=1", func(m string) bool { return m == "READY=1" })
+	if err := <-atReady; err != nil {
+		t.Fatalf("sidecar.json when READY=1 came: %v", err)
+	}
 	await("a ready STATUS=", func(m string) bool { return m == ready })
 	await("WATCHDOG=1", func(m string) bool { return m == "WATCHDOG=1" })
 	p.signal(syscall.SIGTERM)
