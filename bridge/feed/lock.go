@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wa-sidecar/wa-sidecar/internal/lockfile"
+	"github.com/wa-sidecar/wa-sidecar/internal/privdir"
 )
 
 // LockFileName is the lock a running server holds in its state directory.
@@ -44,6 +45,11 @@ func LockStateDir(dir string) (*StateLock, error) {
 		return nil, err
 	}
 	defer d.Close()
+	return lockIn(d)
+}
+
+// lockIn takes the lock of the state directory d, opened and checked.
+func lockIn(d *privdir.Dir) (*StateLock, error) {
 	l, err := lockfile.Take(d, LockFileName)
 	var held *lockfile.HeldError
 	switch {

@@ -32,10 +32,10 @@ func HoldStateDir(dir string) (*HeldStateDir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	if err := d.Close(); err != nil {
-		return nil, fmt.Errorf("state directory: %w", err)
-	}
-	lock, err := LockStateDir(dir)
+	// The lock goes into the directory just checked, not one found by
+	// walking its path again.
+	defer d.Close()
+	lock, err := lockIn(d)
 	if err != nil {
 		return nil, err
 	}
