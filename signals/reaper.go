@@ -38,6 +38,9 @@ type Reaper struct {
 	sigch    chan os.Signal
 	quit     chan struct{}
 	wg       sync.WaitGroup
+	// devnull is the child's stdin (and its stdout or stderr when it is
+	// given none), opened once by the spawning goroutine, which alone uses it.
+	devnull int
 }
 
 // ReaperOptions configures a Reaper. The zero value waits only for the
@@ -103,6 +106,7 @@ func NewReaper(opts ReaperOptions) *Reaper {
 		spawns:   make(chan spawnRequest),
 		sigch:    make(chan os.Signal, 1),
 		quit:     make(chan struct{}),
+		devnull:  -1,
 	}
 	signal.Notify(r.sigch, syscall.SIGCHLD)
 	r.wg.Add(2)
@@ -135,10 +139,15 @@ func (r *Reaper) spawnLoop() {
 	// Never unlocked: when this goroutine returns, Go ends the thread, which
 	// is exactly what should fire the children's parent-death signal.
 	runtime.LockOSThread()
+	defer func() {
+		if r.devnull >= 0 {
+			unix.Close(r.devnull)
+		}
+	}()
 	for {
 		select {
 		case req := <-r.spawns:
-			pid, err := forkExec(req.attr)
+			pid, err := r.forkExec(req.attr)
 			req.reply <- spawnReply{pid, err}
 		case <-r.quit:
 			return
@@ -146,26 +155,31 @@ func (r *Reaper) spawnLoop() {
 	}
 }
 
-func forkExec(a SpawnAttr) (int, error) {
+// forkExec runs on the spawning goroutine.
+func (r *Reaper) forkExec(a SpawnAttr) (int, error) {
 	if err := closeOnExecAboveStderr(); err != nil {
 		return 0, fmt.Errorf("mark inherited file descriptors close-on-exec: %w", err)
 	}
-	devnull, err := os.Open(os.DevNull)
-	if err != nil {
-		return 0, err
+	if r.devnull < 0 {
+		// Read-only, as os.Open would: a child given no stdout or stderr
+		// gets EBADF when it writes, not a silent sink.
+		fd, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return 0, &os.PathError{Op: "open", Path: os.DevNull, Err: err}
+		}
+		r.devnull = fd
 	}
-	defer devnull.Close()
-	stdout, stderr := a.Stdout, a.Stderr
-	if stdout == nil {
-		stdout = devnull
+	stdout, stderr := uintptr(r.devnull), uintptr(r.devnull)
+	if a.Stdout != nil {
+		stdout = a.Stdout.Fd()
 	}
-	if stderr == nil {
-		stderr = devnull
+	if a.Stderr != nil {
+		stderr = a.Stderr.Fd()
 	}
 	return syscall.ForkExec(a.Path, a.Args, &syscall.ProcAttr{
 		Dir:   a.Dir,
 		Env:   a.Env,
-		Files: []uintptr{devnull.Fd(), stdout.Fd(), stderr.Fd()},
+		Files: []uintptr{uintptr(r.devnull), stdout, stderr},
 		Sys: &syscall.SysProcAttr{
 			Setpgid:   a.OwnGroup,
 			Pdeathsig: a.Pdeathsig,

@@ -157,3 +157,31 @@ func TestCmdline(t *testing.T) {
 		t.Fatal("no error for a pid that cannot exist")
 	}
 }
+
+func waitDone(t *testing.T, c *Child) {
+	t.Helper()
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("exit of pid %d not delivered", c.Pid)
+	}
+}
+
+func TestChildrenGetDevNullOnEverySpawn(t *testing.T) {
+	// The Reaper keeps one /dev/null open for all its children: each of
+	// them still finds it as stdin, and as stdout and stderr when given
+	// none.
+	r := NewReaper(ReaperOptions{})
+	defer r.Close()
+	check := `for fd in 0 1 2; do [ "$(readlink /proc/$$/fd/$fd)" = /dev/null ] || exit 1; done`
+	for i := 0; i < 3; i++ {
+		c, err := r.Spawn(SpawnAttr{Path: "/bin/sh", Args: []string{"sh", "-c", check}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitDone(t, c)
+		if ws := c.Status(); !ws.Exited() || ws.ExitStatus() != 0 {
+			t.Fatalf("spawn %d: stdin, stdout or stderr is not /dev/null (status %v)", i, ws)
+		}
+	}
+}
