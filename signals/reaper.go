@@ -30,14 +30,22 @@ import (
 // Children are spawned from one goroutine locked to its own OS thread for
 // the Reaper's whole life: Linux fires a parent-death signal when the thread
 // that forked the child exits, not the process, and Go may retire threads.
+//
+// A spawned child's exit is learnt from its pidfd, which Go's poller waits
+// on with the child's pipes: the goroutine it wakes reaps the child at
+// once, with no hand-off through the signal goroutine. SIGCHLD is listened
+// to only where it is needed: for the orphans of ReapAll, and for a child
+// without a pidfd in the poller (kernels older than 5.3 have no pidfds).
 type Reaper struct {
 	opts     ReaperOptions
 	mu       sync.Mutex // held across a spawn and across a reap pass
 	children map[int]*Child
 	spawns   chan spawnRequest
 	sigch    chan os.Signal
+	listen   sync.Once // starts SIGCHLD's delivery to sigch
 	quit     chan struct{}
 	wg       sync.WaitGroup
+	watchers sync.WaitGroup // one per child that has a pidfd in the poller
 	// devnull is the child's stdin (and its stdout or stderr when it is
 	// given none), opened once by the spawning goroutine, which alone uses it.
 	devnull int
@@ -78,6 +86,7 @@ type Child struct {
 	ownGroup bool
 	mu       sync.Mutex // orders Signal against reaping
 	pidfd    int        // -1 where pidfd_open is not available
+	pidf     *os.File   // pidfd, in the poller; nil if it could not be
 	reaped   bool
 	ended    time.Time // when it was reaped
 	status   syscall.WaitStatus
@@ -108,11 +117,27 @@ func NewReaper(opts ReaperOptions) *Reaper {
 		quit:     make(chan struct{}),
 		devnull:  -1,
 	}
-	signal.Notify(r.sigch, syscall.SIGCHLD)
+	if opts.ReapAll {
+		r.listenSIGCHLD()
+	}
 	r.wg.Add(2)
 	go r.spawnLoop()
 	go r.reapLoop()
 	return r
+}
+
+// listenSIGCHLD makes SIGCHLD start a reap pass. A child that exited before
+// it was called is found by the pass that the caller then asks for (poke).
+func (r *Reaper) listenSIGCHLD() {
+	r.listen.Do(func() { signal.Notify(r.sigch, syscall.SIGCHLD) })
+}
+
+// poke makes sure a reap pass runs soon.
+func (r *Reaper) poke() {
+	select {
+	case r.sigch <- syscall.SIGCHLD:
+	default:
+	}
 }
 
 // Close stops the Reaper. Children it spawned and that still run would get
@@ -120,9 +145,10 @@ func NewReaper(opts ReaperOptions) *Reaper {
 // waits for them (up to a few seconds) and only then ends the thread.
 func (r *Reaper) Close() {
 	deadline := time.Now().Add(5 * time.Second)
+	n := 0
 	for time.Now().Before(deadline) {
 		r.mu.Lock()
-		n := len(r.children)
+		n = len(r.children)
 		r.mu.Unlock()
 		if n == 0 {
 			break
@@ -132,6 +158,11 @@ func (r *Reaper) Close() {
 	signal.Stop(r.sigch)
 	close(r.quit)
 	r.wg.Wait()
+	if n == 0 {
+		// Every child is reaped, so every watcher has ended or is ending;
+		// a child still running would keep its watcher waiting.
+		r.watchers.Wait()
+	}
 }
 
 func (r *Reaper) spawnLoop() {
@@ -250,19 +281,60 @@ func (r *Reaper) Spawn(a SpawnAttr) (*Child, error) {
 	// The child is ours and unreaped, so its pid cannot have been reused
 	// yet: a pidfd taken now refers to it for good, whatever /proc shows
 	// (in a PID namespace without its own /proc, pids there are not ours).
-	if fd, err := unix.PidfdOpen(res.pid, 0); err == nil {
-		unix.CloseOnExec(fd)
+	if fd, err := pidfdOpen(res.pid); err == nil {
 		c.pidfd = fd
+		// Non-blocking, so that os.NewFile puts it in the poller.
+		if unix.SetNonblock(fd, true) == nil {
+			c.pidf = os.NewFile(uintptr(fd), "pidfd")
+		}
 	}
 	c.StartTime, _ = StartTime(res.pid)
 	r.children[res.pid] = c
+	if c.pidf != nil {
+		r.watchers.Add(1)
+		go r.watch(c, c.pidf)
+		return c, nil
+	}
+	r.listenSIGCHLD()
 	// A SIGCHLD that arrived while the lock was held was consumed by a pass
 	// that could not see this child yet; make sure another pass runs.
-	select {
-	case r.sigch <- syscall.SIGCHLD:
-	default:
-	}
+	r.poke()
 	return c, nil
+}
+
+// pidfdOpen is unix.PidfdOpen, replaced by a test to act as an old kernel.
+var pidfdOpen = func(pid int) (int, error) { return unix.PidfdOpen(pid, 0) }
+
+// watch waits in the poller for c's pidfd to say that c has exited, and
+// reaps it right away. If the poller cannot wait on pidfds, it hands c
+// over to SIGCHLD. It returns early when a reap pass took c first (the
+// pidfd is then closed).
+func (r *Reaper) watch(c *Child, f *os.File) {
+	defer r.watchers.Done()
+	rc, err := f.SyscallConn()
+	if err == nil {
+		err = rc.Read(func(fd uintptr) bool {
+			// A pidfd polls readable once its process has exited.
+			p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, perr := unix.Poll(p, 0)
+			return perr == nil && n > 0
+		})
+	}
+	if err != nil {
+		c.mu.Lock()
+		reaped := c.reaped
+		c.mu.Unlock()
+		if !reaped {
+			r.listenSIGCHLD()
+			r.poke()
+		}
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.children[c.Pid] == c {
+		r.check(c.Pid, c)
+	}
 }
 
 func (r *Reaper) reapLoop() {
@@ -305,20 +377,25 @@ func (r *Reaper) reap() {
 		}
 	}
 	for pid, c := range r.children {
-		if p, err := peekExited(unix.P_PID, pid); err == nil && p == pid {
-			r.finish(c)
-		} else if errors.Is(err, syscall.ECHILD) {
-			// Someone else in this process reaped it (a stray os/exec Wait
-			// would). The status is lost; say so rather than hang.
-			c.mu.Lock()
-			c.reaped = true
-			c.ended = time.Now()
-			c.status = syscall.WaitStatus(0xff << 8) // exit code 255
-			c.closePidfd()
-			c.mu.Unlock()
-			delete(r.children, pid)
-			close(c.done)
-		}
+		r.check(pid, c)
+	}
+}
+
+// check reaps c if it has exited; the caller holds r.mu.
+func (r *Reaper) check(pid int, c *Child) {
+	if p, err := peekExited(unix.P_PID, pid); err == nil && p == pid {
+		r.finish(c)
+	} else if errors.Is(err, syscall.ECHILD) {
+		// Someone else in this process reaped it (a stray os/exec Wait
+		// would). The status is lost; say so rather than hang.
+		c.mu.Lock()
+		c.reaped = true
+		c.ended = time.Now()
+		c.status = syscall.WaitStatus(0xff << 8) // exit code 255
+		c.closePidfd()
+		c.mu.Unlock()
+		delete(r.children, pid)
+		close(c.done)
 	}
 }
 
@@ -411,11 +488,17 @@ func (c *Child) Rusage() syscall.Rusage {
 	return c.rusage
 }
 
+// closePidfd closes the pidfd, which also ends its watcher; the caller
+// holds c.mu.
 func (c *Child) closePidfd() {
-	if c.pidfd >= 0 {
+	switch {
+	case c.pidf != nil:
+		c.pidf.Close()
+		c.pidf = nil
+	case c.pidfd >= 0:
 		unix.Close(c.pidfd)
-		c.pidfd = -1
 	}
+	c.pidfd = -1
 }
 
 // Signal sends sig to the child itself: through its pidfd, which can only

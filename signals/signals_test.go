@@ -4,11 +4,13 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -158,12 +160,70 @@ func TestCmdline(t *testing.T) {
 	}
 }
 
+// spawnExit starts sh exiting with code.
+func spawnExit(t *testing.T, r *Reaper, code int) *Child {
+	t.Helper()
+	c, err := r.Spawn(SpawnAttr{Path: "/bin/sh", Args: []string{"sh", "-c", "exit " + strconv.Itoa(code)}, OwnGroup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func waitDone(t *testing.T, c *Child) {
 	t.Helper()
 	select {
 	case <-c.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatalf("exit of pid %d not delivered", c.Pid)
+	}
+}
+
+func TestReaperDeliversEveryStatusAmongManyExits(t *testing.T) {
+	// Reaping all, a SIGCHLD pass and a child's pidfd watcher race to
+	// reap it; whichever wins, the status reaches the right Child.
+	for _, all := range []bool{false, true} {
+		r := NewReaper(ReaperOptions{ReapAll: all})
+		var kids []*Child
+		for i := 0; i < 30; i++ {
+			kids = append(kids, spawnExit(t, r, i))
+		}
+		for i, c := range kids {
+			waitDone(t, c)
+			if ws := c.Status(); !ws.Exited() || ws.ExitStatus() != i {
+				t.Errorf("reap all %v: child %d: status %v", all, i, ws)
+			}
+		}
+		r.Close()
+	}
+}
+
+func TestReaperWithoutPidfdsListensForSIGCHLD(t *testing.T) {
+	// As on a kernel older than 5.3: no pidfd, so no watcher in the
+	// poller; SIGCHLD must be listened to, and signals go by pid.
+	old := pidfdOpen
+	pidfdOpen = func(int) (int, error) { return -1, unix.ENOSYS }
+	defer func() { pidfdOpen = old }()
+	r := NewReaper(ReaperOptions{})
+	defer r.Close()
+	c := spawnExit(t, r, 3)
+	waitDone(t, c)
+	if ws := c.Status(); !ws.Exited() || ws.ExitStatus() != 3 {
+		t.Fatalf("status %v", ws)
+	}
+	s, err := r.Spawn(SpawnAttr{Path: "/bin/sleep", Args: []string{"sleep", "30"}, OwnGroup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.pidfd != -1 {
+		t.Fatalf("pidfd %d despite pidfd_open failing", s.pidfd)
+	}
+	if err := s.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, s)
+	if ws := s.Status(); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("status %v", ws)
 	}
 }
 
