@@ -381,6 +381,9 @@ type loop struct {
 	// quickKills counts outside shutdowns in a row that came within
 	// Backoff.Initial of the child's start.
 	quickKills int
+	// spare are the output pipes for the next spawn, made while the
+	// current child runs so that a respawn need not wait for them.
+	spare *outputPipes
 }
 
 func timerC(t *time.Timer) <-chan time.Time {
@@ -406,6 +409,7 @@ func (l *loop) run(ctx context.Context) error {
 		l.emit(Event{Kind: EventStopped})
 		return nil
 	}
+	defer func() { l.spare.close() }()
 	l.spawn()
 	ctxDone := ctx.Done()
 	for {
@@ -622,6 +626,43 @@ func (l *loop) spawn() {
 	if l.cfg.Backoff.Reset > 0 && (l.st.ConsecutiveFailures > 0 || l.st.Crashloop) {
 		l.reset = time.NewTimer(l.cfg.Backoff.Reset)
 	}
+	// After the start is told, while the child is busy starting: not on
+	// the way from an exit to the next spawn. Failing here is not fatal;
+	// the next spawn makes its own pipes and says why it could not.
+	l.spare, _ = newPipes()
+}
+
+// outputPipes are the two output pipes of one child: the read ends are the
+// monitor's, the write ends the child's.
+type outputPipes struct {
+	outR, outW, errR, errW *os.File
+}
+
+func newPipes() (*outputPipes, error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("create stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, fmt.Errorf("create stderr pipe: %w", err)
+	}
+	growPipe(outW)
+	growPipe(errW)
+	return &outputPipes{outR, outW, errR, errW}, nil
+}
+
+// close closes all four ends; p may be nil.
+func (p *outputPipes) close() {
+	if p == nil {
+		return
+	}
+	p.outR.Close()
+	p.outW.Close()
+	p.errR.Close()
+	p.errW.Close()
 }
 
 func (l *loop) startChild() (*signals.Child, *run, error) {
@@ -634,18 +675,14 @@ func (l *loop) startChild() (*signals.Child, *run, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return nil, nil, fmt.Errorf("create stdout pipe: %w", err)
+	p := l.spare
+	l.spare = nil
+	if p == nil {
+		if p, err = newPipes(); err != nil {
+			return nil, nil, err
+		}
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return nil, nil, fmt.Errorf("create stderr pipe: %w", err)
-	}
-	growPipe(outW)
-	growPipe(errW)
+	outR, outW, errR, errW := p.outR, p.outW, p.errR, p.errW
 	env := l.cfg.Env
 	if env == nil {
 		env = os.Environ()
@@ -802,15 +839,19 @@ func (m *Monitor) watch(r *run, reaper *signals.Reaper) {
 	for _, p := range pipes {
 		p.finish()
 	}
-	t := time.NewTimer(m.cfg.WaitDelay)
 	select {
-	case <-readersDone:
-	case <-t.C:
-		outR.Close()
-		errR.Close()
-		<-readersDone
+	case <-readersDone: // as usual: the pipes ended with the child
+	default:
+		t := time.NewTimer(m.cfg.WaitDelay)
+		select {
+		case <-readersDone:
+		case <-t.C:
+			outR.Close()
+			errR.Close()
+			<-readersDone
+		}
+		t.Stop()
 	}
-	t.Stop()
 	m.exits <- msg
 }
 

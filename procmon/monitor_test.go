@@ -9,6 +9,7 @@ import (
 
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -850,5 +851,32 @@ func TestLogNamesTheChildAsConfigured(t *testing.T) {
 				t.Errorf("the log speaks of a bridge:\n%s", text)
 			}
 		})
+	}
+}
+
+func TestEveryRespawnedRunsExitCarriesItsOwnLastLines(t *testing.T) {
+	// Each run writes its pid on both streams and exits at once; a respawn
+	// uses pipes made while the run before it was still going. The exit
+	// record must hold that run's lines, read to the end, and exited must
+	// come before what follows from it.
+	h := start(t, Config{Command: []string{"/bin/sh", "-c", "echo out-$$; echo err-$$ >&2; exit 1"},
+		Backoff: Backoff{Multiplier: 1}, MaxRestarts: 5})
+	for i := 0; i < 5; i++ {
+		ev := h.next(EventExited)
+		for _, want := range []string{fmt.Sprintf("out-%d", ev.Pid), fmt.Sprintf("err-%d", ev.Pid)} {
+			if !slices.Contains(ev.Exit.Tail, want) {
+				t.Fatalf("run %d (pid %d): tail %q lacks %q", i, ev.Pid, ev.Exit.Tail, want)
+			}
+		}
+		if len(ev.Exit.Tail) != 2 {
+			t.Fatalf("run %d (pid %d): tail %q holds lines of another run", i, ev.Pid, ev.Exit.Tail)
+		}
+		if i == 4 {
+			h.next(EventGivenUp)
+			break
+		}
+		h.nextUnless(EventBackoff, EventStarting, EventStarted)
+		h.nextUnless(EventStarting, EventStarted)
+		h.next(EventStarted)
 	}
 }
