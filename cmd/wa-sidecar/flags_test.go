@@ -2,14 +2,20 @@ package main
 
 import (
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
 
 	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 )
@@ -254,5 +260,61 @@ func TestSIGQUITStopsCleanly(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(state, "sidecar.json")); !os.IsNotExist(err) {
 		t.Fatalf("sidecar.json left behind: %v", err)
+	}
+}
+
+// run's flags, wrapped so that urfave/cli does not work their names out
+// at every look-up, are the same flags to the library: the same names,
+// help line and kinds (the interfaces it asks of a flag for help,
+// completion, categories and required flags), and the values they parse.
+func TestRunFlagsWithFixedNamesAreTheSameFlags(t *testing.T) {
+	raw := append(runFlags(), feedFlags()...)
+	fixed := runCommand().Flags
+	if len(fixed) != len(raw) {
+		t.Fatalf("%d flags, want %d", len(fixed), len(raw))
+	}
+	wrapped := 0
+	for i, f := range fixed {
+		r := raw[i]
+		if !slices.Equal(f.Names(), r.Names()) || f.String() != r.String() {
+			t.Errorf("flag %d: names %q, help %q; want %q, %q", i, f.Names(), f.String(), r.Names(), r.String())
+		}
+		if reflect.TypeOf(f) != reflect.TypeOf(r) {
+			wrapped++
+		}
+		for _, kind := range []reflect.Type{
+			reflect.TypeFor[cli.DocGenerationFlag](), reflect.TypeFor[cli.VisibleFlag](), reflect.TypeFor[cli.CategorizableFlag](),
+			reflect.TypeFor[cli.RequiredFlag](), reflect.TypeFor[cli.ActionableFlag](),
+		} {
+			if reflect.TypeOf(f).Implements(kind) != reflect.TypeOf(r).Implements(kind) {
+				t.Errorf("flag %v: implements %v %v, want %v", r.Names(), kind, !reflect.TypeOf(r).Implements(kind), reflect.TypeOf(r).Implements(kind))
+			}
+		}
+	}
+	if wrapped == 0 {
+		t.Fatal("no flag of run was wrapped")
+	}
+
+	var got runSettings
+	app := newApp()
+	for _, c := range app.Commands {
+		if c.Name == "run" {
+			c.Action = func(c *cli.Context) error {
+				var err error
+				got, err = parseRun(c, slog.New(slog.DiscardHandler))
+				return err
+			}
+		}
+	}
+	args := []string{"wa-sidecar", "run", "--backoff-max", "7s", "--tail-lines", "9", "--backoff-jitter", "0.5",
+		"--signal-group", "--addr", "127.0.0.1:7391", "--allow-origin", "a.example", "--allow-origin", "b.example", "--", "/bin/true"}
+	app.Metadata = map[string]any{argsKey: args}
+	if err := app.Run(args); err != nil {
+		t.Fatal(err)
+	}
+	m := got.monitor
+	if m.Backoff.Max != 7*time.Second || m.TailLines != 9 || m.Backoff.Jitter != 0.5 || !m.SignalGroup ||
+		got.feed.opts.Listen != "127.0.0.1:7391" || !slices.Equal(got.feed.opts.AllowOrigins, []string{"a.example", "b.example"}) {
+		t.Fatalf("parsed %+v, feed %+v", m, got.feed.opts)
 	}
 }
