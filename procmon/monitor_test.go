@@ -568,8 +568,13 @@ func TestRecycleCountsAsAFailure(t *testing.T) {
 }
 
 func TestRecycleIgnoresAReplacedChildAndYieldsToStop(t *testing.T) {
-	h := start(t, Config{Command: []string{fakeBridge, "-hang"}, Backoff: fast})
+	// The child outlives the recycle's SIGTERM, so that the Stop surely
+	// comes while the recycle is under way, not after its exit; it has
+	// ignored SIGTERM once it has written its pid.
+	pids := filepath.Join(t.TempDir(), "pids")
+	h := start(t, Config{Command: []string{fakeBridge, "-ignore-term", "-pidfile", pids}, Backoff: fast, StopTimeout: 300 * time.Millisecond})
 	pid := h.next(EventStarted).Pid
+	proctest.WaitPids(t, pids, 1)
 	if err := h.m.Recycle(ctxT(t), pid+100000, "stale"); err != nil {
 		t.Fatal(err)
 	}
