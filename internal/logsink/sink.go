@@ -213,13 +213,15 @@ const directMax = 32 << 10
 // enough to keep the writer busy, and far less memory than sinkLimit.
 const waitLimit = 512 << 10
 
-// WriteWait queues a batch of the bridge's output. Where Write would drop
-// it for want of room, WriteWait waits for the writer to make room, as a
-// pipe would, so a reader that is slower than the bridge (a log file, a
-// busy collector) gets every line. Only when a single write of stderr has
-// taken longer than stallAfter (a paused terminal, a reader gone
-// quiet) is the batch dropped and counted, so that the bridge is never
-// held up by a stalled stderr for long. The sink keeps no reference to p.
+// WriteWait queues a batch of the bridge's output. Once waitLimit is
+// queued it waits for the writer to make room, as a pipe would, so a
+// reader that is slower than the bridge (a log file, a busy collector)
+// gets every line. Only when a single write of stderr has taken longer
+// than stallAfter (a paused terminal, a reader gone quiet) does it stop
+// waiting: the batch is queued if it fits in the sink's bound, as Write
+// queues a record, and is otherwise dropped and counted, so that the
+// bridge is never held up by a stalled stderr for long. The sink keeps no
+// reference to p.
 func (s *Sink) WriteWait(p []byte) { s.queue(p, false) }
 
 // Hand is WriteWait for a batch the caller gives away: where nothing is
@@ -255,6 +257,15 @@ func (s *Sink) queue(p []byte, own bool) []byte {
 			s.kickWriter()
 			return p[:0]
 		case !s.writing.IsZero() && time.Since(s.writing) >= s.stall:
+			// A stalled reader: there is no point waiting, but what fits
+			// in the sink's bound is kept, as Write keeps a record;
+			// waitLimit only paces a reader that is moving.
+			if len(s.pending)+len(p) <= s.limit {
+				s.pending = append(s.pending, p...)
+				s.mu.Unlock()
+				s.kickWriter()
+				return p[:0]
+			}
 			s.dropped++
 			s.mu.Unlock()
 			s.kickWriter()

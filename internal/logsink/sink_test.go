@@ -268,6 +268,28 @@ func TestLogSinkWriteWaitGivesUpOnAStalledReader(t *testing.T) {
 	}
 }
 
+// TestLogSinkWriteWaitKeepsWhatFitsWhileStalled: WriteWait waits for a
+// slow writer once waitLimit is queued, but a stalled one must not make it
+// drop sooner than Write would: what fits in the sink's bound is kept for
+// when the reader moves again.
+func TestLogSinkWriteWaitKeepsWhatFitsWhileStalled(t *testing.T) {
+	bw := &blockingWriter{release: make(chan struct{})}
+	s := newSink(bw, 4<<20, true)
+	s.stall = 10 * time.Millisecond
+	var want bytes.Buffer
+	for i := 0; i < 32; i++ { // 2 MiB: four times waitLimit, half the bound
+		batch := fmt.Appendf(nil, "batch %02d %s\n", i, strings.Repeat("b", 64<<10-10))
+		want.Write(batch)
+		s.WriteWait(batch)
+	}
+	close(bw.release)
+	s.Close(10 * time.Second)
+	if got := bw.got.String(); got != want.String() {
+		t.Fatalf("batches dropped while 2 MiB of a 4 MiB bound were queued: got %d bytes, want %d (notice: %v)",
+			len(got), want.Len(), strings.Contains(got, "output dropped"))
+	}
+}
+
 func TestCannotStall(t *testing.T) {
 	f, err := os.Create(filepath.Join(t.TempDir(), "log"))
 	if err != nil {
