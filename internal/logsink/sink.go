@@ -35,12 +35,13 @@ type Sink struct {
 	limit int
 	json  bool
 	name  string // what the notice of dropped output calls w: "stderr"
-	// direct: a small batch of the bridge's output (under directMax)
-	// that finds nothing queued ahead of it is written by its caller,
-	// without a hand-off to the writer goroutine (which on a busy machine
-	// costs more than the write). That is safe where a write cannot stall (a regular file,
-	// /dev/null), or where it can be given a deadline: nb is then the
-	// pipe or terminal opened again without blocking, and w is nb.
+	// direct: a batch of the bridge's output (one given with Hand only
+	// under directMax) that finds nothing queued ahead of it is written
+	// by its caller, without a hand-off to the writer goroutine (which on
+	// a busy machine costs more than the write). That is safe where a
+	// write cannot stall (a regular file, /dev/null), or where it can be
+	// given a deadline: nb is then the pipe or terminal opened again
+	// without blocking, and w is nb.
 	direct bool
 	nb     *os.File
 	wmu    sync.Mutex // held across every write of w, in order
@@ -200,12 +201,14 @@ func start(s *Sink) *Sink {
 // counts its reader as stalled and drops bridge output instead of waiting.
 const stallAfter = time.Second
 
-// directMax is the largest batch of the bridge's output that its caller
+// directMax is the largest batch handed over with Hand that its caller
 // writes itself when nothing is queued (see Sink.direct). A larger one,
 // such as a chatty bridge's, goes to the writer goroutine even then, so
 // that the caller reads and formats the next batch while this one is
 // written: on two cores the pass-through then takes as long as the slower
-// of the two instead of their sum.
+// of the two instead of their sum. WriteWait has no such bound: its batch
+// would have to be copied for the writer goroutine, and a raw read, which
+// needs no formatting, gains less from the overlap than the copy costs.
 const directMax = 32 << 10
 
 // waitLimit is how much of the bridge's output WriteWait and Hand let
@@ -239,7 +242,7 @@ func (s *Sink) queue(p []byte, own bool) []byte {
 		case s.broken || s.stopped:
 			s.mu.Unlock()
 			return p[:0]
-		case s.direct && len(p) < directMax && len(s.pending) == 0 && s.dropped == 0 && s.writing.IsZero() && !s.closing:
+		case s.direct && (!own || len(p) < directMax) && len(s.pending) == 0 && s.dropped == 0 && s.writing.IsZero() && !s.closing:
 			s.writeDirect(p)
 			return p[:0]
 		case own && len(s.pending) == 0 && len(p) <= s.limit:

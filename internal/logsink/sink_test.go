@@ -268,6 +268,33 @@ func TestLogSinkWriteWaitGivesUpOnAStalledReader(t *testing.T) {
 	}
 }
 
+// TestLogSinkWriteWaitWritesALargeReadAtOnce: the raw mode hands each
+// read on with WriteWait, and a read that finds nothing queued is written
+// by its caller, however large, rather than copied for the writer
+// goroutine: by the time WriteWait returns, it is in the file.
+func TestLogSinkWriteWaitWritesALargeReadAtOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var ss Sinks
+	s := ss.For(f, true)
+	defer s.Close(10 * time.Second)
+	read := bytes.Repeat([]byte(strings.Repeat("r", 99)+"\n"), (256<<10)/100)
+	for i := 0; i < 20; i++ {
+		s.WriteWait(read)
+		st, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() != int64((i+1)*len(read)) {
+			t.Fatalf("read %d of %d bytes was not written when WriteWait returned (the file has %d bytes)", i, len(read), st.Size())
+		}
+	}
+}
+
 // TestLogSinkWriteWaitKeepsWhatFitsWhileStalled: WriteWait waits for a
 // slow writer once waitLimit is queued, but a stalled one must not make it
 // drop sooner than Write would: what fits in the sink's bound is kept for
