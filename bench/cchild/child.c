@@ -190,21 +190,45 @@ static char *escape(char *o, const char *s, size_t n)
 	return o;
 }
 
+/* record appends the record of one line, cut at LINE bytes as the sidecar
+ * cuts a line at its limit, to out at *used. */
+enum { LINE = 4096 };
+static void record(char *out, size_t *used, const char *prefix, int np, const char *s, size_t len, const char *suffix, int ns)
+{
+	if (len > 0 && s[len - 1] == '\r')
+		len--; /* the sidecar's lines end before "\r\n" */
+	if (len > LINE)
+		len = LINE;
+	memcpy(out + *used, prefix, (size_t)np);
+	char *o = escape(out + *used + np, s, len);
+	memcpy(o, suffix, (size_t)ns);
+	*used = (size_t)(o - out) + (size_t)ns;
+}
+
 static int jsonlog(void)
 {
-	enum { IN = 256 << 10, OUT = 256 << 10, LINE = 4096 };
-	static char in[IN + LINE], out[OUT + 8 * LINE];
+	enum { IN = 256 << 10, OUT = 256 << 10 };
+	/* A record is at most the prefix, six bytes for each of LINE bytes and
+	 * the suffix; one is added while used < OUT. */
+	static char in[IN], out[OUT + 8 * LINE];
 	char prefix[96], suffix[64];
 	size_t have = 0, used = 0;
-	int np, ns;
+	int np = 0, ns, skipping = 0; /* skipping: the rest of a line cut at IN bytes */
 
 	ns = snprintf(suffix, sizeof suffix, "\",\"bridge\":\"stdout\",\"pid\":%d}\n", (int)getpid());
 	for (;;) {
 		ssize_t n = read(0, in + have, IN - have);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
+		if (n <= 0) {
+			/* An unended last line is still a line, as the sidecar has it. */
+			if (have > 0 && !skipping) {
+				record(out, &used, prefix, np, in, have, suffix, ns);
+				if (write_all(1, out, used) < 0)
+					return 3;
+			}
 			break;
+		}
 		have += (size_t)n;
 		{
 			struct timespec ts;
@@ -216,13 +240,10 @@ static int jsonlog(void)
 		}
 		char *p = in, *end = in + have, *nl;
 		while ((nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
-			size_t len = (size_t)(nl - p);
-			if (len > LINE)
-				len = LINE;
-			memcpy(out + used, prefix, (size_t)np);
-			char *o = escape(out + used + np, p, len);
-			memcpy(o, suffix, (size_t)ns);
-			used = (size_t)(o - out) + (size_t)ns;
+			if (skipping)
+				skipping = 0;
+			else
+				record(out, &used, prefix, np, p, (size_t)(nl - p), suffix, ns);
 			if (used >= OUT) {
 				if (write_all(1, out, used) < 0)
 					return 3;
@@ -231,9 +252,16 @@ static int jsonlog(void)
 			p = nl + 1;
 		}
 		have = (size_t)(end - p);
+		if (skipping) {
+			have = 0;
+		} else if (have == IN) {
+			/* A line longer than the buffer: its head is the record, the
+			 * rest is skipped up to its end. */
+			record(out, &used, prefix, np, p, have, suffix, ns);
+			skipping = 1;
+			have = 0;
+		}
 		memmove(in, p, have);
-		if (have >= IN)
-			have = 0; /* a line longer than the buffer: dropped, as the bench has none */
 		if (used > 0) {
 			if (write_all(1, out, used) < 0)
 				return 3;
