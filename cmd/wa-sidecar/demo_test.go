@@ -246,13 +246,14 @@ func TestDemoKeepsItsStateToItselfBesideAnotherSidecar(t *testing.T) {
 	if own == "" || !strings.HasPrefix(own, demoDir+string(filepath.Separator)) || !strings.Contains(hint["try"].(string), "--state-dir "+own) {
 		t.Fatalf("the demo's hint %v does not name its own state directory in %s", hint, demoDir)
 	}
-	tok, _ := p.waitLog("generated a control token")["file"].(string)
+	// The token is written right after the bridge's spawn, and the
+	// server listens meanwhile: the three may be logged in any order.
+	recs := p.waitLogs("generated a control token", "status server listening", "bridge started")
+	tok, _ := recs[0]["file"].(string)
 	if !strings.HasPrefix(tok, own+string(filepath.Separator)) {
 		t.Fatalf("the demo's token went to %s, not into its directory %s", tok, own)
 	}
-	// The server listens once the token and sidecar.json are written,
-	// right after the bridge's spawn: either may be logged first.
-	if listen, _ := p.waitLogs("status server listening", "bridge started")[0]["listen"].(string); listen == feed.DefaultListen || !strings.HasPrefix(listen, "127.0.0.1:") {
+	if listen, _ := recs[1]["listen"].(string); listen == feed.DefaultListen || !strings.HasPrefix(listen, "127.0.0.1:") {
 		t.Fatalf("the demo beside another sidecar listens on %q, want a free loopback port other than the default %s", listen, feed.DefaultListen)
 	}
 	if out, code := runOutput(t, asUser(t, exec.Command(bin, "status", "--json", "--state-dir", own), home)); code != 0 {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
 	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 )
 
@@ -139,6 +140,19 @@ func (p *sidecarProc) waitLog(substr string) map[string]any {
 			p.t.Fatalf("no log record containing %q; log so far:\n%s", substr, p.logText())
 		}
 	}
+}
+
+// waitDiscoveryOf waits for the sidecar.json that p writes in state once
+// its first start is over, and returns it.
+func (p *sidecarProc) waitDiscoveryOf(state string) feed.Discovery {
+	p.t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if d, err := feed.ReadDiscovery(state); err == nil && d.Pid == p.cmd.Process.Pid {
+			return d
+		}
+	}
+	p.t.Fatalf("no sidecar.json of pid %d in %s; log so far:\n%s", p.cmd.Process.Pid, state, p.logText())
+	return feed.Discovery{}
 }
 
 // waitLogs waits for a record containing each of substrs, in any order,

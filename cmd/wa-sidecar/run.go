@@ -273,7 +273,7 @@ func runSidecar(s runSettings, style logsink.Style, sinks *logsink.Sinks, sigs <
 		return usageError("%v", flagError(err))
 	}
 
-	files := newStateFiles()
+	files := &stateFiles{}
 	cfg.Hooks = hookList(hermes, files, guard, bridgeLog, outputHooks)
 	cfg.ExternalReadiness = hermes.ExternalReadiness()
 	m, err := procmon.New(cfg)
@@ -293,7 +293,7 @@ func runSidecar(s runSettings, style logsink.Style, sinks *logsink.Sinks, sigs <
 		return cli.Exit("wa-sidecar: "+err.Error(), exitError)
 	}
 	parts := []part{
-		{"status server", serveAfter{files, srv}},
+		{"status server", srv},
 		{"state directory", files},
 		{"metrics", serveMetrics(srv, m, logger)},
 		{"systemd notification", systemd},
@@ -350,10 +350,10 @@ func announceBridge(target bridge.Target, in gateway.Install, logger *slog.Logge
 
 // hookList is the one list of hooks, in the order the monitor asks them:
 // the Hermes layer sees each line and each exit first; the state
-// directory's files are written right after the first spawn (the status
-// server waits for them); the session guard (if any) has its say before
-// each spawn and records the bridge after it; then bridge.log (if any)
-// and the sidecar's own log take the output.
+// directory's files are written right after the first spawn; the session
+// guard (if any) has its say before each spawn and records the bridge
+// after it; then bridge.log (if any) and the sidecar's own log take the
+// output.
 func hookList(hermes *bridge.Hermes, files *stateFiles, guard *session.Guard, bridgeLog *session.BridgeLog, output []procmon.Hook) []procmon.Hook {
 	hooks := []procmon.Hook{hermes.Hook(), files}
 	if guard != nil {

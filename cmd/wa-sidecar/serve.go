@@ -217,55 +217,49 @@ func startFeed(s runSettings, m *procmon.Monitor, files *stateFiles, logger *slo
 // stateFiles writes the control token (when the sidecar made one) and then
 // the discovery file, once, when the first spawn is over: the disk, and
 // the flushes of the atomic writes (about 2 ms), then no longer stand
-// between the sidecar's exec and the bridge's. As a monitor hook (an
-// AfterSpawner) it writes them right after the first spawn, before the
-// bridge's "bridge started"; as a part, it writes them when the first
-// start ends without a spawn (yielded to the gateway's bridge, refused,
-// or failed), so that a sidecar that waits can be found too. The status
-// server serves once they are written (serveAfter). So, as when they were
-// written before the spawn, whoever has heard from the sidecar, in its
-// log, its events or its answers, finds both files, and the token file
-// is in place before sidecar.json names it. A token that cannot be
-// written fails the part, which stops the bridge and the sidecar (exit 1).
+// between the sidecar's exec and the bridge's, nor before the status
+// server's first answer. As a monitor hook (an AfterSpawner) it writes
+// them right after the first spawn, before the bridge's "bridge started";
+// as a part, it writes them when the first start ends without a spawn
+// (yielded to the gateway's bridge, refused, or failed), so that a
+// sidecar that waits can be found too, and then tells systemd it is
+// ready. So whoever has heard "bridge started", its event or READY=1
+// finds both files, and the token file is in place before sidecar.json
+// names it. The status server may answer before they are written (it
+// has the token in memory): a client that looks in the state directory
+// meanwhile finds no sidecar there yet, as one that looked a moment
+// earlier would have. A token that cannot be written fails the part,
+// which stops the bridge and the sidecar (exit 1).
 type stateFiles struct {
 	follow *procmon.Follower // set by startFeed
 	write  func() error      // set by startFeed
 	// ready, if set, is called from Run once the files are written:
 	// systemd's READY=1, which lets the units ordered after the sidecar
 	// (the gateway's) start, must not promise a sidecar they cannot find.
-	ready   func()
-	once    sync.Once
-	err     error
-	written chan struct{} // closed once written, or once there is nothing to write
+	ready func()
+	once  sync.Once
+	err   error
 }
-
-func newStateFiles() *stateFiles { return &stateFiles{written: make(chan struct{})} }
 
 // AfterSpawn writes the files after the first spawn; later spawns find
 // them written.
 func (f *stateFiles) AfterSpawn(signals.Identity) { f.publish() }
 
 func (f *stateFiles) publish() error {
-	f.once.Do(func() {
-		f.err = f.write()
-		close(f.written)
-	})
+	f.once.Do(func() { f.err = f.write() })
 	return f.err
 }
 
 // Run waits for the first start to end, spawned or not, writes the
 // files if AfterSpawn has not, calls ready once they are, and returns
-// what writing them gave.
+// what writing them gave. A sidecar that ends before its first start
+// did writes nothing: there is no one to find.
 func (f *stateFiles) Run(ctx context.Context) error {
 	defer f.follow.Close()
 	for f.follow.Last().Status.State == procmon.StateStarting {
-		if _, err := f.follow.Next(ctx); err != nil {
-			// The sidecar is ending before its first start did: there
-			// is no one to find, and the server may end too.
-			f.once.Do(func() { close(f.written) })
-			if errors.Is(err, procmon.ErrFinished) {
-				return nil
-			}
+		if _, err := f.follow.Next(ctx); errors.Is(err, procmon.ErrFinished) {
+			return nil
+		} else if err != nil {
 			return err
 		}
 	}
@@ -276,19 +270,6 @@ func (f *stateFiles) Run(ctx context.Context) error {
 		f.ready()
 	}
 	return nil
-}
-
-// serveAfter runs the status server once files are written, so that no
-// client is answered by a sidecar that its state directory does not name
-// yet.
-type serveAfter struct {
-	files *stateFiles
-	srv   *feed.Server
-}
-
-func (s serveAfter) Run(ctx context.Context) error {
-	<-s.files.written
-	return s.srv.Run(ctx)
 }
 
 // fileExitCode is the exit code for an error about the sidecar's own

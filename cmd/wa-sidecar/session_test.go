@@ -128,6 +128,7 @@ func sidecarWithPortHeld(t *testing.T) (p *sidecarProc, sidecar, state string, p
 	state = t.TempDir()
 	p = startSidecar(t, sidecar, "run", "--state-dir", state, "--session-dir", filepath.Join(t.TempDir(), "session"),
 		"--port", strconv.Itoa(port), "--backoff-initial", "50ms", "--backoff-max", "200ms", "--", fake, "-hang")
-	p.waitLog("status server listening")
+	// sidecar.json comes once the first start has been refused.
+	p.waitDiscoveryOf(state)
 	return p, sidecar, state, port
 }
