@@ -8,6 +8,7 @@
 package logsink
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -52,9 +53,16 @@ type Sink struct {
 	mu      sync.Mutex
 	pending []byte
 	dropped int64
-	broken  bool // a write failed (EPIPE, …): discard from now on
-	closing bool // Close was called: write out what is queued, then stop
-	stopped bool // the writer goroutine has returned
+	// open: the bridge's raw output queued last ends inside a line. A
+	// record written meanwhile waits in held until the bridge ends that
+	// line, or for holdOpen (holdTimer), so that it never lands inside a
+	// line of the bridge's where both share a file, a pipe or a terminal.
+	open      bool
+	held      []byte
+	holdTimer *time.Timer
+	broken    bool // a write failed (EPIPE, …): discard from now on
+	closing   bool // Close was called: write out what is queued, then stop
+	stopped   bool // the writer goroutine has returned
 	// writing is when the write under way began (zero between writes), and
 	// freed is closed, and replaced, each time the writer takes what is
 	// pending: WriteWait tells a slow reader from a stalled one by them.
@@ -211,6 +219,11 @@ const stallAfter = time.Second
 // needs no formatting, gains less from the overlap than the copy costs.
 const directMax = 32 << 10
 
+// holdOpen is how long a record waits for the bridge to end a line it left
+// open (a prompt, a line cut between two reads); after that the record is
+// written on a line of its own, after a newline that ends the bridge's.
+const holdOpen = 250 * time.Millisecond
+
 // waitLimit is how much of the bridge's output WriteWait and Hand let
 // queue before they wait for the writer: two of the line writer's batches,
 // enough to keep the writer busy, and far less memory than sinkLimit.
@@ -238,6 +251,23 @@ func (s *Sink) Hand(p []byte) []byte { return s.queue(p, true) }
 func (s *Sink) queue(p []byte, own bool) []byte {
 	for {
 		s.mu.Lock()
+		if len(s.held) > 0 && !s.broken && !s.stopped {
+			if i := bytes.IndexByte(p, '\n'); i >= 0 {
+				// p ends the line the records waited for: its head, then
+				// the records, then the rest as any batch.
+				s.pending = append(s.pending, p[:i+1]...)
+				s.releaseHeld(false)
+				s.mu.Unlock()
+				s.kickWriter()
+				if i+1 < len(p) {
+					s.queue(p[i+1:], false)
+				}
+				return p[:0]
+			}
+		}
+		if len(p) > 0 {
+			s.open = p[len(p)-1] != '\n'
+		}
 		switch {
 		case s.broken || s.stopped:
 			s.mu.Unlock()
@@ -283,6 +313,37 @@ func (s *Sink) queue(p []byte, own bool) []byte {
 		}
 		t.Stop()
 	}
+}
+
+// releaseHeld queues the records held while the bridge's line was open,
+// after a newline if that line is still open; the caller holds s.mu.
+func (s *Sink) releaseHeld(newline bool) {
+	if s.holdTimer != nil {
+		s.holdTimer.Stop()
+		s.holdTimer = nil
+	}
+	if len(s.held) == 0 {
+		return
+	}
+	if newline && s.open {
+		s.pending = append(s.pending, '\n')
+	}
+	s.pending = append(s.pending, s.held...)
+	s.held = s.held[:0]
+	s.open = false
+}
+
+// holdTimedOut releases the held records once the bridge has left its
+// line open for holdOpen.
+func (s *Sink) holdTimedOut() {
+	s.mu.Lock()
+	if s.stopped || s.broken {
+		s.mu.Unlock()
+		return
+	}
+	s.releaseHeld(true)
+	s.mu.Unlock()
+	s.kickWriter()
 }
 
 // writeDirect writes p itself; the caller holds s.mu, which it releases.
@@ -335,8 +396,13 @@ func (s *Sink) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	switch {
 	case s.broken || s.stopped:
-	case len(s.pending)+len(p) > s.limit:
+	case len(s.pending)+len(s.held)+len(p) > s.limit:
 		s.dropped++
+	case s.open:
+		s.held = append(s.held, p...)
+		if s.holdTimer == nil {
+			s.holdTimer = time.AfterFunc(holdOpen, s.holdTimedOut)
+		}
 	default:
 		s.pending = append(s.pending, p...)
 	}
@@ -413,6 +479,7 @@ func (s *Sink) Close(timeout time.Duration) {
 		s.mu.Unlock()
 		return
 	}
+	s.releaseHeld(true)
 	s.closing = true
 	s.mu.Unlock()
 	select {

@@ -251,6 +251,62 @@ func TestLogSinkHandKeepsOrderAndOwnership(t *testing.T) {
 	})
 }
 
+// TestLogSinkRecordsWaitForTheBridgesLine: where the bridge's raw output
+// and the sidecar's records share a file (2>&1, journald), a record written
+// while the bridge's last read ended inside a line waits until the bridge
+// ends it, and then comes on a line of its own; if the line stays open, the
+// record comes after holdOpen, after a newline, and at Close at the latest.
+func TestLogSinkRecordsWaitForTheBridgesLine(t *testing.T) {
+	file := func(t *testing.T) (*Sink, func() string) {
+		path := filepath.Join(t.TempDir(), "log")
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		var ss Sinks
+		return ss.For(f, true), func() string { b, _ := os.ReadFile(path); return string(b) }
+	}
+	t.Run("the line ends", func(t *testing.T) {
+		s, got := file(t)
+		s.WriteWait([]byte("line one\nthe bridge's li"))
+		s.Write([]byte("RECORD 1\n"))
+		s.Write([]byte("RECORD 2\n"))
+		s.WriteWait([]byte("ne, cut\nand an"))
+		s.WriteWait([]byte("other\n"))
+		s.Write([]byte("RECORD 3\n"))
+		s.Close(10 * time.Second)
+		want := "line one\nthe bridge's line, cut\nRECORD 1\nRECORD 2\nandanother\nRECORD 3\n"
+		want = strings.Replace(want, "andanother", "and another", 1)
+		if g := got(); g != want {
+			t.Fatalf("got %q\nwant %q", g, want)
+		}
+	})
+	t.Run("the line stays open", func(t *testing.T) {
+		s, got := file(t)
+		s.WriteWait([]byte("Enter the code: "))
+		s.Write([]byte("RECORD\n"))
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(got(), "RECORD") && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		s.WriteWait([]byte("1234\n"))
+		s.Close(10 * time.Second)
+		if g, want := got(), "Enter the code: \nRECORD\n1234\n"; g != want {
+			t.Fatalf("got %q\nwant %q", g, want)
+		}
+	})
+	t.Run("closed with the line open", func(t *testing.T) {
+		s, got := file(t)
+		s.WriteWait([]byte("no newline"))
+		s.Write([]byte("RECORD\n"))
+		s.Close(10 * time.Second)
+		if g, want := got(), "no newline\nRECORD\n"; g != want {
+			t.Fatalf("got %q\nwant %q", g, want)
+		}
+	})
+}
+
 // TestLogSinkWriteWaitGivesUpOnAStalledReader checks that a stalled stderr
 // holds the bridge's output up for one stall at most, then drops it.
 func TestLogSinkWriteWaitGivesUpOnAStalledReader(t *testing.T) {
