@@ -263,7 +263,8 @@ func pairOwn(ctx context.Context, c *cli.Context) error {
 var errChildExited = errors.New("the sidecar exited")
 
 // waitDiscovery waits until the sidecar with this pid has written its
-// sidecar.json in dir, which it does once its status server listens.
+// sidecar.json in dir, which it does once its first start is over (after
+// the bridge's spawn, or after the reason it did not spawn one).
 func waitDiscovery(ctx context.Context, dir string, pid int, exited <-chan struct{}) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
