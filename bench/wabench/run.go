@@ -97,6 +97,18 @@ func waitFor(timeout time.Duration, cond func() bool) bool {
 	return cond()
 }
 
+// nthExit is the n-th exit stamp, counted from 1.
+func nthExit(stamps []stamp, n int) stamp {
+	for _, s := range stamps {
+		if s.what == "exit" {
+			if n--; n == 0 {
+				return s
+			}
+		}
+	}
+	return stamp{}
+}
+
 func countExits(stamps []stamp) int {
 	n := 0
 	for _, s := range stamps {
@@ -406,13 +418,13 @@ func measureFanout(c *config, t *tool, r *result) error {
 	logf("wa-sidecar: %d clients connected (%d failed); waiting for 10 exits", c.clients-errs, errs)
 	from := countExits(readStamps(stamps))
 	ok := waitFor(60*time.Second, func() bool { return countExits(readStamps(stamps)) >= from+11 })
-	// Let every client take in the last exit before hanging up, or its
-	// late notes would be cut off and left out of the figures.
+	// Let every client take in the last exit counted before hanging up,
+	// or its late notes would be cut off and left out of the figures.
 	if ok {
-		want := countExits(readStamps(stamps)) - from
+		last := nthExit(readStamps(stamps), from+11)
 		waitFor(10*time.Second, func() bool {
 			for _, cl := range clients {
-				if cl.noteCount() < want {
+				if !cl.heard(last.pid) {
 					return false
 				}
 			}
@@ -426,13 +438,16 @@ func measureFanout(c *config, t *tool, r *result) error {
 		return fmt.Errorf("fewer than 10 exits within 60 s; see %s", dir)
 	}
 	st := readStamps(stamps)
-	// Only exits that happened once every client was connected count.
+	// Only the ten exits waited for count: they happened once every client
+	// was connected, and every client had its time to hear of each. A
+	// later one, which some clients may not have heard of when they hung
+	// up, would leave out the slowest of them.
 	var late []stamp
 	n := 0
 	for _, x := range st {
 		if x.what == "exit" {
 			n++
-			if n > from+1 {
+			if n > from+1 && n <= from+11 {
 				late = append(late, x)
 			}
 		}

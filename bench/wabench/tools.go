@@ -74,10 +74,16 @@ type note struct {
 	pid int
 }
 
-func (s *session) noteCount() int {
+// heard reports whether a note of pid's exit has come.
+func (s *session) heard(pid int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.notes)
+	for i := len(s.notes) - 1; i >= 0; i-- {
+		if s.notes[i].pid == pid {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *session) addNote(n note) {
