@@ -189,6 +189,20 @@ func TestLogSinkWriteWaitKeepsEveryBatch(t *testing.T) {
 	}
 }
 
+// fileSink is the sink of a new regular file, as Sinks.For makes it for a
+// log redirected to a file, and a way to read what reached the file.
+func fileSink(t *testing.T) (*Sink, func() string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "log")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	var ss Sinks
+	return ss.For(f, true), func() string { b, _ := os.ReadFile(path); return string(b) }
+}
+
 // TestLogSinkHandKeepsOrderAndOwnership mixes batches given away with
 // Hand, small and large, with records and copied batches, on a slow writer
 // and on a regular file (where small batches are written at once). The
@@ -236,18 +250,11 @@ func TestLogSinkHandKeepsOrderAndOwnership(t *testing.T) {
 		run(t, newSink(w, 4<<20, true), func() string { w.mu.Lock(); defer w.mu.Unlock(); return w.got.String() })
 	})
 	t.Run("file", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "log")
-		f, err := os.Create(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		var ss Sinks
-		s := ss.For(f, true)
+		s, got := fileSink(t)
 		if !s.direct {
 			t.Fatal("a regular file's sink does not write directly")
 		}
-		run(t, s, func() string { b, _ := os.ReadFile(path); return string(b) })
+		run(t, s, got)
 	})
 }
 
@@ -257,18 +264,8 @@ func TestLogSinkHandKeepsOrderAndOwnership(t *testing.T) {
 // ends it, and then comes on a line of its own; if the line stays open, the
 // record comes after holdOpen, after a newline, and at Close at the latest.
 func TestLogSinkRecordsWaitForTheBridgesLine(t *testing.T) {
-	file := func(t *testing.T) (*Sink, func() string) {
-		path := filepath.Join(t.TempDir(), "log")
-		f, err := os.Create(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		var ss Sinks
-		return ss.For(f, true), func() string { b, _ := os.ReadFile(path); return string(b) }
-	}
 	t.Run("the line ends", func(t *testing.T) {
-		s, got := file(t)
+		s, got := fileSink(t)
 		s.WriteWait([]byte("line one\nthe bridge's li"))
 		s.Write([]byte("RECORD 1\n"))
 		s.Write([]byte("RECORD 2\n"))
@@ -283,7 +280,7 @@ func TestLogSinkRecordsWaitForTheBridgesLine(t *testing.T) {
 		}
 	})
 	t.Run("the line stays open", func(t *testing.T) {
-		s, got := file(t)
+		s, got := fileSink(t)
 		s.WriteWait([]byte("Enter the code: "))
 		s.Write([]byte("RECORD\n"))
 		deadline := time.Now().Add(10 * time.Second)
@@ -297,7 +294,7 @@ func TestLogSinkRecordsWaitForTheBridgesLine(t *testing.T) {
 		}
 	})
 	t.Run("closed with the line open", func(t *testing.T) {
-		s, got := file(t)
+		s, got := fileSink(t)
 		s.WriteWait([]byte("no newline"))
 		s.Write([]byte("RECORD\n"))
 		s.Close(10 * time.Second)
@@ -329,24 +326,13 @@ func TestLogSinkWriteWaitGivesUpOnAStalledReader(t *testing.T) {
 // by its caller, however large, rather than copied for the writer
 // goroutine: by the time WriteWait returns, it is in the file.
 func TestLogSinkWriteWaitWritesALargeReadAtOnce(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "log")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var ss Sinks
-	s := ss.For(f, true)
+	s, got := fileSink(t)
 	defer s.Close(10 * time.Second)
 	read := bytes.Repeat([]byte(strings.Repeat("r", 99)+"\n"), (256<<10)/100)
 	for i := 0; i < 20; i++ {
 		s.WriteWait(read)
-		st, err := f.Stat()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Size() != int64((i+1)*len(read)) {
-			t.Fatalf("read %d of %d bytes was not written when WriteWait returned (the file has %d bytes)", i, len(read), st.Size())
+		if n := len(got()); n != (i+1)*len(read) {
+			t.Fatalf("read %d of %d bytes was not written when WriteWait returned (the file has %d bytes)", i, len(read), n)
 		}
 	}
 }
