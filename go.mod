@@ -19,7 +19,7 @@ require (
 	rsc.io/qr v0.2.0
 )
 
-require golang.org/x/sync v0.25.0 // indirect
+require golang.org/x/sync v0.25.0
 
 require (
 	github.com/cpuguy83/go-md2man/v2 v2.0.7 // indirect
