@@ -117,3 +117,38 @@ func TestBridgeOutputLogToFile(t *testing.T) {
 func TestUnreadStdoutBlocksNothingInRawMode(t *testing.T) {
 	unreadPipeBlocksNothing(t, "stdout")
 }
+
+// TestRawLineKeepsTheSidecarsRecordsOut: with stdout and stderr on one
+// file (2>&1), a record the sidecar logs while the bridge's raw line is
+// still open ("stopping: …", here) waits for the bridge to end that line,
+// and comes on a line of its own.
+func TestRawLineKeepsTheSidecarsRecordsOut(t *testing.T) {
+	bin, _ := binaries(t)
+	dir := t.TempDir()
+	out, err := os.Create(filepath.Join(dir, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	started := filepath.Join(dir, "started")
+	script := `trap 'printf " and its end\n"; exit 0' TERM; printf 'a line left open'; : > "$1"; sleep 30 & wait`
+	cmd := startOn(t, out, out, bin, "run", "--bridge-output", "raw", "--", "/bin/sh", "-c", script, "sh", started)
+	waitFile(t, started)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if code := exitCode(t, cmd); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	b, _ := os.ReadFile(out.Name())
+	got := string(b)
+	if !strings.Contains(got, "a line left open and its end\n") {
+		t.Fatalf("the bridge's line was broken into:\n%s", got)
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(got, "\n"), "\n") {
+		if l != "a line left open and its end" && !json.Valid([]byte(l)) {
+			t.Errorf("a line that is neither the bridge's nor a record: %q", l)
+		}
+	}
+	if !strings.Contains(got, `"msg":"stopping`) {
+		t.Fatalf("no stopping record:\n%s", got)
+	}
+}
