@@ -306,8 +306,8 @@ func (r *Reaper) Spawn(a SpawnAttr) (*Child, error) {
 var pidfdOpen = func(pid int) (int, error) { return unix.PidfdOpen(pid, 0) }
 
 // watch waits in the poller for c's pidfd to say that c has exited, and
-// reaps it right away. If the poller cannot wait on pidfds, it hands c
-// over to SIGCHLD. It returns early when a reap pass took c first (the
+// reaps it right away. If the poller cannot wait on pidfds, or c cannot be
+// reaped yet when its pidfd says it has exited, it hands c over to SIGCHLD. It returns early when a reap pass took c first (the
 // pidfd is then closed).
 func (r *Reaper) watch(c *Child, f *os.File) {
 	defer r.watchers.Done()
@@ -332,8 +332,17 @@ func (r *Reaper) watch(c *Child, f *os.File) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.children[c.Pid] != c {
+		return
+	}
+	r.check(c.Pid, c)
 	if r.children[c.Pid] == c {
-		r.check(c.Pid, c)
+		// Dead, but its waitid sees nothing yet: a tracer (strace -f, a
+		// debugger) sees a traced zombie first, and the parent hears of it
+		// by SIGCHLD once the tracer has taken it. The pidfd stays
+		// readable, so only SIGCHLD can tell when.
+		r.listenSIGCHLD()
+		r.poke()
 	}
 }
 

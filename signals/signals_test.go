@@ -13,7 +13,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if pid, err := strconv.Atoi(os.Getenv(traceEnv)); err == nil {
+		os.Exit(traceAndHold(pid))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func TestParse(t *testing.T) {
 	good := map[string]syscall.Signal{"TERM": syscall.SIGTERM, "sigint": syscall.SIGINT, " KILL ": syscall.SIGKILL, "15": syscall.SIGTERM, "SIGUSR1": syscall.SIGUSR1}
