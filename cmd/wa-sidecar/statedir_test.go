@@ -6,11 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge/feed"
+	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 )
 
 // run refuses a state directory that other users can write, saying how to
@@ -114,4 +117,40 @@ func TestStateFilesWhenTheFirstStartSpawnsNothing(t *testing.T) {
 		t.Fatalf("a bridge was started while the port is held:\n%s", p.logText())
 	}
 	p.stopOK()
+}
+
+// A token that cannot be written once the bridge has been spawned stops
+// that bridge and the sidecar, which exits 1 with the hint it gave when
+// the token was written before the spawn, and leaves no sidecar.json.
+func TestATokenThatCannotBeWrittenStopsTheBridge(t *testing.T) {
+	bin, _ := binaries(t)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	// A directory where the token file goes: the rename onto it fails.
+	if err := os.MkdirAll(filepath.Join(state, feed.TokenFileName, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(dir, "bridge.pid")
+	p := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--",
+		"/bin/sh", "-c", `echo $$ > "$0"; exec sleep 30`, pidFile)
+	if code := p.wait(); code != exitError {
+		t.Fatalf("exit code %d, want %d; log:\n%s", code, exitError, p.logText())
+	}
+	log := p.logText()
+	if !strings.Contains(log, "pass --state-dir or --token-file") {
+		t.Fatalf("no hint to pass --state-dir or --token-file:\n%s", log)
+	}
+	if b, err := os.ReadFile(pidFile); err == nil {
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		if pid > 0 && proctest.Running(pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("the bridge (pid %d) outlived the sidecar", pid)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(state, feed.DiscoveryFileName)); !os.IsNotExist(err) {
+		t.Fatalf("sidecar.json after a failed token write: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(state, ".token*")); len(left) > 0 {
+		t.Fatalf("the failed write left %v", left)
+	}
 }
