@@ -426,6 +426,20 @@ func (s *Sink) run() {
 				break
 			}
 			out, dropped := s.pending, s.dropped
+			if dropped > 0 && s.open {
+				// The notice is a record: it must not land inside the
+				// bridge's open line either (see Write).
+				if s.closing {
+					out = append(out, '\n')
+					s.open = false
+				} else {
+					s.held = append(s.held, s.dropNotice(dropped)...)
+					if s.holdTimer == nil {
+						s.holdTimer = time.AfterFunc(holdOpen, s.holdTimedOut)
+					}
+					s.dropped, dropped = 0, 0
+				}
+			}
 			if len(out) == 0 && dropped == 0 {
 				// Nothing to swap: pending and spare must stay two buffers,
 				// or the next records would be appended to the one being

@@ -572,3 +572,37 @@ func reopenedPipe(t *testing.T) (r, w, nb *os.File) {
 	t.Cleanup(func() { nb.Close() })
 	return r, w, nb
 }
+
+// The notice of dropped records is a record too: while the bridge's raw
+// line is open it waits for that line's end like any other, rather than
+// landing inside it.
+func TestLogSinkDropNoticeWaitsForTheBridgesLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := start(&Sink{w: f, direct: true, limit: 64, json: true})
+	s.WriteWait([]byte("the bridge's li"))
+	s.Write([]byte(strings.Repeat("x", 100) + "\n")) // over the bound: dropped
+	// Let the writer take the drop before the line ends.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		taken := s.dropped == 0
+		s.mu.Unlock()
+		if taken || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	s.WriteWait([]byte("ne\n"))
+	s.Close(10 * time.Second)
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) != 2 || lines[0] != "the bridge's line" || !strings.Contains(lines[1], `"dropped":1`) {
+		t.Fatalf("got %q; want the bridge's line whole, then the notice", b)
+	}
+}
