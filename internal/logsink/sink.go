@@ -265,14 +265,12 @@ func (s *Sink) queue(p []byte, own bool) []byte {
 				return p[:0]
 			}
 		}
-		if len(p) > 0 {
-			s.open = p[len(p)-1] != '\n'
-		}
 		switch {
 		case s.broken || s.stopped:
 			s.mu.Unlock()
 			return p[:0]
 		case s.direct && (!own || len(p) < directMax) && len(s.pending) == 0 && s.dropped == 0 && s.writing.IsZero() && !s.closing:
+			s.noteEnd(p)
 			s.writeDirect(p)
 			return p[:0]
 		case own && len(s.pending) == 0 && len(p) <= s.limit:
@@ -281,11 +279,13 @@ func (s *Sink) queue(p []byte, own bool) []byte {
 			// in it (see run).
 			back := s.pending[:0]
 			s.pending = p
+			s.noteEnd(p)
 			s.mu.Unlock()
 			s.kickWriter()
 			return back
 		case len(s.pending)+len(p) <= min(s.limit, waitLimit) || len(s.pending) == 0:
 			s.pending = append(s.pending, p...)
+			s.noteEnd(p)
 			s.mu.Unlock()
 			s.kickWriter()
 			return p[:0]
@@ -295,11 +295,12 @@ func (s *Sink) queue(p []byte, own bool) []byte {
 			// waitLimit only paces a reader that is moving.
 			if len(s.pending)+len(p) <= s.limit {
 				s.pending = append(s.pending, p...)
+				s.noteEnd(p)
 				s.mu.Unlock()
 				s.kickWriter()
 				return p[:0]
 			}
-			s.dropped++
+			s.dropped++ // p never reaches the output, nor opens a line there
 			s.mu.Unlock()
 			s.kickWriter()
 			return p[:0]
@@ -312,6 +313,14 @@ func (s *Sink) queue(p []byte, own bool) []byte {
 		case <-t.C:
 		}
 		t.Stop()
+	}
+}
+
+// noteEnd notes whether p, a batch of the bridge's just queued or being
+// written, leaves a line open; the caller holds s.mu.
+func (s *Sink) noteEnd(p []byte) {
+	if len(p) > 0 {
+		s.open = p[len(p)-1] != '\n'
 	}
 }
 

@@ -606,3 +606,33 @@ func TestLogSinkDropNoticeWaitsForTheBridgesLine(t *testing.T) {
 		t.Fatalf("got %q; want the bridge's line whole, then the notice", b)
 	}
 }
+
+// A batch of the bridge's that is dropped never reaches the output, so it
+// neither opens a line there nor ends one: a record written after it is
+// not held for it, and no empty line is put before the record.
+func TestLogSinkADroppedBatchLeavesNoLineOpen(t *testing.T) {
+	bw := &blockingWriter{release: make(chan struct{})}
+	s := newSink(bw, 64, true)
+	s.stall = time.Millisecond
+	s.WriteWait([]byte("a\n")) // taken by the writer, whose Write is stuck
+	for {
+		s.mu.Lock()
+		stuck := len(s.pending) == 0 && !s.writing.IsZero() && time.Since(s.writing) > 10*s.stall
+		s.mu.Unlock()
+		if stuck {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s.WriteWait([]byte("b\n"))
+	s.WriteWait([]byte(strings.Repeat("y", 70))) // over the bound while stalled: dropped
+	s.Write([]byte("R\n"))
+	close(bw.release)
+	s.Close(10 * time.Second)
+	bw.mu.Lock()
+	out := bw.got.String()
+	bw.mu.Unlock()
+	if !strings.HasPrefix(out, "a\nb\nR\n") || strings.Contains(out, "\n\n") || !strings.Contains(out, `"dropped":1`) {
+		t.Fatalf("got %q; want a, b, R, then the notice of the dropped batch", out)
+	}
+}
