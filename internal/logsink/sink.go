@@ -60,9 +60,10 @@ type Sink struct {
 	open      bool
 	held      []byte
 	holdTimer *time.Timer
-	broken    bool // a write failed (EPIPE, …): discard from now on
-	closing   bool // Close was called: write out what is queued, then stop
-	stopped   bool // the writer goroutine has returned
+	holds     uint64 // counts the holds, so that a late timer knows its own
+	broken    bool   // a write failed (EPIPE, …): discard from now on
+	closing   bool   // Close was called: write out what is queued, then stop
+	stopped   bool   // the writer goroutine has returned
 	// writing is when the write under way began (zero between writes), and
 	// freed is closed, and replaced, each time the writer takes what is
 	// pending: WriteWait tells a slow reader from a stalled one by them.
@@ -342,11 +343,23 @@ func (s *Sink) releaseHeld(newline bool) {
 	s.open = false
 }
 
+// armHold starts the wait of holdOpen for the records just held, unless
+// one is under way; the caller holds s.mu.
+func (s *Sink) armHold() {
+	if s.holdTimer != nil {
+		return
+	}
+	s.holds++
+	hold := s.holds
+	s.holdTimer = time.AfterFunc(holdOpen, func() { s.holdTimedOut(hold) })
+}
+
 // holdTimedOut releases the held records once the bridge has left its
-// line open for holdOpen.
-func (s *Sink) holdTimedOut() {
+// line open for holdOpen. hold is the hold whose timer fired: one stopped
+// too late, as the line it waited for ended, leaves a later hold alone.
+func (s *Sink) holdTimedOut(hold uint64) {
 	s.mu.Lock()
-	if s.stopped || s.broken {
+	if s.stopped || s.broken || s.holdTimer == nil || s.holds != hold {
 		s.mu.Unlock()
 		return
 	}
@@ -409,9 +422,7 @@ func (s *Sink) Write(p []byte) (int, error) {
 		s.dropped++
 	case s.open:
 		s.held = append(s.held, p...)
-		if s.holdTimer == nil {
-			s.holdTimer = time.AfterFunc(holdOpen, s.holdTimedOut)
-		}
+		s.armHold()
 	default:
 		s.pending = append(s.pending, p...)
 	}
@@ -443,9 +454,7 @@ func (s *Sink) run() {
 					s.open = false
 				} else {
 					s.held = append(s.held, s.dropNotice(dropped)...)
-					if s.holdTimer == nil {
-						s.holdTimer = time.AfterFunc(holdOpen, s.holdTimedOut)
-					}
+					s.armHold()
 					s.dropped, dropped = 0, 0
 				}
 			}

@@ -636,3 +636,23 @@ func TestLogSinkADroppedBatchLeavesNoLineOpen(t *testing.T) {
 		t.Fatalf("got %q; want a, b, R, then the notice of the dropped batch", out)
 	}
 }
+
+// A hold's timer that fires just as the line it waited for ends (too late
+// for Stop) must not release the records of the next hold early, into the
+// bridge's next open line.
+func TestLogSinkALateHoldTimerLeavesTheNextHoldAlone(t *testing.T) {
+	s, got := fileSink(t)
+	s.WriteWait([]byte("first li"))
+	s.Write([]byte("R1\n"))
+	s.mu.Lock()
+	first := s.holds
+	s.mu.Unlock()
+	s.WriteWait([]byte("ne\nsecond li"))
+	s.Write([]byte("R2\n"))
+	s.holdTimedOut(first) // the first hold's timer, firing late
+	s.WriteWait([]byte("ne\n"))
+	s.Close(10 * time.Second)
+	if g, want := got(), "first line\nR1\nsecond line\nR2\n"; g != want {
+		t.Fatalf("got %q\nwant %q", g, want)
+	}
+}
