@@ -34,8 +34,9 @@ import (
 // A spawned child's exit is learnt from its pidfd, which Go's poller waits
 // on with the child's pipes: the goroutine it wakes reaps the child at
 // once, with no hand-off through the signal goroutine. SIGCHLD is listened
-// to only where it is needed: for the orphans of ReapAll, and for a child
-// without a pidfd in the poller (kernels older than 5.3 have no pidfds).
+// to only where it is needed: for the orphans of ReapAll, for a child
+// without a pidfd in the poller (kernels older than 5.3 have no pidfds),
+// and for a traced child, whose exit its tracer sees first.
 type Reaper struct {
 	opts     ReaperOptions
 	mu       sync.Mutex // held across a spawn and across a reap pass
