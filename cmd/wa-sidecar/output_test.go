@@ -16,16 +16,7 @@ func runToFiles(t *testing.T, args ...string) (stdout, stderr string) {
 	t.Helper()
 	bin, _ := binaries(t)
 	dir := t.TempDir()
-	outF, err := os.Create(filepath.Join(dir, "stdout"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer outF.Close()
-	errF, err := os.Create(filepath.Join(dir, "stderr"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer errF.Close()
+	outF, errF := createIn(t, dir, "stdout"), createIn(t, dir, "stderr")
 	done := filepath.Join(dir, "done")
 	cmd := startOn(t, outF, errF, append(append([]string{bin}, args...), "-done-file", done, "-hang")...)
 	waitFile(t, done)
@@ -38,6 +29,17 @@ func runToFiles(t *testing.T, args ...string) (stdout, stderr string) {
 	o, _ := os.ReadFile(outF.Name())
 	e, _ := os.ReadFile(errF.Name())
 	return string(o), string(e)
+}
+
+// createIn creates the file name in dir, closed when the test ends.
+func createIn(t *testing.T, dir, name string) *os.File {
+	t.Helper()
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }
 
 // TestBridgeOutputRaw: with --bridge-output raw the bridge's stdout comes
@@ -125,11 +127,7 @@ func TestUnreadStdoutBlocksNothingInRawMode(t *testing.T) {
 func TestRawLineKeepsTheSidecarsRecordsOut(t *testing.T) {
 	bin, _ := binaries(t)
 	dir := t.TempDir()
-	out, err := os.Create(filepath.Join(dir, "out"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
+	out := createIn(t, dir, "out")
 	started := filepath.Join(dir, "started")
 	script := `trap 'printf " and its end\n"; exit 0' TERM; printf 'a line left open'; : > "$1"; sleep 30 & wait`
 	cmd := startOn(t, out, out, bin, "run", "--bridge-output", "raw", "--", "/bin/sh", "-c", script, "sh", started)
