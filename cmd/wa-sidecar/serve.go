@@ -225,10 +225,11 @@ func startFeed(s runSettings, m *procmon.Monitor, files *stateFiles, logger *slo
 // sidecar that waits can be found too, and then tells systemd it is
 // ready. So whoever has heard "bridge started", its event or READY=1
 // finds both files (unless writing them failed, and then the sidecar is
-// stopping), and the token file is in place before sidecar.json names it. The status server may answer before they are written (it
-// has the token in memory): a client that looks in the state directory
-// meanwhile finds no sidecar there yet, as one that looked a moment
-// earlier would have. A token that cannot be written fails the part,
+// stopping), and the token file is in place before sidecar.json names
+// it. The status server may answer before they are written (it has the
+// token in memory): a client that looks in the state directory meanwhile
+// finds no sidecar there yet, as one that looked a moment earlier would
+// have. A token that cannot be written fails the part,
 // which stops the bridge and the sidecar (exit 1).
 type stateFiles struct {
 	follow *procmon.Follower // set by startFeed
