@@ -77,6 +77,19 @@ func upTo(t *testing.T, f *Follower, kind Kind) []Update {
 
 // rest takes updates from f until the monitor's stream ends, checking
 // that each follows the one before it.
+// runUntilGivenUp runs the monitor and returns once it has given up on
+// its crashing bridge, watched by a subscription of its own.
+func runUntilGivenUp(r *running) {
+	watch, _ := r.m.Subscribe(4096)
+	defer watch.Close()
+	r.run()
+	for ev := range watch.C {
+		if ev.Kind == EventGivenUp {
+			return
+		}
+	}
+}
+
 func rest(t *testing.T, f *Follower) []Update {
 	t.Helper()
 	var got []Update
@@ -105,14 +118,7 @@ func TestFollowMissesNothingFromConstructionToTheEnd(t *testing.T) {
 	if last := f.Last(); last.Seq != 0 || last.Status.State != StateStarting {
 		t.Fatalf("follower starts after seq %d in %s, want 0 in starting", last.Seq, last.Status.State)
 	}
-	watch, _ := r.m.Subscribe(4096)
-	defer watch.Close()
-	r.run()
-	for ev := range watch.C {
-		if ev.Kind == EventGivenUp {
-			break
-		}
-	}
+	runUntilGivenUp(r)
 	r.stop()
 
 	var kinds []Kind
@@ -139,15 +145,8 @@ func TestFollowResyncsAfterFallingBehind(t *testing.T) {
 	r := newMonitor(t, Config{Command: []string{fakeBridge, "-exit", "1"}, Backoff: Backoff{Multiplier: 1}, MaxRestarts: 30})
 	f := r.m.Follow(1)
 	defer f.Close()
-	watch, _ := r.m.Subscribe(4096)
-	defer watch.Close()
-	r.run()
 	// The follower reads nothing while thirty crash cycles go by.
-	for ev := range watch.C {
-		if ev.Kind == EventGivenUp {
-			break
-		}
-	}
+	runUntilGivenUp(r)
 	got := upTo(t, f, EventGivenUp)
 	// The one event queued comes first; the resync then hands over the
 	// newest event, given_up, with everything in between counted missed.
