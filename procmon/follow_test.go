@@ -18,14 +18,7 @@ type running struct {
 
 func newMonitor(t *testing.T, cfg Config) *running {
 	t.Helper()
-	if cfg.Backoff == (Backoff{}) {
-		cfg.Backoff = fast
-	}
-	m, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &running{t: t, m: m, done: make(chan error, 1)}
+	r := &running{t: t, m: newTestMonitor(t, cfg), done: make(chan error, 1)}
 	t.Cleanup(func() {
 		if r.cancel != nil {
 			r.stop()

@@ -30,7 +30,8 @@ type harness struct {
 // fast is a backoff without jitter, so delays can be asserted exactly.
 var fast = Backoff{Initial: 20 * time.Millisecond, Max: 160 * time.Millisecond, Multiplier: 2, Reset: time.Hour}
 
-func start(t *testing.T, cfg Config) *harness {
+// newTestMonitor is New for a test: the fast backoff unless cfg has one.
+func newTestMonitor(t *testing.T, cfg Config) *Monitor {
 	t.Helper()
 	if cfg.Backoff == (Backoff{}) {
 		cfg.Backoff = fast
@@ -39,6 +40,12 @@ func start(t *testing.T, cfg Config) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m
+}
+
+func start(t *testing.T, cfg Config) *harness {
+	t.Helper()
+	m := newTestMonitor(t, cfg)
 	sub, _ := m.Subscribe(4096)
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &harness{t: t, m: m, sub: sub, cancel: cancel, done: make(chan error, 1)}
