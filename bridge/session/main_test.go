@@ -17,6 +17,7 @@ import (
 
 	"github.com/wa-sidecar/wa-sidecar/internal/proctest"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
+	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
 // fakeBridge is the path of testdata/fakebridge, built once for the package.
@@ -110,6 +111,23 @@ type helper struct {
 }
 
 // startHelper starts a helper process and waits for its first line.
+// leftoverBridge is a bridge an earlier sidecar left running on a paired
+// session: a helper listening on a port, recorded in the session as the
+// bridge, and a guard of that session and port.
+func leftoverBridge(t *testing.T) (left *helper, g *Guard) {
+	t.Helper()
+	left = startHelper(t, "listen", "HELPER_PORT=0")
+	port := left.port(t)
+	id, err := signals.IdentityOf(left.cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := newSession(t, pairedCreds)
+	g = openGuard(t, Config{SessionDir: dir, Port: port})
+	writeRecord(t, dir, id)
+	return left, g
+}
+
 func startHelper(t *testing.T, kind string, env ...string) *helper {
 	t.Helper()
 	return startHelperArgs(t, kind, nil, env...)

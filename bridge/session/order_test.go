@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/wa-sidecar/wa-sidecar/procmon"
-	"github.com/wa-sidecar/wa-sidecar/signals"
 )
 
 // kindsUntil reads h's stream until n events of kind have come, and
@@ -76,15 +75,7 @@ func TestSessionEventOnlyWhenTheSessionChanged(t *testing.T) {
 // runs, and its leftover_stopped event comes in the first spawn's place:
 // after its starting, before the creds and session events and the started.
 func TestLeftoverStoppedComesBeforeTheFirstSpawn(t *testing.T) {
-	left := startHelper(t, "listen", "HELPER_PORT=0")
-	port := left.port(t)
-	id, err := signals.IdentityOf(left.cmd.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := newSession(t, pairedCreds)
-	g := openGuard(t, Config{SessionDir: dir, Port: port})
-	writeRecord(t, dir, id)
+	left, g := leftoverBridge(t)
 	g.StopLeftover()
 	if ws := left.wait(t); !ws.Signaled() {
 		t.Fatalf("the leftover ended with %v before the monitor ran", ws)
@@ -95,7 +86,7 @@ func TestLeftoverStoppedComesBeforeTheFirstSpawn(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("events %v, want %v", got, want)
 	}
-	if ev := h.events.Seen[1]; ev.Data["bridge_pid"] != id.Pid {
+	if ev := h.events.Seen[1]; ev.Data["bridge_pid"] != left.cmd.Process.Pid {
 		t.Fatalf("leftover_stopped: %+v", ev)
 	}
 	// Only once: the next spawn has nothing left over to report.

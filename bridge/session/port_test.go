@@ -98,16 +98,8 @@ func writeRecordArgs(t *testing.T, dir string, id signals.Identity, args []strin
 // A bridge an earlier sidecar on this session left running is stopped
 // before the next spawn: SIGTERM first.
 func TestLeftoverBridgeIsStopped(t *testing.T) {
-	left := startHelper(t, "listen", "HELPER_PORT=0")
-	port := left.port(t)
-	id, err := signals.IdentityOf(left.cmd.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := newSession(t, pairedCreds)
-	g := openGuard(t, Config{SessionDir: dir, Port: port})
+	left, g := leftoverBridge(t)
 	var stream emitted
-	writeRecord(t, dir, id)
 
 	g.StopLeftover()
 	if err := g.BeforeSpawn(stream.emit); err != nil {
@@ -119,7 +111,7 @@ func TestLeftoverBridgeIsStopped(t *testing.T) {
 	}
 	var stopped bool
 	for _, ev := range stream.take() {
-		stopped = stopped || (ev.Kind == EventLeftoverStopped && ev.Data["bridge_pid"] == id.Pid)
+		stopped = stopped || (ev.Kind == EventLeftoverStopped && ev.Data["bridge_pid"] == left.cmd.Process.Pid)
 	}
 	if !stopped {
 		t.Fatal("no leftover_stopped event")
