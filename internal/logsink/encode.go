@@ -60,8 +60,10 @@ func AppendJSONString(b, s []byte) []byte {
 // AppendText appends s for a text log or a terminal, with what could
 // act on a terminal or end the line escaped as Go writes it in a string:
 // control characters other than tab (ESC as \x1b, CR as \r), DEL, the C1
-// controls (which some terminals take as ESC [) and bytes that are not
-// UTF-8 (\xff). Everything else, backslashes included, is copied.
+// controls (which some terminals take as ESC [), the line and paragraph
+// separators U+2028 and U+2029, the bidi controls (\u202e, which would
+// reorder the rest of the line) and bytes that are not UTF-8 (\xff).
+// Everything else, backslashes included, is copied.
 func AppendText(b, s []byte) []byte {
 	const hex = "0123456789abcdef"
 	start := 0

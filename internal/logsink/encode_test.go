@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // FuzzAppendJSONString checks the hand-written escaping against slog's
@@ -50,11 +51,18 @@ func FuzzAppendJSONString(f *testing.F) {
 	})
 }
 
-// A long run of plain ASCII goes through AppendText unchanged, whatever
-// its alignment to the eight-byte fast path.
+// AppendText leaves no control, separator or bidi control in its output,
+// and a line with none of them (and valid UTF-8) goes through unchanged,
+// whatever its alignment to the eight-byte fast path.
 func FuzzAppendText(f *testing.F) {
-	for _, s := range []string{"", "plain", "esc\x1b[31m", "\xff", "ü\u009b", "\x7f0000000", strings.Repeat("abcdefgh", 5) + "\r"} {
+	for _, s := range []string{"", "plain", "esc\x1b[31m", "\xff", "ü\u009b", "\x7f0000000", strings.Repeat("abcdefgh", 5) + "\r",
+		"°\u061c", "a\u202eb", "line\u2028sep"} {
 		f.Add([]byte(s))
+	}
+	// What AppendText must escape besides the ASCII controls and DEL: the
+	// C1 controls, the line and paragraph separators and the bidi controls.
+	escaped := func(r rune) bool {
+		return r >= 0x80 && r < 0xa0 || r == '\u2028' || r == '\u2029' || unicode.Is(unicode.Bidi_Control, r)
 	}
 	f.Fuzz(func(t *testing.T, s []byte) {
 		got := AppendText(nil, s)
@@ -63,8 +71,11 @@ func FuzzAppendText(f *testing.F) {
 				t.Fatalf("%q: control byte %#x left in %q", s, c, got)
 			}
 		}
+		if i := bytes.IndexFunc(got, escaped); i >= 0 {
+			t.Fatalf("%q: %q left at byte %d of %q", s, got[i:], i, got)
+		}
 		if !bytes.ContainsAny(s, "\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f\x7f") &&
-			bytes.Equal(bytes.ToValidUTF8(s, nil), s) && !bytes.ContainsFunc(s, func(r rune) bool { return r >= 0x80 && r < 0xa0 }) && !bytes.Equal(got, s) {
+			bytes.Equal(bytes.ToValidUTF8(s, nil), s) && !bytes.ContainsFunc(s, escaped) && !bytes.Equal(got, s) {
 			t.Fatalf("%q changed to %q", s, got)
 		}
 	})
