@@ -224,3 +224,19 @@ func TestReadRegularFileRefusesFIFOsAndDevices(t *testing.T) {
 		t.Errorf("ReadRegularFile through a link: %d bytes, %v", len(b), err)
 	}
 }
+
+// BenchmarkOpen opens a directory five levels down, as the sidecar opens
+// its session's and state directories several times at start.
+func BenchmarkOpen(b *testing.B) {
+	dir := filepath.Join(b.TempDir(), "a", "b", "c", "d")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		d, err := Open(dir, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		d.Close()
+	}
+}
