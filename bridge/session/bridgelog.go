@@ -1,6 +1,7 @@
 package session
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -237,6 +238,9 @@ func (b *BridgeLog) moved() bool {
 	return err != nil || at.Dev != st.Dev || at.Ino != st.Ino
 }
 
+// backupClock gives the time for a rotated file's name; a test stops it.
+var backupClock = time.Now
+
 // backupTime is the time in a rotated file's name, as
 // bridge-2006-01-02T15-04-05.000.log.
 const backupTime = "2006-01-02T15-04-05.000"
@@ -246,9 +250,20 @@ const backupTime = "2006-01-02T15-04-05.000"
 func (b *BridgeLog) rotate() error {
 	ext := filepath.Ext(b.name)
 	prefix := strings.TrimSuffix(b.name, ext) + "-"
-	backup := prefix + time.Now().Format(backupTime) + ext
-	if err := b.dir.Rename(b.name, backup); err != nil {
-		return err
+	// Two rotations within a millisecond (a bridge printing over a
+	// gigabyte a second into a 1 MB file) would give the second backup
+	// the first one's name: it takes the next free millisecond instead of
+	// replacing it, which keeps the names in the order of their contents.
+	at := backupClock()
+	for tries := 0; ; tries++ {
+		err := b.dir.RenameNoReplace(b.name, prefix+at.Format(backupTime)+ext)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EEXIST) || tries == 1000 {
+			return err
+		}
+		at = at.Add(time.Millisecond)
 	}
 	d := b.dir
 	b.f.Close()

@@ -173,6 +173,29 @@ func TestBridgeLogBatchesKeepOrder(t *testing.T) {
 	}
 }
 
+// Rotations within one millisecond keep every backup: each takes the
+// next free millisecond for its name rather than replacing the last.
+func TestBridgeLogRotationsInOneMillisecond(t *testing.T) {
+	at := time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC)
+	backupClock = func() time.Time { return at }
+	t.Cleanup(func() { backupClock = time.Now })
+	dir := t.TempDir()
+	bl, err := OpenBridgeLog(BridgeLogConfig{Path: filepath.Join(dir, "bridge.log"), MaxSizeMB: 1, MaxBackups: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bl.Close()
+	for i := range 4 {
+		bl.Line(line(strconv.Itoa(i) + strings.Repeat("x", 600<<10)))
+	}
+	for i, ms := range []string{"000", "001", "002"} {
+		b, err := os.ReadFile(filepath.Join(dir, "bridge-2026-12-02T06-00-00."+ms+".log"))
+		if err != nil || !strings.HasPrefix(string(b), strconv.Itoa(i)+"x") {
+			t.Fatalf("backup %d: %v, holding %.10q", i, err, b)
+		}
+	}
+}
+
 // BenchmarkBridgeLogLine measures the cost the log adds to each line of
 // the bridge's output: one buffered copy and one write(2).
 func BenchmarkBridgeLogLine(b *testing.B) {

@@ -393,6 +393,32 @@ func (d *Dir) Rename(oldname, newname string) error {
 	return nil
 }
 
+// RenameNoReplace renames oldname to newname, both in d, and fails with
+// an error that wraps EEXIST if newname exists, which it leaves alone.
+func (d *Dir) RenameNoReplace(oldname, newname string) error {
+	if err := checkName(oldname); err != nil {
+		return err
+	}
+	if err := checkName(newname); err != nil {
+		return err
+	}
+	err := unix.Renameat2(d.fd, oldname, d.fd, newname, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) {
+		// A kernel or file system without the flag: the same, but not
+		// atomic against another process creating newname meanwhile.
+		var st unix.Stat_t
+		if err = unix.Fstatat(d.fd, newname, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+			err = unix.EEXIST
+		} else if errors.Is(err, unix.ENOENT) {
+			err = unix.Renameat(d.fd, oldname, d.fd, newname)
+		}
+	}
+	if err != nil {
+		return &os.LinkError{Op: "rename", Old: d.join(oldname), New: d.join(newname), Err: err}
+	}
+	return nil
+}
+
 // Lstat describes name in d without following a link.
 func (d *Dir) Lstat(name string) (unix.Stat_t, error) {
 	var st unix.Stat_t

@@ -240,3 +240,30 @@ func BenchmarkOpen(b *testing.B) {
 		d.Close()
 	}
 }
+
+// RenameNoReplace moves a file to a free name, and leaves a taken one as
+// it is.
+func TestRenameNoReplace(t *testing.T) {
+	d, err := Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for name, data := range map[string]string{"a": "a", "b": "b"} {
+		if err := d.WriteFile(name, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.RenameNoReplace("a", "b"); !errors.Is(err, unix.EEXIST) {
+		t.Fatalf("onto a taken name: %v, want EEXIST", err)
+	}
+	if b, _ := d.ReadFile("b", 10); string(b) != "b" {
+		t.Fatalf("the taken name now holds %q", b)
+	}
+	if err := d.RenameNoReplace("a", "c"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := d.ReadFile("c", 10); string(b) != "a" {
+		t.Fatalf("c holds %q", b)
+	}
+}
