@@ -8,7 +8,8 @@ import (
 
 // A Hook extends the monitor: any value that implements one or more of the
 // interfaces below (SpawnHolder, BeforeSpawner, AfterSpawner, ExitParker,
-// AfterExiter, TailFilter, LineWriter, LineFlusher, RawWriter). The monitor
+// AfterExiter, TailFilter, LineWriter, LineFlusher, RawWriter,
+// OutputEnder). The monitor
 // calls each interface's method on the hooks of Config.Hooks that have it,
 // in the order of the list, so that the list alone says what happens first.
 type Hook any
@@ -96,6 +97,19 @@ type RawWriter interface {
 	WriteRaw(Stream, []byte)
 }
 
+// An OutputEnder is told when one of a child's output streams has ended
+// (every process holding its pipe closed it, or the monitor stopped
+// waiting for them), after its last bytes went to the RawWriters and its
+// last line to the LineWriters and LineFlushers: a writer that holds
+// output back, such as the start of a line not yet ended, writes it out
+// now, and one that writes in the background finishes. It is called once
+// per stream of each child, from the stream's reader goroutine, before
+// the child's exit is reported, so that all a child printed is written by
+// the time its exit is known.
+type OutputEnder interface {
+	EndOutput(Stream)
+}
+
 // BeforeSpawnFunc adapts a function to a BeforeSpawner.
 type BeforeSpawnFunc func(emit func(Event)) error
 
@@ -131,6 +145,7 @@ type hooks struct {
 	lines  []LineWriter
 	flush  []LineFlusher
 	raw    []RawWriter
+	end    []OutputEnder
 }
 
 // sortHooks files each hook under the interfaces it implements. A hook
@@ -166,6 +181,9 @@ func sortHooks(list []Hook) (hooks, error) {
 		}
 		if x, ok := h.(RawWriter); ok {
 			hs.raw, n = append(hs.raw, x), n+1
+		}
+		if x, ok := h.(OutputEnder); ok {
+			hs.end, n = append(hs.end, x), n+1
 		}
 		if n == 0 {
 			return hooks{}, fmt.Errorf("hook %d (%T) implements none of the hook interfaces", i, h)
@@ -213,6 +231,12 @@ func (hs *hooks) writeLine(l Line) {
 func (hs *hooks) flushLines(s Stream) {
 	for _, h := range hs.flush {
 		h.FlushLines(s)
+	}
+}
+
+func (hs *hooks) endOutput(s Stream) {
+	for _, h := range hs.end {
+		h.EndOutput(s)
 	}
 }
 

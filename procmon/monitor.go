@@ -798,6 +798,7 @@ func (m *Monitor) watch(r *run, reaper *signals.Reaper) {
 		}, batch)
 		// An unterminated last line comes after the last read.
 		batch()
+		hs.endOutput(s)
 	}
 	go drain(pipes[0], Stdout)
 	go drain(pipes[1], Stderr)

@@ -885,3 +885,51 @@ func TestEveryRespawnedRunsExitCarriesItsOwnLastLines(t *testing.T) {
 		h.next(EventStarted)
 	}
 }
+
+// enderLog records, per stream, the calls a hook with every output
+// interface gets.
+type enderLog struct {
+	mu    sync.Mutex
+	calls map[Stream][]string
+}
+
+func (e *enderLog) add(s Stream, what string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.calls[s] = append(e.calls[s], what)
+}
+
+func (e *enderLog) WriteRaw(s Stream, b []byte) { e.add(s, "raw") }
+func (e *enderLog) WriteLine(l Line)            { e.add(l.Stream, "line:"+string(l.Text)) }
+func (e *enderLog) FlushLines(s Stream)         { e.add(s, "flush") }
+func (e *enderLog) EndOutput(s Stream)          { e.add(s, "end") }
+
+// TestOutputEnderIsToldOfEachStreamsEnd: once per stream of each child,
+// after the stream's last line (an unended one too) and its flush, and
+// before the child's exit is reported.
+func TestOutputEnderIsToldOfEachStreamsEnd(t *testing.T) {
+	e := &enderLog{calls: map[Stream][]string{}}
+	h := start(t, Config{
+		Command:     []string{"/bin/sh", "-c", `printf 'a\nunended'; printf 'e\n' >&2; exit 1`},
+		Hooks:       []Hook{e},
+		MaxRestarts: 2,
+	})
+	for run := 1; run <= 2; run++ {
+		h.next(EventExited)
+		e.mu.Lock()
+		for s, last := range map[Stream]string{Stdout: "line:unended", Stderr: "line:e"} {
+			c := e.calls[s]
+			ends := 0
+			for _, what := range c {
+				if what == "end" {
+					ends++
+				}
+			}
+			if ends != run || len(c) < 3 || c[len(c)-1] != "end" || c[len(c)-2] != "flush" || !slices.Contains(c[len(c)-4:], last) {
+				e.mu.Unlock()
+				t.Fatalf("run %d, %s: calls %q; want the line %q, a flush and one end per run, the end last, before the exit", run, s, c, last)
+			}
+		}
+		e.mu.Unlock()
+	}
+}

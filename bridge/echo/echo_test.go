@@ -134,15 +134,19 @@ func TestQRFilterAcrossReads(t *testing.T) {
 // exactly the lines that carry no pairing code, byte for byte, and leaves
 // the others out whole (lines here are shorter than qrFilterHold); an
 // unended last line that may carry one is held back, waiting for its end.
+// When the stream ends, that line goes out unless it carries a code, and
+// what comes next (the next bridge's output) is read from a line's start.
 func FuzzQRFilter(f *testing.F) {
 	rows := qrcode.Lines("2@secret")
 	f.Add([]byte("plain\r\n"+rows[0]+"\n"+`{"event":"qr","qr":"2@x"}`+"\nend"), uint8(3))
 	f.Add([]byte("{\"level\":30}\n\n"+rows[1]+"\r\nno newline"), uint8(1))
+	f.Add([]byte("plain\n  {\"level\":30} unended"), uint8(5))
+	f.Add([]byte("plain\n"+rows[0]), uint8(4))
 	f.Fuzz(func(t *testing.T, in []byte, size uint8) {
 		if len(in) > 4096 || size == 0 {
 			t.Skip()
 		}
-		var want []byte
+		var want, ended []byte
 		for rest := in; len(rest) > 0; {
 			line := rest
 			if i := bytes.IndexByte(rest, '\n'); i >= 0 {
@@ -154,6 +158,8 @@ func FuzzQRFilter(f *testing.F) {
 				// An unended last line that may carry a code waits for its end.
 				if !bridge.MayStartPairingCode(line[0]) {
 					want = append(want, line...)
+				} else if !bridge.CarriesPairingCode(line) {
+					ended = line
 				}
 			case !bridge.CarriesPairingCode(bytes.TrimSuffix(line, []byte("\n"))):
 				want = append(want, line...)
@@ -169,6 +175,13 @@ func FuzzQRFilter(f *testing.F) {
 		}
 		if !bytes.Equal(got, want) {
 			t.Fatalf("reads of %d bytes of %q:\n got %q\nwant %q", size, in, got, want)
+		}
+		// The next bridge starts with a code: left out, whatever the
+		// last line of the stream before it was.
+		qf.end()
+		qf.write([]byte(rows[0] + "\nnext\n"))
+		if want = append(append(want, ended...), "next\n"...); !bytes.Equal(got, want) {
+			t.Fatalf("reads of %d bytes of %q, then the end and a line:\n got %q\nwant %q", size, in, got, want)
 		}
 	})
 }
@@ -207,4 +220,5 @@ var (
 	_ procmon.LineFlusher = (*Log)(nil)
 	_ procmon.LineWriter  = (*Terminal)(nil)
 	_ procmon.RawWriter   = Raw{}
+	_ procmon.OutputEnder = Raw{}
 )

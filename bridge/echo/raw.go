@@ -9,32 +9,55 @@ import (
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
-// Pass is how the bridge's raw output reaches one of the sidecar's own
-// streams, through its sink, a whole read at a time. On a terminal a
+// A Passer is how the bridge's raw output reaches one of the sidecar's
+// own streams, through its sink, a whole read at a time. On a terminal a
 // person sees it as the bridge drew it, QR code and all; anywhere else the
 // lines carrying a pairing code are left out.
-func Pass(sink *logsink.Sink, terminal bool) func([]byte) {
+type Passer struct {
+	write  func([]byte)
+	filter *qrFilter // nil on a terminal
+}
+
+// Pass returns the Passer of sink.
+func Pass(sink *logsink.Sink, terminal bool) *Passer {
 	if terminal {
-		return sink.WriteWait
+		return &Passer{write: sink.WriteWait}
 	}
 	qf := &qrFilter{out: sink.WriteWait}
-	return qf.write
+	return &Passer{write: qf.write, filter: qf}
+}
+
+// Write passes one read on.
+func (p *Passer) Write(b []byte) { p.write(b) }
+
+// End says that the bridge's stream has ended: the start of a line it
+// left unended, held back in case it carried a pairing code, goes out
+// unless it does, and the filter reads the next bridge's output as the
+// start of a new line.
+func (p *Passer) End() {
+	if p.filter != nil {
+		p.filter.end()
+	}
 }
 
 // Raw sends the bridge's output on as it wrote it, as if the sidecar were
 // not there: its stdout to Stdout and its stderr to Stderr (see Pass).
 type Raw struct {
-	Stdout, Stderr func([]byte)
+	Stdout, Stderr *Passer
+}
+
+func (r Raw) passer(s procmon.Stream) *Passer {
+	if s == procmon.Stderr {
+		return r.Stderr
+	}
+	return r.Stdout
 }
 
 // WriteRaw passes one read of stream s on.
-func (r Raw) WriteRaw(s procmon.Stream, b []byte) {
-	if s == procmon.Stderr {
-		r.Stderr(b)
-		return
-	}
-	r.Stdout(b)
-}
+func (r Raw) WriteRaw(s procmon.Stream, b []byte) { r.passer(s).Write(b) }
+
+// EndOutput ends stream s (see Passer.End).
+func (r Raw) EndOutput(s procmon.Stream) { r.passer(s).End() }
 
 // qrFilter passes raw output on unchanged, a read at a time, except the
 // lines that carry a pairing code, which it leaves out whole. A line that
@@ -109,4 +132,16 @@ func (f *qrFilter) write(p []byte) {
 		f.out(out)
 	}
 	f.buf = out
+}
+
+// end finishes the stream's last line, which its bridge left unended: what
+// was held of it goes out unless it carries a pairing code.
+func (f *qrFilter) end() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.held) > 0 && !bridge.CarriesPairingCode(f.held) {
+		f.out(f.held)
+	}
+	f.held = f.held[:0]
+	f.pass, f.drop = false, false
 }
