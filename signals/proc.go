@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -133,6 +134,23 @@ func BecomeSubreaper() error {
 // maxCmdline bounds what Cmdline reads: a command line is at most a few
 // pages, and a hostile one must not make the sidecar read without end.
 const maxCmdline = 128 << 10
+
+// CmdlineOfSpawned is Cmdline for a child the caller has just spawned. The
+// spawn returns once the child's exec has replaced its memory, and the
+// kernel sets the new program's arguments up only after that: under load,
+// about one read in a hundred right after a spawn found none. An empty
+// command line is therefore read again, every 50 µs for up to 50 ms; a
+// child that still has none by then (one that exited at once) gets nil.
+func CmdlineOfSpawned(pid int) ([]string, error) {
+	deadline := time.Now().Add(50 * time.Millisecond)
+	for {
+		args, err := Cmdline(pid)
+		if err != nil || len(args) > 0 || time.Now().After(deadline) {
+			return args, err
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+}
 
 // Cmdline returns pid's argument vector from /proc/PID/cmdline. A process
 // that rewrote its own arguments into one string (as some do) comes back

@@ -2,6 +2,8 @@ package signals
 
 import (
 	"os"
+	"os/exec"
+	"syscall"
 	"testing"
 )
 
@@ -69,4 +71,30 @@ func FuzzParseStat(f *testing.F) {
 			t.Fatalf("ParseStat(%q) = %+v, want %+v", line, s, want)
 		}
 	})
+}
+
+// Right after a spawn, under load, the child's command line can still be
+// empty for a moment; CmdlineOfSpawned waits for it.
+func TestCmdlineOfSpawnedRightAfterTheSpawn(t *testing.T) {
+	r := NewReaper(ReaperOptions{})
+	defer r.Close()
+	for range 2 { // the load under which the race shows: busy processes
+		hog := exec.Command("/bin/sh", "-c", "while :; do :; done")
+		if err := hog.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { hog.Process.Kill(); hog.Wait() }()
+	}
+	for i := range 300 {
+		c, err := r.Spawn(SpawnAttr{Path: "/bin/sleep", Args: []string{"/bin/sleep", "10"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		args, err := CmdlineOfSpawned(c.Pid)
+		c.Signal(syscall.SIGKILL)
+		<-c.Done()
+		if err != nil || len(args) != 2 || args[0] != "/bin/sleep" {
+			t.Fatalf("spawn %d: CmdlineOfSpawned = %q, %v", i, args, err)
+		}
+	}
 }

@@ -374,7 +374,7 @@ type spawnRecord struct {
 // pid, start time and command line, so that a later sidecar recognises it
 // if this one dies without stopping it.
 func (g *Guard) AfterSpawn(id signals.Identity) {
-	args, err := signals.Cmdline(id.Pid)
+	args, err := signals.CmdlineOfSpawned(id.Pid)
 	if err == nil && len(args) == 0 {
 		err = errors.New("an empty command line")
 	}
