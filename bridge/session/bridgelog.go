@@ -35,14 +35,17 @@ type BridgeLogConfig struct {
 
 // BridgeLog appends the bridge's output lines to a file that rotates by
 // size. Line writes each line with one write(2) as it arrives. As a
-// procmon hook (a LineWriter and a LineFlusher), WriteLine and FlushLines
-// write the lines of each read of the bridge's output with one write(2) instead, before
-// the sidecar reads (and may wait for) more: the file is then complete up
-// to the last line the bridge printed before it went quiet, and `tail -f`
-// shows each line as soon as the batch it came in is handled. A chatty
-// bridge prints millions of lines, and a write(2) and the two stat calls
-// that notice a moved file, for each line, cost more than the rest of its
-// way through the sidecar.
+// procmon hook (a LineWriter, a LineFlusher and an OutputEnder),
+// WriteLine and FlushLines write the lines of each read of the bridge's
+// output with one write(2) instead, before the sidecar reads (and may
+// wait for) more: the file is then complete up to the last line the
+// bridge printed before it went quiet, and `tail -f` shows each line as
+// soon as the batch it came in is handled. A chatty bridge prints
+// millions of lines, and a write(2) and the two stat calls that notice a
+// moved file, for each line, cost more than the rest of its way through
+// the sidecar. Its large batches are written by a goroutine of their own
+// while the next are read, in order and none dropped, and EndOutput waits
+// for them when the bridge's output ends.
 //
 // The file lives in a private directory (see internal/privdir) and is
 // never opened through a link, so no one else can make the sidecar append
@@ -55,13 +58,24 @@ type BridgeLog struct {
 	name       string // the file's name in its directory
 	maxSize    int64
 	maxBackups int
-	dir        *privdir.Dir // nil while closed
-	f          *os.File
-	size       int64
 	buf        []byte
 	max        int
-	failed     bool
 	log        *slog.Logger
+	// A large batch is written by a goroutine of its own, so that the
+	// bridge's output is read and handled meanwhile (see flush). While
+	// one runs (busy), what is flushed waits in queued, and the writer
+	// state below is the goroutine's alone; otherwise it is mu's.
+	busy    bool
+	queued  []byte
+	spare   []byte
+	written *sync.Cond // on mu: the goroutine took queued, or ended
+	// planned is what size will be once everything flushed is written.
+	planned int64
+	// The writer state.
+	dir    *privdir.Dir // nil while closed
+	f      *os.File
+	size   int64
+	failed bool
 }
 
 // OpenBridgeLog checks that the log file can be written and returns the
@@ -100,9 +114,11 @@ func OpenBridgeLog(cfg BridgeLogConfig) (*BridgeLog, error) {
 		max: cfg.MaxSizeMB<<20 - 1,
 		log: cfg.Logger,
 	}
+	b.written = sync.NewCond(&b.mu)
 	if err := b.open(); err != nil {
 		return nil, &BridgeLogError{Path: path, Err: err}
 	}
+	b.planned = b.size
 	return b, nil
 }
 
@@ -155,6 +171,7 @@ func (b *BridgeLog) Line(l procmon.Line) {
 	defer b.mu.Unlock()
 	b.appendLine(l.Text)
 	b.flush()
+	b.wait()
 }
 
 // WriteLine adds one line of the bridge's output to what the next
@@ -173,6 +190,24 @@ func (b *BridgeLog) FlushLines(procmon.Stream) {
 	b.flush()
 }
 
+// EndOutput writes what is left of a stream that has ended, and waits
+// until everything flushed is in the file: the log's procmon.OutputEnder,
+// so that the file holds all a bridge printed once its exit is reported.
+func (b *BridgeLog) EndOutput(procmon.Stream) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.flush()
+	b.wait()
+}
+
+// wait returns once nothing is being written in the background; the
+// caller holds mu.
+func (b *BridgeLog) wait() {
+	for b.busy {
+		b.written.Wait()
+	}
+}
+
 // flushBytes bounds what WriteLine holds before it writes on its own.
 const flushBytes = 256 << 10
 
@@ -182,21 +217,94 @@ func (b *BridgeLog) appendLine(text []byte) {
 	}
 	// A line that would take the file past its size is written after a
 	// rotation, as when each line was written on its own.
-	if n := int64(len(b.buf) + len(text) + 1); len(b.buf) > 0 && (n > flushBytes || b.size+n > b.maxSize) {
+	if n := int64(len(b.buf) + len(text) + 1); len(b.buf) > 0 && (n > flushBytes || b.planned+n > b.maxSize) {
 		b.flush()
 	}
 	b.buf = append(append(b.buf, text...), '\n')
 }
 
+// asyncBytes is the smallest batch that flush gives to a goroutine of its
+// own: a chatty bridge's. A smaller one, such as a quiet bridge's line, is
+// written at once, as it is cheaper to write than to hand over.
+const asyncBytes = 32 << 10
+
+// queueBytes bounds what waits for the writing goroutine: past it, flush
+// waits for it to take the queue, as a pipe would make the bridge wait,
+// so no line is lost.
+const queueBytes = 512 << 10
+
+// flush writes what WriteLine added, or has it written, after everything
+// flushed before it; the caller holds mu.
 func (b *BridgeLog) flush() {
 	if len(b.buf) == 0 {
 		return
 	}
-	err := b.write(b.buf)
-	b.buf = b.buf[:0]
+	b.plan(len(b.buf))
+	switch {
+	case b.busy:
+		for len(b.queued) > 0 && len(b.queued)+len(b.buf) > queueBytes {
+			b.written.Wait()
+		}
+		if b.busy {
+			b.queued = append(b.queued, b.buf...)
+			b.buf = b.buf[:0]
+			return
+		}
+		fallthrough
+	case len(b.buf) < asyncBytes:
+		b.report(b.write(b.buf))
+		b.planned = b.size
+		b.buf = b.buf[:0]
+	default:
+		// The goroutine takes the batch itself, and the caller goes on
+		// with a buffer of its own.
+		b.busy = true
+		go b.writeBehind(b.buf)
+		b.buf = b.spare[:0]
+		b.spare = nil
+	}
 	if cap(b.buf) > 2*flushBytes { // one huge line must not pin its buffer for good
 		b.buf = make([]byte, 0, 4096)
 	}
+}
+
+// plan moves planned on by a write of n bytes, as write will move size.
+func (b *BridgeLog) plan(n int) {
+	if b.planned > 0 && b.planned+int64(n) > b.maxSize {
+		b.planned = 0
+	}
+	b.planned += int64(n)
+}
+
+// writeBehind writes p, then what was queued meanwhile, until nothing is.
+func (b *BridgeLog) writeBehind(p []byte) {
+	for {
+		err := b.write(p)
+		b.mu.Lock()
+		b.report(err)
+		if len(b.queued) == 0 {
+			b.busy = false
+			// A failed or partial write leaves the file shorter than
+			// planned; from here on mu's writes see the real size.
+			b.planned = b.size
+			if cap(p) <= 2*flushBytes {
+				b.spare = p[:0]
+			}
+			b.written.Broadcast()
+			b.mu.Unlock()
+			return
+		}
+		p, b.queued = b.queued, p[:0]
+		if cap(b.queued) > 2*queueBytes {
+			b.queued = nil
+		}
+		b.written.Broadcast()
+		b.mu.Unlock()
+	}
+}
+
+// report logs the first write that fails, and the first that works again.
+func (b *BridgeLog) report(err error) {
 	switch {
 	case err != nil && !b.failed:
 		b.failed = true
@@ -303,5 +411,6 @@ func (b *BridgeLog) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.flush()
+	b.wait()
 	return b.close()
 }

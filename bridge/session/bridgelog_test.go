@@ -3,6 +3,7 @@ package session
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -173,29 +174,6 @@ func TestBridgeLogBatchesKeepOrder(t *testing.T) {
 	}
 }
 
-// Rotations within one millisecond keep every backup: each takes the
-// next free millisecond for its name rather than replacing the last.
-func TestBridgeLogRotationsInOneMillisecond(t *testing.T) {
-	at := time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC)
-	backupClock = func() time.Time { return at }
-	t.Cleanup(func() { backupClock = time.Now })
-	dir := t.TempDir()
-	bl, err := OpenBridgeLog(BridgeLogConfig{Path: filepath.Join(dir, "bridge.log"), MaxSizeMB: 1, MaxBackups: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bl.Close()
-	for i := range 4 {
-		bl.Line(line(strconv.Itoa(i) + strings.Repeat("x", 600<<10)))
-	}
-	for i, ms := range []string{"000", "001", "002"} {
-		b, err := os.ReadFile(filepath.Join(dir, "bridge-2026-12-02T06-00-00."+ms+".log"))
-		if err != nil || !strings.HasPrefix(string(b), strconv.Itoa(i)+"x") {
-			t.Fatalf("backup %d: %v, holding %.10q", i, err, b)
-		}
-	}
-}
-
 // BenchmarkBridgeLogLine measures the cost the log adds to each line of
 // the bridge's output: one buffered copy and one write(2).
 func BenchmarkBridgeLogLine(b *testing.B) {
@@ -301,4 +279,100 @@ func TestBridgeLogKeepsMaxBackups(t *testing.T) {
 	if len(files) != 3 {
 		t.Fatalf("files %v, want bridge.log and 2 backups", files)
 	}
+}
+
+// Rotations within one millisecond keep every backup: each takes the
+// next free millisecond for its name rather than replacing the last.
+func TestBridgeLogRotationsInOneMillisecond(t *testing.T) {
+	at := time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC)
+	backupClock = func() time.Time { return at }
+	t.Cleanup(func() { backupClock = time.Now })
+	dir := t.TempDir()
+	bl, err := OpenBridgeLog(BridgeLogConfig{Path: filepath.Join(dir, "bridge.log"), MaxSizeMB: 1, MaxBackups: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bl.Close()
+	for i := range 4 {
+		bl.Line(line(strconv.Itoa(i) + strings.Repeat("x", 600<<10)))
+	}
+	for i, ms := range []string{"000", "001", "002"} {
+		b, err := os.ReadFile(filepath.Join(dir, "bridge-2026-12-02T06-00-00."+ms+".log"))
+		if err != nil || !strings.HasPrefix(string(b), strconv.Itoa(i)+"x") {
+			t.Fatalf("backup %d: %v, holding %.10q", i, err, b)
+		}
+	}
+}
+
+// Batches large enough to be written in the background, faster than the
+// file takes them, end up in the file whole and in order, across
+// rotations, by the time EndOutput returns; and Close writes the rest.
+func TestBridgeLogBackgroundWritesKeepEveryLine(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bridge.log")
+	bl, err := OpenBridgeLog(BridgeLogConfig{Path: path, MaxSizeMB: 1, MaxBackups: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("x", 90)
+	n := 0
+	for batch := range 80 { // about 4 MiB, in batches of 48 KiB
+		for range 500 {
+			bl.WriteLine(line(fmt.Sprintf("%07d %s", n, pad)))
+			n++
+		}
+		bl.FlushLines(procmon.Stdout)
+		if batch == 40 {
+			bl.EndOutput(procmon.Stdout)
+			if got := countLines(t, dir); got != n {
+				t.Fatalf("after EndOutput: %d lines in the files, want %d", got, n)
+			}
+		}
+	}
+	bl.WriteLine(line("last, unflushed"))
+	if err := bl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "bridge*.log"))
+	sort.Strings(files) // the backups by time, then bridge.log ('-' sorts before '.')
+	next := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > 1<<20 {
+			t.Errorf("%s is %d bytes, over the 1 MB limit", f, len(b))
+		}
+		for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+			if next == n {
+				if l != "last, unflushed" {
+					t.Fatalf("%s: %q after the numbered lines", f, l)
+				}
+				next++
+				continue
+			}
+			if want := fmt.Sprintf("%07d %s", next, pad); l != want {
+				t.Fatalf("%s: line %q where %07d was due", f, l[:min(len(l), 12)], next)
+			}
+			next++
+		}
+	}
+	if next != n+1 {
+		t.Fatalf("%d lines in %d files, want %d", next, len(files), n+1)
+	}
+}
+
+func countLines(t *testing.T, dir string) int {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "bridge*.log"))
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += strings.Count(string(b), "\n")
+	}
+	return n
 }
