@@ -14,6 +14,7 @@ import (
 // person sees it as the bridge drew it, QR code and all; anywhere else the
 // lines carrying a pairing code are left out.
 type Passer struct {
+	sink   *logsink.Sink
 	write  func([]byte)
 	filter *qrFilter // nil on a terminal
 }
@@ -21,10 +22,10 @@ type Passer struct {
 // Pass returns the Passer of sink.
 func Pass(sink *logsink.Sink, terminal bool) *Passer {
 	if terminal {
-		return &Passer{write: sink.WriteWait}
+		return &Passer{sink: sink, write: sink.WriteWait}
 	}
 	qf := &qrFilter{out: sink.WriteWait}
-	return &Passer{write: qf.write, filter: qf}
+	return &Passer{sink: sink, write: qf.write, filter: qf}
 }
 
 // Write passes one read on.
@@ -33,11 +34,15 @@ func (p *Passer) Write(b []byte) { p.write(b) }
 // End says that the bridge's stream has ended: the start of a line it
 // left unended, held back in case it carried a pairing code, goes out
 // unless it does, and the filter reads the next bridge's output as the
-// start of a new line.
+// start of a new line. A line left open in the sink is ended there (see
+// logsink.Sink.EndLine), so that the sidecar's records about the exit
+// and the next start come before the next bridge's output, not glued to
+// the old line after it.
 func (p *Passer) End() {
 	if p.filter != nil {
 		p.filter.end()
 	}
+	p.sink.EndLine()
 }
 
 // Raw sends the bridge's output on as it wrote it, as if the sidecar were

@@ -150,3 +150,40 @@ func TestRawLineKeepsTheSidecarsRecordsOut(t *testing.T) {
 		t.Fatalf("no stopping record:\n%s", got)
 	}
 }
+
+// TestRawLineLeftOpenByAnExitedBridgeHoldsNoRecordsPastTheNextRun: a
+// bridge that exits with its last line unended (a prompt) must not make
+// the sidecar's records about that exit and the next start wait for the
+// next bridge's first newline: its stream has ended, so its line is
+// over. Otherwise the next bridge's first line is glued onto the old
+// prompt and comes out before the record of its own start.
+func TestRawLineLeftOpenByAnExitedBridgeHoldsNoRecordsPastTheNextRun(t *testing.T) {
+	bin, _ := binaries(t)
+	dir := t.TempDir()
+	out := createIn(t, dir, "out")
+	marker, started := filepath.Join(dir, "marker"), filepath.Join(dir, "started")
+	script := `if [ ! -e "$1" ]; then : > "$1"; printf 'prompt> '; exit 1; fi
+trap 'exit 0' TERM; echo "second run $$"; : > "$2"; sleep 30 & wait`
+	cmd := startOn(t, out, out, bin, "run", "--bridge-output", "raw", "--backoff-initial", "10ms", "--backoff-jitter", "0",
+		"--", "/bin/sh", "-c", script, "sh", marker, started)
+	waitFile(t, started)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if code := exitCode(t, cmd); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	b, _ := os.ReadFile(out.Name())
+	got := string(b)
+	// At a line's start: the script in the start records says it too.
+	second := strings.Index(got, "\nsecond run ")
+	if second < 0 {
+		t.Fatalf("no line of the second run:\n%s", got)
+	}
+	// The second run's start is logged before its output is read.
+	starts := strings.Count(got[:second], `"msg":"bridge started"`)
+	if starts != 2 {
+		t.Fatalf("%d start records before the second run's first line, want 2:\n%s", starts, got)
+	}
+	if strings.Contains(got, "prompt> second run") {
+		t.Fatalf("the second run's line was glued onto the first run's prompt:\n%s", got)
+	}
+}

@@ -317,6 +317,27 @@ func (s *Sink) queue(p []byte, own bool) []byte {
 	}
 }
 
+// EndLine says that the bridge's output written with WriteWait or Hand
+// has ended for now (its stream closed, the bridge exited): a line it left
+// open is ended with a newline, and the records held for it go out after
+// that, rather than wait for the next bridge's first line and come after
+// it.
+func (s *Sink) EndLine() {
+	s.mu.Lock()
+	if s.stopped || s.broken || !s.open {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.held) > 0 {
+		s.releaseHeld(true)
+	} else {
+		s.pending = append(s.pending, '\n')
+		s.open = false
+	}
+	s.mu.Unlock()
+	s.kickWriter()
+}
+
 // noteEnd notes whether p, a batch of the bridge's just queued or being
 // written, leaves a line open; the caller holds s.mu.
 func (s *Sink) noteEnd(p []byte) {
