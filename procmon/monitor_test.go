@@ -925,7 +925,7 @@ func TestOutputEnderIsToldOfEachStreamsEnd(t *testing.T) {
 					ends++
 				}
 			}
-			if ends != run || len(c) < 3 || c[len(c)-1] != "end" || c[len(c)-2] != "flush" || !slices.Contains(c[len(c)-4:], last) {
+			if ends != run || len(c) < 4 || c[len(c)-1] != "end" || c[len(c)-2] != "flush" || !slices.Contains(c[len(c)-4:], last) {
 				e.mu.Unlock()
 				t.Fatalf("run %d, %s: calls %q; want the line %q, a flush and one end per run, the end last, before the exit", run, s, c, last)
 			}

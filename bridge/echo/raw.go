@@ -70,7 +70,7 @@ func (r Raw) EndOutput(s procmon.Stream) { r.passer(s).End() }
 // is, or until it is longer than any pairing line.
 type qrFilter struct {
 	out  func([]byte)
-	mu   sync.Mutex // each stream has one filter; a new child's reader may start before an old one's ends
+	mu   sync.Mutex // each stream has one filter, called by each child's reader of that stream in turn
 	held []byte     // the start of a line that may carry a code
 	pass bool       // the current line is being passed on as it comes
 	drop bool       // the current line carries a code: left out up to its end

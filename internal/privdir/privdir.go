@@ -82,6 +82,11 @@ func walk(abs string, create bool) (int, error) {
 	if fd, ok := openWithoutLinks(abs); ok {
 		return fd, nil
 	}
+	return walkLinks(abs, create)
+}
+
+// walkLinks is walk one component at a time, following the links it may.
+func walkLinks(abs string, create bool) (int, error) {
 	for links := 0; ; links++ {
 		if links > maxLinks {
 			return -1, &os.PathError{Op: "open", Path: abs, Err: unix.ELOOP}
@@ -102,7 +107,9 @@ func walk(abs string, create bool) (int, error) {
 // openat2) leaves the path to walkTo, which follows the links it trusts,
 // creates what is missing and says what is wrong.
 func openWithoutLinks(abs string) (int, bool) {
-	fd, err := unix.Openat2(unix.AT_FDCWD, abs, &unix.OpenHow{
+	// "/." as the walk's last step opens ".": that needs the right to
+	// search the directory itself, as the walk does, not only its parent.
+	fd, err := unix.Openat2(unix.AT_FDCWD, strings.TrimSuffix(abs, "/")+"/.", &unix.OpenHow{
 		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 	})
