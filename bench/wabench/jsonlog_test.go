@@ -11,8 +11,8 @@ import (
 	"github.com/wa-sidecar/wa-sidecar/internal/logsink"
 )
 
-// TestJSONLogFloor: the C child's -jsonlog, the floor of the default log
-// mode, writes the sidecar's record for each line of ASCII it reads: the
+// TestJSONLogFloor: the C child's -jsonlog, the default log mode's work
+// done in one C thread, writes the sidecar's record for each line of ASCII it reads: the
 // line escaped byte for byte as the sidecar escapes it, without its "\r",
 // cut at 4096 bytes (the head of a line longer than its buffer, not its
 // tail), and an unended last line too.
