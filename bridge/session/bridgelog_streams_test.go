@@ -2,9 +2,7 @@ package session
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -56,29 +54,18 @@ func TestBridgeLogTwoStreamsWithTheBackgroundWriter(t *testing.T) {
 	if err := bl.Close(); err != nil {
 		t.Fatal(err)
 	}
-	files, _ := filepath.Glob(filepath.Join(dir, "bridge*.log"))
-	sort.Strings(files)
 	next := map[string]int{}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
+	eachLoggedLine(t, dir, 1<<20, func(f, l string) {
+		var s string
+		var i int
+		if _, err := fmt.Sscanf(l, "%s %d", &s, &i); err != nil {
+			t.Fatalf("%s: line %.30q", f, l)
 		}
-		if len(b) > 1<<20 {
-			t.Errorf("%s: %d bytes, over the limit", f, len(b))
+		if i != next[s] {
+			t.Fatalf("%s: stream %s line %d where %d was due", f, s, i, next[s])
 		}
-		for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
-			var s string
-			var i int
-			if _, err := fmt.Sscanf(l, "%s %d", &s, &i); err != nil {
-				t.Fatalf("%s: line %.30q", f, l)
-			}
-			if i != next[s] {
-				t.Fatalf("%s: stream %s line %d where %d was due", f, s, i, next[s])
-			}
-			next[s]++
-		}
-	}
+		next[s]++
+	})
 	for s, n := range counts {
 		if next[string(s)] != n {
 			t.Errorf("stream %s: %d lines in the files, want %d", s, next[string(s)], n)

@@ -333,33 +333,42 @@ func TestBridgeLogBackgroundWritesKeepEveryLine(t *testing.T) {
 	if err := bl.Close(); err != nil {
 		t.Fatal(err)
 	}
+	next := 0
+	eachLoggedLine(t, dir, 1<<20, func(f, l string) {
+		if next == n {
+			if l != "last, unflushed" {
+				t.Fatalf("%s: %q after the numbered lines", f, l)
+			}
+			next++
+			return
+		}
+		if want := fmt.Sprintf("%07d %s", next, pad); l != want {
+			t.Fatalf("%s: line %q where %07d was due", f, l[:min(len(l), 12)], next)
+		}
+		next++
+	})
+	if next != n+1 {
+		t.Fatalf("%d lines in the files, want %d", next, n+1)
+	}
+}
+
+// eachLoggedLine calls fn with each line of dir's bridge.log and its
+// backups, oldest first, and checks that no file passes max bytes.
+func eachLoggedLine(t *testing.T, dir string, max int, fn func(file, line string)) {
+	t.Helper()
 	files, _ := filepath.Glob(filepath.Join(dir, "bridge*.log"))
 	sort.Strings(files) // the backups by time, then bridge.log ('-' sorts before '.')
-	next := 0
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(b) > 1<<20 {
-			t.Errorf("%s is %d bytes, over the 1 MB limit", f, len(b))
+		if len(b) > max {
+			t.Errorf("%s is %d bytes, over the limit of %d", f, len(b), max)
 		}
 		for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
-			if next == n {
-				if l != "last, unflushed" {
-					t.Fatalf("%s: %q after the numbered lines", f, l)
-				}
-				next++
-				continue
-			}
-			if want := fmt.Sprintf("%07d %s", next, pad); l != want {
-				t.Fatalf("%s: line %q where %07d was due", f, l[:min(len(l), 12)], next)
-			}
-			next++
+			fn(f, l)
 		}
-	}
-	if next != n+1 {
-		t.Fatalf("%d lines in %d files, want %d", next, len(files), n+1)
 	}
 }
 

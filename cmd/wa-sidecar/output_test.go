@@ -125,19 +125,8 @@ func TestUnreadStdoutBlocksNothingInRawMode(t *testing.T) {
 // still open ("stopping: …", here) waits for the bridge to end that line,
 // and comes on a line of its own.
 func TestRawLineKeepsTheSidecarsRecordsOut(t *testing.T) {
-	bin, _ := binaries(t)
-	dir := t.TempDir()
-	out := createIn(t, dir, "out")
-	started := filepath.Join(dir, "started")
 	script := `trap 'printf " and its end\n"; exit 0' TERM; printf 'a line left open'; : > "$1"; sleep 30 & wait`
-	cmd := startOn(t, out, out, bin, "run", "--bridge-output", "raw", "--", "/bin/sh", "-c", script, "sh", started)
-	waitFile(t, started)
-	cmd.Process.Signal(syscall.SIGTERM)
-	if code := exitCode(t, cmd); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
-	b, _ := os.ReadFile(out.Name())
-	got := string(b)
+	got := runRawShell(t, nil, script)
 	if !strings.Contains(got, "a line left open and its end\n") {
 		t.Fatalf("the bridge's line was broken into:\n%s", got)
 	}
@@ -158,21 +147,9 @@ func TestRawLineKeepsTheSidecarsRecordsOut(t *testing.T) {
 // over. Otherwise the next bridge's first line is glued onto the old
 // prompt and comes out before the record of its own start.
 func TestRawLineLeftOpenByAnExitedBridgeHoldsNoRecordsPastTheNextRun(t *testing.T) {
-	bin, _ := binaries(t)
-	dir := t.TempDir()
-	out := createIn(t, dir, "out")
-	marker, started := filepath.Join(dir, "marker"), filepath.Join(dir, "started")
-	script := `if [ ! -e "$1" ]; then : > "$1"; printf 'prompt> '; exit 1; fi
-trap 'exit 0' TERM; echo "second run $$"; : > "$2"; sleep 30 & wait`
-	cmd := startOn(t, out, out, bin, "run", "--bridge-output", "raw", "--backoff-initial", "10ms", "--backoff-jitter", "0",
-		"--", "/bin/sh", "-c", script, "sh", marker, started)
-	waitFile(t, started)
-	cmd.Process.Signal(syscall.SIGTERM)
-	if code := exitCode(t, cmd); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
-	b, _ := os.ReadFile(out.Name())
-	got := string(b)
+	script := `if [ ! -e "$2" ]; then : > "$2"; printf 'prompt> '; exit 1; fi
+trap 'exit 0' TERM; echo "second run $$"; : > "$1"; sleep 30 & wait`
+	got := runRawShell(t, []string{"--backoff-initial", "10ms", "--backoff-jitter", "0"}, script, "marker")
 	// At a line's start: the script in the start records says it too.
 	second := strings.Index(got, "\nsecond run ")
 	if second < 0 {
@@ -186,4 +163,29 @@ trap 'exit 0' TERM; echo "second run $$"; : > "$2"; sleep 30 & wait`
 	if strings.Contains(got, "prompt> second run") {
 		t.Fatalf("the second run's line was glued onto the first run's prompt:\n%s", got)
 	}
+}
+
+// runRawShell runs a sidecar in raw mode, with stdout and stderr on one
+// file, over a shell script as its bridge, and returns that file once the
+// script has created its first argument (a file, "started") and the
+// sidecar, told to stop, has exited 0. The script's other arguments are
+// files of the same directory, named by more.
+func runRawShell(t *testing.T, flags []string, script string, more ...string) string {
+	t.Helper()
+	bin, _ := binaries(t)
+	dir := t.TempDir()
+	out := createIn(t, dir, "out")
+	started := filepath.Join(dir, "started")
+	args := append(append([]string{"run", "--bridge-output", "raw"}, flags...), "--", "/bin/sh", "-c", script, "sh", started)
+	for _, m := range more {
+		args = append(args, filepath.Join(dir, m))
+	}
+	cmd := startOn(t, out, out, append([]string{bin}, args...)...)
+	waitFile(t, started)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if code := exitCode(t, cmd); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	b, _ := os.ReadFile(out.Name())
+	return string(b)
 }
