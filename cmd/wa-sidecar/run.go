@@ -349,16 +349,19 @@ func announceBridge(target bridge.Target, in gateway.Install, logger *slog.Logge
 }
 
 // hookList is the one list of hooks, in the order the monitor asks them:
-// the Hermes layer sees each line and each exit first; the state
-// directory's files are written right after the first spawn; the session
-// guard (if any) has its say before each spawn and records the bridge
-// after it; then bridge.log (if any) and the sidecar's own log take the
-// output.
+// the Hermes layer sees each line and each exit first; the session guard
+// (if any) has its say before each spawn and records the bridge right
+// after it, before anything else, since that record is what lets the next
+// sidecar stop a bridge this one leaves behind; the state directory's
+// files are written after the first spawn, behind the record and their
+// fsyncs off its way; then bridge.log (if any) and the sidecar's own log
+// take the output.
 func hookList(hermes *bridge.Hermes, files *stateFiles, guard *session.Guard, bridgeLog *session.BridgeLog, output []procmon.Hook) []procmon.Hook {
-	hooks := []procmon.Hook{hermes.Hook(), files}
+	hooks := []procmon.Hook{hermes.Hook()}
 	if guard != nil {
 		hooks = append(hooks, guard)
 	}
+	hooks = append(hooks, files)
 	if bridgeLog != nil {
 		hooks = append(hooks, bridgeLog)
 	}
