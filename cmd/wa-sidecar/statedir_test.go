@@ -130,9 +130,11 @@ func TestATokenThatCannotBeWrittenStopsTheBridge(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(state, feed.TokenFileName, "x"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	pidFile := filepath.Join(dir, "bridge.pid")
+	pidFile, stopped := filepath.Join(dir, "bridge.pid"), filepath.Join(dir, "stopped")
+	// The bridge notes a stop signal; the parent-death signal, SIGKILL,
+	// would end it without a note.
 	p := startSidecar(t, bin, "run", "--state-dir", state, "--listen", "127.0.0.1:0", "--",
-		"/bin/sh", "-c", `echo $$ > "$0"; exec sleep 30`, pidFile)
+		"/bin/sh", "-c", `trap ': > "$1"; exit 0' TERM; echo $$ > "$0"; sleep 30 & wait`, pidFile, stopped)
 	if code := p.wait(); code != exitError {
 		t.Fatalf("exit code %d, want %d; log:\n%s", code, exitError, p.logText())
 	}
@@ -145,6 +147,9 @@ func TestATokenThatCannotBeWrittenStopsTheBridge(t *testing.T) {
 		if pid > 0 && proctest.Running(pid) {
 			syscall.Kill(pid, syscall.SIGKILL)
 			t.Fatalf("the bridge (pid %d) outlived the sidecar", pid)
+		}
+		if _, err := os.Stat(stopped); err != nil {
+			t.Fatalf("the bridge was not stopped with a stop signal before the sidecar exited: %v; log:\n%s", err, log)
 		}
 	}
 	if _, err := os.Stat(filepath.Join(state, feed.DiscoveryFileName)); !os.IsNotExist(err) {
