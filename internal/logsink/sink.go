@@ -525,7 +525,9 @@ func (s *Sink) dropNotice(n int64) []byte {
 }
 
 // Close writes out what is queued, waiting at most timeout for a stalled
-// reader, and stops the sink. Records written after Close are discarded.
+// reader, and stops the sink. A record written while Close drains the
+// queue still goes out with it; once the sink has stopped, records are
+// discarded.
 func (s *Sink) Close(timeout time.Duration) {
 	s.mu.Lock()
 	if s.closing {
