@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -163,6 +164,24 @@ func FuzzReadLines(f *testing.F) {
 			}
 			held = held[:0]
 		}
+		var raws []byte // what raw was given, in order
+		raw := func(b []byte, ends []int) {
+			// Each newline of b, and no other index; and before the lines
+			// in b were handed over (a cut line may be one ahead).
+			var want []int
+			for i, c := range b {
+				if c == '\n' {
+					want = append(want, i)
+				}
+			}
+			if !slices.Equal(ends, want) {
+				t.Fatalf("raw %q: ends %v, want %v", b, ends, want)
+			}
+			if before := bytes.Count(raws, []byte{'\n'}); len(got) > before+1 {
+				t.Fatalf("raw %q came after its lines: %d lines handed over, %d newlines before it", b, len(got), before)
+			}
+			raws = append(raws, b...)
+		}
 		readLines(src, limit, func(text []byte, truncated bool) {
 			if len(text) > limit {
 				t.Fatalf("line of %d bytes exceeds the limit %d", len(text), limit)
@@ -172,7 +191,10 @@ func FuzzReadLines(f *testing.F) {
 			}
 			got = append(got, fuzzLine{string(text), truncated})
 			held = append(held, text)
-		}, batch)
+		}, batch, raw)
+		if !bytes.Equal(raws, data) {
+			t.Fatalf("raw was given %q, want every byte read, %q", raws, data)
+		}
 		if flushes == 0 {
 			t.Fatal("the reader was never asked for data")
 		}

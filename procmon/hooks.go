@@ -110,6 +110,17 @@ type OutputEnder interface {
 	EndOutput(Stream)
 }
 
+// A RawLineWriter is a RawWriter that is also told where the lines end:
+// WriteRawLines is called instead of WriteRaw, with ends holding the index
+// in b of each '\n' in b, in order. The monitor finds them anyway to split
+// the lines, so a writer that needs the lines of the raw output (to leave
+// some out, say) need not look for them again. A long read may come in
+// more than one call.
+type RawLineWriter interface {
+	RawWriter
+	WriteRawLines(s Stream, b []byte, ends []int)
+}
+
 // BeforeSpawnFunc adapts a function to a BeforeSpawner.
 type BeforeSpawnFunc func(emit func(Event)) error
 
@@ -240,8 +251,12 @@ func (hs *hooks) endOutput(s Stream) {
 	}
 }
 
-func (hs *hooks) writeRaw(s Stream, b []byte) {
+func (hs *hooks) writeRaw(s Stream, b []byte, ends []int) {
 	for _, h := range hs.raw {
-		h.WriteRaw(s, b)
+		if l, ok := h.(RawLineWriter); ok {
+			l.WriteRawLines(s, b, ends)
+		} else {
+			h.WriteRaw(s, b)
+		}
 	}
 }

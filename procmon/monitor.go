@@ -786,16 +786,16 @@ func (m *Monitor) watch(r *run, reaper *signals.Reaper) {
 			recent.commit()
 			hs.flushLines(s)
 		}
-		var in io.Reader = p
+		var raw func([]byte, []int)
 		if len(hs.raw) > 0 {
-			in = rawTee{p, s, hs.writeRaw}
+			raw = func(b []byte, ends []int) { hs.writeRaw(s, b, ends) }
 		}
-		readLines(in, m.cfg.MaxLineBytes, func(text []byte, truncated bool) {
+		readLines(p, m.cfg.MaxLineBytes, func(text []byte, truncated bool) {
 			if hs.keepInTail(text) {
 				recent.note(text)
 			}
 			hs.writeLine(Line{Stream: s, Pid: pid, Text: text, Truncated: truncated})
-		}, batch)
+		}, batch, raw)
 		// An unterminated last line comes after the last read.
 		batch()
 		hs.endOutput(s)

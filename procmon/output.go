@@ -33,6 +33,10 @@ const (
 	firstReadBytes = 64 << 10
 )
 
+// maxEnds bounds the newlines readLines notes at a time, and so the
+// memory a read of very short lines takes.
+const maxEnds = 1024
+
 // readLines splits r into lines of at most limit bytes and hands each to fn,
 // without its "\n" or "\r\n". A longer line is cut at limit, flagged as
 // truncated, and the rest of it skipped, so a child that never prints a
@@ -46,7 +50,12 @@ const (
 // write out what it buffered, holding no line back. The text handed to fn
 // stays valid until batch returns, so batch may still look at the lines
 // of its batch.
-func readLines(r io.Reader, limit int, fn func(text []byte, truncated bool), batch func()) {
+//
+// If raw is not nil, it is given every byte read, unchanged, before the
+// lines in them go to fn, with the index of each newline in them (ends),
+// found by the same search that splits the lines; both are valid only
+// during the call.
+func readLines(r io.Reader, limit int, fn func(text []byte, truncated bool), batch func(), raw func(b []byte, ends []int)) {
 	emit := func(line []byte) {
 		if n := len(line); n > 0 && line[n-1] == '\r' {
 			line = line[:n-1]
@@ -63,6 +72,7 @@ func readLines(r io.Reader, limit int, fn func(text []byte, truncated bool), bat
 	start, end := 0, 0 // buf[start:end] is read but not yet handed over
 	skipping := false  // the current line was cut; drop it up to its newline
 	full := false      // the last read filled the buffer
+	var ends []int     // the newlines of the bytes just read
 	for {
 		if batch != nil {
 			batch()
@@ -76,17 +86,34 @@ func readLines(r io.Reader, limit int, fn func(text []byte, truncated bool), bat
 		start = 0
 		n, err := r.Read(buf[end:])
 		full = end+n == len(buf)
+		fresh := end // buf[fresh:end] was just read
 		end += n
-		for {
-			i := bytes.IndexByte(buf[start:end], '\n')
-			if i < 0 {
-				break
+		for fresh < end {
+			// The newlines of the fresh bytes, at most maxEnds at a time.
+			ends = ends[:0]
+			next, stop := fresh, end
+			for len(ends) < maxEnds {
+				i := bytes.IndexByte(buf[next:end], '\n')
+				if i < 0 {
+					break
+				}
+				next += i + 1
+				ends = append(ends, next-1-fresh)
 			}
-			if !skipping {
-				emit(buf[start : start+i])
+			if len(ends) == maxEnds {
+				stop = next
 			}
-			skipping = false
-			start += i + 1
+			if raw != nil {
+				raw(buf[fresh:stop], ends)
+			}
+			for _, e := range ends {
+				if !skipping {
+					emit(buf[start : fresh+e])
+				}
+				skipping = false
+				start = fresh + e + 1
+			}
+			fresh = stop
 		}
 		// What is left is the start of a line. Cut it as soon as it is
 		// certain not to fit, so the buffer never needs to grow.
@@ -209,19 +236,4 @@ func (t *tail) snapshot() []string {
 		out = append(out, string(t.lines[(t.next-1-j+len(t.lines))%len(t.lines)]))
 	}
 	return out
-}
-
-// rawTee hands every read of a stream to the RawWriters.
-type rawTee struct {
-	r  io.Reader
-	s  Stream
-	fn func(Stream, []byte)
-}
-
-func (t rawTee) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	if n > 0 {
-		t.fn(t.s, p[:n])
-	}
-	return n, err
 }

@@ -3,6 +3,7 @@ package procmon
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -14,7 +15,7 @@ func TestReadLines(t *testing.T) {
 		trunc bool
 	}
 	var lines []got
-	readLines(strings.NewReader(in), 100, func(b []byte, tr bool) { lines = append(lines, got{string(b), tr}) }, nil)
+	readLines(strings.NewReader(in), 100, func(b []byte, tr bool) { lines = append(lines, got{string(b), tr}) }, nil, nil)
 	want := []got{{"one", false}, {"two", false}, {strings.Repeat("x", 100), true}, {"three", false}, {"no newline", false}}
 	if len(lines) != len(want) {
 		t.Fatalf("got %d lines %+v, want %d", len(lines), lines, len(want))
@@ -68,7 +69,7 @@ func BenchmarkReadLines(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		recent := tl.recent()
-		readLines(bytes.NewReader(data), 64<<10, func(text []byte, _ bool) { recent.note(text) }, recent.commit)
+		readLines(bytes.NewReader(data), 64<<10, func(text []byte, _ bool) { recent.note(text) }, recent.commit, nil)
 		recent.commit()
 	}
 }
@@ -86,7 +87,7 @@ func TestReadLinesGrowsItsBuffer(t *testing.T) {
 	var got []fuzzLine
 	readLines(bytes.NewReader(data), 100, func(text []byte, truncated bool) {
 		got = append(got, fuzzLine{string(text), truncated})
-	}, nil)
+	}, nil, nil)
 	if len(got) != len(want) {
 		t.Fatalf("got %d lines, want %d", len(got), len(want))
 	}
@@ -121,5 +122,45 @@ func TestTailBoundedInBytes(t *testing.T) {
 	}
 	if first := got[0]; !strings.HasPrefix(first, fmt.Sprintf("%04d ", 1000-len(got))) {
 		t.Fatalf("the lines kept are not the newest: first %.10q", first)
+	}
+}
+
+// A read of more than maxEnds lines reaches raw in pieces, each with its
+// own newlines and before its lines, and all the bytes in order.
+func TestReadLinesRawInPieces(t *testing.T) {
+	var in bytes.Buffer
+	for i := range 3*maxEnds + 10 {
+		fmt.Fprintf(&in, "%d\n", i)
+	}
+	in.WriteString("unended")
+	data := in.Bytes()
+	var raws []byte
+	calls, lines := 0, 0
+	readLines(bytes.NewReader(data), 100, func(text []byte, _ bool) {
+		lines++
+	}, nil, func(b []byte, ends []int) {
+		calls++
+		if len(ends) > maxEnds {
+			t.Fatalf("%d ends in one call", len(ends))
+		}
+		var want []int
+		for i, c := range b {
+			if c == '\n' {
+				want = append(want, i)
+			}
+		}
+		if !slices.Equal(ends, want) {
+			t.Fatalf("ends %v, want the newlines at %v", ends, want)
+		}
+		if before := bytes.Count(raws, []byte{'\n'}); lines != before {
+			t.Fatalf("raw after its lines: %d lines, %d newlines before it", lines, before)
+		}
+		raws = append(raws, b...)
+	})
+	if !bytes.Equal(raws, data) {
+		t.Fatalf("raw got %d bytes, want %d", len(raws), len(data))
+	}
+	if lines != 3*maxEnds+11 || calls < 4 {
+		t.Fatalf("%d lines in %d raw calls", lines, calls)
 	}
 }

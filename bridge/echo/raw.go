@@ -31,6 +31,16 @@ func Pass(sink *logsink.Sink, terminal bool) *Passer {
 // Write passes one read on.
 func (p *Passer) Write(b []byte) { p.write(b) }
 
+// WriteLines passes one read on, whose newlines are at ends (see
+// procmon.RawLineWriter), so that the filter need not look for them.
+func (p *Passer) WriteLines(b []byte, ends []int) {
+	if p.filter == nil {
+		p.write(b)
+		return
+	}
+	p.filter.writeLines(b, ends)
+}
+
 // End says that the bridge's stream has ended: the start of a line it
 // left unended, held back in case it carried a pairing code, goes out
 // unless it does, and the filter reads the next bridge's output as the
@@ -61,6 +71,9 @@ func (r Raw) passer(s procmon.Stream) *Passer {
 // WriteRaw passes one read of stream s on.
 func (r Raw) WriteRaw(s procmon.Stream, b []byte) { r.passer(s).Write(b) }
 
+// WriteRawLines passes one read of stream s on, knowing its lines.
+func (r Raw) WriteRawLines(s procmon.Stream, b []byte, ends []int) { r.passer(s).WriteLines(b, ends) }
+
 // EndOutput ends stream s (see Passer.End).
 func (r Raw) EndOutput(s procmon.Stream) { r.passer(s).End() }
 
@@ -81,26 +94,43 @@ type qrFilter struct {
 // hundred bytes, a JSON event with its payload a few kilobytes.
 const qrFilterHold = 16 << 10
 
+// write passes p on, finding its lines itself.
 func (f *qrFilter) write(p []byte) {
+	var ends []int
+	for i := 0; ; {
+		j := bytes.IndexByte(p[i:], '\n')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+		ends = append(ends, i-1)
+	}
+	f.writeLines(p, ends)
+}
+
+// writeLines passes p on; ends holds the index of each '\n' in p, in
+// order, as the monitor found them while splitting the lines.
+func (f *qrFilter) writeLines(p []byte, ends []int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	// Until a line is held back or left out, what passes is p itself, and
 	// it is handed on without a copy: nearly every read of a bridge's
 	// output is so.
-	whole := p
-	same := true // out would be whole[:len(whole)-len(p)]
+	same := true // out would be p[:off]
 	out := f.buf[:0]
-	for len(p) > 0 {
-		seg, end := p, false
-		if i := bytes.IndexByte(p, '\n'); i >= 0 {
-			seg, end = p[:i+1], true
+	for off, k := 0, 0; off < len(p); {
+		segEnd, end := len(p), false
+		if k < len(ends) {
+			segEnd, end = ends[k]+1, true
+			k++
 		}
+		seg := p[off:segEnd]
 		passes := f.pass || !f.drop && len(f.held) == 0 && !bridge.MayStartPairingCode(seg[0])
 		if same && !passes {
-			out = append(out, whole[:len(whole)-len(p)]...)
+			out = append(out, p[:off]...)
 			same = false
 		}
-		p = p[len(seg):]
+		off = segEnd
 		switch {
 		case passes:
 			if !same {
@@ -128,8 +158,8 @@ func (f *qrFilter) write(p []byte) {
 		}
 	}
 	if same {
-		if len(whole) > 0 {
-			f.out(whole)
+		if len(p) > 0 {
+			f.out(p)
 		}
 		return
 	}
