@@ -91,8 +91,9 @@ type LineFlusher interface {
 
 // A RawWriter receives the child's output as read, every byte unchanged
 // (partial lines and overlong lines too), from the stream's reader
-// goroutine, before the lines in it reach the LineWriters. The slice is
-// only valid during the call.
+// goroutine, before the lines in it reach the LineWriters; a read of very
+// many short lines (over 65 536) comes in more than one call. The slice
+// is only valid during the call.
 type RawWriter interface {
 	WriteRaw(Stream, []byte)
 }
@@ -114,8 +115,7 @@ type OutputEnder interface {
 // WriteRawLines is called instead of WriteRaw, with ends holding the index
 // in b of each '\n' in b, in order. The monitor finds them anyway to split
 // the lines, so a writer that needs the lines of the raw output (to leave
-// some out, say) need not look for them again. A long read may come in
-// more than one call.
+// some out, say) need not look for them again.
 type RawLineWriter interface {
 	RawWriter
 	WriteRawLines(s Stream, b []byte, ends []int)

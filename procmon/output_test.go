@@ -3,6 +3,7 @@ package procmon
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -128,20 +129,19 @@ func TestTailBoundedInBytes(t *testing.T) {
 // A read of more than maxEnds lines reaches raw in pieces, each with its
 // own newlines and before its lines, and all the bytes in order.
 func TestReadLinesRawInPieces(t *testing.T) {
-	var in bytes.Buffer
-	for i := range 3*maxEnds + 10 {
-		fmt.Fprintf(&in, "%d\n", i)
-	}
-	in.WriteString("unended")
-	data := in.Bytes()
+	// Two-byte lines: a read of 256 KiB holds twice maxEnds of them.
+	data := append(bytes.Repeat([]byte("x\n"), 3*maxEnds+10), "unended"...)
 	var raws []byte
-	calls, lines := 0, 0
-	readLines(bytes.NewReader(data), 100, func(text []byte, _ bool) {
+	calls, lines, full := 0, 0, 0
+	readLines(&onePieceReader{data: data}, 100, func(text []byte, _ bool) {
 		lines++
 	}, nil, func(b []byte, ends []int) {
 		calls++
 		if len(ends) > maxEnds {
 			t.Fatalf("%d ends in one call", len(ends))
+		}
+		if len(ends) == maxEnds {
+			full++
 		}
 		var want []int
 		for i, c := range b {
@@ -160,7 +160,30 @@ func TestReadLinesRawInPieces(t *testing.T) {
 	if !bytes.Equal(raws, data) {
 		t.Fatalf("raw got %d bytes, want %d", len(raws), len(data))
 	}
-	if lines != 3*maxEnds+11 || calls < 4 {
-		t.Fatalf("%d lines in %d raw calls", lines, calls)
+	if lines != 3*maxEnds+11 || full == 0 {
+		t.Fatalf("%d lines in %d raw calls, %d of them of %d lines", lines, calls, full, maxEnds)
+	}
+}
+
+// onePieceReader hands all of data over in a single Read.
+type onePieceReader struct{ data []byte }
+
+func (r *onePieceReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// A read of 64 KiB of four-byte lines (16 384 of them, under maxEnds)
+// reaches raw in one call, and so a raw writer's sink in one write.
+func TestReadLinesRawOncePerRead(t *testing.T) {
+	data := bytes.Repeat([]byte("abc\n"), (64<<10)/4)
+	calls := 0
+	readLines(&onePieceReader{data}, 100, func([]byte, bool) {}, nil, func([]byte, []int) { calls++ })
+	if calls != 1 {
+		t.Fatalf("one read of %d lines reached raw in %d calls, want 1", len(data)/4, calls)
 	}
 }
