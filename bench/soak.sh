@@ -92,10 +92,12 @@ fi
 maxof() { local m=0 v; for v in "$@"; do [[ "$v" =~ ^[0-9]+$ ]] && [ "$v" -gt "$m" ] && m=$v; done; echo "$m"; }
 basemax() { local -n a=$1; maxof "${a[@]:$(( n / 4 )):$(( n / 4 + 1 ))}"; }
 tailmax() { local -n a=$1; maxof "${a[@]:$(( n * 3 / 4 ))}"; }
-# fds come and go with each spawn's pipes; a leak raises the lowest count.
-minof() { local m=-1 v; for v in "$@"; do [ "$m" -lt 0 ] || [ "$v" -lt "$m" ] && m=$v; done; echo "$m"; }
-basemin() { local -n a=$1; minof "${a[@]:$(( n / 4 )):$(( n / 4 + 1 ))}"; }
-tailmin() { local -n a=$1; minof "${a[@]:$(( n * 3 / 4 ))}"; }
+# fds come and go with each spawn: the running bridge's pipes and pidfd,
+# and the next run's pipes, made while it runs, so a sample reads 16 to 20
+# depending on where in the cycle it falls, and the lowest of a quarter's
+# eight samples is a matter of luck. The highest is not: nearly every
+# sample falls while a bridge runs with the next pipes made. A leak in a
+# crash loop of thousands of runs would add far more than the allowance.
 check() { # name base end allowed
   if [ "$3" -gt $(( $2 + $4 )) ]; then
     echo "soak: FAIL: $1 grew from $2 to $3 (allowed +$4)" >&2
@@ -104,7 +106,7 @@ check() { # name base end allowed
     echo "soak: $1 flat: $2 after warm-up, $3 at the end"
   fi
 }
-check "open fds (lowest)" "$(basemin fds)" "$(tailmin fds)" 2
+check "open fds (highest)" "$(basemax fds)" "$(tailmax fds)" 4
 check "threads" "$(basemax thr)" "$(tailmax thr)" 4
 if [ -n "$metrics" ]; then
   check "goroutines" "$(basemax gor)" "$(tailmax gor)" 5
