@@ -117,9 +117,7 @@ func readLines(r io.Reader, limit int, fn func(text []byte, truncated bool), bat
 			if len(ends) == maxEnds {
 				stop = next
 			}
-			if raw != nil {
-				raw(buf[fresh:stop], ends)
-			}
+			raw(buf[fresh:stop], ends)
 			for _, e := range ends {
 				if !skipping {
 					emit(buf[start : fresh+e])

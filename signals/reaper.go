@@ -308,8 +308,9 @@ var pidfdOpen = func(pid int) (int, error) { return unix.PidfdOpen(pid, 0) }
 
 // watch waits in the poller for c's pidfd to say that c has exited, and
 // reaps it right away. If the poller cannot wait on pidfds, or c cannot be
-// reaped yet when its pidfd says it has exited, it hands c over to SIGCHLD. It returns early when a reap pass took c first (the
-// pidfd is then closed).
+// reaped yet when its pidfd says it has exited, it hands c over to
+// SIGCHLD. It returns early when a reap pass took c first (the pidfd is
+// then closed).
 func (r *Reaper) watch(c *Child, f *os.File) {
 	defer r.watchers.Done()
 	rc, err := f.SyscallConn()

@@ -229,8 +229,9 @@ func startFeed(s runSettings, m *procmon.Monitor, files *stateFiles, logger *slo
 // it. The status server may answer before they are written (it has the
 // token in memory): a client that looks in the state directory meanwhile
 // finds no sidecar there yet, as one that looked a moment earlier would
-// have. A token that cannot be written fails the part,
-// which stops the bridge and the sidecar (exit 1).
+// have. A token that cannot be written fails the part, which stops the
+// bridge and the sidecar (exit 1). In the hook list the files come after
+// the session guard, whose record of the bridge must not wait for them.
 type stateFiles struct {
 	follow *procmon.Follower // set by startFeed
 	write  func() error      // set by startFeed

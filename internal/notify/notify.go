@@ -1,8 +1,9 @@
 // Package notify tells systemd how the sidecar is doing, through the
 // sd_notify protocol of a Type=notify unit: READY=1 once the sidecar serves
-// its status and has written the files clients find it by, STATUS= with the bridge's state as `systemctl status` shows
-// it, WATCHDOG=1 while the monitor still answers, and STOPPING=1 when the
-// sidecar begins to shut down.
+// its status and has written the files clients find it by, STATUS= with
+// the bridge's state as `systemctl status` shows it, WATCHDOG=1 while the
+// monitor still answers, and STOPPING=1 when the sidecar begins to shut
+// down.
 //
 // Outside systemd (no NOTIFY_SOCKET) every method is a no-op, so the
 // sidecar wires it in unconditionally.
