@@ -41,9 +41,9 @@ go build -o bin/wabench ./bench/wabench
 # allows it (no dynamic loader at each exec).
 child=()
 if command -v cc >/dev/null; then
-  if cc -O2 -static -o bin/wabench-child bench/cchild/child.c 2>/dev/null; then
+  if cc -O2 -static -pthread -o bin/wabench-child bench/cchild/child.c 2>/dev/null; then
     :
-  elif cc -O2 -o bin/wabench-child bench/cchild/child.c; then
+  elif cc -O2 -pthread -o bin/wabench-child bench/cchild/child.c; then
     echo "bench: no static C library; the C child is linked dynamically, which adds the loader to each of its starts" >&2
   fi
 else

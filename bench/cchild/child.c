@@ -26,10 +26,24 @@
  * line to stdout as the sidecar's JSON record of a bridge line, escaped
  * as it escapes, the time formatted once per read, one write per read (or
  * per 256 KiB).
+ *
+ *   child -jsonlog -threads
+ *   child -jsonlog -copy FILE
+ *
+ * the same records on two threads, one formatting and one writing, as the
+ * sidecar spreads the work; with -copy, a third writes each read's bytes
+ * unchanged to FILE too, the work of the Hermes default (bridge.log and
+ * the log).
+ *
+ *   child -rawcopy
+ *
+ * cat that also finds each line and looks at its first byte: the work of
+ * --bridge-output raw.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -271,11 +285,241 @@ static int jsonlog(void)
 	return 0;
 }
 
+/*
+ * The two-thread floors. A queue hands whole buffers from the thread that
+ * fills them to the one that writes them, and the written buffers back: the
+ * least that spreads the work over two cores as the sidecar does (it
+ * formats in one goroutine while another writes).
+ */
+enum { NBUF = 8 };
+
+struct buf {
+	char *p;
+	size_t off, n; /* what to write: p[off, off+n) */
+};
+
+struct queue {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct buf *b[NBUF + 1];
+	int head, count;
+};
+
+static void queue_init(struct queue *q)
+{
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->cv, NULL);
+	q->head = q->count = 0;
+}
+
+/* put adds b, NULL for the end; a queue holds every buffer of its pool. */
+static void put(struct queue *q, struct buf *b)
+{
+	pthread_mutex_lock(&q->mu);
+	q->b[(q->head + q->count++) % (NBUF + 1)] = b;
+	pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+}
+
+static struct buf *get(struct queue *q)
+{
+	struct buf *b;
+
+	pthread_mutex_lock(&q->mu);
+	while (q->count == 0)
+		pthread_cond_wait(&q->cv, &q->mu);
+	b = q->b[q->head];
+	q->head = (q->head + 1) % (NBUF + 1);
+	q->count--;
+	pthread_mutex_unlock(&q->mu);
+	return b;
+}
+
+/* A writer thread writes what comes in full to fd and gives it back in
+ * free, until the end; a failed write ends the program. */
+struct writer {
+	pthread_t t;
+	int fd;
+	struct queue full, free;
+};
+
+static void *write_loop(void *arg)
+{
+	struct writer *w = arg;
+	struct buf *b;
+
+	while ((b = get(&w->full)) != NULL) {
+		if (write_all(w->fd, b->p + b->off, b->n) < 0) {
+			perror("write");
+			exit(3);
+		}
+		put(&w->free, b);
+	}
+	return NULL;
+}
+
+static void writer_start(struct writer *w, int fd, size_t size)
+{
+	int i;
+
+	w->fd = fd;
+	queue_init(&w->full);
+	queue_init(&w->free);
+	for (i = 0; i < NBUF; i++) {
+		struct buf *b = calloc(1, sizeof *b);
+		if (!b || !(b->p = malloc(size))) {
+			perror("malloc");
+			exit(3);
+		}
+		put(&w->free, b);
+	}
+	if (pthread_create(&w->t, NULL, write_loop, w) != 0) {
+		perror("pthread_create");
+		exit(3);
+	}
+}
+
+static void writer_end(struct writer *w)
+{
+	put(&w->full, NULL);
+	pthread_join(w->t, NULL);
+}
+
+/*
+ * jsonlog2 is -jsonlog on two threads: this one reads and formats, a
+ * writer writes each read's records. With copyfd >= 0 (-copy FILE) each
+ * read's bytes also go to that file, as the sidecar's Hermes default puts
+ * the bridge's lines in bridge.log beside the log: a third thread writes
+ * them straight from the buffer they were read into, with no copy.
+ */
+static int jsonlog2(int copyfd)
+{
+	enum { IN = 256 << 10, OUT = 256 << 10 };
+	struct writer log, copy;
+	struct buf *in, *out;
+	char prefix[96], suffix[64];
+	size_t have = 0;
+	int np = 0, ns, skipping = 0;
+
+	writer_start(&log, 1, OUT + 8 * LINE);
+	if (copyfd >= 0) {
+		writer_start(&copy, copyfd, IN);
+		in = get(&copy.free);
+	} else {
+		in = calloc(1, sizeof *in);
+		if (!in || !(in->p = malloc(IN))) {
+			perror("malloc");
+			return 3;
+		}
+	}
+	out = get(&log.free);
+	out->n = 0;
+	ns = snprintf(suffix, sizeof suffix, "\",\"bridge\":\"stdout\",\"pid\":%d}\n", (int)getpid());
+	for (;;) {
+		ssize_t n = read(0, in->p + have, IN - have);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (have > 0 && !skipping)
+				record(out->p, &out->n, prefix, np, in->p, have, suffix, ns);
+			break;
+		}
+		{
+			struct timespec ts;
+			struct tm tm;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			gmtime_r(&ts.tv_sec, &tm);
+			np = snprintf(prefix, sizeof prefix, "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ\",\"level\":\"INFO\",\"msg\":\"",
+				tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec);
+		}
+		size_t fresh = have; /* where this read's bytes begin */
+		have += (size_t)n;
+		char *p = in->p, *end = in->p + have, *nl;
+		while ((nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+			if (skipping)
+				skipping = 0;
+			else
+				record(out->p, &out->n, prefix, np, p, (size_t)(nl - p), suffix, ns);
+			if (out->n >= OUT) {
+				put(&log.full, out);
+				out = get(&log.free);
+				out->n = 0;
+			}
+			p = nl + 1;
+		}
+		have = (size_t)(end - p);
+		if (skipping) {
+			have = 0;
+		} else if (have == IN) {
+			record(out->p, &out->n, prefix, np, p, have, suffix, ns);
+			skipping = 1;
+			have = 0;
+		}
+		if (out->n > 0) {
+			put(&log.full, out);
+			out = get(&log.free);
+			out->n = 0;
+		}
+		if (copyfd >= 0) {
+			/* The read's own bytes go to the copy; the unended line
+			 * moves to the next buffer's start. */
+			struct buf *next = get(&copy.free);
+			memcpy(next->p, p, have);
+			in->off = fresh;
+			in->n = (size_t)n;
+			put(&copy.full, in);
+			in = next;
+		} else {
+			memmove(in->p, p, have);
+		}
+	}
+	if (out->n > 0)
+		put(&log.full, out);
+	writer_end(&log);
+	if (copyfd >= 0)
+		writer_end(&copy);
+	return 0;
+}
+
+/*
+ * rawcopy is the floor of --bridge-output raw: cat that also finds every
+ * line, as the sidecar must to keep pairing codes out (it looks at each
+ * line's first byte, and at the whole line only when that byte may start
+ * one) and to keep the last lines for an exit's record. The lines here
+ * never start a code, so each read is written on whole.
+ */
+static int rawcopy(void)
+{
+	enum { IN = 256 << 10 };
+	static char in[IN];
+	static unsigned char maystart[256];
+	size_t lines = 0, suspect = 0;
+
+	maystart['{'] = maystart[0xe2] = maystart[' '] = 1;
+	for (;;) {
+		ssize_t n = read(0, in, IN);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		char *p = in, *end = in + n, *nl;
+		while ((nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+			lines++;
+			suspect += maystart[(unsigned char)*p];
+			p = nl + 1;
+		}
+		if (write_all(1, in, (size_t)n) < 0)
+			return 3;
+	}
+	return suspect > lines ? 4 : 0; /* never: keeps the scan from being optimised away */
+}
+
 static void usage(void)
 {
 	fputs("usage: child [-stamp FILE] [-after MS] [-exit CODE] [-hang] [-spew BYTES [-line LEN]]\n"
 	      "       child -floor N -notes FILE -- ARGV...\n"
-	      "       child -jsonlog\n", stderr);
+	      "       child -jsonlog [-threads] [-copy FILE]\n"
+	      "       child -rawcopy\n", stderr);
 	exit(2);
 }
 
@@ -289,8 +533,23 @@ int main(int argc, char **argv)
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-		if (!strcmp(a, "-jsonlog"))
-			return jsonlog();
+		if (!strcmp(a, "-jsonlog")) {
+			if (i + 1 == argc)
+				return jsonlog();
+			if (!strcmp(argv[i + 1], "-threads") && i + 2 == argc)
+				return jsonlog2(-1);
+			if (!strcmp(argv[i + 1], "-copy") && i + 3 == argc) {
+				int fd = open(argv[i + 2], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+				if (fd < 0) {
+					perror(argv[i + 2]);
+					return 3;
+				}
+				return jsonlog2(fd);
+			}
+			usage();
+		}
+		if (!strcmp(a, "-rawcopy"))
+			return rawcopy();
 		if (!strcmp(a, "-hang")) {
 			hang = 1;
 			continue;

@@ -71,7 +71,7 @@ func main() {
 	flag.Int64Var(&c.outputBytes, "output-bytes", 256<<20, "bytes of 100-byte lines for the pass-through measurement")
 	flag.IntVar(&c.outputRuns, "output-runs", 3, "runs of the pass-through measurement per tool")
 	flag.IntVar(&c.clients, "clients", 1000, "websocket clients for the fan-out measurement")
-	flag.StringVar(&tools, "tools", "floor,stack-floor,pipe-cat,pipe-json,wa-sidecar,wa-sidecar-raw,wa-sidecar-hermes,wa-sidecar-hermes-start,supervisord,s6,runit,pm2,tini", "tools to measure")
+	flag.StringVar(&tools, "tools", "floor,stack-floor,pipe-cat,pipe-json,pipe-json2,pipe-hermes,pipe-raw,wa-sidecar,wa-sidecar-raw,wa-sidecar-hermes,wa-sidecar-hermes-start,supervisord,s6,runit,pm2,tini", "tools to measure")
 	flag.StringVar(&only, "only", "respawn,idle,output,fanout,start", "measurements to run (respawn also gives exit-to-notification)")
 	flag.StringVar(&sidecarEnv, "sidecar-env", "", "comma-separated NAME=VALUE settings for wa-sidecar's environment alone, e.g. GOMAXPROCS=1")
 	flag.Parse()

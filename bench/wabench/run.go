@@ -277,11 +277,22 @@ func measureOutput(c *config, t *tool, r *result) error {
 			s, err = startShell(dir, shellQuote(a)+" > "+filepath.Join(dir, "out"))
 		case "pipe-cat":
 			s, err = startShell(dir, shellQuote(a)+" | cat > "+filepath.Join(dir, "out"))
-		case "pipe-json":
+		case "pipe-json", "pipe-json2", "pipe-hermes", "pipe-raw":
 			if c.cchild == "" {
 				return fmt.Errorf("needs the C child (bench/cchild), which was not built")
 			}
-			s, err = startShell(dir, shellQuote(a)+" | "+shellQuote([]string{c.cchild, "-jsonlog"})+" > "+filepath.Join(dir, "out"))
+			mode := map[string][]string{
+				"pipe-json":   {"-jsonlog"},
+				"pipe-json2":  {"-jsonlog", "-threads"},
+				"pipe-hermes": {"-jsonlog", "-copy", filepath.Join(dir, "bridge.log")},
+				"pipe-raw":    {"-rawcopy"},
+			}[t.name]
+			s, err = startShell(dir, shellQuote(a)+" | "+shellQuote(append([]string{c.cchild}, mode...))+" > "+filepath.Join(dir, "out"))
+			if err == nil && t.name == "pipe-hermes" {
+				// Timed, as the sidecar's Hermes default is, until the
+				// last line is in bridge.log; the log is counted too.
+				s.countFile, s.logFile = s.logFile, filepath.Join(dir, "bridge.log")
+			}
 		default:
 			s, err = t.start(c, dir, scOutput, a)
 		}
@@ -291,7 +302,7 @@ func measureOutput(c *config, t *tool, r *result) error {
 		end, peak, err := waitForLine(s, want, 5*time.Minute)
 		s.stop(stamps)
 		st := readStamps(stamps)
-		if err == nil && (strings.HasPrefix(t.name, "wa-sidecar") || t.name == "pipe-json") {
+		if err == nil && (strings.HasPrefix(t.name, "wa-sidecar") || strings.HasPrefix(t.name, "pipe-") && t.name != "pipe-cat") {
 			// A fast time means nothing if lines were lost on the way.
 			lines := (c.outputBytes + 99) / 100
 			file := cmp.Or(s.countFile, s.logFile)

@@ -194,6 +194,18 @@ func allTools(c *config) []*tool {
 		{name: "pipe-json", version: func() string {
 			return "sh: bridge piped to the C child's -jsonlog (the sidecar's JSON record for each line), to a file"
 		}, outputOnly: true},
+		// The same work as the sidecar's three output modes, from C on
+		// as many threads as the sidecar uses for it: the floors of those
+		// modes.
+		{name: "pipe-json2", version: func() string {
+			return "sh: bridge piped to the C child's -jsonlog -threads (the same records, formatted on one thread and written on another), to a file"
+		}, outputOnly: true},
+		{name: "pipe-hermes", version: func() string {
+			return "sh: bridge piped to the C child's -jsonlog -copy (the records to one file on one thread, the bytes unchanged to bridge.log on another), to a file"
+		}, outputOnly: true},
+		{name: "pipe-raw", version: func() string {
+			return "sh: bridge piped to the C child's -rawcopy (cat that finds each line and looks at its first byte, as the raw mode's filter does), to a file"
+		}, outputOnly: true},
 		{name: "wa-sidecar", version: command(c.sidecar, "--version"), start: startSidecar},
 		// The same sidecar passing the bridge's lines through unchanged,
 		// as supervisord, s6-log and svlogd do, instead of a JSON record
