@@ -113,6 +113,16 @@ func (f *qrFilter) write(p []byte) {
 func (f *qrFilter) writeLines(p []byte, ends []int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.clean(p, ends) {
+		// Nearly every read of a chatty bridge: no line in it starts as a
+		// pairing line may, so it passes whole, and only the state of its
+		// last line is kept.
+		if len(p) > 0 {
+			f.out(p)
+			f.pass = len(ends) == 0 || ends[len(ends)-1] != len(p)-1
+		}
+		return
+	}
 	// Until a line is held back or left out, what passes is p itself, and
 	// it is handed on without a copy: nearly every read of a bridge's
 	// output is so.
@@ -167,6 +177,24 @@ func (f *qrFilter) writeLines(p []byte, ends []int) {
 		f.out(out)
 	}
 	f.buf = out
+}
+
+// clean reports whether p passes whole: nothing is held or being left out,
+// and no line that starts in p (the first, unless it goes on a line that
+// passes, and each after a newline) may start a pairing line.
+func (f *qrFilter) clean(p []byte, ends []int) bool {
+	if len(f.held) > 0 || f.drop {
+		return false
+	}
+	if !f.pass && len(p) > 0 && bridge.MayStartPairingCode(p[0]) {
+		return false
+	}
+	for _, e := range ends {
+		if e+1 < len(p) && bridge.MayStartPairingCode(p[e+1]) {
+			return false
+		}
+	}
+	return true
 }
 
 // end finishes the stream's last line, which its bridge left unended: what
