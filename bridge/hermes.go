@@ -201,6 +201,14 @@ func (k hook) KeepInTail(text []byte) bool {
 	return len(text) == 0 || !pairingStart[text[0]] || !CarriesPairingCode(text)
 }
 
+// LineStarts makes the hook a procmon.LineSieve: it observes only the
+// lines ParseLine may know.
+func (k hook) LineStarts() *[256]bool { return &startBytes }
+
+// TailStarts makes the hook a procmon.TailSieve: only a line that starts
+// as a pairing line may carry a code.
+func (k hook) TailStarts() *[256]bool { return &pairingStart }
+
 func (k hook) ParkExit(rec procmon.ExitRecord) *procmon.Park { return k.h.onExit(rec) }
 
 func (k hook) AfterExit(rec procmon.ExitRecord, st procmon.Status) []procmon.Event {

@@ -9,9 +9,10 @@ import (
 // A Hook extends the monitor: any value that implements one or more of the
 // interfaces below (SpawnHolder, BeforeSpawner, AfterSpawner, ExitParker,
 // AfterExiter, TailFilter, LineWriter, LineFlusher, RawWriter,
-// OutputEnder). The monitor
-// calls each interface's method on the hooks of Config.Hooks that have it,
-// in the order of the list, so that the list alone says what happens first.
+// OutputEnder; TailSieve, LineSieve and RawLineWriter narrow or widen what
+// a TailFilter, a LineWriter or a RawWriter is given). The monitor calls
+// each interface's method on the hooks of Config.Hooks that have it, in
+// the order of the list, so that the list alone says what happens first.
 type Hook any
 
 // A SpawnHolder may hold a spawn back in a standby. HoldSpawn is called in
@@ -121,6 +122,23 @@ type RawLineWriter interface {
 	WriteRawLines(s Stream, b []byte, ends []int)
 }
 
+// A LineSieve is a LineWriter that wants only the lines whose first byte
+// is in the set LineStarts returns (asked once, when the monitor is made):
+// the monitor gives it no other line, nor an empty one. A chatty child's
+// lines then cost such a writer nothing when they are not its kind.
+type LineSieve interface {
+	LineWriter
+	LineStarts() *[256]bool
+}
+
+// A TailSieve is a TailFilter that leaves out only lines whose first byte
+// is in the set TailStarts returns (asked once): the monitor keeps every
+// other line, and an empty one, without asking it.
+type TailSieve interface {
+	TailFilter
+	TailStarts() *[256]bool
+}
+
 // BeforeSpawnFunc adapts a function to a BeforeSpawner.
 type BeforeSpawnFunc func(emit func(Event)) error
 
@@ -154,9 +172,16 @@ type hooks struct {
 	exit   []AfterExiter
 	keep   []TailFilter
 	lines  []LineWriter
-	flush  []LineFlusher
-	raw    []RawWriter
-	end    []OutputEnder
+	// The first bytes of the lines each TailFilter and LineWriter is
+	// given, nil for all lines and empty ones; askTail and askLine are
+	// their union, for a line's first byte, with askTail[256] and
+	// askLine[256] for an empty line: a line that no hook wants goes to
+	// none of them without a call.
+	keepStarts, lineStarts []*[256]bool
+	askTail, askLine       [257]bool
+	flush                  []LineFlusher
+	raw                    []RawWriter
+	end                    []OutputEnder
 }
 
 // sortHooks files each hook under the interfaces it implements. A hook
@@ -200,7 +225,44 @@ func sortHooks(list []Hook) (hooks, error) {
 			return hooks{}, fmt.Errorf("hook %d (%T) implements none of the hook interfaces", i, h)
 		}
 	}
+	for _, k := range hs.keep {
+		var set *[256]bool
+		if x, ok := k.(TailSieve); ok {
+			set = x.TailStarts()
+		}
+		hs.keepStarts = append(hs.keepStarts, set)
+		union(&hs.askTail, set)
+	}
+	for _, l := range hs.lines {
+		var set *[256]bool
+		if x, ok := l.(LineSieve); ok {
+			set = x.LineStarts()
+		}
+		hs.lineStarts = append(hs.lineStarts, set)
+		union(&hs.askLine, set)
+	}
 	return hs, nil
+}
+
+// union adds set to ask; a nil set is every line, an empty one too.
+func union(ask *[257]bool, set *[256]bool) {
+	for b := range ask {
+		ask[b] = ask[b] || set == nil || b < 256 && set[b]
+	}
+}
+
+// lineStart is the index of text in askTail and askLine: its first byte, or
+// 256 for an empty line.
+func lineStart(text []byte) int {
+	if len(text) == 0 {
+		return 256
+	}
+	return int(text[0])
+}
+
+// wants reports whether a hook given the lines in set wants text.
+func wants(set *[256]bool, text []byte) bool {
+	return set == nil || len(text) > 0 && set[text[0]]
 }
 
 // holdSpawn asks the SpawnHolders in order; the first standby wins.
@@ -223,19 +285,24 @@ func (hs *hooks) parkExit(rec ExitRecord) *Park {
 	return nil
 }
 
-// keepInTail says whether every TailFilter keeps text.
+// keepInTail says whether every TailFilter keeps text; the caller has
+// found askTail true for it.
 func (hs *hooks) keepInTail(text []byte) bool {
-	for _, h := range hs.keep {
-		if !h.KeepInTail(text) {
+	for i, h := range hs.keep {
+		if wants(hs.keepStarts[i], text) && !h.KeepInTail(text) {
 			return false
 		}
 	}
 	return true
 }
 
+// writeLine gives l to the LineWriters that want it; the caller has found
+// askLine true for it.
 func (hs *hooks) writeLine(l Line) {
-	for _, h := range hs.lines {
-		h.WriteLine(l)
+	for i, h := range hs.lines {
+		if wants(hs.lineStarts[i], l.Text) {
+			h.WriteLine(l)
+		}
 	}
 }
 

@@ -476,3 +476,64 @@ func TestPostFuncEventsGoOutTogether(t *testing.T) {
 		t.Fatalf("%d pairs, want 100", pairs)
 	}
 }
+
+// sieve is a LineSieve and a TailSieve: it wants the lines starting with
+// '#' and leaves out of the tail those starting with '!' that say "drop";
+// it notes every line and every question it is given.
+type sieve struct {
+	mu     sync.Mutex
+	lines  []string
+	judged []string
+}
+
+var hashLines, bangLines = func() (h, b [256]bool) { h['#'], b['!'] = true, true; return }()
+
+func (s *sieve) LineStarts() *[256]bool { return &hashLines }
+func (s *sieve) TailStarts() *[256]bool { return &bangLines }
+func (s *sieve) WriteLine(l Line) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lines = append(s.lines, string(l.Text))
+}
+func (s *sieve) KeepInTail(text []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.judged = append(s.judged, string(text))
+	return !strings.Contains(string(text), "drop")
+}
+
+// TestSievesGetOnlyTheirLines: a LineSieve is given only the lines whose
+// first byte is in its set, and a TailSieve asked only of those in its;
+// the other lines, empty ones too, are kept in the tail without asking,
+// and a plain LineWriter beside a sieve still gets every line.
+func TestSievesGetOnlyTheirLines(t *testing.T) {
+	s := &sieve{}
+	var mu sync.Mutex
+	var all []string
+	plain := LineFunc(func(l Line) {
+		mu.Lock()
+		defer mu.Unlock()
+		all = append(all, string(l.Text))
+	})
+	out := "#one|plain|!drop me|!keep me||#two drop|  #not"
+	h := start(t, Config{Command: []string{fakeBridge, "-say", out, "-exit", "1"},
+		Backoff: Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2},
+		Hooks:   []Hook{s, plain}})
+	ex := h.next(EventExited)
+	if got, want := strings.Join(ex.Exit.Tail, "|"), "#one|plain|!keep me||#two drop|  #not"; got != want {
+		t.Fatalf("tail %q, want %q", got, want)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if got, want := strings.Join(s.lines, "|"), "#one|#two drop"; got != want {
+		t.Fatalf("the line sieve got %q, want %q", got, want)
+	}
+	if got, want := strings.Join(s.judged, "|"), "!drop me|!keep me"; got != want {
+		t.Fatalf("the tail sieve was asked of %q, want %q", got, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(all, "|"); got != out {
+		t.Fatalf("the plain writer got %q, want %q", got, out)
+	}
+}

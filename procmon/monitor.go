@@ -791,10 +791,15 @@ func (m *Monitor) watch(r *run, reaper *signals.Reaper) {
 			raw = func(b []byte, ends []int) { hs.writeRaw(s, b, ends) }
 		}
 		readLines(p, m.cfg.MaxLineBytes, func(text []byte, truncated bool) {
-			if hs.keepInTail(text) {
+			// Most lines of a chatty child are wanted by no hook but the
+			// tail: they take no call.
+			b := lineStart(text)
+			if !hs.askTail[b] || hs.keepInTail(text) {
 				recent.note(text)
 			}
-			hs.writeLine(Line{Stream: s, Pid: pid, Text: text, Truncated: truncated})
+			if hs.askLine[b] {
+				hs.writeLine(Line{Stream: s, Pid: pid, Text: text, Truncated: truncated})
+			}
 		}, batch, raw)
 		// An unterminated last line comes after the last read.
 		batch()
