@@ -172,11 +172,34 @@ static int plain8(uint64_t x)
 	return ((control | special | x) & highs) == 0;
 }
 
+/* plain32: plain8 of four words, one branch for 32 bytes, as the
+ * sidecar tests 32 bytes per branch. */
+static int plain32(const char *s)
+{
+	const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+	uint64_t acc = 0;
+	int k;
+
+	for (k = 0; k < 4; k++) {
+		uint64_t x, quote, slash;
+		memcpy(&x, s + 8 * k, 8);
+		quote = x ^ (ones * '"');
+		slash = x ^ (ones * '\\');
+		acc |= ((x - ones * 0x20) & ~x) | ((quote - ones) & ~quote) | ((slash - ones) & ~slash) | x;
+	}
+	return (acc & highs) == 0;
+}
+
 static char *escape(char *o, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t i = 0;
 
+	while (i + 32 <= n && plain32(s + i)) {
+		memcpy(o, s + i, 32);
+		o += 32;
+		i += 32;
+	}
 	while (i < n) {
 		uint64_t w;
 		if (i + 8 <= n && (memcpy(&w, s + i, 8), plain8(w))) {
@@ -205,17 +228,19 @@ static char *escape(char *o, const char *s, size_t n)
 }
 
 /* record appends the record of one line, cut at LINE bytes as the sidecar
- * cuts a line at its limit, to out at *used. */
-enum { LINE = 4096 };
+ * cuts a line at its limit, to out at *used. The prefix and suffix are
+ * copied whole (PREFIX and SUFFIX bytes, a fixed size the compiler
+ * inlines, not a libc call per record); out has room past the record. */
+enum { LINE = 4096, PREFIX = 96, SUFFIX = 64 };
 static void record(char *out, size_t *used, const char *prefix, int np, const char *s, size_t len, const char *suffix, int ns)
 {
 	if (len > 0 && s[len - 1] == '\r')
 		len--; /* the sidecar's lines end before "\r\n" */
 	if (len > LINE)
 		len = LINE;
-	memcpy(out + *used, prefix, (size_t)np);
+	memcpy(out + *used, prefix, PREFIX);
 	char *o = escape(out + *used + np, s, len);
-	memcpy(o, suffix, (size_t)ns);
+	memcpy(o, suffix, SUFFIX);
 	*used = (size_t)(o - out) + (size_t)ns;
 }
 
@@ -225,7 +250,7 @@ static int jsonlog(void)
 	/* A record is at most the prefix, six bytes for each of LINE bytes and
 	 * the suffix; one is added while used < OUT. */
 	static char in[IN], out[OUT + 8 * LINE];
-	char prefix[96], suffix[64];
+	char prefix[PREFIX] = {0}, suffix[SUFFIX] = {0};
 	size_t have = 0, used = 0;
 	int np = 0, ns, skipping = 0; /* skipping: the rest of a line cut at IN bytes */
 
@@ -397,7 +422,7 @@ static int jsonlog2(int copyfd)
 	enum { IN = 256 << 10, OUT = 256 << 10 };
 	struct writer log, copy;
 	struct buf *in, *out;
-	char prefix[96], suffix[64];
+	char prefix[PREFIX] = {0}, suffix[SUFFIX] = {0};
 	size_t have = 0;
 	int np = 0, ns, skipping = 0;
 
