@@ -1,8 +1,10 @@
 package procmon
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -535,5 +537,64 @@ func TestSievesGetOnlyTheirLines(t *testing.T) {
 	defer mu.Unlock()
 	if got := strings.Join(all, "|"); got != out {
 		t.Fatalf("the plain writer got %q, want %q", got, out)
+	}
+}
+
+// TestSievesWithCutAndCRLFLines: lines cut at MaxLineBytes, lines ended by
+// "\r\n" and lines of nothing but "\r" reach a sieve by their first byte as
+// any other, in order, among plain hooks before and after it; a plain
+// TailFilter is still asked of every line, and each hook's verdict counts.
+func TestSievesWithCutAndCRLFLines(t *testing.T) {
+	s := &sieve{}
+	var mu sync.Mutex
+	var all, asked []Line
+	plain := LineFunc(func(l Line) {
+		mu.Lock()
+		defer mu.Unlock()
+		all = append(all, Line{Text: bytes.Clone(l.Text), Truncated: l.Truncated})
+	})
+	keep := keepFunc(func(text []byte) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		asked = append(asked, Line{Text: bytes.Clone(text)})
+		return !bytes.HasPrefix(text, []byte("secret"))
+	})
+	long := "#" + strings.Repeat("x", 100)
+	out := "plain\r|#crlf drop\r|\r|" + long + "|!drop cut " + strings.Repeat("y", 100) + "|secret|!keep\r||#end"
+	h := start(t, Config{Command: []string{fakeBridge, "-say", out, "-exit", "1"},
+		Backoff: Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2}, MaxLineBytes: 80, TailLines: 50,
+		Hooks: []Hook{plain, s, keep}})
+	ex := h.next(EventExited)
+	cut := func(l string) string { return l[:min(len(l), 80)] }
+	if got, want := strings.Join(ex.Exit.Tail, "|"), "plain|#crlf drop||"+cut(long)+"|!keep||#end"; got != want {
+		t.Fatalf("tail %q, want %q", got, want)
+	}
+	texts := func(ls []Line) string {
+		var b []string
+		for _, l := range ls {
+			b = append(b, fmt.Sprintf("%s/%v", l.Text, l.Truncated))
+		}
+		return strings.Join(b, "|")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if got, want := strings.Join(s.lines, "|"), "#crlf drop|"+cut(long)+"|#end"; got != want {
+		t.Errorf("the line sieve got %q, want %q", got, want)
+	}
+	if got, want := strings.Join(s.judged, "|"), "!drop cut "+strings.Repeat("y", 70)+"|!keep"; got != want {
+		t.Errorf("the tail sieve was asked of %q, want %q", got, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got, want := len(asked), 8; got != want { // all but the line the sieve left out first
+		t.Errorf("the plain tail filter was asked of %d lines (%s), want %d", got, texts(asked), want)
+	}
+	var want []Line
+	for _, l := range strings.Split(out, "|") {
+		l = strings.TrimSuffix(l, "\r")
+		want = append(want, Line{Text: []byte(cut(l)), Truncated: len(l) > 80})
+	}
+	if texts(all) != texts(want) {
+		t.Errorf("the plain writer got %s, want %s", texts(all), texts(want))
 	}
 }
