@@ -202,12 +202,13 @@ func (k hook) KeepInTail(text []byte) bool {
 }
 
 // LineStarts makes the hook a procmon.LineSieve: it observes only the
-// lines ParseLine may know.
-func (k hook) LineStarts() *[256]bool { return &startBytes }
+// lines ParseLine may know. The monitor gets a copy of the set, so that
+// nothing it holds can change what the package itself tests.
+func (k hook) LineStarts() *[256]bool { t := startBytes; return &t }
 
 // TailStarts makes the hook a procmon.TailSieve: only a line that starts
 // as a pairing line may carry a code.
-func (k hook) TailStarts() *[256]bool { return &pairingStart }
+func (k hook) TailStarts() *[256]bool { t := pairingStart; return &t }
 
 func (k hook) ParkExit(rec procmon.ExitRecord) *procmon.Park { return k.h.onExit(rec) }
 

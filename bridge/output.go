@@ -186,6 +186,16 @@ var pairingStart = func() (t [256]bool) {
 // block, and long enough to be a QR row (the smallest code is 21 modules).
 func isQRRow(b []byte) bool {
 	b = bytes.TrimSuffix(b, []byte("\r")) // a line ended by CRLF
+	// A row cut at the line limit may end inside a block character: what
+	// is left of it is judged without that part.
+	for j := len(b) - 1; j >= 0 && j >= len(b)-utf8.UTFMax; j-- {
+		if utf8.RuneStart(b[j]) {
+			if !utf8.FullRune(b[j:]) {
+				b = b[:j]
+			}
+			break
+		}
+	}
 	if len(b) < 21 || (b[0] != ' ' && b[0] != 0xe2) {
 		return false
 	}

@@ -123,7 +123,8 @@ type RawLineWriter interface {
 }
 
 // A LineSieve is a LineWriter that wants only the lines whose first byte
-// is in the set LineStarts returns (asked once, when the monitor is made):
+// is in the set LineStarts returns (asked once, when the monitor is made,
+// and never to change after):
 // the monitor gives it no other line, nor an empty one. A chatty child's
 // lines then cost such a writer nothing when they are not its kind.
 type LineSieve interface {
@@ -132,7 +133,7 @@ type LineSieve interface {
 }
 
 // A TailSieve is a TailFilter that leaves out only lines whose first byte
-// is in the set TailStarts returns (asked once): the monitor keeps every
+// is in the set TailStarts returns (asked once, and never to change after): the monitor keeps every
 // other line, and an empty one, without asking it.
 type TailSieve interface {
 	TailFilter

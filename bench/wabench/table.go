@@ -123,11 +123,15 @@ func table(c *config, tools []*tool, res map[string]*result) string {
 	// The floors of the same work from C: the ratio to them is the
 	// sidecar's own cost.
 	jsonFloor, rawFloor, hermesFloor := outFloor, outFloor, outFloor
+	var fromC []string
 	if v := get("pipe-json").output; len(v) > 0 {
-		jsonFloor += "; the same JSON records from C, one thread " + outCell(v)
+		fromC = append(fromC, "one thread "+outCell(v))
 	}
 	if v := get("pipe-json2").output; len(v) > 0 {
-		jsonFloor += ", two threads " + outCell(v)
+		fromC = append(fromC, "two threads "+outCell(v))
+	}
+	if len(fromC) > 0 {
+		jsonFloor += "; the same JSON records from C, " + strings.Join(fromC, ", ")
 	}
 	if v := get("pipe-raw").output; len(v) > 0 {
 		rawFloor += "; cat that also finds each line, from C " + outCell(v)

@@ -201,7 +201,7 @@ func allTools(c *config) []*tool {
 			return "sh: bridge piped to the C child's -jsonlog -threads (the same records, formatted on one thread and written on another), to a file"
 		}, outputOnly: true},
 		{name: "pipe-hermes", version: func() string {
-			return "sh: bridge piped to the C child's -jsonlog -copy (the records to one file on one thread, the bytes unchanged to bridge.log on another), to a file"
+			return "sh: bridge piped to the C child's -jsonlog -copy (the records formatted on one thread and written on a second, the bytes unchanged to bridge.log from a third), to a file"
 		}, outputOnly: true},
 		{name: "pipe-raw", version: func() string {
 			return "sh: bridge piped to the C child's -rawcopy (cat that finds each line and looks at its first byte, as the raw mode's filter does), to a file"
