@@ -51,6 +51,12 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "fanout-ws-floor" {
+		if err := wsFanoutFloorServer(os.Args[2:]); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "supervisord-listener" {
 		// It returns only when supervisord goes away or fails.
 		fmt.Fprintln(os.Stderr, "wabench supervisord-listener:", supervisordListener(os.Args[2:]))

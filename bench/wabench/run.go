@@ -28,6 +28,9 @@ type result struct {
 	outputPeak int64   // the supervisor's largest resident size, KiB
 	fanout     []int64 // exit stamp to each client's note, ns
 	fanClients int
+	// fanoutWS holds the websocket floors' figures (the floor tool's
+	// only), by the number of events sent per exit.
+	fanoutWS map[int][]int64
 	// startExec and startHealthz run from the sidecar's exec to the
 	// bridge's start stamp and to the first 200 from /healthz, ns.
 	startExec    []int64
@@ -73,6 +76,15 @@ func run(c *config, tools []*tool) map[string]*result {
 		if c.only["fanout"] && t.name == "floor" {
 			if err := measureFanoutFloor(c, r); err != nil {
 				fail("fanout", err)
+			}
+			r.fanoutWS = map[int][]int64{}
+			for _, n := range []int{1, len(sidecarEvents)} {
+				lat, _, err := measureFanoutWSFloor(c, n)
+				if err != nil {
+					fail("fanout (websocket floor)", err)
+					continue
+				}
+				r.fanoutWS[n] = lat
 			}
 		}
 	}
