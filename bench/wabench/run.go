@@ -19,15 +19,18 @@ import (
 
 // result holds one tool's figures; a nil or empty field was not measured.
 type result struct {
-	version    string
-	respawn    []int64 // exit stamp to the next start stamp, ns
-	notify     []int64 // exit stamp to the listener's note, ns
-	missed     int     // exits no note was matched to
-	idle       *usage  // growth over the idle window; rss is the level
-	output     []int64 // start stamp to the last line in the log, ns
-	outputPeak int64   // the supervisor's largest resident size, KiB
-	fanout     []int64 // exit stamp to each client's note, ns
-	fanClients int
+	version string
+	respawn []int64 // exit stamp to the next start stamp, ns
+	notify  []int64 // exit stamp to the listener's note, ns
+	// respawnGo and notifyGo are the Go floor's, beside the C floor's
+	// (the floor tool's only).
+	respawnGo, notifyGo []int64
+	missed              int     // exits no note was matched to
+	idle                *usage  // growth over the idle window; rss is the level
+	output              []int64 // start stamp to the last line in the log, ns
+	outputPeak          int64   // the supervisor's largest resident size, KiB
+	fanout              []int64 // exit stamp to each client's note, ns
+	fanClients          int
 	// fanoutWS holds the websocket floors' figures (the floor tool's
 	// only), by the number of events sent per exit.
 	fanoutWS map[int][]int64
@@ -139,7 +142,17 @@ func measureCycle(c *config, t *tool, r *result) error {
 	argv := c.argv(cycleSpec, stamps)
 	switch {
 	case t.name == "floor" && c.cchild != "":
-		return cFloorCycle(c, dir, r)
+		if err := cFloorCycle(c, dir, r); err != nil {
+			return err
+		}
+		// The same cycle from Go, as the sidecar forks: how much of the
+		// respawn is Go's fork rather than the sidecar's own work.
+		var g result
+		if err := floorCycle(c, c.argv(cycleSpec, filepath.Join(dir, "go-stamps")), &g); err != nil {
+			return err
+		}
+		r.respawnGo, r.notifyGo = g.respawn, g.notify
+		return nil
 	case t.name == "floor":
 		return floorCycle(c, argv, r)
 	case t.name == "tini":
@@ -224,11 +237,13 @@ func notifyTimes(st []stamp, notes []note, settled int64) ([]int64, int) {
 	return out, missed
 }
 
-// floorCycle is the least a Go supervisor can do, measured when there is
-// no C child: wait4 for the child and fork+exec it again at once, from
-// one thread.
+// floorCycle is the least a Go supervisor can do: wait4 for the child and
+// fork+exec it again at once, from one locked thread, with the process
+// group and parent-death signal the sidecar gives its child. It is the
+// floor when there is no C child, and set beside the C floor when there
+// is one.
 func floorCycle(c *config, argv []string, r *result) error {
-	logf("floor: %d spawns", c.samples)
+	logf("floor: %d spawns from Go", c.samples)
 	stamps := argv[len(argv)-1]
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -237,7 +252,8 @@ func floorCycle(c *config, argv []string, r *result) error {
 		return err
 	}
 	defer devnull.Close()
-	attr := &syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd()}}
+	attr := &syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd()},
+		Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}}
 	var notes []note
 	for i := 0; i <= c.samples; i++ {
 		pid, err := forkWait(argv[0], argv, attr)

@@ -37,16 +37,27 @@ func table(c *config, tools []*tool, res map[string]*result) string {
 	add := func(r row) { rows = append(rows, r) }
 
 	// Crash → respawn.
-	r := row{figure: "crash → respawn, median (p99)", floor: dist(floor.respawn), cells: map[string]string{}, goal: "≤ 1.3× floor"}
+	respawnFloor := dist(floor.respawn)
+	if len(floor.respawnGo) > 0 {
+		respawnFloor = labelled("C", respawnFloor) + "; " + labelled("Go", dist(floor.respawnGo))
+	}
+	r := row{figure: "crash → respawn, median (p99)", floor: respawnFloor, cells: map[string]string{}, goal: "≤ 1.3× floor"}
 	for _, col := range columns {
 		r.cells[col] = dist(get(col).respawn)
 	}
 	r.cells["tini"] = "no respawn"
 	r.met = ratioGoal(sc.respawn, floor.respawn, 1.3)
+	if g := floor.respawnGo; r.met != "" && len(g) > 0 && len(sc.respawn) > 0 {
+		r.met += fmt.Sprintf(" (%.2f× the Go floor, %s)", float64(median(sc.respawn))/float64(median(g)), signedMs(median(sc.respawn)-median(g)))
+	}
 	add(r)
 
 	// Exit → listener.
-	r = row{figure: "exit → listener knows, median (p99)", floor: labelled("parent's waitpid", dist(floor.notify)), cells: map[string]string{}, goal: "median ≤ floor + 0.5 ms, p99 ≤ floor's p99 + 2 ms"}
+	notifyFloor := labelled("parent's waitpid", dist(floor.notify))
+	if len(floor.notifyGo) > 0 {
+		notifyFloor = labelled("C parent's waitpid", dist(floor.notify)) + "; " + labelled("Go parent's wait4", dist(floor.notifyGo))
+	}
+	r = row{figure: "exit → listener knows, median (p99)", floor: notifyFloor, cells: map[string]string{}, goal: "median ≤ floor + 0.5 ms, p99 ≤ floor's p99 + 2 ms"}
 	listeners := map[string]string{"wa-sidecar": "websocket client", "supervisord": "event listener", "s6": "fifodir", "pm2": "bus", "tini": "its parent's wait4"}
 	for _, col := range columns {
 		t := findTool(tools, col)
