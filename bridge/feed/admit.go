@@ -1,12 +1,14 @@
 package feed
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -160,7 +162,7 @@ func clientLimits(o *Options) (clients, anon int) {
 // clients expect a server to close an idle connection at any time.
 //
 // It counts connections from their accept to their close, as the
-// LimitListener does: a websocket holds its connection after the HTTP
+// listener below does: a websocket holds its connection after the HTTP
 // server lets go of it (StateHijacked), so the server's connection states
 // alone would never find it full while websockets hold places.
 type idleReaper struct {
@@ -175,36 +177,68 @@ func newIdleReaper(max int) *idleReaper {
 	return &idleReaper{max: max, idle: map[net.Conn]time.Time{}}
 }
 
-// listener counts the connections ln accepts until each is closed; the
-// server must serve the listener it returns, so that track sees the same
-// connections.
+// listener counts the connections ln accepts until each is closed, and
+// holds at most r.max of them: while that many are open, Accept waits, and
+// the next connection waits in the kernel's backlog. The server must serve
+// the listener it returns, so that track sees the same connections.
+//
+// The cap is kept here rather than by x/net's LimitListener, whose
+// connections hide the socket: the websockets write to it without waiting
+// (outConn), which needs its syscall.RawConn.
 func (r *idleReaper) listener(ln net.Listener) net.Listener {
-	return &reapedListener{Listener: ln, r: r}
+	return &reapedListener{Listener: ln, r: r, slots: make(chan struct{}, max(1, r.max)), closed: make(chan struct{})}
 }
 
 type reapedListener struct {
 	net.Listener
-	r *idleReaper
+	r         *idleReaper
+	slots     chan struct{} // one per open connection
+	closed    chan struct{} // closed by Close
+	closeOnce sync.Once
 }
 
 func (l *reapedListener) Accept() (net.Conn, error) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
 	c, err := l.Listener.Accept()
 	if err != nil {
+		<-l.slots
 		return nil, err
 	}
 	l.r.open.Add(1)
-	return &reapedConn{Conn: c, r: l.r}, nil
+	return &reapedConn{Conn: c, r: l.r, slots: l.slots}, nil
+}
+
+func (l *reapedListener) Close() error {
+	err := l.Listener.Close()
+	l.closeOnce.Do(func() { close(l.closed) })
+	return err
 }
 
 type reapedConn struct {
 	net.Conn
-	r    *idleReaper
-	once sync.Once
+	r     *idleReaper
+	slots chan struct{}
+	once  sync.Once
+}
+
+// SyscallConn is the socket's, for the writes that do not wait.
+func (c *reapedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.New("the connection has no socket of its own")
 }
 
 func (c *reapedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.r.open.Add(-1) })
+	c.once.Do(func() {
+		c.r.open.Add(-1)
+		<-c.slots
+	})
 	return err
 }
 

@@ -26,12 +26,17 @@ type frame struct {
 }
 
 // hub fans the monitor's events out to the connected clients. It holds one
-// subscription and encodes each event once; each client has its own
-// bounded queue of encoded frames, so a slow client costs the others
-// nothing, and one whose queue is full is told to go away.
+// subscription and encodes each event once. It writes each event to each
+// client's websocket itself, one client after another: the connection
+// under it (outConn) takes the bytes without waiting, and keeps what the
+// socket will not take yet, so a slow client costs the others nothing, and
+// one with too much waiting is told to go away. Until its hello is sent a
+// client's events wait in its queue, and a client the sidecar dialled out
+// to (push mode) has its own writer, which takes them from the queue.
 type hub struct {
 	log        *slog.Logger
-	queueBytes int64 // what one client may have queued
+	queueBytes int64 // what one client may have queued, or waiting for its socket
+	queueLen   int   // events one client may have queued, or sent while its socket was full
 
 	mu   sync.Mutex
 	last *frame // the newest event; a new client's hello carries its seq and status
@@ -43,8 +48,8 @@ type hub struct {
 	done    chan struct{} // closed with closed
 }
 
-func newHub(log *slog.Logger, queueBytes int) *hub {
-	return &hub{log: log, queueBytes: int64(queueBytes), clients: map[*client]struct{}{}, done: make(chan struct{})}
+func newHub(log *slog.Logger, queueBytes, queueLen int) *hub {
+	return &hub{log: log, queueBytes: int64(queueBytes), queueLen: queueLen, clients: map[*client]struct{}{}, done: make(chan struct{})}
 }
 
 // client is what the hub and the admission know of one connection.
@@ -59,6 +64,13 @@ type client struct {
 	why     string
 
 	admitted bool // holds a place; guarded by the admission's lock
+
+	// Once out is set (guarded by the hub's lock, by direct), the hub
+	// writes each event to ws itself rather than queueing it. behind
+	// counts the events written since out last had nothing waiting.
+	ws     *websocket.Conn
+	out    *outConn
+	behind int
 }
 
 func newClient(queue int, trusted bool, now time.Duration) *client {
@@ -100,6 +112,55 @@ func (h *hub) join(c *client) (last, qr *frame, ok bool) {
 	}
 	h.clients[c] = struct{}{}
 	return h.last, h.qr, true
+}
+
+// direct sends c the events queued for it since it joined, and from then
+// on has the hub write each event to ws itself. It reports an error if a
+// write failed; the connection is then closed.
+func (h *hub) direct(c *client, ws *websocket.Conn, out *outConn) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for {
+		select {
+		case f, ok := <-c.q:
+			if !ok {
+				return nil // the stream has ended; the session says goodbye
+			}
+			c.took(f)
+			if err := ws.Write(context.Background(), websocket.MessageText, c.msg(f)); err != nil {
+				return err
+			}
+		default:
+			if _, ok := h.clients[c]; ok {
+				c.ws, c.out = ws, out
+			}
+			return nil
+		}
+	}
+}
+
+// write sends f to a client the hub writes to itself. A client is dropped
+// as too slow once more bytes wait for its socket than it may have queued,
+// or once as many events as it may have queued were written while its
+// socket was full; so is one whose write failed: its connection is closed,
+// and its session ends. h.mu is held.
+func (h *hub) write(c *client, f *frame) {
+	msg := c.msg(f)
+	n := int64(len(msg))
+	waiting := c.out.pendingLen()
+	if waiting == 0 {
+		c.behind = 0
+	}
+	c.behind++
+	if q := int64(waiting) + n; (q > h.queueBytes && q > n) || c.behind > h.queueLen {
+		delete(h.clients, c)
+		c.drop(websocket.StatusPolicyViolation, fmt.Sprintf("too slow: %d events or more than %d KiB waiting to be sent; reconnect to resync", h.queueLen, h.queueBytes>>10))
+		return
+	}
+	if err := c.ws.Write(context.Background(), websocket.MessageText, msg); err != nil {
+		delete(h.clients, c)
+		c.out.abort()
+	}
 }
 
 func (h *hub) leave(c *client) {
@@ -362,6 +423,10 @@ func (h *hub) publish(f *frame) {
 		h.qr = nil
 	}
 	for c := range h.clients {
+		if c.out != nil {
+			h.write(c, f)
+			continue
+		}
 		n := int64(len(c.msg(f)))
 		if q := c.queued.Add(n); q > h.queueBytes && q > n {
 			delete(h.clients, c)

@@ -289,7 +289,7 @@ func TestEventsFitInOneMiB(t *testing.T) {
 		Private: map[string]any{"secret": strings.Repeat("p", maxFrame), "qr": "2@abc"},
 	}
 	tap := newLogTap()
-	h := newHub(slog.New(tap), 8<<20)
+	h := newHub(slog.New(tap), 8<<20, 256)
 	f := h.encode(ev)
 	if len(f.status) > maxStatus {
 		t.Fatalf("status is %d bytes, want at most %d", len(f.status), maxStatus)

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"golang.org/x/net/netutil"
 	"golang.org/x/time/rate"
 
 	"github.com/wa-sidecar/wa-sidecar/procmon"
@@ -57,8 +56,8 @@ type Options struct {
 	MaxConns         int
 	IdleTimeout      time.Duration // a keep-alive connection idle this long is closed [60 s]
 	MaxMessageBytes  int64         // largest message a client may send [4096]
-	QueueLen         int           // events queued per client before it is dropped as too slow [256]
-	QueueBytes       int           // bytes of events queued per client before it is dropped as too slow [8 MiB]
+	QueueLen         int           // events queued for one client, or sent to it while its socket was full, before it is dropped as too slow [256]
+	QueueBytes       int           // bytes of events queued for one client, or waiting for its socket, before it is dropped as too slow [8 MiB]
 	FlushTimeout     time.Duration // when the event stream ends, how long clients have to take the last events [2 s]
 	PingInterval     time.Duration // keepalive ping period [15 s]
 	PingTimeout      time.Duration // a peer that has not answered a ping by then is dropped [10 s]
@@ -190,7 +189,7 @@ func New(opts Options) (*Server, error) {
 		ln:       ln,
 		loopback: isLoopbackListener(ln),
 		mux:      http.NewServeMux(),
-		hub:      newHub(opts.Logger, opts.QueueBytes),
+		hub:      newHub(opts.Logger, opts.QueueBytes, opts.QueueLen),
 		control:  rate.NewLimiter(rate.Limit(opts.ControlPerSecond), 5),
 		epoch:    time.Now(),
 		ctx:      context.Background(),
@@ -367,7 +366,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// waits in the kernel's backlog, so that clients cannot take the
 	// descriptors the sidecar needs to spawn the bridge. The idle reaper
 	// keeps idle keep-alive connections from making it wait long.
-	ln := reaper.listener(netutil.LimitListener(s.ln, s.opts.MaxConns))
+	ln := reaper.listener(s.ln)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	s.log.Info("status server listening", "listen", s.Addr())
@@ -560,7 +559,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.conns.Done()
-	cw := &corkWriter{ResponseWriter: w, timeout: s.opts.WriteTimeout}
+	cw := &outWriter{ResponseWriter: w, timeout: s.opts.WriteTimeout}
 	ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowOrigins})
 	if err != nil {
 		s.log.Info("refused a websocket", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "error", err)
@@ -571,18 +570,19 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 
 // session runs one websocket until it ends, and reports whether it ended
 // because the event stream did (the monitor finished or Run was
-// cancelled) rather than because of the peer. cc is the connection under
+// cancelled) rather than because of the peer. out is the connection under
 // ws if the server accepted it, nil in push mode.
-func (s *Server) session(ws *websocket.Conn, cc *corkConn, c *client, peer string) (finished bool) {
+func (s *Server) session(ws *websocket.Conn, out *outConn, c *client, peer string) (finished bool) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	var wg sync.WaitGroup
 	trusted := c.trusted
 	stop := func() bool { return false }
-	if cc != nil {
-		// Writes through cc are bounded by its deadline, not by a context
-		// (see write); this ends one under way when Run is cancelled or
-		// the reader finds the peer gone.
-		stop = context.AfterFunc(ctx, cc.abort)
+	if out != nil {
+		// Writes through out never wait; what it keeps for the socket is
+		// sent under its deadline, not a context (see write). This ends
+		// such a send when Run is cancelled or the reader finds the peer
+		// gone.
+		stop = context.AfterFunc(ctx, out.abort)
 	}
 	defer func() {
 		stop()
@@ -590,6 +590,11 @@ func (s *Server) session(ws *websocket.Conn, cc *corkConn, c *client, peer strin
 		ws.CloseNow()
 		wg.Wait()
 		s.hub.leave(c)
+		if out != nil {
+			// Nothing writes to it any more: the reader and keepalive
+			// are done and the hub has let go.
+			out.flushes.Wait()
+		}
 	}()
 	ws.SetReadLimit(s.opts.MaxMessageBytes)
 	log := s.log.With("peer", peer)
@@ -604,7 +609,7 @@ func (s *Server) session(ws *websocket.Conn, cc *corkConn, c *client, peer strin
 		hl.QR = qr.private
 	}
 	h, _ := json.Marshal(hl)
-	if err := s.write(ctx, ws, cc, h); err != nil {
+	if err := s.write(ctx, ws, out, h); err != nil {
 		log.Debug("client gone before hello", "error", err)
 		return false
 	}
@@ -613,12 +618,20 @@ func (s *Server) session(ws *websocket.Conn, cc *corkConn, c *client, peer strin
 		return true
 	}
 	log.Debug("client connected", "control", trusted)
+	if out != nil {
+		// From here on the hub writes this client's events itself; the
+		// queue only tells of the stream's end.
+		if err := s.hub.direct(c, ws, out); err != nil {
+			log.Debug("client gone", "error", err)
+			return false
+		}
+	}
 
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer cancel()
-		s.readOps(ctx, ws, cc, c, log)
+		s.readOps(ctx, ws, out, c, log)
 	}()
 
 	wg.Add(1)
@@ -634,14 +647,10 @@ func (s *Server) session(ws *websocket.Conn, cc *corkConn, c *client, peer strin
 				ws.Close(websocket.StatusGoingAway, "the sidecar is exiting")
 				return true
 			}
-			open, err := s.writeFrames(ctx, ws, cc, c, f)
-			if err != nil {
+			c.took(f)
+			if err := s.write(ctx, ws, out, c.msg(f)); err != nil {
 				log.Debug("client gone", "error", err)
 				return false
-			}
-			if !open {
-				ws.Close(websocket.StatusGoingAway, "the sidecar is exiting")
-				return true
 			}
 		case <-c.kick:
 			log.Info("dropping a websocket client", "code", int(c.code), "why", c.why)
@@ -678,58 +687,12 @@ func (s *Server) keepalive(ctx context.Context, cancel context.CancelFunc, ws *w
 	}
 }
 
-// A batch of events sent with one write ends at whichever of these it
-// reaches first.
-const (
-	batchFrames = 64
-	batchBytes  = 256 << 10
-)
-
-// writeFrames sends f, just taken from c's queue, and the frames already
-// queued behind it, up to a batch, each as its own message. With cc it
-// sends them with one write. open is false if it found the queue closed:
-// the stream has ended.
-func (s *Server) writeFrames(ctx context.Context, ws *websocket.Conn, cc *corkConn, c *client, f *frame) (open bool, err error) {
-	if cc != nil {
-		cc.cork()
-	}
-	open = true
-	for n, size := 0, 0; ; {
-		c.took(f)
-		msg := c.msg(f)
-		if err = s.write(ctx, ws, cc, msg); err != nil {
-			break
-		}
-		n++
-		size += len(msg)
-		if n == batchFrames || size >= batchBytes {
-			break
-		}
-		more := false
-		select {
-		case f, open = <-c.q:
-			more = open
-		default:
-		}
-		if !more {
-			break
-		}
-	}
-	if cc != nil {
-		if uerr := cc.uncork(); err == nil {
-			err = uerr
-		}
-	}
-	return open, err
-}
-
-// write sends msg as one text message. Through a corkConn the write needs
-// no context of its own: the connection's deadline bounds every write that
-// reaches the socket, and each writer that may hold the websocket's write
-// lock meanwhile (this, ping, close) is bounded too. That saves a timer
-// for every event sent to every client.
-func (s *Server) write(ctx context.Context, ws *websocket.Conn, cc *corkConn, msg []byte) error {
-	if cc != nil {
+// write sends msg as one text message. Through an outConn the write needs
+// no context of its own: it never waits for the peer, and what the socket
+// does not take at once is sent under the connection's deadline. That
+// saves a timer for every event sent to every client.
+func (s *Server) write(ctx context.Context, ws *websocket.Conn, out *outConn, msg []byte) error {
+	if out != nil {
 		return ws.Write(context.Background(), websocket.MessageText, msg)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.WriteTimeout)
@@ -738,7 +701,7 @@ func (s *Server) write(ctx context.Context, ws *websocket.Conn, cc *corkConn, ms
 }
 
 // readOps answers the client's ops until the connection ends.
-func (s *Server) readOps(ctx context.Context, ws *websocket.Conn, cc *corkConn, c *client, log *slog.Logger) {
+func (s *Server) readOps(ctx context.Context, ws *websocket.Conn, out *outConn, c *client, log *slog.Logger) {
 	lim := rate.NewLimiter(rate.Limit(s.opts.OpsPerSecond), int(2*s.opts.OpsPerSecond))
 	for {
 		typ, b, err := ws.Read(ctx)
@@ -751,7 +714,7 @@ func (s *Server) readOps(ctx context.Context, ws *websocket.Conn, cc *corkConn, 
 		c.hear(s.now())
 		res := s.do(ctx, typ, b, c.trusted, lim, log)
 		msg, _ := json.Marshal(res)
-		if err := s.write(ctx, ws, cc, msg); err != nil {
+		if err := s.write(ctx, ws, out, msg); err != nil {
 			return
 		}
 	}

@@ -1,0 +1,185 @@
+package feed
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// outConn is the connection under one websocket of /v1/events. Its writes
+// never wait for the peer: what the socket takes at once goes out, and the
+// rest waits in memory for a goroutine of the connection's own (flush),
+// which sends it under the server's WriteTimeout. So the hub can write each
+// event to every client itself, one after another, without a goroutine to
+// wake per client and per event, and a client that stops reading holds up
+// no one: its backlog is counted against the bytes it may have queued
+// (pendingLen), and a write that times out closes the connection.
+//
+// Bytes go out in the order they were written: once some wait, every
+// later write joins them. A failed write closes the connection, and every
+// write after it fails.
+type outConn struct {
+	net.Conn
+	timeout time.Duration
+	raw     syscall.RawConn // for writes that do not wait; nil: every byte goes through flush
+
+	mu       sync.Mutex
+	pending  []byte // written, not yet taken by the socket
+	flushing bool   // flush runs: it owns the socket's writes
+	err      error  // the write that failed; the connection is closed
+	flushes  sync.WaitGroup
+}
+
+func newOutConn(c net.Conn, timeout time.Duration) *outConn {
+	oc := &outConn{Conn: c, timeout: timeout}
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			oc.raw = raw
+		}
+	}
+	return oc
+}
+
+func (c *outConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.flushing {
+		c.pending = append(c.pending, p...)
+		return len(p), nil
+	}
+	n, err := c.try(p)
+	if err != nil {
+		c.fail(err)
+		return 0, err
+	}
+	if n < len(p) {
+		c.pending = append(c.pending, p[n:]...)
+		c.flushing = true
+		c.flushes.Add(1)
+		go c.flush()
+	}
+	return len(p), nil
+}
+
+// try writes what the socket takes of p without waiting; c.mu is held and
+// flush is not running.
+func (c *outConn) try(p []byte) (int, error) {
+	if c.raw == nil || len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		for {
+			n, werr = unix.Write(int(fd), p)
+			if werr != unix.EINTR {
+				break
+			}
+		}
+		if werr == unix.EAGAIN {
+			n, werr = 0, nil
+		}
+		return true // one attempt: what is left waits for flush
+	})
+	if err == nil {
+		err = werr
+	}
+	if n < 0 || err != nil {
+		n = 0
+	}
+	return n, err
+}
+
+// flush sends what is pending, waiting for the socket as long as the
+// write timeout allows, until nothing is left or a write fails.
+func (c *outConn) flush() {
+	defer c.flushes.Done()
+	for {
+		c.mu.Lock()
+		p := c.pending
+		c.pending = nil
+		if len(p) == 0 || c.err != nil {
+			// Writes that do not wait need no deadline; one left in
+			// the past would fail them.
+			if c.err == nil {
+				if err := c.Conn.SetWriteDeadline(time.Time{}); err != nil {
+					c.fail(err)
+				}
+			}
+			c.flushing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+		if err == nil {
+			_, err = c.Conn.Write(p)
+		}
+		if err != nil {
+			c.mu.Lock()
+			c.fail(err)
+			c.flushing = false
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+// pendingLen is how many bytes wait for the socket.
+func (c *outConn) pendingLen() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}
+
+// fail records err and closes the connection, as the websocket library
+// does when a write fails; c.mu is held.
+func (c *outConn) fail(err error) {
+	c.err = err
+	c.pending = nil
+	c.Conn.Close()
+}
+
+// abort closes the connection, ending a flush under way.
+func (c *outConn) abort() { c.Conn.Close() }
+
+// outWriter is the http.ResponseWriter given to websocket.Accept: the
+// websocket takes the connection through Hijack, and gets it wrapped in an
+// outConn. After Accept, conn is that outConn.
+type outWriter struct {
+	http.ResponseWriter
+	timeout time.Duration
+	conn    *outConn
+}
+
+func (w *outWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *outWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("the response cannot be hijacked")
+	}
+	nc, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	// The websocket writes through brw.Writer, which writes to the bare
+	// connection: send what it may hold, then point it at the wrapper.
+	if err := brw.Writer.Flush(); err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	oc := newOutConn(nc, w.timeout)
+	brw.Writer.Reset(oc)
+	w.conn = oc
+	return oc, brw, nil
+}
