@@ -1,0 +1,163 @@
+package feed
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// rawClient opens /v1/events with a bare socket whose buffers are small
+// in both directions, and reads nothing after the handshake's reply: what
+// the server sends waits, and what the client sends is taken only as fast
+// as the server reads it.
+func rawClient(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = errors.Join(
+				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096),
+				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096))
+		})
+		return errors.Join(err, serr)
+	}}
+	conn, err := d.DialContext(ctxT(t), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	req := "GET /v1/events HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := conn.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	// Byte by byte, so that nothing past the reply's headers is read.
+	br := bufio.NewReaderSize(oneByte{conn}, 16)
+	var head strings.Builder
+	for !strings.HasSuffix(head.String(), "\r\n\r\n") {
+		b, err := br.ReadByte()
+		if err != nil {
+			t.Fatalf("handshake: %v after %q", err, head.String())
+		}
+		head.WriteByte(b)
+	}
+	if !strings.HasPrefix(head.String(), "HTTP/1.1 101") {
+		t.Fatalf("handshake: %q", head.String())
+	}
+	return conn
+}
+
+type oneByte struct{ net.Conn }
+
+func (c oneByte) Read(p []byte) (int, error) { return c.Conn.Read(p[:1]) }
+
+// clientFrame is one masked frame (a zero key leaves the payload as it is).
+func clientFrame(opcode byte, payload []byte) []byte {
+	if len(payload) > 125 {
+		panic("clientFrame: payload too long")
+	}
+	f := []byte{0x80 | opcode, 0x80 | byte(len(payload)), 0, 0, 0, 0}
+	return append(f, payload...)
+}
+
+// directOut waits until the hub writes to its one client itself, and
+// returns that client's connection, its send buffer made small: the
+// kernel's autotuning would otherwise let the socket take megabytes.
+func directOut(t *testing.T, h *hub) *outConn {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		h.mu.Lock()
+		for c := range h.clients {
+			if c.out != nil {
+				h.mu.Unlock()
+				var serr error
+				if err := c.out.raw.Control(func(fd uintptr) {
+					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096)
+				}); err != nil || serr != nil {
+					t.Fatal(err, serr)
+				}
+				return c.out
+			}
+		}
+		h.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("no client is written to by the hub")
+		}
+	}
+}
+
+// flood sends frames to a client socket until the server has read them
+// all or stops reading for a second, while watching how much the server
+// keeps waiting for that client's socket. It fails the test once that
+// passes bound.
+func flood(t *testing.T, conn net.Conn, out *outConn, frames []byte, bound int) {
+	t.Helper()
+	type result struct {
+		n   int
+		err error
+	}
+	sent := make(chan result, 1)
+	go func() {
+		conn.SetWriteDeadline(time.Now().Add(time.Second))
+		n, err := conn.Write(frames)
+		sent <- result{n, err}
+	}()
+	most := 0
+	check := func() {
+		if n := out.pendingLen(); n > most {
+			most = n
+		}
+		if most > bound {
+			t.Fatalf("%d bytes wait in memory for a client that reads nothing, more than the %d it may have queued", most, bound)
+		}
+	}
+	for {
+		check()
+		select {
+		case res := <-sent:
+			if err := res.err; err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal(err)
+			}
+			if res.err == nil {
+				// The server took every frame: let it answer them.
+				for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+					check()
+				}
+			}
+			t.Logf("the client sent %d of %d bytes; at most %d bytes waited for it", res.n, len(frames), most)
+			return
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// A client that sends ops and reads none of the results must not make
+// the server keep the results in memory without bound: the corked writes
+// made the reader wait for the socket, so the client's own socket held it
+// back. Here the hub sends no events, so nothing else counts the bytes.
+func TestOpResultsForAClientThatNeverReadsAreBounded(t *testing.T) {
+	const bound = 1 << 20
+	r := newRig(t, Options{QueueBytes: bound, WriteTimeout: time.Minute}, "-hang")
+	conn := rawClient(t, r.srv.Addr())
+	out := directOut(t, r.srv.hub)
+	op := clientFrame(0x1, []byte(`{"op":"ping"}`))
+	// Past the burst, each op is answered with an error of about 90
+	// bytes: 8 MiB of ops would be answered with some 40 MiB.
+	flood(t, conn, out, bytes.Repeat(op, (8<<20)/len(op)), bound)
+}
+
+// The same for pings: each is answered with a pong of the same size.
+func TestPongsForAClientThatNeverReadsAreBounded(t *testing.T) {
+	const bound = 1 << 20
+	r := newRig(t, Options{QueueBytes: bound, WriteTimeout: time.Minute}, "-hang")
+	conn := rawClient(t, r.srv.Addr())
+	out := directOut(t, r.srv.hub)
+	ping := clientFrame(0x9, bytes.Repeat([]byte("p"), 125))
+	flood(t, conn, out, bytes.Repeat(ping, (8<<20)/len(ping)), bound)
+}
