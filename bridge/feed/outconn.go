@@ -2,6 +2,7 @@ package feed
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -33,7 +34,10 @@ type outConn struct {
 	pending  []byte // written, not yet taken by the socket
 	flushing bool   // flush runs: it owns the socket's writes
 	err      error  // the write that failed; the connection is closed
-	flushes  sync.WaitGroup
+	// taken is closed once flush takes what is pending now, or the
+	// connection fails; nil while nothing is pending.
+	taken   chan struct{}
+	flushes sync.WaitGroup
 }
 
 func newOutConn(c net.Conn, timeout time.Duration) *outConn {
@@ -53,7 +57,7 @@ func (c *outConn) Write(p []byte) (int, error) {
 		return 0, c.err
 	}
 	if c.flushing {
-		c.pending = append(c.pending, p...)
+		c.keep(p)
 		return len(p), nil
 	}
 	n, err := c.try(p)
@@ -62,12 +66,49 @@ func (c *outConn) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	if n < len(p) {
-		c.pending = append(c.pending, p[n:]...)
+		c.keep(p[n:])
 		c.flushing = true
 		c.flushes.Add(1)
 		go c.flush()
 	}
 	return len(p), nil
+}
+
+// keep adds p to what waits for flush; c.mu is held.
+func (c *outConn) keep(p []byte) {
+	c.pending = append(c.pending, p...)
+	if c.taken == nil {
+		c.taken = make(chan struct{})
+	}
+}
+
+// took tells wait that what was pending is no longer; c.mu is held.
+func (c *outConn) took() {
+	if c.taken != nil {
+		close(c.taken)
+		c.taken = nil
+	}
+}
+
+// wait returns once flush has taken what was pending when it was called
+// (at once if nothing was), the connection has failed, or ctx is done.
+// The session's reader waits so after each answer to the peer (a result,
+// a pong) before it reads on: a peer that sends and never reads is held
+// back by its socket, as it was when writes waited, rather than leaving
+// its answers to pile up in memory.
+func (c *outConn) wait(ctx context.Context) error {
+	c.mu.Lock()
+	ch := c.taken
+	c.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // try writes what the socket takes of p without waiting; c.mu is held and
@@ -107,6 +148,7 @@ func (c *outConn) flush() {
 		c.mu.Lock()
 		p := c.pending
 		c.pending = nil
+		c.took()
 		if len(p) == 0 || c.err != nil {
 			// Writes that do not wait need no deadline; one left in
 			// the past would fail them.
@@ -146,6 +188,7 @@ func (c *outConn) pendingLen() int {
 func (c *outConn) fail(err error) {
 	c.err = err
 	c.pending = nil
+	c.took()
 	c.Conn.Close()
 }
 

@@ -560,7 +560,15 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.conns.Done()
 	cw := &outWriter{ResponseWriter: w, timeout: s.opts.WriteTimeout}
-	ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowOrigins})
+	ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
+		OriginPatterns: s.opts.AllowOrigins,
+		// A pong waits, as a result does (see readOps), until flush has
+		// taken the bytes written before it; one that cannot wait that
+		// long is not sent.
+		OnPingReceived: func(ctx context.Context, _ []byte) bool {
+			return cw.conn == nil || cw.conn.wait(ctx) == nil
+		},
+	})
 	if err != nil {
 		s.log.Info("refused a websocket", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "error", err)
 		return
@@ -715,6 +723,12 @@ func (s *Server) readOps(ctx context.Context, ws *websocket.Conn, out *outConn, 
 		res := s.do(ctx, typ, b, c.trusted, lim, log)
 		msg, _ := json.Marshal(res)
 		if err := s.write(ctx, ws, out, msg); err != nil {
+			return
+		}
+		// The result goes out without waiting; before reading on, wait
+		// until flush has taken it, so that a peer that sends ops and
+		// reads nothing is held back by its own socket.
+		if out != nil && out.wait(ctx) != nil {
 			return
 		}
 	}
