@@ -5,11 +5,16 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
 // rawClient opens /v1/events with a bare socket whose buffers are small
@@ -160,4 +165,62 @@ func TestPongsForAClientThatNeverReadsAreBounded(t *testing.T) {
 	out := directOut(t, r.srv.hub)
 	ping := clientFrame(0x9, bytes.Repeat([]byte("p"), 125))
 	flood(t, conn, out, bytes.Repeat(ping, (8<<20)/len(ping)), bound)
+}
+
+// A client evicted to make room is told so with 1008 even while bytes
+// still wait for its socket, and even if the hub, which still has it,
+// sends an event during the close handshake: the hub's write fails (the
+// close frame is sent), and that must not cut the connection with the
+// close frame still waiting behind the backlog.
+func TestEvictedClientWithABacklogHearsWhy(t *testing.T) {
+	r := newRig(t, Options{MaxAnonymousClients: 1, AnonymousIdle: time.Nanosecond, WriteTimeout: time.Minute}, "-hang")
+	ctx := ctxT(t)
+	tr := &http.Transport{DialContext: (&net.Dialer{Control: smallBuffers}).DialContext}
+	defer tr.CloseIdleConnections()
+	quiet, _, err := websocket.Dial(ctx, "ws://"+r.srv.Addr()+"/v1/events", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer quiet.CloseNow()
+	quiet.SetReadLimit(1 << 20)
+	if _, err := readHello(ctx, quiet); err != nil {
+		t.Fatal(err)
+	}
+	out := directOut(t, r.srv.hub)
+	// A token holder paces the events and holds no anonymous place.
+	pacer := r.dial(t, testToken)
+	pacer.ws.SetReadLimit(1 << 20)
+	blob := strings.Repeat("x", 64<<10)
+	for i := 0; out.pendingLen() == 0; i++ {
+		if i == 100 {
+			t.Fatal("nothing waits for a client that reads nothing")
+		}
+		if err := r.m.Post(ctx, procmon.Event{Message: "filler", Data: map[string]any{"blob": blob}}); err != nil {
+			t.Fatal(err)
+		}
+		pacer.next(procmon.EventNotice)
+	}
+	// The client reads nothing and its socket's send is stuck for a
+	// minute: what waits only grows, by what is written.
+	backlog := out.pendingLen()
+	r.dial(t, "") // takes the quiet client's place
+	for deadline := time.Now().Add(10 * time.Second); out.pendingLen() == backlog; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no close frame for the evicted client")
+		}
+	}
+	// The close frame waits behind the backlog; an event comes.
+	if err := r.m.Post(ctx, procmon.Event{Message: "during the close"}); err != nil {
+		t.Fatal(err)
+	}
+	pacer.next(procmon.EventNotice)
+	r.srv.hub.count() // the hub is done with the event
+	for {
+		if _, _, err = quiet.Read(ctx); err != nil {
+			break
+		}
+	}
+	if !isClose(err, websocket.StatusPolicyViolation) {
+		t.Fatalf("the evicted client: %v, want close 1008", err)
+	}
 }
