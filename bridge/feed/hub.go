@@ -3,8 +3,10 @@ package feed
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -159,7 +161,13 @@ func (h *hub) write(c *client, f *frame) {
 	}
 	if err := c.ws.Write(context.Background(), websocket.MessageText, msg); err != nil {
 		delete(h.clients, c)
-		c.out.abort()
+		// Once the session has sent its close frame, which may still
+		// wait behind what the socket has not taken, writes fail with
+		// net.ErrClosed: the session ends the connection after the
+		// close handshake, and cutting it here would lose that frame.
+		if !errors.Is(err, net.ErrClosed) {
+			c.out.abort()
+		}
 	}
 }
 
