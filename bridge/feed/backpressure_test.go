@@ -224,3 +224,69 @@ func TestEvictedClientWithABacklogHearsWhy(t *testing.T) {
 		t.Fatalf("the evicted client: %v, want close 1008", err)
 	}
 }
+
+// What waits in memory for a client counts against QueueBytes whether it
+// is still pending or already handed to the connection's send under way:
+// a client that read a little, so that the send took most of its backlog
+// at once, and then stopped, may not be sent another QueueBytes on top.
+func TestBacklogInASendUnderWayCountsAgainstQueueBytes(t *testing.T) {
+	const bound = 1 << 20
+	r := newRig(t, Options{QueueBytes: bound, QueueLen: 100000, WriteTimeout: time.Minute}, "-hang")
+	ctx := ctxT(t)
+	conn := rawClient(t, r.srv.Addr())
+	out := directOut(t, r.srv.hub)
+	// A token holder paces the events; they carry no private fields, so
+	// it reads each event as the slow client is sent it.
+	pacer := r.dial(t, testToken)
+	pacer.ws.SetReadLimit(1 << 20)
+	written := 0 // bytes of events sent to the slow client: message and frame header
+	post := func() {
+		t.Helper()
+		if err := r.m.Post(ctx, procmon.Event{Message: "filler", Data: map[string]any{"blob": strings.Repeat("x", 64<<10)}}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			_, b, err := pacer.ws.Read(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m, err := DecodeMessage(b); err == nil && m.Type == TypeEvent && m.Event == procmon.EventNotice {
+				written += len(b) + 10 // 64 KiB and more: a 10-byte header
+				return
+			}
+		}
+	}
+	// The slow client falls 768 KiB behind.
+	for out.pendingLen() < 768<<10 {
+		post()
+	}
+	// It reads until the send under way takes that backlog, then stops.
+	queued := func() int {
+		out.mu.Lock()
+		defer out.mu.Unlock()
+		return len(out.pending)
+	}
+	read := 0
+	buf := make([]byte, 4096)
+	for queued() > 0 {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		read += n
+	}
+	// The hello and what it read before are in written - read, and so is
+	// what the kernel holds in both sockets' buffers (a few KiB each):
+	// 64 KiB more than the bound leaves room for all of it.
+	most, counted := 0, 0
+	for r.srv.hub.count() > 1 {
+		if unsent := written - read; unsent > most {
+			most, counted = unsent, out.pendingLen()
+		}
+		post()
+	}
+	if most > bound+64<<10 {
+		t.Fatalf("up to %d KiB waited for a client that read nothing before it was dropped, %d KiB more than it may have queued; pendingLen counted %d KiB of them",
+			most>>10, (most-bound)>>10, counted>>10)
+	}
+}
