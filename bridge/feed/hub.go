@@ -149,12 +149,15 @@ func (h *hub) direct(c *client, ws *websocket.Conn, out *outConn) error {
 func (h *hub) write(c *client, f *frame) {
 	msg := c.msg(f)
 	n := int64(len(msg))
-	waiting := c.out.pendingLen()
-	if waiting == 0 {
+	// Bytes of a send under way count, as they stay in memory; events
+	// count from when nothing waited for the next send, as events taken
+	// from a queue did.
+	queued, sending := c.out.backlog()
+	if queued == 0 {
 		c.behind = 0
 	}
 	c.behind++
-	if q := int64(waiting) + n; (q > h.queueBytes && q > n) || c.behind > h.queueLen {
+	if q := int64(queued+sending) + n; (q > h.queueBytes && q > n) || c.behind > h.queueLen {
 		delete(h.clients, c)
 		c.drop(websocket.StatusPolicyViolation, fmt.Sprintf("too slow: %d events or more than %d KiB waiting to be sent; reconnect to resync", h.queueLen, h.queueBytes>>10))
 		return

@@ -32,6 +32,7 @@ type outConn struct {
 
 	mu       sync.Mutex
 	pending  []byte // written, not yet taken by the socket
+	sending  int    // bytes of pending that flush took and is writing now
 	flushing bool   // flush runs: it owns the socket's writes
 	err      error  // the write that failed; the connection is closed
 	// taken is closed once flush takes what is pending now, or the
@@ -148,6 +149,7 @@ func (c *outConn) flush() {
 		c.mu.Lock()
 		p := c.pending
 		c.pending = nil
+		c.sending = len(p)
 		c.took()
 		if len(p) == 0 || c.err != nil {
 			// Writes that do not wait need no deadline; one left in
@@ -176,11 +178,19 @@ func (c *outConn) flush() {
 	}
 }
 
-// pendingLen is how many bytes wait for the socket.
+// pendingLen is how many bytes wait for the socket: those pending, and
+// those of the send under way, which stay in memory until it ends.
 func (c *outConn) pendingLen() int {
+	queued, sending := c.backlog()
+	return queued + sending
+}
+
+// backlog is what waits for the socket: queued bytes wait for the next
+// send, sending ones are those of the send under way.
+func (c *outConn) backlog() (queued, sending int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.pending)
+	return len(c.pending), c.sending
 }
 
 // fail records err and closes the connection, as the websocket library
@@ -188,6 +198,7 @@ func (c *outConn) pendingLen() int {
 func (c *outConn) fail(err error) {
 	c.err = err
 	c.pending = nil
+	c.sending = 0
 	c.took()
 	c.Conn.Close()
 }
