@@ -3,6 +3,7 @@ package feed
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -288,5 +289,32 @@ func TestBacklogInASendUnderWayCountsAgainstQueueBytes(t *testing.T) {
 	if most > bound+64<<10 {
 		t.Fatalf("up to %d KiB waited for a client that read nothing before it was dropped, %d KiB more than it may have queued; pendingLen counted %d KiB of them",
 			most>>10, (most-bound)>>10, counted>>10)
+	}
+}
+
+// A client that closes the websocket while it is behind gets the close
+// frame that answers its own, after what it was behind on: the library
+// answers from the reader and closes the connection at once, and what the
+// socket had not taken yet, the answer included, must still go out.
+func TestPeerThatClosesWhileBehindGetsTheAnswer(t *testing.T) {
+	p := newOutPair(t, 10*time.Second, false, smallBuffers)
+	var serr error
+	if err := p.out.raw.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096)
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	blob := []byte(strings.Repeat("y", 32<<10))
+	for range 64 {
+		if err := p.ws.Write(context.Background(), websocket.MessageText, blob); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p.out.pendingLen() == 0 {
+		t.Fatal("nothing waits for the client")
+	}
+	// The client's Close reads (and drops) the messages before the answer.
+	if err := p.client.Close(websocket.StatusNormalClosure, "bye"); err != nil {
+		t.Fatalf("the client's close handshake: %v", err)
 	}
 }
