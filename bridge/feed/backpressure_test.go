@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -316,5 +317,118 @@ func TestPeerThatClosesWhileBehindGetsTheAnswer(t *testing.T) {
 	// The client's Close reads (and drops) the messages before the answer.
 	if err := p.client.Close(websocket.StatusNormalClosure, "bye"); err != nil {
 		t.Fatalf("the client's close handshake: %v", err)
+	}
+}
+
+// A client that reads, if slowly, is not cut because its backlog as a
+// whole takes longer than WriteTimeout to send: each send takes at most
+// sendChunk and has the timeout to itself.
+func TestSlowReaderKeepsItsConnection(t *testing.T) {
+	p := newOutPair(t, time.Second, false, smallBuffers)
+	var serr error
+	if err := p.out.raw.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096)
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	blob := []byte(strings.Repeat("s", 32<<10))
+	const n = 96 // 3 MiB: read at about 1.5 MiB/s, two seconds of sending
+	for range n {
+		if err := p.ws.Write(context.Background(), websocket.MessageText, blob); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := p.out.pendingLen(); got <= sendChunk {
+		t.Fatalf("only %d bytes wait; the test needs more than one send's worth", got)
+	}
+	for i := range n {
+		_, b, err := p.client.Read(ctxT(t))
+		if err != nil {
+			t.Fatalf("the slow reader was cut after %d of %d messages: %v", i, n, err)
+		}
+		if len(b) != len(blob) {
+			t.Fatalf("message %d has %d bytes", i, len(b))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A server that stops while a client that reads nothing has a backlog
+// waiting for its socket stops: what waits is cut off after FlushTimeout,
+// not after WriteTimeout (an hour here), also once the client has closed
+// its websocket and the session has ended with the answer to its close
+// frame still waiting.
+func TestStopDoesNotWaitForAStalledClientsBacklog(t *testing.T) {
+	r := newRig(t, Options{WriteTimeout: time.Hour, QueueBytes: 64 << 20, QueueLen: 100000, FlushTimeout: 200 * time.Millisecond}, "-hang")
+	ctx := ctxT(t)
+	conn := rawClient(t, r.srv.Addr())
+	out := directOut(t, r.srv.hub)
+	// A reading client paces the events: once it has one, the hub has
+	// written it to the stalled client too.
+	pacer := r.dial(t, "")
+	pacer.ws.SetReadLimit(1 << 20)
+	blob := strings.Repeat("b", 64<<10)
+	for i := 0; out.pendingLen() == 0; i++ {
+		if i == 200 {
+			t.Fatal("200 events of 64 KiB, and nothing waits for a client that reads nothing")
+		}
+		if err := r.m.Post(ctx, procmon.Event{Message: "filler", Data: map[string]any{"blob": blob}}); err != nil {
+			t.Fatal(err)
+		}
+		pacer.next(procmon.EventNotice)
+	}
+	// The client says goodbye, then goes on reading nothing: the answer
+	// waits behind the backlog, and the session ends.
+	if _, err := conn.Write(clientFrame(0x8, []byte{0x03, 0xe8})); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); r.srv.hub.count() > 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the session of the client that closed did not end")
+		}
+	}
+	if out.pendingLen() == 0 {
+		out.mu.Lock()
+		t.Logf("err %v closing %v flushing %v", out.err, out.closing, out.flushing)
+		out.mu.Unlock()
+		t.Fatal("nothing waits any more for the client that closed")
+	}
+	r.stop(t) // fails the test if the server takes over 30 s
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, conn); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the client's connection did not end: %v", err)
+	}
+}
+
+// A client of the server that closes its websocket while behind gets the
+// answer to its close frame after its backlog: the session ends, and the
+// connection stays open until what waited for its socket has gone out.
+func TestSessionOfAClientThatClosesWhileBehindAnswersIt(t *testing.T) {
+	r := newRig(t, Options{QueueBytes: 64 << 20, QueueLen: 100000}, "-hang")
+	ctx := ctxT(t)
+	tr := &http.Transport{DialContext: (&net.Dialer{Control: smallBuffers}).DialContext}
+	defer tr.CloseIdleConnections()
+	slow, _, err := websocket.Dial(ctx, "ws://"+r.srv.Addr()+"/v1/events", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.CloseNow()
+	slow.SetReadLimit(1 << 20)
+	out := directOut(t, r.srv.hub)
+	pacer := r.dial(t, "")
+	pacer.ws.SetReadLimit(1 << 20)
+	blob := strings.Repeat("c", 64<<10)
+	for i := 0; out.pendingLen() == 0; i++ {
+		if i == 200 {
+			t.Fatal("200 events of 64 KiB, and nothing waits for a client that reads nothing")
+		}
+		if err := r.m.Post(ctx, procmon.Event{Message: "filler", Data: map[string]any{"blob": blob}}); err != nil {
+			t.Fatal(err)
+		}
+		pacer.next(procmon.EventNotice)
+	}
+	// Close reads (and drops) the backlog, then the answer.
+	if err := slow.Close(websocket.StatusNormalClosure, "bye"); err != nil {
+		t.Fatalf("the close handshake of a client that was behind: %v", err)
 	}
 }

@@ -105,7 +105,8 @@ func (c *client) drop(code websocket.StatusCode, why string) {
 
 // join adds c and returns the frame its hello must describe, and the QR
 // code waiting for a scan if there is one; every later event arrives in
-// c.q. ok is false once the stream has ended.
+// c.q until direct, and is then written to the client by the hub. ok is
+// false once the stream has ended.
 func (h *hub) join(c *client) (last, qr *frame, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -187,7 +188,8 @@ func (h *hub) count() int {
 }
 
 // run follows the monitor until its stream ends, then closes every
-// client's queue so each writer sends what is left and says goodbye. Once
+// client's queue, which tells each session that nothing more comes (a
+// session in push mode sends what is left first) and to say goodbye. Once
 // ctx is done it waits at most grace more for the stream to end, as it
 // does when the monitor is told to stop at the same time: the monitor's
 // last events (stopping, exited, stopped) still go out.

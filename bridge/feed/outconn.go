@@ -23,8 +23,12 @@ import (
 // (pendingLen), and a write that times out closes the connection.
 //
 // Bytes go out in the order they were written: once some wait, every
-// later write joins them. A failed write closes the connection, and every
-// write after it fails.
+// later write joins them. Each send waits at most the write timeout, and
+// takes at most sendChunk bytes, so a client that reads slowly but reads
+// is not cut. A failed write closes the connection, and every write after
+// it fails. Closed while bytes wait, the connection is left to flush to
+// send them (the last close frame among them) for at most the write
+// timeout more; abort closes it at once.
 type outConn struct {
 	net.Conn
 	timeout time.Duration
@@ -34,6 +38,7 @@ type outConn struct {
 	pending  []byte // written, not yet taken by the socket
 	sending  int    // bytes of pending that flush took and is writing now
 	flushing bool   // flush runs: it owns the socket's writes
+	closing  bool   // closed while bytes waited: flush closes the socket after them
 	err      error  // the write that failed; the connection is closed
 	// taken is closed once flush takes what is pending now, or the
 	// connection fails; nil while nothing is pending.
@@ -56,6 +61,9 @@ func (c *outConn) Write(p []byte) (int, error) {
 	defer c.mu.Unlock()
 	if c.err != nil {
 		return 0, c.err
+	}
+	if c.closing {
+		return 0, net.ErrClosed
 	}
 	if c.flushing {
 		c.keep(p)
@@ -141,20 +149,37 @@ func (c *outConn) try(p []byte) (int, error) {
 	return n, err
 }
 
-// flush sends what is pending, waiting for the socket as long as the
-// write timeout allows, until nothing is left or a write fails.
+// sendChunk is the most one send of flush takes, each under its own
+// deadline.
+const sendChunk = 256 << 10
+
+// flush sends what is pending, a chunk at a time, each waiting for the
+// socket as long as the write timeout allows, until nothing is left or a
+// write fails.
 func (c *outConn) flush() {
 	defer c.flushes.Done()
 	for {
 		c.mu.Lock()
 		p := c.pending
-		c.pending = nil
+		if len(p) > sendChunk {
+			// Later writes append beyond the end of pending, never into
+			// p, the part before it.
+			p, c.pending = p[:sendChunk], p[sendChunk:]
+		} else {
+			c.pending = nil
+			c.took()
+		}
 		c.sending = len(p)
-		c.took()
+		closing := c.closing
 		if len(p) == 0 || c.err != nil {
-			// Writes that do not wait need no deadline; one left in
-			// the past would fail them.
-			if c.err == nil {
+			switch {
+			case c.err != nil:
+			case closing:
+				c.err = net.ErrClosed
+				c.Conn.Close()
+			default:
+				// Writes that do not wait need no deadline; one left
+				// in the past would fail them.
 				if err := c.Conn.SetWriteDeadline(time.Time{}); err != nil {
 					c.fail(err)
 				}
@@ -164,7 +189,11 @@ func (c *outConn) flush() {
 			return
 		}
 		c.mu.Unlock()
-		err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+		var err error
+		if !closing {
+			// Once closing, the deadline Close set stands.
+			err = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+		}
 		if err == nil {
 			_, err = c.Conn.Write(p)
 		}
@@ -203,7 +232,26 @@ func (c *outConn) fail(err error) {
 	c.Conn.Close()
 }
 
-// abort closes the connection, ending a flush under way.
+// Close closes the connection, once what waits for the socket has gone
+// out if there is any: the websocket library closes its connection right
+// after it answers a peer's close frame, and that answer may wait behind a
+// backlog. The rest has the write timeout, from now, to go out.
+func (c *outConn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.flushing || c.err != nil {
+		return c.Conn.Close()
+	}
+	if !c.closing {
+		c.closing = true
+		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
+			c.fail(err)
+		}
+	}
+	return nil
+}
+
+// abort closes the connection at once, ending a flush under way.
 func (c *outConn) abort() { c.Conn.Close() }
 
 // outWriter is the http.ResponseWriter given to websocket.Accept: the

@@ -61,7 +61,7 @@ type Options struct {
 	FlushTimeout     time.Duration // when the event stream ends, how long clients have to take the last events [2 s]
 	PingInterval     time.Duration // keepalive ping period [15 s]
 	PingTimeout      time.Duration // a peer that has not answered a ping by then is dropped [10 s]
-	WriteTimeout     time.Duration // a write that takes longer drops the peer [10 s]
+	WriteTimeout     time.Duration // a send to the peer (at most 256 KiB of what waits for its socket) that takes longer drops it [10 s]
 	OpsPerSecond     float64       // ops one connection may send, sustained [20, burst 40]
 	ControlPerSecond float64       // control ops of all clients together, sustained [1, burst 5]
 	// PushBackoff paces reconnection in push mode [0.5 s doubling to 30 s,
@@ -394,9 +394,9 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
-	// Every client's queue is closed now: its writer sends what is left
-	// and says goodbye, and is cut off if that takes longer than
-	// FlushTimeout.
+	// Every client has been written the last event, or has it waiting for
+	// its socket; each session says goodbye, and is cut off if sending
+	// what is left takes longer than FlushTimeout.
 	flushed := time.AfterFunc(s.opts.FlushTimeout, cut)
 	defer flushed.Stop()
 	shutdown, stop := context.WithTimeout(context.Background(), 5*time.Second)
@@ -584,16 +584,20 @@ func (s *Server) session(ws *websocket.Conn, out *outConn, c *client, peer strin
 	ctx, cancel := context.WithCancel(s.ctx)
 	var wg sync.WaitGroup
 	trusted := c.trusted
+	// abort cuts the connection at once, dropping what waits for its
+	// socket: for a peer that is gone or stopped answering pings. Writes
+	// through out never wait; what it keeps for the socket is sent under
+	// its deadline, not a context (see write), and once the websocket is
+	// closed (a goodbye, or the answer to the peer's close frame, among
+	// it) for at most the write timeout more, or until the server is cut
+	// off as it stops (FlushTimeout).
+	abort := func() {}
 	stop := func() bool { return false }
 	if out != nil {
-		// Writes through out never wait; what it keeps for the socket is
-		// sent under its deadline, not a context (see write). This ends
-		// such a send when Run is cancelled or the reader finds the peer
-		// gone.
-		stop = context.AfterFunc(ctx, out.abort)
+		abort = out.abort
+		stop = context.AfterFunc(s.ctx, out.abort)
 	}
 	defer func() {
-		stop()
 		cancel()
 		ws.CloseNow()
 		wg.Wait()
@@ -603,6 +607,7 @@ func (s *Server) session(ws *websocket.Conn, out *outConn, c *client, peer strin
 			// are done and the hub has let go.
 			out.flushes.Wait()
 		}
+		stop()
 	}()
 	ws.SetReadLimit(s.opts.MaxMessageBytes)
 	log := s.log.With("peer", peer)
@@ -639,13 +644,18 @@ func (s *Server) session(ws *websocket.Conn, out *outConn, c *client, peer strin
 	go func() {
 		defer wg.Done()
 		defer cancel()
-		s.readOps(ctx, ws, out, c, log)
+		err := s.readOps(ctx, ws, out, c, log)
+		if ctx.Err() == nil && websocket.CloseStatus(err) == -1 {
+			// Not a close frame, nor the session ending: the peer is
+			// gone, or broke the protocol.
+			abort()
+		}
 	}()
 
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.keepalive(ctx, cancel, ws, log)
+		s.keepalive(ctx, cancel, abort, ws, log)
 	}()
 
 	for {
@@ -670,10 +680,11 @@ func (s *Server) session(ws *websocket.Conn, out *outConn, c *client, peer strin
 	}
 }
 
-// keepalive pings the peer every PingInterval, and ends the session if a
-// ping is not answered within PingTimeout. It runs apart from the writer
-// so that the writer, woken for every event, waits on no timer.
-func (s *Server) keepalive(ctx context.Context, cancel context.CancelFunc, ws *websocket.Conn, log *slog.Logger) {
+// keepalive pings the peer every PingInterval, and ends the session and
+// cuts the connection if a ping is not answered within PingTimeout. It
+// runs apart from the session's loop, so that no event's write waits on a
+// timer.
+func (s *Server) keepalive(ctx context.Context, cancel context.CancelFunc, abort func(), ws *websocket.Conn, log *slog.Logger) {
 	t := time.NewTicker(s.opts.PingInterval)
 	defer t.Stop()
 	for {
@@ -688,6 +699,7 @@ func (s *Server) keepalive(ctx context.Context, cancel context.CancelFunc, ws *w
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
 				log.Info("dropping a websocket client that stopped answering pings", "error", err)
+				abort()
 			}
 			cancel()
 			return
@@ -708,8 +720,9 @@ func (s *Server) write(ctx context.Context, ws *websocket.Conn, out *outConn, ms
 	return ws.Write(ctx, websocket.MessageText, msg)
 }
 
-// readOps answers the client's ops until the connection ends.
-func (s *Server) readOps(ctx context.Context, ws *websocket.Conn, out *outConn, c *client, log *slog.Logger) {
+// readOps answers the client's ops until the connection ends, and says
+// why it ended.
+func (s *Server) readOps(ctx context.Context, ws *websocket.Conn, out *outConn, c *client, log *slog.Logger) error {
 	lim := rate.NewLimiter(rate.Limit(s.opts.OpsPerSecond), int(2*s.opts.OpsPerSecond))
 	for {
 		typ, b, err := ws.Read(ctx)
@@ -717,19 +730,21 @@ func (s *Server) readOps(ctx context.Context, ws *websocket.Conn, out *outConn, 
 			if websocket.CloseStatus(err) == websocket.StatusMessageTooBig || errors.Is(err, websocket.ErrMessageTooBig) {
 				log.Info("closed a websocket that sent a message over the limit", "limit", s.opts.MaxMessageBytes)
 			}
-			return
+			return err
 		}
 		c.hear(s.now())
 		res := s.do(ctx, typ, b, c.trusted, lim, log)
 		msg, _ := json.Marshal(res)
 		if err := s.write(ctx, ws, out, msg); err != nil {
-			return
+			return err
 		}
 		// The result goes out without waiting; before reading on, wait
 		// until flush has taken it, so that a peer that sends ops and
 		// reads nothing is held back by its own socket.
-		if out != nil && out.wait(ctx) != nil {
-			return
+		if out != nil {
+			if err := out.wait(ctx); err != nil {
+				return err
+			}
 		}
 	}
 }
