@@ -432,3 +432,69 @@ func TestSessionOfAClientThatClosesWhileBehindAnswersIt(t *testing.T) {
 		t.Fatalf("the close handshake of a client that was behind: %v", err)
 	}
 }
+
+// slowClient connects a websocket client whose socket takes little at a
+// time, as a client that reads slowly, and returns it with the connection
+// the hub writes to it through. It must be the first client to connect.
+func slowClient(t *testing.T, r *rig) (*websocket.Conn, *outConn) {
+	t.Helper()
+	tr := &http.Transport{DialContext: (&net.Dialer{Control: smallBuffers}).DialContext}
+	t.Cleanup(tr.CloseIdleConnections)
+	ws, _, err := websocket.Dial(ctxT(t), "ws://"+r.srv.Addr()+"/v1/events", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.CloseNow() })
+	ws.SetReadLimit(1 << 20)
+	return ws, directOut(t, r.srv.hub)
+}
+
+// poster posts events of blob, each paced by a token holder: once it has
+// one, the hub has written it to every client.
+func poster(t *testing.T, r *rig, blob string) func() {
+	pacer := r.dial(t, testToken)
+	pacer.ws.SetReadLimit(1 << 20)
+	return func() {
+		t.Helper()
+		if err := r.m.Post(ctxT(t), procmon.Event{Message: "filler", Data: map[string]any{"blob": blob}}); err != nil {
+			t.Fatal(err)
+		}
+		pacer.next(procmon.EventNotice)
+	}
+}
+
+// A client that stays a couple of events behind but reads every one is
+// not dropped for QueueLen: only the events that still wait for its
+// socket count, as when each send took all that waited, and as
+// docs/protocol.md says (1008: "256 events ... waited for your socket").
+// Each event here is larger than one send (sendChunk), so some of what
+// waits is always queued for the next send.
+func TestClientThatReadsWhileBehindIsNotDroppedForQueueLen(t *testing.T) {
+	const queueLen = 8
+	r := newRig(t, Options{QueueLen: queueLen, QueueBytes: 64 << 20, WriteTimeout: time.Minute, PingInterval: time.Hour}, "-hang")
+	ctx := ctxT(t)
+	slow, out := slowClient(t, r)
+	post := poster(t, r, strings.Repeat("r", 400<<10))
+	post()
+	post()
+	if got := out.pendingLen(); got <= sendChunk {
+		t.Fatalf("only %d bytes wait for the client; the test needs more than a send's worth", got)
+	}
+	readEvent := func(i int) {
+		t.Helper()
+		for {
+			_, b, err := slow.Read(ctx)
+			if err != nil {
+				t.Fatalf("a client never more than 3 events behind was dropped after reading %d of them (QueueLen %d): %v", i, queueLen, err)
+			}
+			if m, err := DecodeMessage(b); err == nil && m.Type == TypeEvent && m.Event == procmon.EventNotice {
+				return
+			}
+		}
+	}
+	// It reads one event, and one more comes: two wait, or three.
+	for i := range 3 * queueLen {
+		readEvent(i)
+		post()
+	}
+}
