@@ -68,11 +68,12 @@ type client struct {
 	admitted bool // holds a place; guarded by the admission's lock
 
 	// Once out is set (guarded by the hub's lock, by direct), the hub
-	// writes each event to ws itself rather than queueing it. behind
-	// counts the events written since out last had nothing waiting.
-	ws     *websocket.Conn
-	out    *outConn
-	behind int
+	// writes each event to ws itself rather than queueing it. ends holds
+	// where each event written to out that still waits for a send ends,
+	// in the bytes written to out.
+	ws   *websocket.Conn
+	out  *outConn
+	ends []int64
 }
 
 func newClient(queue int, trusted bool, now time.Duration) *client {
@@ -143,35 +144,43 @@ func (h *hub) direct(c *client, ws *websocket.Conn, out *outConn) error {
 }
 
 // write sends f to a client the hub writes to itself. A client is dropped
-// as too slow once more bytes wait for its socket than it may have queued,
-// or once as many events as it may have queued were written while its
-// socket was full; so is one whose write failed: its connection is closed,
-// and its session ends. h.mu is held.
+// as too slow once more bytes wait for its socket than it may have
+// queued, or as many events; so is one whose write failed: its connection
+// is closed, and its session ends. h.mu is held.
 func (h *hub) write(c *client, f *frame) {
 	msg := c.msg(f)
 	n := int64(len(msg))
 	// Bytes of a send under way count, as they stay in memory; events
-	// count from when nothing waited for the next send, as events taken
-	// from a queue did.
-	queued, sending := c.out.backlog()
-	if queued == 0 {
-		c.behind = 0
+	// count until a send has taken the last of their bytes, as events
+	// taken from a queue did. A send takes at most sendChunk: that
+	// something waits does not tell that an event written long ago does.
+	queued, sending, _, taken := c.out.backlog()
+	k := 0
+	for k < len(c.ends) && c.ends[k] <= taken {
+		k++
 	}
-	c.behind++
-	if q := int64(queued+sending) + n; (q > h.queueBytes && q > n) || c.behind > h.queueLen {
+	c.ends = append(c.ends[:0], c.ends[k:]...)
+	if q := int64(queued+sending) + n; (q > h.queueBytes && q > n) || len(c.ends) >= h.queueLen {
 		delete(h.clients, c)
 		c.drop(websocket.StatusPolicyViolation, fmt.Sprintf("too slow: %d events or more than %d KiB waiting to be sent; reconnect to resync", h.queueLen, h.queueBytes>>10))
 		return
 	}
-	if err := c.ws.Write(context.Background(), websocket.MessageText, msg); err != nil {
-		delete(h.clients, c)
-		// Once the session has sent its close frame, which may still
-		// wait behind what the socket has not taken, writes fail with
-		// net.ErrClosed: the session ends the connection after the
-		// close handshake, and cutting it here would lose that frame.
-		if !errors.Is(err, net.ErrClosed) {
-			c.out.abort()
+	err := c.ws.Write(context.Background(), websocket.MessageText, msg)
+	if err == nil {
+		// Bytes another writer wrote just after it may count as its own:
+		// it counts a little longer.
+		if _, _, end, taken := c.out.backlog(); end > taken {
+			c.ends = append(c.ends, end)
 		}
+		return
+	}
+	delete(h.clients, c)
+	// Once the session has sent its close frame, which may still wait
+	// behind what the socket has not taken, writes fail with
+	// net.ErrClosed: the session ends the connection after the close
+	// handshake, and cutting it here would lose that frame.
+	if !errors.Is(err, net.ErrClosed) {
+		c.out.abort()
 	}
 }
 

@@ -37,6 +37,7 @@ type outConn struct {
 	mu       sync.Mutex
 	pending  []byte // written, not yet taken by the socket
 	sending  int    // bytes of pending that flush took and is writing now
+	wrote    int64  // bytes written, all told; the last len(pending) of them wait for a send
 	flushing bool   // flush runs: it owns the socket's writes
 	closing  bool   // closed while bytes waited: flush closes the socket after them
 	err      error  // the write that failed; the connection is closed
@@ -67,6 +68,7 @@ func (c *outConn) Write(p []byte) (int, error) {
 	}
 	if c.flushing {
 		c.keep(p)
+		c.wrote += int64(len(p))
 		return len(p), nil
 	}
 	n, err := c.try(p)
@@ -74,6 +76,7 @@ func (c *outConn) Write(p []byte) (int, error) {
 		c.fail(err)
 		return 0, err
 	}
+	c.wrote += int64(len(p))
 	if n < len(p) {
 		c.keep(p[n:])
 		c.flushing = true
@@ -210,16 +213,18 @@ func (c *outConn) flush() {
 // pendingLen is how many bytes wait for the socket: those pending, and
 // those of the send under way, which stay in memory until it ends.
 func (c *outConn) pendingLen() int {
-	queued, sending := c.backlog()
+	queued, sending, _, _ := c.backlog()
 	return queued + sending
 }
 
 // backlog is what waits for the socket: queued bytes wait for the next
-// send, sending ones are those of the send under way.
-func (c *outConn) backlog() (queued, sending int) {
+// send, sending ones are those of the send under way. Of the bytes
+// written, all told (wrote), the first taken no longer wait for a send:
+// the socket took them at once, or a send took them.
+func (c *outConn) backlog() (queued, sending int, wrote, taken int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.pending), c.sending
+	return len(c.pending), c.sending, c.wrote, c.wrote - int64(len(c.pending))
 }
 
 // fail records err and closes the connection, as the websocket library
