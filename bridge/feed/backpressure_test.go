@@ -498,3 +498,51 @@ func TestClientThatReadsWhileBehindIsNotDroppedForQueueLen(t *testing.T) {
 		post()
 	}
 }
+
+// A client that stays behind but reads gets an answer to each of its ops:
+// after a result the reader waits until that result is taken for the
+// socket, not until everything written after it has been too, which never
+// happens while the client stays behind. Meanwhile the reader reads
+// nothing: neither further ops nor pongs, nor the client's close frame.
+func TestClientBehindGetsAnAnswerToEachOp(t *testing.T) {
+	r := newRig(t, Options{QueueLen: 100000, QueueBytes: 64 << 20, WriteTimeout: time.Minute, PingInterval: time.Hour}, "-hang")
+	ctx := ctxT(t)
+	slow, out := slowClient(t, r)
+	post := poster(t, r, strings.Repeat("o", 400<<10))
+	post()
+	post()
+	if got := out.pendingLen(); got <= sendChunk {
+		t.Fatalf("only %d bytes wait for the client; the test needs more than a send's worth", got)
+	}
+	for _, op := range []string{`{"op":"ping","id":1}`, `{"op":"ping","id":2}`} {
+		if err := slow.Write(ctx, websocket.MessageText, []byte(op)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The client reads on, and each event it reads is followed by one
+	// more: it stays one or two events behind.
+	since := -1 // events read since the first result
+	for {
+		_, b, err := slow.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := DecodeMessage(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case m.Type == TypeResult && string(m.ID) == "2":
+			return
+		case m.Type == TypeResult:
+			since = 0
+		case m.Type == TypeEvent && m.Event == procmon.EventNotice:
+			if since >= 0 {
+				if since++; since > 20 {
+					t.Fatal("20 events after the answer to its first op, a client that reads has no answer to its second")
+				}
+			}
+			post()
+		}
+	}
+}
