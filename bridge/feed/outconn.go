@@ -41,8 +41,8 @@ type outConn struct {
 	flushing bool   // flush runs: it owns the socket's writes
 	closing  bool   // closed while bytes waited: flush closes the socket after them
 	err      error  // the write that failed; the connection is closed
-	// taken is closed once flush takes what is pending now, or the
-	// connection fails; nil while nothing is pending.
+	// taken is closed when flush next takes bytes of pending for a
+	// send, or the connection fails; nil while nothing is pending.
 	taken   chan struct{}
 	flushes sync.WaitGroup
 }
@@ -94,33 +94,40 @@ func (c *outConn) keep(p []byte) {
 	}
 }
 
-// took tells wait that what was pending is no longer; c.mu is held.
+// took tells wait that flush took bytes of pending, all of them or a
+// send's worth; c.mu is held.
 func (c *outConn) took() {
 	if c.taken != nil {
 		close(c.taken)
 		c.taken = nil
 	}
+	if len(c.pending) > 0 {
+		c.taken = make(chan struct{})
+	}
 }
 
 // wait returns once flush has taken what was pending when it was called
-// (at once if nothing was), the connection has failed, or ctx is done.
-// The session's reader waits so after each answer to the peer (a result,
-// a pong) before it reads on: a peer that sends and never reads is held
-// back by its socket, as it was when writes waited, rather than leaving
-// its answers to pile up in memory.
+// (at once if nothing was), though more may wait behind it, the
+// connection has failed, or ctx is done. The session's reader waits so
+// after each answer to the peer (a result, a pong) before it reads on: a
+// peer that sends and never reads is held back by its socket, as it was
+// when writes waited, rather than leaving its answers to pile up in
+// memory.
 func (c *outConn) wait(ctx context.Context) error {
 	c.mu.Lock()
-	ch := c.taken
+	mark := c.wrote
+	for c.err == nil && c.wrote-int64(len(c.pending)) < mark {
+		ch := c.taken
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		c.mu.Lock()
+	}
 	c.mu.Unlock()
-	if ch == nil {
-		return nil
-	}
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return nil
 }
 
 // try writes what the socket takes of p without waiting; c.mu is held and
@@ -170,8 +177,8 @@ func (c *outConn) flush() {
 			p, c.pending = p[:sendChunk], p[sendChunk:]
 		} else {
 			c.pending = nil
-			c.took()
 		}
+		c.took()
 		c.sending = len(p)
 		closing := c.closing
 		if len(p) == 0 || c.err != nil {
