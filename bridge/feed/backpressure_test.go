@@ -546,3 +546,99 @@ func TestClientBehindGetsAnAnswerToEachOp(t *testing.T) {
 		}
 	}
 }
+
+// readServerFrame reads one unmasked frame: its opcode and payload.
+func readServerFrame(r io.Reader) (byte, []byte, error) {
+	var h [2]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, nil, err
+	}
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126, 127:
+		ext := make([]byte, map[uint64]int{126: 2, 127: 8}[n])
+		if _, err := io.ReadFull(r, ext); err != nil {
+			return 0, nil, err
+		}
+		n = 0
+		for _, b := range ext {
+			n = n<<8 | uint64(b)
+		}
+	}
+	p := make([]byte, n)
+	if _, err := io.ReadFull(r, p); err != nil {
+		return 0, nil, err
+	}
+	return h[0] & 0x0f, p, nil
+}
+
+// slowReader reads at most 4 KiB at a time, a millisecond apart.
+type slowReader struct{ net.Conn }
+
+func (s slowReader) Read(p []byte) (int, error) {
+	time.Sleep(time.Millisecond)
+	return s.Conn.Read(p[:min(len(p), 4096)])
+}
+
+// A client evicted while its op's result waits behind its backlog still
+// hears why, once the library has given up waiting for its close frame
+// (5 s) and closed the websocket, leaving the backlog to go out: the
+// session's reader, which waited for that result to be taken, then finds
+// the websocket closed (net.ErrClosed), which is not the peer gone, and
+// must not cut the connection with the close frame still waiting.
+func TestEvictedClientWaitingForAnAnswerHearsWhy(t *testing.T) {
+	r := newRig(t, Options{MaxAnonymousClients: 1, AnonymousIdle: time.Nanosecond, WriteTimeout: time.Minute, PingInterval: time.Hour}, "-hang")
+	conn := rawClient(t, r.srv.Addr())
+	out := directOut(t, r.srv.hub)
+	post := poster(t, r, strings.Repeat("e", 500<<10))
+	post()
+	grown := func(than int, what string) int {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			if n := out.pendingLen(); n > than {
+				return n
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s does not wait behind the backlog", what)
+			}
+		}
+	}
+	backlog := grown(sendChunk, "an event larger than a send")
+	// An op: its result waits behind the backlog, and so does the reader.
+	if _, err := conn.Write(clientFrame(0x1, []byte(`{"op":"ping","id":1}`))); err != nil {
+		t.Fatal(err)
+	}
+	backlog = grown(backlog, "the result")
+	r.dial(t, "") // takes the client's place: 1008
+	grown(backlog, "the close frame")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		out.mu.Lock()
+		closing := out.closing
+		out.mu.Unlock()
+		if closing {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the websocket was not closed with bytes waiting")
+		}
+	}
+	// The client reads at last.
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(slowReader{conn})
+	var last []byte
+	frames := 0
+	for {
+		op, p, err := readServerFrame(br)
+		if err != nil {
+			t.Fatalf("the stream ended (%v) after %d frames without the close frame", err, frames)
+		}
+		frames++
+		if op == 0x8 {
+			last = p
+			break
+		}
+	}
+	if len(last) < 2 || int(last[0])<<8|int(last[1]) != int(websocket.StatusPolicyViolation) {
+		t.Fatalf("close frame %q, want 1008", last)
+	}
+}
