@@ -645,9 +645,12 @@ func (s *Server) session(ws *websocket.Conn, out *outConn, c *client, peer strin
 		defer wg.Done()
 		defer cancel()
 		err := s.readOps(ctx, ws, out, c, log)
-		if ctx.Err() == nil && websocket.CloseStatus(err) == -1 {
-			// Not a close frame, nor the session ending: the peer is
-			// gone, or broke the protocol.
+		if ctx.Err() == nil && websocket.CloseStatus(err) == -1 && !errors.Is(err, net.ErrClosed) {
+			// Not a close frame, nor the session ending, nor this side
+			// closing the websocket (a goodbye or a drop whose close
+			// handshake gave up: what waits still goes out, for at most
+			// the write timeout): the peer is gone, or broke the
+			// protocol.
 			abort()
 		}
 	}()
