@@ -56,7 +56,7 @@ type Options struct {
 	MaxConns         int
 	IdleTimeout      time.Duration // a keep-alive connection idle this long is closed [60 s]
 	MaxMessageBytes  int64         // largest message a client may send [4096]
-	QueueLen         int           // events queued for one client, or sent to it while its socket was full, before it is dropped as too slow [256]
+	QueueLen         int           // events queued for one client, or waiting for its socket, before it is dropped as too slow [256]
 	QueueBytes       int           // bytes of events queued for one client, or waiting for its socket, before it is dropped as too slow [8 MiB]
 	FlushTimeout     time.Duration // when the event stream ends, how long clients have to take the last events [2 s]
 	PingInterval     time.Duration // keepalive ping period [15 s]
