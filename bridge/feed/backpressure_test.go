@@ -642,3 +642,46 @@ func TestEvictedClientWaitingForAnAnswerHearsWhy(t *testing.T) {
 		t.Fatalf("close frame %q, want 1008", last)
 	}
 }
+
+// drainFrames reads the server's frames from conn, slowly, until a close
+// frame, and returns its code; it fails the test if the stream ends first.
+func drainFrames(t *testing.T, conn net.Conn) websocket.StatusCode {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(slowReader{conn})
+	for frames := 0; ; frames++ {
+		op, p, err := readServerFrame(br)
+		if err != nil {
+			t.Fatalf("the stream ended (%v) after %d frames without a close frame", err, frames)
+		}
+		if op == 0x8 {
+			if len(p) < 2 {
+				t.Fatalf("close frame %q", p)
+			}
+			return websocket.StatusCode(int(p[0])<<8 | int(p[1]))
+		}
+	}
+}
+
+// A client that sends a message over MaxMessageBytes while behind is
+// told so with 1009, as docs/protocol.md says, after what it was behind
+// on: the library answers with the close frame, which waits behind the
+// backlog, and the session must not cut the connection before it goes.
+func TestClientBehindThatSendsTooMuchHears1009(t *testing.T) {
+	r := newRig(t, Options{WriteTimeout: time.Minute, PingInterval: time.Hour}, "-hang")
+	conn := rawClient(t, r.srv.Addr())
+	out := directOut(t, r.srv.hub)
+	post := poster(t, r, strings.Repeat("m", 500<<10))
+	post()
+	if got := out.pendingLen(); got <= sendChunk {
+		t.Fatalf("only %d bytes wait for the client; the test needs more than a send's worth", got)
+	}
+	const size = 5000 // over the 4096 allowed
+	big := append([]byte{0x81, 0x80 | 126, size >> 8, size & 0xff, 0, 0, 0, 0}, bytes.Repeat([]byte("b"), size)...)
+	if _, err := conn.Write(big); err != nil {
+		t.Fatal(err)
+	}
+	if code := drainFrames(t, conn); code != websocket.StatusMessageTooBig {
+		t.Fatalf("closed with %v, want 1009", code)
+	}
+}
