@@ -645,12 +645,12 @@ func (s *Server) session(ws *websocket.Conn, out *outConn, c *client, peer strin
 		defer wg.Done()
 		defer cancel()
 		err := s.readOps(ctx, ws, out, c, log)
-		if ctx.Err() == nil && websocket.CloseStatus(err) == -1 && !errors.Is(err, net.ErrClosed) {
+		if ctx.Err() == nil && websocket.CloseStatus(err) == -1 && !errors.Is(err, net.ErrClosed) && !errors.Is(err, websocket.ErrMessageTooBig) {
 			// Not a close frame, nor the session ending, nor this side
 			// closing the websocket (a goodbye or a drop whose close
-			// handshake gave up: what waits still goes out, for at most
-			// the write timeout): the peer is gone, or broke the
-			// protocol.
+			// handshake gave up, or a 1009 for a message over the
+			// limit: what waits still goes out, for at most the write
+			// timeout): the peer is gone, or broke the protocol.
 			abort()
 		}
 	}()
