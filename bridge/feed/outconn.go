@@ -198,12 +198,13 @@ func (c *outConn) flush() {
 			c.mu.Unlock()
 			return
 		}
-		c.mu.Unlock()
 		var err error
 		if !closing {
-			// Once closing, the deadline Close set stands.
+			// Under the lock, so that a Close after it sets the last
+			// deadline; once closing, the one Close set stands.
 			err = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 		}
+		c.mu.Unlock()
 		if err == nil {
 			_, err = c.Conn.Write(p)
 		}
