@@ -444,6 +444,12 @@ func TestClientThatNeverReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer slow.CloseNow()
+	// Its handshake's answer can come before its session joins the hub.
+	for deadline := time.Now().Add(10 * time.Second); r.srv.hub.count() <= len(good); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the client that never reads did not join the hub")
+		}
+	}
 
 	// The reading clients acknowledge each filler event, and the next one
 	// is posted only then: they are never behind, the silent one falls
