@@ -176,16 +176,10 @@ func fanoutFloorServer(args []string) error {
 		}
 		conns = append(conns, cn)
 	}
-	fmt.Println("ready")
-	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
-		return err
-	}
-	runtime.LockOSThread()
-	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	attr, err := readyToGo()
 	if err != nil {
 		return err
 	}
-	attr := &syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd()}}
 	msg := make([]byte, fanoutMsg)
 	for range rounds {
 		pid, err := forkWait(argv[0], argv, attr)
@@ -206,6 +200,22 @@ func fanoutFloorServer(args []string) error {
 		cn.Close()
 	}
 	return nil
+}
+
+// readyToGo is how a fan-out floor server starts its rounds: it says
+// "ready", waits for a line on stdin, and locks its thread; the attributes
+// it returns run the child on /dev/null.
+func readyToGo() (*syscall.ProcAttr, error) {
+	fmt.Println("ready")
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		return nil, err
+	}
+	runtime.LockOSThread()
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd()}}, nil
 }
 
 // fanoutMsg is the size of an exited event and the backoff event after it.

@@ -10,11 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -76,16 +74,10 @@ func wsFanoutFloorServer(args []string) error {
 	for len(conns) < clients {
 		conns = append(conns, <-joined)
 	}
-	fmt.Println("ready")
-	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
-		return err
-	}
-	runtime.LockOSThread()
-	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	attr, err := readyToGo()
 	if err != nil {
 		return err
 	}
-	attr := &syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd()}}
 	seq := 0
 	for range rounds {
 		pid, err := forkWait(argv[0], argv, attr)

@@ -360,23 +360,9 @@ func TestSlowReaderKeepsItsConnection(t *testing.T) {
 // frame still waiting.
 func TestStopDoesNotWaitForAStalledClientsBacklog(t *testing.T) {
 	r := newRig(t, Options{WriteTimeout: time.Hour, QueueBytes: 64 << 20, QueueLen: 100000, FlushTimeout: 200 * time.Millisecond}, "-hang")
-	ctx := ctxT(t)
 	conn := rawClient(t, r.srv.Addr())
 	out := directOut(t, r.srv.hub)
-	// A reading client paces the events: once it has one, the hub has
-	// written it to the stalled client too.
-	pacer := r.dial(t, "")
-	pacer.ws.SetReadLimit(1 << 20)
-	blob := strings.Repeat("b", 64<<10)
-	for i := 0; out.pendingLen() == 0; i++ {
-		if i == 200 {
-			t.Fatal("200 events of 64 KiB, and nothing waits for a client that reads nothing")
-		}
-		if err := r.m.Post(ctx, procmon.Event{Message: "filler", Data: map[string]any{"blob": blob}}); err != nil {
-			t.Fatal(err)
-		}
-		pacer.next(procmon.EventNotice)
-	}
+	fallBehind(t, r, out)
 	// The client says goodbye, then goes on reading nothing: the answer
 	// waits behind the backlog, and the session ends.
 	if _, err := conn.Write(clientFrame(0x8, []byte{0x03, 0xe8})); err != nil {
@@ -415,18 +401,7 @@ func TestSessionOfAClientThatClosesWhileBehindAnswersIt(t *testing.T) {
 	defer slow.CloseNow()
 	slow.SetReadLimit(1 << 20)
 	out := directOut(t, r.srv.hub)
-	pacer := r.dial(t, "")
-	pacer.ws.SetReadLimit(1 << 20)
-	blob := strings.Repeat("c", 64<<10)
-	for i := 0; out.pendingLen() == 0; i++ {
-		if i == 200 {
-			t.Fatal("200 events of 64 KiB, and nothing waits for a client that reads nothing")
-		}
-		if err := r.m.Post(ctx, procmon.Event{Message: "filler", Data: map[string]any{"blob": blob}}); err != nil {
-			t.Fatal(err)
-		}
-		pacer.next(procmon.EventNotice)
-	}
+	fallBehind(t, r, out)
 	// Close reads (and drops) the backlog, then the answer.
 	if err := slow.Close(websocket.StatusNormalClosure, "bye"); err != nil {
 		t.Fatalf("the close handshake of a client that was behind: %v", err)
@@ -683,5 +658,24 @@ func TestClientBehindThatSendsTooMuchHears1009(t *testing.T) {
 	}
 	if code := drainFrames(t, conn); code != websocket.StatusMessageTooBig {
 		t.Fatalf("closed with %v, want 1009", code)
+	}
+}
+
+// fallBehind posts events of 64 KiB until some wait for out's socket. A
+// reading client paces them: once it has one, the hub has written it to
+// out's client too.
+func fallBehind(t *testing.T, r *rig, out *outConn) {
+	t.Helper()
+	pacer := r.dial(t, "")
+	pacer.ws.SetReadLimit(1 << 20)
+	blob := strings.Repeat("b", 64<<10)
+	for i := 0; out.pendingLen() == 0; i++ {
+		if i == 200 {
+			t.Fatal("200 events of 64 KiB, and nothing waits for a client that reads nothing")
+		}
+		if err := r.m.Post(ctxT(t), procmon.Event{Message: "filler", Data: map[string]any{"blob": blob}}); err != nil {
+			t.Fatal(err)
+		}
+		pacer.next(procmon.EventNotice)
 	}
 }
