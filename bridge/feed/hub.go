@@ -38,7 +38,7 @@ type frame struct {
 type hub struct {
 	log        *slog.Logger
 	queueBytes int64 // what one client may have queued, or waiting for its socket
-	queueLen   int   // events one client may have queued, or sent while its socket was full
+	queueLen   int   // events one client may have queued, or waiting for its socket
 
 	mu   sync.Mutex
 	last *frame // the newest event; a new client's hello carries its seq and status
