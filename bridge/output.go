@@ -56,8 +56,8 @@ func ParseLine(b []byte) Line {
 	if len(b) == 0 || !startBytes[b[0]] {
 		return Line{}
 	}
-	if isQRRow(b) {
-		return Line{Kind: LineQRRow, Row: string(bytes.TrimSuffix(b, []byte("\r")))}
+	if row, ok := qrRow(b); ok {
+		return Line{Kind: LineQRRow, Row: string(row)}
 	}
 	t := bytes.TrimSpace(b)
 	if len(t) == 0 {
@@ -185,6 +185,13 @@ var pairingStart = func() (t [256]bool) {
 // it in small mode: only half and full blocks and spaces, with at least one
 // block, and long enough to be a QR row (the smallest code is 21 modules).
 func isQRRow(b []byte) bool {
+	_, ok := qrRow(b)
+	return ok
+}
+
+// qrRow is isQRRow, and the row as it was judged: without a CR that ends
+// it, and without the part of a block character it was cut in.
+func qrRow(b []byte) ([]byte, bool) {
 	b = bytes.TrimSuffix(b, []byte("\r")) // a line ended by CRLF
 	// A row cut at the line limit may end inside a block character: what
 	// is left of it is judged without that part.
@@ -197,7 +204,7 @@ func isQRRow(b []byte) bool {
 		}
 	}
 	if len(b) < 21 || (b[0] != ' ' && b[0] != 0xe2) {
-		return false
+		return nil, false
 	}
 	blocks, cells := 0, 0
 	for i := 0; i < len(b); {
@@ -207,12 +214,12 @@ func isQRRow(b []byte) bool {
 		case '█', '▀', '▄':
 			blocks++
 		default:
-			return false
+			return nil, false
 		}
 		cells++
 		i += size
 	}
-	return blocks > 0 && cells >= 21
+	return b, blocks > 0 && cells >= 21
 }
 
 type jsonLine struct {
