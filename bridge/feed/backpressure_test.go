@@ -177,14 +177,7 @@ func TestPongsForAClientThatNeverReadsAreBounded(t *testing.T) {
 func TestEvictedClientWithABacklogHearsWhy(t *testing.T) {
 	r := newRig(t, Options{MaxAnonymousClients: 1, AnonymousIdle: time.Nanosecond, WriteTimeout: time.Minute}, "-hang")
 	ctx := ctxT(t)
-	tr := &http.Transport{DialContext: (&net.Dialer{Control: smallBuffers}).DialContext}
-	defer tr.CloseIdleConnections()
-	quiet, _, err := websocket.Dial(ctx, "ws://"+r.srv.Addr()+"/v1/events", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer quiet.CloseNow()
-	quiet.SetReadLimit(1 << 20)
+	quiet := dialSlow(t, r)
 	if _, err := readHello(ctx, quiet); err != nil {
 		t.Fatal(err)
 	}
@@ -217,12 +210,7 @@ func TestEvictedClientWithABacklogHearsWhy(t *testing.T) {
 	}
 	pacer.next(procmon.EventNotice)
 	r.srv.hub.count() // the hub is done with the event
-	for {
-		if _, _, err = quiet.Read(ctx); err != nil {
-			break
-		}
-	}
-	if !isClose(err, websocket.StatusPolicyViolation) {
+	if err := readToEnd(ctx, quiet); !isClose(err, websocket.StatusPolicyViolation) {
 		t.Fatalf("the evicted client: %v, want close 1008", err)
 	}
 }
@@ -391,16 +379,7 @@ func TestStopDoesNotWaitForAStalledClientsBacklog(t *testing.T) {
 // connection stays open until what waited for its socket has gone out.
 func TestSessionOfAClientThatClosesWhileBehindAnswersIt(t *testing.T) {
 	r := newRig(t, Options{QueueBytes: 64 << 20, QueueLen: 100000}, "-hang")
-	ctx := ctxT(t)
-	tr := &http.Transport{DialContext: (&net.Dialer{Control: smallBuffers}).DialContext}
-	defer tr.CloseIdleConnections()
-	slow, _, err := websocket.Dial(ctx, "ws://"+r.srv.Addr()+"/v1/events", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.CloseNow()
-	slow.SetReadLimit(1 << 20)
-	out := directOut(t, r.srv.hub)
+	slow, out := slowClient(t, r)
 	fallBehind(t, r, out)
 	// Close reads (and drops) the backlog, then the answer.
 	if err := slow.Close(websocket.StatusNormalClosure, "bye"); err != nil {
@@ -413,6 +392,14 @@ func TestSessionOfAClientThatClosesWhileBehindAnswersIt(t *testing.T) {
 // the hub writes to it through. It must be the first client to connect.
 func slowClient(t *testing.T, r *rig) (*websocket.Conn, *outConn) {
 	t.Helper()
+	return dialSlow(t, r), directOut(t, r.srv.hub)
+}
+
+// dialSlow connects a websocket client to r's events through a socket
+// whose receive buffer is tiny (smallBuffers), so that what it does not
+// read soon waits on the server's side.
+func dialSlow(t *testing.T, r *rig) *websocket.Conn {
+	t.Helper()
 	tr := &http.Transport{DialContext: (&net.Dialer{Control: smallBuffers}).DialContext}
 	t.Cleanup(tr.CloseIdleConnections)
 	ws, _, err := websocket.Dial(ctxT(t), "ws://"+r.srv.Addr()+"/v1/events", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
@@ -421,7 +408,7 @@ func slowClient(t *testing.T, r *rig) (*websocket.Conn, *outConn) {
 	}
 	t.Cleanup(func() { ws.CloseNow() })
 	ws.SetReadLimit(1 << 20)
-	return ws, directOut(t, r.srv.hub)
+	return ws
 }
 
 // poster posts events of blob, each paced by a token holder: once it has
@@ -677,5 +664,14 @@ func fallBehind(t *testing.T, r *rig, out *outConn) {
 			t.Fatal(err)
 		}
 		pacer.next(procmon.EventNotice)
+	}
+}
+
+// readToEnd reads ws until a read fails, and returns why.
+func readToEnd(ctx context.Context, ws *websocket.Conn) error {
+	for {
+		if _, _, err := ws.Read(ctx); err != nil {
+			return err
+		}
 	}
 }

@@ -329,13 +329,7 @@ func TestStalledClientDroppedByQueuedBytes(t *testing.T) {
 	// queued it for the stalled client too.
 	pacer := r.dial(t, "")
 	pacer.ws.SetReadLimit(1 << 20)
-	tr := &http.Transport{DialContext: (&net.Dialer{Control: smallBuffers}).DialContext}
-	defer tr.CloseIdleConnections()
-	slow, _, err := websocket.Dial(ctx, "ws://"+r.srv.Addr()+"/v1/events", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.CloseNow()
+	slow := dialSlow(t, r)
 	// The hello comes after the client joined the hub; then it stops reading.
 	if _, err := readHello(ctx, slow); err != nil {
 		t.Fatal(err)
@@ -354,12 +348,7 @@ func TestStalledClientDroppedByQueuedBytes(t *testing.T) {
 	}
 	t.Logf("dropped after %d events of 64 KiB", posted)
 	slow.SetReadLimit(1 << 20)
-	for {
-		if _, _, err = slow.Read(ctx); err != nil {
-			break
-		}
-	}
-	if !isClose(err, websocket.StatusPolicyViolation) {
+	if err := readToEnd(ctx, slow); !isClose(err, websocket.StatusPolicyViolation) {
 		t.Fatalf("the stalled client: %v, want close 1008", err)
 	}
 }

@@ -437,13 +437,7 @@ func TestClientThatNeverReads(t *testing.T) {
 	for i := range good {
 		good[i] = r.dial(t, "")
 	}
-	tr := &http.Transport{DialContext: (&net.Dialer{Control: smallBuffers}).DialContext}
-	defer tr.CloseIdleConnections()
-	slow, _, err := websocket.Dial(ctx, "ws://"+r.srv.Addr()+"/v1/events", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.CloseNow()
+	slow := dialSlow(t, r)
 	// Its handshake's answer can come before its session joins the hub.
 	for deadline := time.Now().Add(10 * time.Second); r.srv.hub.count() <= len(good); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
