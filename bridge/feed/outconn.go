@@ -20,7 +20,7 @@ import (
 // event to every client itself, one after another, without a goroutine to
 // wake per client and per event, and a client that stops reading holds up
 // no one: its backlog is counted against the bytes it may have queued
-// (pendingLen), and a write that times out closes the connection.
+// (backlog), and a write that times out closes the connection.
 //
 // Bytes go out in the order they were written: once some wait, every
 // later write joins them. Each send waits at most the write timeout, and
@@ -216,13 +216,6 @@ func (c *outConn) flush() {
 			return
 		}
 	}
-}
-
-// pendingLen is how many bytes wait for the socket: those pending, and
-// those of the send under way, which stay in memory until it ends.
-func (c *outConn) pendingLen() int {
-	queued, sending, _, _ := c.backlog()
-	return queued + sending
 }
 
 // backlog is what waits for the socket: queued bytes wait for the next

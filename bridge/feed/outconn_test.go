@@ -344,3 +344,10 @@ func TestHubWritesToGreetedClientsItself(t *testing.T) {
 		}
 	}
 }
+
+// pendingLen is how many bytes wait for the socket: those pending, and
+// those of the send under way, which stay in memory until it ends.
+func (c *outConn) pendingLen() int {
+	queued, sending, _, _ := c.backlog()
+	return queued + sending
+}
