@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -532,4 +533,58 @@ func TestHermesHomeFromEnvironment(t *testing.T) {
 	if !strings.Contains(string(out), home) {
 		t.Fatalf("error does not name the home it searched:\n%s", out)
 	}
+}
+
+// TestStartPagesAreReleased checks that once the bridge's start has
+// settled (it connected, or the sidecar stopped waiting for it to) the
+// sidecar keeps no more of its binary's code and read-only data resident
+// than it has used again since.
+func TestStartPagesAreReleased(t *testing.T) {
+	bin, fake := binaries(t)
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		settles string // the record that must come before the release's
+	}{
+		{"connected", []string{"--", fake, "-say", "✅ WhatsApp connected!", "-hang"}, "WhatsApp connected"},
+		{"not connected within the grace", []string{"--connect-grace", "1s", "--", fake, "-hang"}, "has not connected to WhatsApp within 1s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startSidecar(t, append([]string{bin, "run", "--log-level", "debug"}, tc.args...)...)
+			p.waitLog("bridge started")
+			p.waitLog(tc.settles)
+			released, _ := p.waitLog("released the start's pages")["KiB"].(float64)
+			resident := residentFileKiB(t, p.cmd.Process.Pid, bin)
+			t.Logf("released %.0f KiB; %d KiB resident after", released, resident)
+			if released <= 0 || float64(resident) >= released {
+				t.Errorf("released %.0f KiB of the binary; %d KiB resident after", released, resident)
+			}
+			p.stopOK()
+		})
+	}
+}
+
+// residentFileKiB sums the resident KiB of pid's read-only mappings of file.
+func residentFileKiB(t *testing.T, pid int, file string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	mine := false
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 6 && !strings.HasSuffix(f[0], ":"):
+			mine = f[5] == file && !strings.Contains(f[1], "w")
+		case mine && len(f) >= 2 && f[0] == "Rss:":
+			n, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				t.Fatalf("smaps: %q", line)
+			}
+			sum += n
+		}
+	}
+	return sum
 }
