@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge"
+	"github.com/wa-sidecar/wa-sidecar/bridge/session"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 	"github.com/wa-sidecar/wa-sidecar/signals"
 )
@@ -45,12 +46,17 @@ func (r *pageRelease) Run(ctx context.Context) error {
 
 // settled says whether ev ends the bridge's start: it has connected to
 // WhatsApp, the sidecar has stopped waiting for it to (it goes on trying),
-// or it is parked until it is paired again or started by hand. (A stop is
-// left out: the sidecar's own shutdown ends with one.)
+// or it is parked until it is paired again or started by hand, or waits
+// while the gateway's own bridge holds the port. (A stop is left out: the
+// sidecar's own shutdown ends with one.)
 func settled(ev procmon.Event) bool {
 	switch ev.Kind {
 	case bridge.EventConnected, bridge.EventConnectTimeout, procmon.EventGivenUp:
 		return true
 	}
-	return ev.Status.State == bridge.StateNeedsPairing
+	switch ev.Status.State {
+	case bridge.StateNeedsPairing, session.StateYielded:
+		return true
+	}
+	return false
 }

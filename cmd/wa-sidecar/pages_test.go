@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/wa-sidecar/wa-sidecar/bridge"
+	"github.com/wa-sidecar/wa-sidecar/bridge/session"
 	"github.com/wa-sidecar/wa-sidecar/procmon"
 )
 
@@ -19,6 +20,7 @@ func TestSettled(t *testing.T) {
 		{procmon.Event{Kind: bridge.EventConnectTimeout, Status: running}, true},
 		{procmon.Event{Kind: procmon.EventGivenUp, Status: procmon.Status{State: procmon.StateGivenUp}}, true},
 		{procmon.Event{Kind: procmon.EventExited, Status: procmon.Status{State: bridge.StateNeedsPairing}}, true},
+		{procmon.Event{Kind: procmon.EventNotice, Status: procmon.Status{State: session.StateYielded}}, true},
 		{procmon.Event{Kind: procmon.EventStopped, Status: procmon.Status{State: procmon.StateStopped}}, false},
 		{procmon.Event{Kind: procmon.EventExited, Status: procmon.Status{State: procmon.StateBackoff}}, false},
 	} {
