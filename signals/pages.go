@@ -22,6 +22,10 @@ type mapping struct {
 	inode      uint64
 }
 
+// ErrTraced says ReleaseExecPages did nothing because the process is being
+// traced: a debugger may write breakpoints into its code at any moment.
+var ErrTraced = errors.New("the process is being traced")
+
 // ReleaseExecPages tells the kernel that the process no longer needs the
 // pages of its own executable's code and read-only data it has touched so
 // far (madvise MADV_DONTNEED). A Go binary touches most of its code and
@@ -30,13 +34,20 @@ type mapping struct {
 // of a process that then sleeps. The pages stay in the page cache: one used
 // again is mapped back by a minor fault, from memory.
 //
-// Only private, read-only mappings of the executable whose pages are all
-// the file's own are released: none holds a copy made on write (a
+// Only pages of private, read-only mappings of the executable that are the
+// file's own are released: a page that holds a copy made on write (a
 // relocation written by a dynamic loader, a debugger's breakpoint, an
-// uprobe), resident or swapped out, so nothing the process or anyone else
-// wrote is lost. It returns how many KiB were resident in the mappings it
-// released.
+// uprobe), resident or swapped out, is left where it is, and so is every
+// page while a tracer is attached. The page table is read at most 512 pages
+// ahead of each release, so a copy is missed only if it is made in the few
+// microseconds between the two; madvise cannot be told to spare one. It
+// returns how many KiB were resident in what it released.
 func ReleaseExecPages() (int64, error) {
+	if traced, err := tracerAttached(); err != nil {
+		return 0, err
+	} else if traced {
+		return 0, ErrTraced
+	}
 	f, err := os.Open("/proc/self/maps")
 	if err != nil {
 		return 0, fmt.Errorf("reading the process's mappings: %w", err)
@@ -51,26 +62,36 @@ func ReleaseExecPages() (int64, error) {
 		return 0, fmt.Errorf("reading the process's page table: %w", err)
 	}
 	defer pagemap.Close()
-	// Every mapping is checked before any is released: the code that runs
-	// between two releases would only fault the first one's pages back.
-	var todo []mapping
-	var released int64
+	var pages int64
 	for _, m := range execMappings(maps, reflect.ValueOf(ReleaseExecPages).Pointer()) {
-		resident, pristine, err := pageStates(pagemap, m)
+		n, err := releaseFilePages(pagemap, m, dontNeed)
+		pages += n
 		if err != nil {
-			return 0, fmt.Errorf("reading the process's page table: %w", err)
-		}
-		if pristine && resident > 0 {
-			todo = append(todo, m)
-			released += resident * int64(os.Getpagesize()) / 1024
+			return pages * int64(os.Getpagesize()) / 1024, err
 		}
 	}
-	for _, m := range todo {
-		if _, _, errno := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, unix.MADV_DONTNEED); errno != 0 {
-			return 0, fmt.Errorf("releasing %#x-%#x: %w", m.start, m.end, errno)
+	return pages * int64(os.Getpagesize()) / 1024, nil
+}
+
+func dontNeed(start, end uintptr) error {
+	if _, _, errno := unix.Syscall(unix.SYS_MADVISE, start, end-start, unix.MADV_DONTNEED); errno != 0 {
+		return fmt.Errorf("releasing %#x-%#x: %w", start, end, errno)
+	}
+	return nil
+}
+
+// tracerAttached reads TracerPid from /proc/self/status.
+func tracerAttached() (bool, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false, fmt.Errorf("reading the process's status: %w", err)
+	}
+	for line := range bytes.Lines(b) {
+		if v, ok := bytes.CutPrefix(line, []byte("TracerPid:")); ok {
+			return string(bytes.TrimSpace(v)) != "0", nil
 		}
 	}
-	return released, nil
+	return false, errors.New("reading the process's status: no TracerPid line")
 }
 
 // The flags of a /proc/PID/pagemap entry (see the kernel's
@@ -82,12 +103,14 @@ const (
 	pageFile    = 1 << 61 // a page of a file, or shared anonymous memory
 )
 
-// pageStates reads m's entries of the page table and says how many of its
-// pages are resident, and whether all of those are the file's own: none
-// is a private copy (present but not a file page) or swapped out.
-func pageStates(pagemap io.ReaderAt, m mapping) (resident int64, pristine bool, err error) {
+// releaseFilePages reads m's page table 512 entries at a time and, right
+// after each read, hands release every run of those pages that holds no
+// copy (present but not a file page, or swapped out) and has a resident
+// page in it. It returns how many resident pages the runs it released held.
+func releaseFilePages(pagemap io.ReaderAt, m mapping, release func(start, end uintptr) error) (int64, error) {
 	page := uintptr(os.Getpagesize())
 	buf := make([]byte, 8*512)
+	var released int64
 	for addr := m.start; addr < m.end; {
 		n := min(uintptr(len(buf)/8), (m.end-addr)/page)
 		got, err := pagemap.ReadAt(buf[:8*n], int64(addr/page*8))
@@ -95,20 +118,43 @@ func pageStates(pagemap io.ReaderAt, m mapping) (resident int64, pristine bool, 
 			if err == nil {
 				err = io.ErrUnexpectedEOF
 			}
-			return 0, false, err
+			return released, fmt.Errorf("reading the process's page table: %w", err)
+		}
+		var runStart uintptr
+		var runResident int64
+		inRun := false
+		flush := func(end uintptr) error {
+			if inRun && runResident > 0 {
+				if err := release(runStart, end); err != nil {
+					return err
+				}
+				released += runResident
+			}
+			inRun, runResident = false, 0
+			return nil
 		}
 		for i := uintptr(0); i < n; i++ {
 			e := binary.NativeEndian.Uint64(buf[8*i:])
-			switch {
-			case e&pageSwapped != 0, e&pagePresent != 0 && e&pageFile == 0:
-				return 0, false, nil
-			case e&pagePresent != 0:
-				resident++
+			at := addr + i*page
+			if e&pageSwapped != 0 || e&pagePresent != 0 && e&pageFile == 0 {
+				if err := flush(at); err != nil {
+					return released, err
+				}
+				continue
 			}
+			if !inRun {
+				inRun, runStart = true, at
+			}
+			if e&pagePresent != 0 {
+				runResident++
+			}
+		}
+		if err := flush(addr + n*page); err != nil {
+			return released, err
 		}
 		addr += n * page
 	}
-	return resident, true, nil
+	return released, nil
 }
 
 // execMappings picks, of maps, the private, read-only mappings of the file

@@ -79,64 +79,111 @@ func fakePagemap(start uintptr, entries ...uint64) *bytes.Reader {
 	return bytes.NewReader(b)
 }
 
-func TestPageStates(t *testing.T) {
+// span is a range handed to release, in pages from the mapping's start.
+type span struct{ from, to int }
+
+func TestReleaseFilePages(t *testing.T) {
 	page := uintptr(os.Getpagesize())
 	const start = 0x400000
-	file, absent := uint64(pagePresent|pageFile), uint64(0)
+	file, absent, copied, swapped := uint64(pagePresent|pageFile), uint64(0), uint64(pagePresent), uint64(pageSwapped)
+	many := func(n int, e uint64) []uint64 {
+		s := make([]uint64, n)
+		for i := range s {
+			s[i] = e
+		}
+		return s
+	}
 	for _, tc := range []struct {
 		name     string
 		entries  []uint64
+		want     []span
 		resident int64
-		pristine bool
 	}{
-		{"the file's pages, some resident", []uint64{file, absent, file, file}, 3, true},
-		{"none resident", []uint64{absent, absent}, 0, true},
-		{"a copy made on write", []uint64{file, pagePresent, file}, 0, false},
-		{"a copy swapped out", []uint64{file, pageSwapped, file}, 0, false},
-		{"more pages than one read takes", append(make([]uint64, 700), file), 1, true},
-		{"a copy past the first read", append(make([]uint64, 600), pagePresent), 0, false},
+		{"the file's pages, some resident", []uint64{file, absent, file, file}, []span{{0, 4}}, 3},
+		{"none resident: nothing to release", []uint64{absent, absent}, nil, 0},
+		{"a copy made on write stays", []uint64{file, copied, file, file}, []span{{0, 1}, {2, 4}}, 3},
+		{"a copy swapped out stays", []uint64{file, swapped, absent}, []span{{0, 1}}, 1},
+		{"only copies", []uint64{copied, swapped}, nil, 0},
+		{"a run is cut at each read of 512 entries", many(700, file), []span{{0, 512}, {512, 700}}, 700},
+		{"a copy past the first read", append(many(600, file), copied, file), []span{{0, 512}, {512, 600}, {601, 602}}, 601},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := mapping{start: start, end: start + uintptr(len(tc.entries))*page}
-			resident, pristine, err := pageStates(fakePagemap(start, tc.entries...), m)
-			if err != nil || resident != tc.resident || pristine != tc.pristine {
-				t.Errorf("got %d resident, pristine %v, %v; want %d, %v", resident, pristine, err, tc.resident, tc.pristine)
+			var got []span
+			resident, err := releaseFilePages(fakePagemap(start, tc.entries...), m, func(a, b uintptr) error {
+				got = append(got, span{int((a - start) / page), int((b - start) / page)})
+				return nil
+			})
+			if err != nil || resident != tc.resident || !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("released %v (%d resident), %v; want %v (%d)", got, resident, err, tc.want, tc.resident)
 			}
 		})
 	}
 	t.Run("a page table that ends early", func(t *testing.T) {
 		m := mapping{start: start, end: start + 4*page}
-		if _, _, err := pageStates(fakePagemap(start, file, file), m); err == nil {
+		if _, err := releaseFilePages(fakePagemap(start, file, file), m, func(uintptr, uintptr) error { return nil }); err == nil {
 			t.Error("no error")
+		}
+	})
+	t.Run("a release that fails stops it", func(t *testing.T) {
+		m := mapping{start: start, end: start + 3*page}
+		calls := 0
+		_, err := releaseFilePages(fakePagemap(start, file, copied, file), m, func(uintptr, uintptr) error {
+			calls++
+			return errors.New("refused")
+		})
+		if err == nil || calls != 1 {
+			t.Errorf("%d calls, %v", calls, err)
 		}
 	})
 }
 
 // residentExecKiB is the resident KiB of this process's own code and
-// read-only data, as /proc/self/smaps gives them.
+// read-only data, as /proc/self/smaps gives them: the mappings of the file
+// whose mapping holds this function's code, told by device and inode.
 func residentExecKiB(t *testing.T) int64 {
 	t.Helper()
 	b, err := os.ReadFile("/proc/self/smaps")
 	if err != nil {
 		t.Fatal(err)
 	}
-	exe, err := os.Readlink("/proc/self/exe")
-	if err != nil {
-		t.Fatal(err)
+	type entry struct {
+		m   mapping
+		rss int64
 	}
-	var sum int64
-	mine := false
+	var entries []entry
 	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
+		f := bytes.Fields([]byte(line))
 		switch {
-		case len(f) >= 6 && !strings.HasSuffix(f[0], ":"):
-			mine = f[5] == exe && !strings.Contains(f[1], "w")
-		case mine && len(f) >= 2 && f[0] == "Rss:":
-			n, err := strconv.ParseInt(f[1], 10, 64)
+		case len(f) == 0:
+		case !bytes.HasSuffix(f[0], []byte(":")):
+			m, err := mapsLine(f)
+			if err != nil {
+				t.Fatalf("smaps: %q: %v", line, err)
+			}
+			entries = append(entries, entry{m: m})
+		case string(f[0]) == "Rss:" && len(entries) > 0:
+			n, err := strconv.ParseInt(string(f[1]), 10, 64)
 			if err != nil {
 				t.Fatalf("smaps: %q", line)
 			}
-			sum += n
+			entries[len(entries)-1].rss = n
+		}
+	}
+	pc := reflect.ValueOf(residentExecKiB).Pointer()
+	var exe *mapping
+	for i := range entries {
+		if entries[i].m.start <= pc && pc < entries[i].m.end {
+			exe = &entries[i].m
+		}
+	}
+	if exe == nil {
+		t.Fatal("no mapping holds this test's code")
+	}
+	var sum int64
+	for _, e := range entries {
+		if e.m.dev == exe.dev && e.m.inode == exe.inode && !strings.Contains(e.m.perms, "w") {
+			sum += e.rss
 		}
 	}
 	return sum
@@ -163,10 +210,10 @@ func TestReleaseExecPages(t *testing.T) {
 	}
 }
 
-// TestPageStatesOfARealMapping checks the page table's flags as this
-// kernel gives them: a private mapping of a file that was only read is the
-// file's own; once a page was written to, it holds a copy.
-func TestPageStatesOfARealMapping(t *testing.T) {
+// TestReleaseOfARealMapping releases a private mapping of a file for real:
+// the pages that were only read come back from the file, and a page that
+// was written to, which holds a copy, keeps what was written.
+func TestReleaseOfARealMapping(t *testing.T) {
 	page := os.Getpagesize()
 	f, err := os.Create(t.TempDir() + "/file")
 	if err != nil {
@@ -191,11 +238,21 @@ func TestPageStatesOfARealMapping(t *testing.T) {
 	if b[0]+b[2*page] != 14 {
 		t.Fatal("the mapping does not hold the file")
 	}
-	if resident, pristine, err := pageStates(pagemap, m); err != nil || resident < 2 || !pristine {
-		t.Fatalf("two pages read: %d resident, pristine %v, %v", resident, pristine, err)
-	}
 	b[3*page] = 8
-	if _, pristine, err := pageStates(pagemap, m); err != nil || pristine {
-		t.Fatalf("a page written to: pristine %v, %v", pristine, err)
+	var released []uintptr
+	resident, err := releaseFilePages(pagemap, m, func(a, e uintptr) error {
+		released = append(released, a, e)
+		return dontNeed(a, e)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The pages around a read may have come in with it, but the written
+	// one is a copy and must be left out.
+	if resident < 2 || !reflect.DeepEqual(released, []uintptr{start, start + uintptr(3*page)}) {
+		t.Errorf("released %#x (%d resident); want [%#x %#x]", released, resident, start, start+uintptr(3*page))
+	}
+	if b[0] != 7 || b[2*page] != 7 || b[3*page] != 8 {
+		t.Errorf("after the release: %d %d %d, want 7 7 8", b[0], b[2*page], b[3*page])
 	}
 }

@@ -536,7 +536,8 @@ func TestHermesHomeFromEnvironment(t *testing.T) {
 }
 
 // TestStartPagesAreReleased checks that once the bridge's start has
-// settled (it connected, or the sidecar stopped waiting for it to) the
+// settled (it connected, or the sidecar stopped waiting for it to, or the
+// connect grace passed while it kept failing) the
 // sidecar keeps no more of its binary's code and read-only data resident
 // than it has used again since.
 func TestStartPagesAreReleased(t *testing.T) {
@@ -548,6 +549,7 @@ func TestStartPagesAreReleased(t *testing.T) {
 	}{
 		{"connected", []string{"--", fake, "-say", "✅ WhatsApp connected!", "-hang"}, "WhatsApp connected"},
 		{"not connected within the grace", []string{"--connect-grace", "1s", "--", fake, "-hang"}, "has not connected to WhatsApp within 1s"},
+		{"failing before it could connect", []string{"--connect-grace", "1s", "--backoff-initial", "100ms", "--", fake, "-after", "200ms", "-exit", "1"}, "bridge failed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := startSidecar(t, append([]string{bin, "run", "--log-level", "debug"}, tc.args...)...)
@@ -564,9 +566,16 @@ func TestStartPagesAreReleased(t *testing.T) {
 	}
 }
 
-// residentFileKiB sums the resident KiB of pid's read-only mappings of file.
+// residentFileKiB sums the resident KiB of pid's read-only mappings of
+// file, told by its inode (a path in smaps may be cut at a space, or carry
+// " (deleted)").
 func residentFileKiB(t *testing.T, pid int, file string) int64 {
 	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(file, &st); err != nil {
+		t.Fatal(err)
+	}
+	ino := strconv.FormatUint(st.Ino, 10)
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
 	if err != nil {
 		t.Fatal(err)
@@ -576,8 +585,8 @@ func residentFileKiB(t *testing.T, pid int, file string) int64 {
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		switch {
-		case len(f) >= 6 && !strings.HasSuffix(f[0], ":"):
-			mine = f[5] == file && !strings.Contains(f[1], "w")
+		case len(f) >= 5 && !strings.HasSuffix(f[0], ":"):
+			mine = f[4] == ino && !strings.Contains(f[1], "w")
 		case mine && len(f) >= 2 && f[0] == "Rss:":
 			n, err := strconv.ParseInt(f[1], 10, 64)
 			if err != nil {

@@ -298,7 +298,7 @@ func runSidecar(s runSettings, style logsink.Style, sinks *logsink.Sinks, sigs <
 		{"metrics", serveMetrics(srv, m, logger)},
 		{"systemd notification", systemd},
 		{"bridge watch", hermes.Watch(m)},
-		{"page release", &pageRelease{follow: m.Follow(16), logger: logger}},
+		{"page release", &pageRelease{follow: m.Follow(16), wait: 2 * s.health.grace, logger: logger}},
 	}
 	if guard != nil {
 		parts = append(parts, part{"session watch", guard.Watch(m)})
