@@ -37,8 +37,10 @@ var ErrTraced = errors.New("the process is being traced")
 // Only pages of private, read-only mappings of the executable that are the
 // file's own are released: a page that holds a copy made on write (a
 // relocation written by a dynamic loader, a debugger's breakpoint, an
-// uprobe), resident or swapped out, is left where it is, and so is every
-// page while a tracer is attached. The page table is read at most 512 pages
+// uprobe), resident or swapped out, is left where it is, and nothing is
+// released while a tracer that the process's pid namespace can see is
+// attached (one outside it shows as TracerPid 0; the breakpoints it has
+// written are copies, and stay). The page table is read at most 512 pages
 // ahead of each release, so a copy is missed only if it is made in the few
 // microseconds between the two; madvise cannot be told to spare one. It
 // returns how many KiB were resident in what it released.
@@ -113,6 +115,9 @@ func releaseFilePages(pagemap io.ReaderAt, m mapping, release func(start, end ui
 	var released int64
 	for addr := m.start; addr < m.end; {
 		n := min(uintptr(len(buf)/8), (m.end-addr)/page)
+		if n == 0 {
+			break // a mapping's end is page-aligned; this is only a guard
+		}
 		got, err := pagemap.ReadAt(buf[:8*n], int64(addr/page*8))
 		if uintptr(got) < 8*n {
 			if err == nil {
