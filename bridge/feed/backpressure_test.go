@@ -287,12 +287,7 @@ func TestBacklogInASendUnderWayCountsAgainstQueueBytes(t *testing.T) {
 // socket had not taken yet, the answer included, must still go out.
 func TestPeerThatClosesWhileBehindGetsTheAnswer(t *testing.T) {
 	p := newOutPair(t, 10*time.Second, false, smallBuffers)
-	var serr error
-	if err := p.out.raw.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096)
-	}); err != nil || serr != nil {
-		t.Fatal(err, serr)
-	}
+	p.shrinkSendBuffer(t)
 	blob := []byte(strings.Repeat("y", 32<<10))
 	for range 64 {
 		if err := p.ws.Write(context.Background(), websocket.MessageText, blob); err != nil {
@@ -313,12 +308,7 @@ func TestPeerThatClosesWhileBehindGetsTheAnswer(t *testing.T) {
 // sendChunk and has the timeout to itself.
 func TestSlowReaderKeepsItsConnection(t *testing.T) {
 	p := newOutPair(t, time.Second, false, smallBuffers)
-	var serr error
-	if err := p.out.raw.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096)
-	}); err != nil || serr != nil {
-		t.Fatal(err, serr)
-	}
+	p.shrinkSendBuffer(t)
 	blob := []byte(strings.Repeat("s", 32<<10))
 	const n = 96 // 3 MiB: read at about 1.5 MiB/s, two seconds of sending
 	for range n {

@@ -40,6 +40,18 @@ type outPair struct {
 	client *websocket.Conn
 }
 
+// shrinkSendBuffer gives the server's socket the smallest send buffer, so
+// that a client which does not read holds writes back after a few KiB.
+func (p *outPair) shrinkSendBuffer(t *testing.T) {
+	t.Helper()
+	var serr error
+	if err := p.out.raw.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096)
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+}
+
 // newOutPair serves one websocket with the given write timeout; dial, if
 // not nil, sets up the client's socket. With hidden, the server's
 // connection does not show its socket.
@@ -172,12 +184,7 @@ func TestOutConnKeepsOrder(t *testing.T) {
 // connection; every later write fails, and nothing is kept.
 func TestOutConnNeverWaitsForAStalledClient(t *testing.T) {
 	p := newOutPair(t, 300*time.Millisecond, false, smallBuffers)
-	var serr error
-	if err := p.out.raw.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096)
-	}); err != nil || serr != nil {
-		t.Fatal(err, serr)
-	}
+	p.shrinkSendBuffer(t)
 	bg := context.Background()
 	blob := []byte(strings.Repeat("y", 32<<10))
 	// The socket's buffers, both ends, take some KiB; 64 writes of 32 KiB
